@@ -1,0 +1,270 @@
+/*
+ * Loop-affine handles: call_soon, call_soon_threadsafe, call_later, call_at
+ * (DESIGN.md invariant 4).
+ *
+ * A handle's state moves PENDING -> DONE (the loop, just before running it)
+ * or PENDING -> CANCELLED (tern_handle_cancel, any thread); a CAS decides.
+ * Cancelled call_soon handles are skipped when the FIFO reaches them;
+ * cancelled timed handles are marked in the wheel and reaped by the owner.
+ * The loop holds one reference until the handle ran or was reaped, the
+ * caller one when it asked for the handle.
+ */
+#include <errno.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "internal.h"
+
+/* task.c: sleep entries share the wheel with handles */
+void tern__sleep_fire(tern__sleep *sl);
+void tern__sleep_reap(tern__sleep *sl);
+tern__sleep *tern__sleep_of(tern__timer *tm);
+
+static void handle_unref(tern_handle *h)
+{
+    if (atomic_fetch_sub_explicit(&h->refs, 1, ACQ_REL) == 1)
+        free(h);
+}
+
+void tern_handle_release(tern_handle *h)
+{
+    if (h)
+        handle_unref(h);
+}
+
+int tern_handle_cancel(tern_handle *h)
+{
+    if (!h)
+        return -EINVAL;
+    uint32_t exp = HS_PENDING;
+    if (!atomic_compare_exchange_strong_explicit(&h->state, &exp, HS_CANCELLED, ACQ_REL,
+                                                 RELAXED))
+        return -EALREADY;
+    if (h->timer.kind == TERN_TIMER_HANDLE)
+        tern__timer_cancel(&h->timer); /* the owner reaps it */
+    return 0;
+}
+
+int tern_handle_cancelled(const tern_handle *h)
+{
+    return h && atomic_load_explicit(&((tern_handle *)h)->state, ACQUIRE) == HS_CANCELLED;
+}
+
+/* Runs h if nobody cancelled it first. */
+static void handle_run(tern_loop *w, tern_handle *h)
+{
+    uint32_t exp = HS_PENDING;
+    if (atomic_compare_exchange_strong_explicit(&h->state, &exp, HS_DONE, ACQ_REL, RELAXED)) {
+        h->cb(h->arg);
+        TERN_STAT_INC(w, handles_run);
+    }
+    handle_unref(h);
+}
+
+static int handle_new(tern_loop *w, tern_callback_fn cb, void *arg, tern_handle **out,
+                      tern_handle **hp)
+{
+    if (!cb || !w)
+        return -EINVAL;
+    tern_handle *h = malloc(sizeof *h);
+    if (!h)
+        return -ENOMEM;
+    memset(h, 0, sizeof *h);
+    atomic_init(&h->refs, out ? 2 : 1);
+    atomic_init(&h->state, HS_PENDING);
+    h->cb = cb;
+    h->arg = arg;
+    h->loop = w;
+    if (out)
+        *out = h;
+    *hp = h;
+    return 0;
+}
+
+static void fifo_append(tern_loop *w, tern_handle *first, tern_handle *last, uint64_t n)
+{
+    last->next = NULL;
+    if (w->fifo_tail)
+        w->fifo_tail->next = first;
+    else
+        w->fifo_head = first;
+    w->fifo_tail = last;
+    atomic_store_explicit(&w->fifo_len, atomic_load_explicit(&w->fifo_len, RELAXED) + n,
+                          RELAXED);
+}
+
+static tern_loop *own_loop(tern_loop *loop, int *err)
+{
+    tern_loop *self = tern__loop_self();
+    if (!loop)
+        loop = self;
+    *err = !loop ? -EINVAL : loop != self ? -EPERM : 0;
+    if (!*err && atomic_load_explicit(&loop->rt->stopping, ACQUIRE) && loop->closed)
+        *err = -ESHUTDOWN;
+    return loop;
+}
+
+int tern_call_soon(tern_loop *loop, tern_callback_fn cb, void *arg, tern_handle **out)
+{
+    int err;
+    tern_loop *w = own_loop(loop, &err);
+    if (!cb)
+        return -EINVAL;
+    if (err)
+        return err;
+    tern_handle *h;
+    if ((err = handle_new(w, cb, arg, out, &h)) < 0)
+        return err;
+    fifo_append(w, h, h, 1);
+    return 0;
+}
+
+int tern_call_soon_threadsafe(tern_loop *loop, tern_callback_fn cb, void *arg,
+                              tern_handle **out)
+{
+    if (!loop || !cb)
+        return -EINVAL;
+    tern_handle *h;
+    int err = handle_new(loop, cb, arg, out, &h);
+    if (err < 0)
+        return err;
+    h->next = NULL;
+    pthread_mutex_lock(&loop->inbox_lock);
+    if (loop->closed) {
+        pthread_mutex_unlock(&loop->inbox_lock);
+        if (out)
+            *out = NULL;
+        free(h);
+        return -ESHUTDOWN;
+    }
+    if (loop->inbox_tail)
+        loop->inbox_tail->next = h;
+    else
+        loop->inbox_head = h;
+    loop->inbox_tail = h;
+    atomic_store_explicit(&loop->inbox_nonempty, 1, RELEASE);
+    pthread_mutex_unlock(&loop->inbox_lock);
+    /* seq_cst pairs with park's store of parked then read of the inbox */
+    if (loop != tern__loop_self() && atomic_exchange_explicit(&loop->parked, 0, SEQ_CST))
+        tern__loop_wake(loop);
+    return 0;
+}
+
+int tern_call_at(tern_loop *loop, uint64_t when, tern_callback_fn cb, void *arg,
+                 tern_handle **out)
+{
+    int err;
+    tern_loop *w = own_loop(loop, &err);
+    if (!cb)
+        return -EINVAL;
+    if (err)
+        return err;
+    tern_handle *h;
+    if ((err = handle_new(w, cb, arg, out, &h)) < 0)
+        return err;
+    h->timer.deadline = when;
+    h->timer.kind = TERN_TIMER_HANDLE;
+    tern__wheel_insert(&w->wheel, &h->timer);
+    return 0;
+}
+
+int tern_call_later(tern_loop *loop, uint64_t delay, tern_callback_fn cb, void *arg,
+                    tern_handle **out)
+{
+    tern_loop *w = loop ? loop : tern__loop_self();
+    uint64_t base = w ? atomic_load_explicit(&w->now, RELAXED) : 0;
+    return tern_call_at(loop, base + delay, cb, arg, out);
+}
+
+static tern_handle *handle_of(tern__timer *tm)
+{
+    return (tern_handle *)((char *)tm - offsetof(tern_handle, timer));
+}
+
+void tern__timer_fire(tern__timer *tm, void *ctx)
+{
+    if (tm->kind == TERN_TIMER_SLEEP)
+        tern__sleep_fire(tern__sleep_of(tm));
+    else
+        handle_run(ctx, handle_of(tm));
+}
+
+void tern__timer_reap(tern__timer *tm, void *ctx)
+{
+    if (tm->kind == TERN_TIMER_SLEEP)
+        tern__sleep_reap(tern__sleep_of(tm));
+    else
+        handle_unref(handle_of(tm));
+}
+
+/* Moves the threadsafe inbox into the FIFO (both in arrival order). */
+static void inbox_splice(tern_loop *w)
+{
+    if (!atomic_load_explicit(&w->inbox_nonempty, ACQUIRE))
+        return;
+    pthread_mutex_lock(&w->inbox_lock);
+    tern_handle *first = w->inbox_head, *last = w->inbox_tail;
+    w->inbox_head = w->inbox_tail = NULL;
+    atomic_store_explicit(&w->inbox_nonempty, 0, RELAXED);
+    pthread_mutex_unlock(&w->inbox_lock);
+    uint64_t n = 0;
+    for (tern_handle *h = first; h; h = h->next)
+        n++;
+    if (first)
+        fifo_append(w, first, last, n);
+}
+
+/* Runs the handles that were ready when this turn began; those they
+ * schedule wait for the next turn (asyncio's _run_once). */
+void tern__handles_run(tern_loop *w)
+{
+    inbox_splice(w);
+    uint64_t n = atomic_load_explicit(&w->fifo_len, RELAXED);
+    while (n--) {
+        tern_handle *h = w->fifo_head;
+        w->fifo_head = h->next;
+        if (!w->fifo_head)
+            w->fifo_tail = NULL;
+        atomic_store_explicit(&w->fifo_len, atomic_load_explicit(&w->fifo_len, RELAXED) - 1,
+                              RELAXED);
+        handle_run(w, h);
+    }
+}
+
+int tern__handles_pending(tern_loop *w)
+{
+    return atomic_load_explicit(&w->fifo_len, RELAXED) != 0 ||
+           atomic_load_explicit(&w->inbox_nonempty, ACQUIRE);
+}
+
+static void reap_all(tern__timer *tm, void *ctx)
+{
+    tern__timer_reap(tm, ctx);
+}
+
+/* At loop exit: close the inbox, run every pending call_soon handle (those
+ * they schedule too, up to a bound so a handle that reschedules itself
+ * cannot keep the loop alive), and drop timed handles and sleep entries
+ * that are not due. */
+void tern__handles_drain(tern_loop *w)
+{
+    pthread_mutex_lock(&w->inbox_lock);
+    w->closed = 1;
+    pthread_mutex_unlock(&w->inbox_lock);
+    for (int round = 0; round < 1000 && tern__handles_pending(w); round++)
+        tern__handles_run(w);
+    while (w->fifo_head) { /* still rescheduling after 1000 rounds */
+        tern_handle *h = w->fifo_head;
+        w->fifo_head = h->next;
+        handle_unref(h);
+    }
+    w->fifo_tail = NULL;
+    atomic_store_explicit(&w->fifo_len, 0, RELAXED);
+    /* Everything left in the wheel is dropped: cancel marks every entry,
+     * then an advance to the end of time hands each to reap. */
+    for (unsigned l = 0; l < TERN__WHEEL_LEVELS; l++)
+        for (unsigned s = 0; s < TERN__WHEEL_SLOTS; s++)
+            for (tern__timer *t = w->wheel.slots[l][s]; t; t = t->next)
+                tern__timer_cancel(t);
+    tern__wheel_advance(&w->wheel, UINT64_MAX / 2, reap_all, reap_all, w);
+}

@@ -1,0 +1,258 @@
+/*
+ * Internal structures shared by the files of rt/. Never installed.
+ *
+ * Who owns what (DESIGN.md invariant 1): a loop's wheel, handle FIFO, driver
+ * and the tail of its local queue are touched only by the loop's worker
+ * thread. Everything other threads may touch is atomic or behind a lock and
+ * says so.
+ *
+ * Task lifetime rules:
+ *  1. A task starts with one "scheduler" reference, held until it finishes,
+ *     plus one for the spawner when it asked for a tern_task pointer.
+ *  2. A task in a run queue is kept alive by the scheduler reference: it
+ *     cannot finish before it has run, so queues hold no references.
+ *  3. Every other holder (a timer entry, a join slot, a waker) holds its own
+ *     reference and drops it when done. The last drop frees the task.
+ *  4. A task's stack is taken when it first runs and given back when it
+ *     finishes, so spawned-but-not-started tasks cost only their header.
+ */
+#ifndef TERN_INTERNAL_H
+#define TERN_INTERNAL_H
+
+#include <pthread.h>
+#include <stdatomic.h>
+#include <stdint.h>
+
+#include "driver.h"
+#include "fiber.h"
+#include "tern.h"
+#include "wheel.h"
+
+/* Named orderings, so grep finds every ordering decision. */
+#define RELAXED memory_order_relaxed
+#define ACQUIRE memory_order_acquire
+#define RELEASE memory_order_release
+#define ACQ_REL memory_order_acq_rel
+#define SEQ_CST memory_order_seq_cst
+
+/* Counters written by one thread and read by others: a relaxed load and store
+ * is a plain move on x86-64, where an atomic add would be a locked op. */
+#define TERN_STAT_INC(w, f)                                                              \
+    atomic_store_explicit(&(w)->stats.f, atomic_load_explicit(&(w)->stats.f, RELAXED) + 1, \
+                          RELAXED)
+#define TERN_STAT_ADD(w, f, n)                                                           \
+    atomic_store_explicit(&(w)->stats.f, atomic_load_explicit(&(w)->stats.f, RELAXED) + (n), \
+                          RELAXED)
+
+/* ThreadSanitizer cannot see concurrencykit's atomics (DESIGN.md): items
+ * handed through a ck structure are published and taken with these. */
+#ifdef TERN_TSAN
+void __tsan_acquire(void *addr);
+void __tsan_release(void *addr);
+#define TERN_TSAN_RELEASE(p) __tsan_release((void *)(p))
+#define TERN_TSAN_ACQUIRE(p) __tsan_acquire((void *)(p))
+#else
+#define TERN_TSAN_RELEASE(p) ((void)0)
+#define TERN_TSAN_ACQUIRE(p) ((void)0)
+#endif
+
+#define TERN_LOCAL_QUEUE 256 /* power of two */
+#define TERN_EVENT_INTERVAL 61 /* tasks run between two looks at timers/inject */
+#define TERN_LIFO_STREAK 3     /* LIFO runs in a row before the queue gets a turn */
+
+/* ---- tasks ---------------------------------------------------------------- */
+
+/* Task state bits (see task.c for the proof sketch). */
+enum {
+    TS_SCHEDULED = 1u << 0, /* in a run queue, or about to be pushed */
+    TS_RUNNING = 1u << 1,   /* on a worker, its fiber switched in */
+    TS_NOTIFIED = 1u << 2,  /* woken while running: requeue after switch-out */
+    TS_COMPLETE = 1u << 3,  /* finished; result and status are final */
+    TS_CANCELLED = 1u << 4, /* cancel requested (sticky) */
+};
+
+enum { TERN_KIND_FIBER, TERN_KIND_BLOCKING };
+/* Why a task's fiber switched back to its worker. */
+enum { SW_YIELD, SW_PARK, SW_DONE };
+
+typedef struct tern__sleep tern__sleep;
+
+struct tern_task {
+    _Atomic uint32_t state;
+    _Atomic uint32_t refs;
+    struct tern_task *next; /* inject list / blocking queue link */
+    tern__fiber fiber;
+    tern_loop *loop; /* the worker it runs on now; set before each switch-in */
+    tern_runtime *rt;
+    tern_task_fn fn;
+    void *arg;
+    void *result;
+    int status;     /* 0, -ECANCELED, -ENOMEM once complete */
+    uint8_t kind;   /* TERN_KIND_* */
+    uint8_t reason; /* SW_*: why the fiber switched out */
+    uint8_t started;
+    uint16_t budget; /* cooperative budget left in this run */
+    uint64_t id;
+    _Atomic uintptr_t joiner; /* tern_task* (bit 0 clear) or thread waiter | 1 */
+    struct tern_task *reg_prev, *reg_next; /* live-task registry (per shard) */
+};
+
+/* A thread outside the runtime blocked on something (join, block_on). */
+typedef struct tern__thread_waiter {
+    _Atomic uint32_t done;
+} tern__thread_waiter;
+
+void tern__thread_wait(tern__thread_waiter *tw);
+void tern__thread_wake(tern__thread_waiter *tw);
+
+/* ---- handles ---------------------------------------------------------------- */
+
+enum { HS_PENDING, HS_DONE, HS_CANCELLED };
+
+struct tern_handle {
+    _Atomic uint32_t refs;  /* the loop's (until run or reaped) + the caller's */
+    _Atomic uint32_t state; /* HS_* */
+    tern_callback_fn cb;
+    void *arg;
+    tern_loop *loop;
+    struct tern_handle *next; /* FIFO / inbox link */
+    tern__timer timer;        /* call_later/call_at */
+};
+
+/* ---- loops (one per worker) ------------------------------------------------ */
+
+typedef struct tern__stats {
+    _Atomic uint64_t tasks_run, steals, stolen_tasks, parks, wakes, inject_pulls,
+        lifo_hits, budget_yields, handles_run, timers_fired;
+} tern__stats;
+
+struct tern_loop {
+    /* Local queue: the owner writes tail, anyone CASes head (Go's runq). */
+    _Atomic uint32_t head;
+    char pad0[60];
+    _Atomic uint32_t tail;
+    _Atomic(tern_task *) lifo; /* owner sets; owner or thieves take */
+    _Atomic(tern_task *) buf[TERN_LOCAL_QUEUE];
+
+    tern_runtime *rt;
+    unsigned index;
+    pthread_t thread;
+    tern__fiber sched;     /* the worker thread's own context */
+    tern_task *current;    /* task switched in, or NULL */
+    unsigned lifo_streak;
+    uint32_t rng;
+    int searching; /* counted in rt->idle.searching */
+    int sleeping;  /* in rt->idle.sleepers; guarded by rt->idle.lock */
+
+    _Atomic uint64_t now; /* loop time: read once per turn, any thread reads */
+    tern__wheel wheel;
+    _Atomic uint64_t scheduled; /* wheel.count as of the last turn, for others */
+    tern__driver *driver;
+    const char *backend_note;
+    _Atomic int parked; /* 1 while in (or entering) the driver wait */
+
+    /* call_soon FIFO (owner only) and the threadsafe inbox (locked). */
+    tern_handle *fifo_head, *fifo_tail;
+    _Atomic uint64_t fifo_len;
+    pthread_mutex_t inbox_lock;
+    tern_handle *inbox_head, *inbox_tail;
+    _Atomic int inbox_nonempty;
+    int closed; /* inbox refuses new handles; guarded by inbox_lock */
+
+    tern__stats stats;
+};
+
+/* ---- runtime ----------------------------------------------------------------- */
+
+typedef struct tern__shard {
+    pthread_mutex_t lock;
+    tern_task *head;
+} tern__shard;
+
+typedef struct tern__blocking {
+    pthread_mutex_t lock;
+    pthread_cond_t cond; /* jobs arrived / stopping */
+    pthread_cond_t gone; /* a thread exited */
+    tern_task *head, *tail;
+    unsigned threads, idle, max;
+    int stopping;
+} tern__blocking;
+
+struct tern_runtime {
+    tern_config cfg;
+    unsigned nworkers;
+    tern_loop **loops;
+    tern__stack_pool *stacks;
+
+    /* Global inject queue: work from outside the workers and overflow. */
+    pthread_mutex_t inject_lock;
+    tern_task *inject_head, *inject_tail;
+    _Atomic uint64_t inject_len;
+
+    /* Idle workers (see worker.c). */
+    struct {
+        pthread_mutex_t lock;
+        unsigned *sleepers;
+        _Atomic unsigned nsleepers;
+        _Atomic unsigned searching;
+    } idle;
+
+    /* Live tasks, sharded by id so spawn and exit rarely meet on a lock. */
+    tern__shard *shards;
+    unsigned nshards;
+    _Atomic uint64_t live;       /* allocated tasks */
+    _Atomic uint64_t unfinished; /* tasks not complete */
+    _Atomic int closing;         /* shutdown began: no new tasks */
+    _Atomic int stopping;        /* workers should exit once idle */
+    pthread_mutex_t done_lock;
+    pthread_cond_t done_cond; /* unfinished reached 0 while closing */
+
+    tern__blocking blocking;
+
+    /* start-up hand-shake with the workers */
+    pthread_mutex_t start_lock;
+    pthread_cond_t start_cond;
+    unsigned started;
+    int start_error;
+};
+
+/* ---- functions shared between rt/ files ------------------------------------ */
+
+/* The loop of the calling worker thread, or NULL. Never inlined and opaque to
+ * the optimiser, so a caller that may have migrated reads it again. */
+tern_loop *tern__loop_self(void);
+
+/* task.c */
+int tern__task_new(tern_runtime *rt, tern_task_fn fn, void *arg, int kind, tern_task **out);
+void tern__task_unref(tern_task *t);
+void tern__task_run(tern_loop *w, tern_task *t);
+void tern__task_finish(tern_loop *w, tern_task *t);
+void tern__task_wake(tern_task *t, uint32_t extra);
+void tern__schedule(tern_runtime *rt, tern_task *t, int lifo);
+
+/* queue.c */
+void tern__queue_push(tern_loop *w, tern_task *t);
+tern_task *tern__queue_pop(tern_loop *w);
+unsigned tern__queue_len(const tern_loop *w);
+unsigned tern__queue_steal(tern_loop *victim, tern_loop *w);
+void tern__inject_push(tern_runtime *rt, tern_task *first, tern_task *last, unsigned n);
+tern_task *tern__inject_pull(tern_runtime *rt, tern_loop *w);
+
+/* worker.c */
+void *tern__worker_main(void *arg);
+void tern__notify_work(tern_runtime *rt);
+void tern__loop_wake(tern_loop *w);
+
+/* handle.c */
+void tern__handles_run(tern_loop *w);
+void tern__handles_drain(tern_loop *w);
+int tern__handles_pending(tern_loop *w);
+void tern__timer_fire(tern__timer *t, void *ctx);
+void tern__timer_reap(tern__timer *t, void *ctx);
+enum { TERN_TIMER_SLEEP = 1, TERN_TIMER_HANDLE };
+
+/* blocking.c */
+int tern__blocking_submit(tern_runtime *rt, tern_task *t);
+void tern__blocking_stop(tern_runtime *rt);
+
+#endif

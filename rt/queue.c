@@ -1,0 +1,192 @@
+/*
+ * Ready queues: one bounded lock-free queue per worker and the global inject
+ * queue.
+ *
+ * Local queue (the design of Go's runq): a ring of TERN_LOCAL_QUEUE slots,
+ * indices head and tail that only grow (uint32 wrap-around is harmless
+ * because tail - head <= capacity).
+ *
+ *  - Only the owner writes tail, and only the owner writes slots, always at
+ *    tail, and only while tail - head < capacity, so a slot in [head, tail)
+ *    is never overwritten while it may still be read.
+ *  - Every consumer (the owner popping one, a thief taking half) reads slots
+ *    first and then claims them with a CAS on head. A consumer that read a
+ *    slot which was consumed and overwritten meanwhile fails its CAS and
+ *    throws what it read away. Slots are relaxed atomics so those stale reads
+ *    are not data races.
+ *  - The owner's release store of tail publishes the slot (and the task
+ *    behind it); consumers load tail with acquire.
+ *
+ * Inject queue: a locked intrusive list. It is touched when a local queue
+ * overflows (once per half-queue), by threads outside the runtime, and by
+ * idle workers; an atomic length lets busy workers skip the lock.
+ */
+#include "internal.h"
+
+#define MASK (TERN_LOCAL_QUEUE - 1)
+
+static inline tern_task *slot_get(tern_loop *w, uint32_t i)
+{
+    return atomic_load_explicit(&w->buf[i & MASK], RELAXED);
+}
+
+static inline void slot_set(tern_loop *w, uint32_t i, tern_task *t)
+{
+    atomic_store_explicit(&w->buf[i & MASK], t, RELAXED);
+}
+
+/* Moves half of a full queue plus t to the inject queue. Returns 0 when a
+ * consumer raced us and the queue is no longer full (retry the fast path). */
+static int push_overflow(tern_loop *w, tern_task *t, uint32_t head, uint32_t tail)
+{
+    uint32_t n = (tail - head) / 2;
+    tern_task *batch[TERN_LOCAL_QUEUE / 2];
+
+    for (uint32_t i = 0; i < n; i++)
+        batch[i] = slot_get(w, head + i);
+    /* acq_rel: acquire so our slot reads are ordered before claiming them,
+     * release for symmetry with thieves' claims. */
+    if (!atomic_compare_exchange_strong_explicit(&w->head, &head, head + n, ACQ_REL, RELAXED))
+        return 0;
+    for (uint32_t i = 0; i + 1 < n; i++)
+        batch[i]->next = batch[i + 1];
+    batch[n - 1]->next = t;
+    t->next = NULL;
+    tern__inject_push(w->rt, batch[0], t, n + 1);
+    return 1;
+}
+
+void tern__queue_push(tern_loop *w, tern_task *t)
+{
+    for (;;) {
+        uint32_t head = atomic_load_explicit(&w->head, ACQUIRE);
+        uint32_t tail = atomic_load_explicit(&w->tail, RELAXED); /* ours */
+        if (tail - head < TERN_LOCAL_QUEUE) {
+            slot_set(w, tail, t);
+            /* release: the slot and the task's fields before the index */
+            atomic_store_explicit(&w->tail, tail + 1, RELEASE);
+            return;
+        }
+        if (push_overflow(w, t, head, tail))
+            return;
+    }
+}
+
+tern_task *tern__queue_pop(tern_loop *w)
+{
+    for (;;) {
+        uint32_t head = atomic_load_explicit(&w->head, ACQUIRE);
+        uint32_t tail = atomic_load_explicit(&w->tail, RELAXED);
+        if (head == tail)
+            return NULL;
+        tern_task *t = slot_get(w, head);
+        /* release: a thief that later claims past this slot must not see
+         * the slot as free before our read of it is done */
+        if (atomic_compare_exchange_weak_explicit(&w->head, &head, head + 1, RELEASE, RELAXED))
+            return t;
+    }
+}
+
+unsigned tern__queue_len(const tern_loop *w)
+{
+    tern_loop *m = (tern_loop *)w;
+    uint32_t head = atomic_load_explicit(&m->head, ACQUIRE);
+    uint32_t tail = atomic_load_explicit(&m->tail, ACQUIRE);
+    uint32_t n = tail - head;
+    return n > TERN_LOCAL_QUEUE ? 0 : n; /* a torn pair of reads */
+}
+
+/*
+ * Steals half of victim's queue into w's (which must be empty: only the
+ * owner calls this, when it found nothing locally). Returns the number of
+ * tasks moved; they are published in w's queue.
+ */
+unsigned tern__queue_steal(tern_loop *victim, tern_loop *w)
+{
+    uint32_t mytail = atomic_load_explicit(&w->tail, RELAXED);
+    for (;;) {
+        uint32_t head = atomic_load_explicit(&victim->head, ACQUIRE);
+        /* acquire: pairs with the owner's release of tail, so the slots and
+         * the tasks behind them are visible */
+        uint32_t tail = atomic_load_explicit(&victim->tail, ACQUIRE);
+        uint32_t n = tail - head;
+        n -= n / 2;
+        if (n == 0) {
+            /* The LIFO slot is stolen only when the queue is empty: taking
+             * it while the owner is busy keeps a woken task from waiting
+             * behind a long-running one. */
+            tern_task *t = atomic_load_explicit(&victim->lifo, RELAXED);
+            if (t && atomic_compare_exchange_strong_explicit(&victim->lifo, &t, NULL,
+                                                             ACQUIRE, RELAXED)) {
+                slot_set(w, mytail, t);
+                atomic_store_explicit(&w->tail, mytail + 1, RELEASE);
+                return 1;
+            }
+            return 0;
+        }
+        if (n > TERN_LOCAL_QUEUE / 2)
+            continue; /* head and tail read at different moments */
+        for (uint32_t i = 0; i < n; i++)
+            slot_set(w, mytail + i, slot_get(victim, head + i));
+        if (atomic_compare_exchange_weak_explicit(&victim->head, &head, head + n, ACQ_REL,
+                                                  RELAXED)) {
+            atomic_store_explicit(&w->tail, mytail + n, RELEASE);
+            return n;
+        }
+    }
+}
+
+/* Appends the list first..last (n tasks, linked by next) to the inject queue. */
+void tern__inject_push(tern_runtime *rt, tern_task *first, tern_task *last, unsigned n)
+{
+    last->next = NULL;
+    pthread_mutex_lock(&rt->inject_lock);
+    if (rt->inject_tail)
+        rt->inject_tail->next = first;
+    else
+        rt->inject_head = first;
+    rt->inject_tail = last;
+    atomic_store_explicit(&rt->inject_len, atomic_load_explicit(&rt->inject_len, RELAXED) + n,
+                          RELEASE);
+    pthread_mutex_unlock(&rt->inject_lock);
+}
+
+/*
+ * Takes a fair share of the inject queue: returns one task to run now and
+ * moves up to half a local queue more into w's queue (which the caller
+ * knows is empty or nearly so).
+ */
+tern_task *tern__inject_pull(tern_runtime *rt, tern_loop *w)
+{
+    if (atomic_load_explicit(&rt->inject_len, ACQUIRE) == 0)
+        return NULL;
+    pthread_mutex_lock(&rt->inject_lock);
+    uint64_t len = atomic_load_explicit(&rt->inject_len, RELAXED);
+    if (len == 0) {
+        pthread_mutex_unlock(&rt->inject_lock);
+        return NULL;
+    }
+    uint64_t n = len / rt->nworkers + 1;
+    uint32_t room = TERN_LOCAL_QUEUE - tern__queue_len(w);
+    if (n > len)
+        n = len;
+    if (n > room / 2 + 1)
+        n = room / 2 + 1;
+    tern_task *first = rt->inject_head, *t = first;
+    for (uint64_t i = 1; i < n; i++)
+        t = t->next;
+    rt->inject_head = t->next;
+    if (!rt->inject_head)
+        rt->inject_tail = NULL;
+    atomic_store_explicit(&rt->inject_len, len - n, RELAXED);
+    pthread_mutex_unlock(&rt->inject_lock);
+
+    t->next = NULL;
+    for (tern_task *u = first->next; u; ) {
+        tern_task *nx = u->next;
+        tern__queue_push(w, u);
+        u = nx;
+    }
+    TERN_STAT_ADD(w, inject_pulls, n);
+    return first;
+}

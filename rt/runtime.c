@@ -1,0 +1,316 @@
+/*
+ * Runtime lifecycle: configuration, start-up, tern_run / tern_block_on,
+ * shutdown, introspection and error names.
+ */
+#define _GNU_SOURCE
+#include <errno.h>
+#include <sched.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#include "internal.h"
+
+#define TERN_DEFAULT_STACK (64u * 1024)
+#define TERN_DEFAULT_BLOCKING 64
+#define TERN_DEFAULT_BUDGET 128
+#define TERN_MAX_WORKERS 1024
+
+void tern_config_init(tern_config *cfg)
+{
+    if (!cfg)
+        return;
+    memset(cfg, 0, sizeof *cfg);
+    cfg->stack_size = TERN_DEFAULT_STACK;
+    cfg->blocking_threads = TERN_DEFAULT_BLOCKING;
+    cfg->budget = TERN_DEFAULT_BUDGET;
+}
+
+static unsigned cpu_count(void)
+{
+    cpu_set_t set;
+    if (sched_getaffinity(0, sizeof set, &set) == 0 && CPU_COUNT(&set) > 0)
+        return (unsigned)CPU_COUNT(&set);
+    long n = sysconf(_SC_NPROCESSORS_ONLN);
+    return n > 0 ? (unsigned)n : 1;
+}
+
+static int config_resolve(const tern_config *in, tern_config *out)
+{
+    tern_config_init(out);
+    if (!in)
+        in = out;
+    if (in->workers > TERN_MAX_WORKERS || in->backend > TERN_BACKEND_EPOLL ||
+        (in->stack_size && (in->stack_size < 16384 || in->stack_size > (1u << 30))) ||
+        in->budget > 65535 || in->blocking_threads > 4096)
+        return -EINVAL;
+    out->workers = in->workers ? in->workers : cpu_count();
+    out->backend = in->backend;
+    if (in->stack_size)
+        out->stack_size = in->stack_size;
+    if (in->blocking_threads)
+        out->blocking_threads = in->blocking_threads;
+    if (in->budget)
+        out->budget = in->budget;
+    return 0;
+}
+
+static void runtime_destroy(tern_runtime *rt)
+{
+    for (unsigned i = 0; i < rt->nworkers && rt->loops; i++) {
+        if (rt->loops[i])
+            pthread_mutex_destroy(&rt->loops[i]->inbox_lock);
+        free(rt->loops ? rt->loops[i] : NULL);
+    }
+    free(rt->loops);
+    for (unsigned i = 0; rt->shards && i < rt->nshards; i++)
+        pthread_mutex_destroy(&rt->shards[i].lock);
+    free(rt->shards);
+    free(rt->idle.sleepers);
+    if (rt->stacks)
+        tern__stack_pool_free(rt->stacks);
+    pthread_mutex_destroy(&rt->inject_lock);
+    pthread_mutex_destroy(&rt->idle.lock);
+    pthread_mutex_destroy(&rt->done_lock);
+    pthread_cond_destroy(&rt->done_cond);
+    pthread_mutex_destroy(&rt->start_lock);
+    pthread_cond_destroy(&rt->start_cond);
+    pthread_mutex_destroy(&rt->blocking.lock);
+    pthread_cond_destroy(&rt->blocking.cond);
+    pthread_cond_destroy(&rt->blocking.gone);
+    free(rt);
+}
+
+static int runtime_alloc(tern_runtime *rt)
+{
+    unsigned n = rt->nworkers;
+    rt->nshards = 1;
+    while (rt->nshards < 4 * n)
+        rt->nshards <<= 1;
+    rt->loops = calloc(n, sizeof *rt->loops);
+    rt->shards = calloc(rt->nshards, sizeof *rt->shards);
+    rt->idle.sleepers = calloc(n, sizeof *rt->idle.sleepers);
+    if (!rt->loops || !rt->shards || !rt->idle.sleepers)
+        return -ENOMEM;
+    for (unsigned i = 0; i < rt->nshards; i++)
+        pthread_mutex_init(&rt->shards[i].lock, NULL);
+    for (unsigned i = 0; i < n; i++) {
+        tern_loop *w = aligned_alloc(64, (sizeof *w + 63) & ~(size_t)63);
+        if (!w)
+            return -ENOMEM;
+        memset(w, 0, sizeof *w);
+        w->rt = rt;
+        w->index = i;
+        pthread_mutex_init(&w->inbox_lock, NULL);
+        rt->loops[i] = w;
+    }
+    return tern__stack_pool_new(rt->cfg.stack_size, n, &rt->stacks);
+}
+
+/* Tells the workers to exit and joins the first n of them. */
+static void workers_stop(tern_runtime *rt, unsigned n)
+{
+    atomic_store_explicit(&rt->stopping, 1, SEQ_CST);
+    for (unsigned i = 0; i < n; i++)
+        if (rt->loops[i]->driver)
+            tern__loop_wake(rt->loops[i]);
+    for (unsigned i = 0; i < n; i++)
+        pthread_join(rt->loops[i]->thread, NULL);
+}
+
+int tern_runtime_new(const tern_config *cfg, tern_runtime **out)
+{
+    if (!out)
+        return -EINVAL;
+    tern_runtime *rt = calloc(1, sizeof *rt);
+    if (!rt)
+        return -ENOMEM;
+    int err = config_resolve(cfg, &rt->cfg);
+    rt->nworkers = rt->cfg.workers;
+    pthread_mutex_init(&rt->inject_lock, NULL);
+    pthread_mutex_init(&rt->idle.lock, NULL);
+    pthread_mutex_init(&rt->done_lock, NULL);
+    pthread_cond_init(&rt->done_cond, NULL);
+    pthread_mutex_init(&rt->start_lock, NULL);
+    pthread_cond_init(&rt->start_cond, NULL);
+    pthread_mutex_init(&rt->blocking.lock, NULL);
+    pthread_cond_init(&rt->blocking.cond, NULL);
+    pthread_cond_init(&rt->blocking.gone, NULL);
+    rt->blocking.max = rt->cfg.blocking_threads;
+    if (err == 0)
+        err = runtime_alloc(rt);
+    if (err) {
+        rt->nworkers = err == -EINVAL ? 0 : rt->nworkers;
+        runtime_destroy(rt);
+        return err;
+    }
+
+    unsigned started = 0;
+    for (; started < rt->nworkers; started++) {
+        tern_loop *w = rt->loops[started];
+        if ((err = -pthread_create(&w->thread, NULL, tern__worker_main, w)) < 0)
+            break;
+    }
+    /* Release the workers together (each opened its own driver on its own
+     * thread, as io_uring's single-issuer mode wants) or, when one failed,
+     * stop them all. */
+    pthread_mutex_lock(&rt->start_lock);
+    while (rt->started < started && !err)
+        pthread_cond_wait(&rt->start_cond, &rt->start_lock);
+    if (err && !rt->start_error)
+        rt->start_error = err;
+    rt->started++;
+    err = rt->start_error;
+    pthread_cond_broadcast(&rt->start_cond);
+    pthread_mutex_unlock(&rt->start_lock);
+    if (err) {
+        workers_stop(rt, started);
+        runtime_destroy(rt);
+        return err;
+    }
+    *out = rt;
+    return 0;
+}
+
+/* Cancels every task that is still alive. */
+static void cancel_all(tern_runtime *rt)
+{
+    for (unsigned i = 0; i < rt->nshards; i++) {
+        tern__shard *sh = &rt->shards[i];
+        pthread_mutex_lock(&sh->lock);
+        for (tern_task *t = sh->head; t; t = t->reg_next)
+            tern__task_wake(t, TS_CANCELLED);
+        pthread_mutex_unlock(&sh->lock);
+    }
+}
+
+int tern_runtime_free(tern_runtime *rt)
+{
+    if (!rt)
+        return -EINVAL;
+    tern_loop *self = tern__loop_self();
+    if (self && self->rt == rt)
+        return -EDEADLK;
+    atomic_store_explicit(&rt->closing, 1, SEQ_CST);
+    cancel_all(rt);
+    pthread_mutex_lock(&rt->done_lock);
+    while (atomic_load_explicit(&rt->unfinished, ACQUIRE) != 0)
+        pthread_cond_wait(&rt->done_cond, &rt->done_lock);
+    pthread_mutex_unlock(&rt->done_lock);
+    workers_stop(rt, rt->nworkers);
+    tern__blocking_stop(rt);
+    runtime_destroy(rt);
+    return 0;
+}
+
+int tern_block_on(tern_runtime *rt, tern_task_fn fn, void *arg, void **result)
+{
+    if (!rt || !fn)
+        return -EINVAL;
+    tern_loop *self = tern__loop_self();
+    if (self && self->rt == rt)
+        return -EDEADLK;
+    tern_task *t;
+    int r = tern_runtime_spawn(rt, fn, arg, &t);
+    if (r < 0)
+        return r;
+    return tern_join(t, result);
+}
+
+int tern_run(const tern_config *cfg, tern_task_fn fn, void *arg, void **result)
+{
+    if (!fn)
+        return -EINVAL;
+    tern_runtime *rt;
+    int r = tern_runtime_new(cfg, &rt);
+    if (r < 0)
+        return r;
+    r = tern_block_on(rt, fn, arg, result);
+    tern_runtime_free(rt);
+    return r;
+}
+
+tern_runtime *tern_runtime_current(void)
+{
+    tern_loop *w = tern__loop_self();
+    return w ? w->rt : NULL;
+}
+
+unsigned tern_runtime_workers(const tern_runtime *rt)
+{
+    return rt ? rt->nworkers : 0;
+}
+
+tern_loop *tern_loop_current(void)
+{
+    return tern__loop_self();
+}
+
+tern_loop *tern_runtime_loop(tern_runtime *rt, unsigned i)
+{
+    return rt && i < rt->nworkers ? rt->loops[i] : NULL;
+}
+
+uint64_t tern_loop_time(tern_loop *loop)
+{
+    if (!loop)
+        loop = tern__loop_self();
+    return loop ? atomic_load_explicit(&loop->now, RELAXED) : 0;
+}
+
+uint64_t tern_runtime_live_tasks(const tern_runtime *rt)
+{
+    return rt ? atomic_load_explicit(&((tern_runtime *)rt)->live, RELAXED) : 0;
+}
+
+#define STAT(f) atomic_load_explicit(&w->stats.f, RELAXED)
+
+int tern_loop_get_info(tern_loop *loop, tern_loop_info *out)
+{
+    tern_loop *w = loop ? loop : tern__loop_self();
+    if (!w || !out)
+        return -EINVAL;
+    memset(out, 0, sizeof *out);
+    out->backend = w->driver ? w->driver->ops->name : "none";
+    out->backend_note = w->backend_note ? w->backend_note : "";
+    out->worker = w->index;
+    out->ready_tasks =
+        tern__queue_len(w) + (atomic_load_explicit(&w->lifo, RELAXED) != NULL);
+    out->ready_handles = atomic_load_explicit(&w->fifo_len, RELAXED) +
+                         (uint64_t)atomic_load_explicit(&w->inbox_nonempty, RELAXED);
+    out->scheduled = w == tern__loop_self() ? w->wheel.count
+                                            : atomic_load_explicit(&w->scheduled, RELAXED);
+    tern_worker_stats *s = &out->stats;
+    s->tasks_run = STAT(tasks_run);
+    s->steals = STAT(steals);
+    s->stolen_tasks = STAT(stolen_tasks);
+    s->parks = STAT(parks);
+    s->wakes = STAT(wakes);
+    s->inject_pulls = STAT(inject_pulls);
+    s->lifo_hits = STAT(lifo_hits);
+    s->budget_yields = STAT(budget_yields);
+    s->handles_run = STAT(handles_run);
+    s->timers_fired = STAT(timers_fired);
+    return 0;
+}
+
+const char *tern_strerror(int err)
+{
+    if (err < 0)
+        err = -err;
+    switch (err) {
+    case 0: return "success";
+    case ECANCELED: return "operation cancelled (the task was cancelled)";
+    case ETIMEDOUT: return "deadline passed";
+    case ESHUTDOWN: return "runtime is shutting down";
+    case EINVAL: return "invalid argument";
+    case ENOMEM: return "out of memory";
+    case EAGAIN: return "resource temporarily unavailable";
+    case EPERM: return "not allowed from this thread (no task or wrong loop)";
+    case EALREADY: return "already finished or cancelled";
+    case EBUSY: return "already being joined by someone else";
+    case EDEADLK: return "would wait for itself (called from the runtime's own thread)";
+    case ENOSYS: return "not supported by this kernel";
+    default: return strerror(err);
+    }
+}

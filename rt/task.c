@@ -1,0 +1,543 @@
+/*
+ * Tasks: spawn, the state machine, park/unpark, join, cancel, yield, sleep.
+ *
+ * The state word (DESIGN.md invariant 2). Bits: SCHEDULED, RUNNING, NOTIFIED,
+ * COMPLETE, CANCELLED. A task is "idle" when none of the first four is set.
+ *
+ *   wake:   idle      -> SCHEDULED, and the waker pushes it on a queue
+ *           RUNNING   -> RUNNING|NOTIFIED (nobody pushes it)
+ *           SCHEDULED -> unchanged (it will run anyway)
+ *           COMPLETE  -> unchanged
+ *   run:    SCHEDULED -> RUNNING            (the worker that popped it)
+ *   park:   RUNNING   -> idle, or RUNNING|NOTIFIED -> SCHEDULED and requeued
+ *           (by the worker, on its own stack, after the switch-out finished)
+ *   finish: RUNNING   -> COMPLETE           (the worker, after the last switch)
+ *
+ * Proof sketch that a task never runs on two stacks at once: only the wake
+ * that moves idle -> SCHEDULED pushes the task, and only a worker that
+ * popped it moves SCHEDULED -> RUNNING. While RUNNING, a wake can only set
+ * NOTIFIED; the task becomes idle or SCHEDULED again only in the worker's
+ * own code after tern__fiber_switch returned there, i.e. after the fiber's
+ * registers and stack are no longer in use. So at most one queue holds the
+ * task, and it is switched in again only after it was switched out. The
+ * transitions out of RUNNING are release operations and run is an acquire,
+ * so the next worker sees the saved context and everything the task wrote.
+ *
+ * A wake may be stale (it was meant for an earlier wait): every wait loops on
+ * its own condition, so a stale wake costs one extra trip, never a lost one.
+ * Cancellation sets CANCELLED and wakes; it is sticky.
+ */
+#include <errno.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "internal.h"
+
+static _Atomic uint64_t next_id = 1;
+
+/* A sleep's timer entry. The entry and the task share it: the wheel's owner
+ * fires or reaps it, the task cancels it when it resumes early; two owner
+ * counts (wheel, task) decide who frees it. */
+struct tern__sleep {
+    tern__timer timer;
+    tern_task *task; /* holds a task reference until fired or reaped */
+    tern_loop *loop; /* whose wheel */
+    _Atomic uint32_t owners;
+};
+
+/* ---- references ----------------------------------------------------------- */
+
+tern_task *tern_task_ref(tern_task *t)
+{
+    if (t)
+        atomic_fetch_add_explicit(&t->refs, 1, RELAXED);
+    return t;
+}
+
+void tern__task_unref(tern_task *t)
+{
+    /* acq_rel: the last owner must see every other owner's writes */
+    if (atomic_fetch_sub_explicit(&t->refs, 1, ACQ_REL) != 1)
+        return;
+    tern_runtime *rt = t->rt;
+    atomic_fetch_sub_explicit(&rt->live, 1, RELAXED);
+    free(t);
+}
+
+void tern_task_release(tern_task *t)
+{
+    if (t)
+        tern__task_unref(t);
+}
+
+/* ---- spawning --------------------------------------------------------------- */
+
+static void registry_remove(tern_task *t)
+{
+    tern__shard *sh = &t->rt->shards[t->id & (t->rt->nshards - 1)];
+    pthread_mutex_lock(&sh->lock);
+    if (t->reg_prev)
+        t->reg_prev->reg_next = t->reg_next;
+    else
+        sh->head = t->reg_next;
+    if (t->reg_next)
+        t->reg_next->reg_prev = t->reg_prev;
+    pthread_mutex_unlock(&sh->lock);
+}
+
+int tern__task_new(tern_runtime *rt, tern_task_fn fn, void *arg, int kind, tern_task **out)
+{
+    tern_task *t = malloc(sizeof *t);
+    if (!t)
+        return -ENOMEM;
+    memset(t, 0, offsetof(tern_task, id));
+    atomic_init(&t->state, TS_SCHEDULED);
+    atomic_init(&t->refs, out ? 2 : 1);
+    atomic_init(&t->joiner, 0);
+    t->rt = rt;
+    t->fn = fn;
+    t->arg = arg;
+    t->kind = (uint8_t)kind;
+    t->id = atomic_fetch_add_explicit(&next_id, 1, RELAXED);
+
+    /* The closing check and the insert share the shard lock with the
+     * shutdown walk, so a task is either refused or seen and cancelled. */
+    tern__shard *sh = &rt->shards[t->id & (rt->nshards - 1)];
+    pthread_mutex_lock(&sh->lock);
+    if (atomic_load_explicit(&rt->closing, RELAXED)) {
+        pthread_mutex_unlock(&sh->lock);
+        free(t);
+        return -ESHUTDOWN;
+    }
+    t->reg_prev = NULL;
+    t->reg_next = sh->head;
+    if (sh->head)
+        sh->head->reg_prev = t;
+    sh->head = t;
+    atomic_fetch_add_explicit(&rt->live, 1, RELAXED);
+    atomic_fetch_add_explicit(&rt->unfinished, 1, RELAXED);
+    pthread_mutex_unlock(&sh->lock);
+    if (out)
+        *out = t;
+    return 0;
+}
+
+/*
+ * Puts a SCHEDULED task on a queue: the calling worker's own queue when the
+ * caller is a worker of the same runtime (its LIFO slot when lifo is set),
+ * the inject queue otherwise; then wakes an idle worker if the work could
+ * use one.
+ */
+void tern__schedule(tern_runtime *rt, tern_task *t, int lifo)
+{
+    tern_loop *w = tern__loop_self();
+    if (!w || w->rt != rt) {
+        tern__inject_push(rt, t, t, 1);
+        tern__notify_work(rt);
+        return;
+    }
+    if (lifo) {
+        tern_task *prev = atomic_exchange_explicit(&w->lifo, t, ACQ_REL);
+        if (!prev)
+            return; /* one task, run next by us: nothing for others */
+        t = prev;
+    }
+    tern__queue_push(w, t);
+    /* Tokio's rule: more than one task waiting here and nobody searching
+     * means another worker could help. */
+    if (!w->searching && tern__queue_len(w) > 1)
+        tern__notify_work(rt);
+}
+
+int tern_runtime_spawn(tern_runtime *rt, tern_task_fn fn, void *arg, tern_task **out)
+{
+    if (!rt || !fn)
+        return -EINVAL;
+    tern_task *t;
+    int r = tern__task_new(rt, fn, arg, TERN_KIND_FIBER, &t);
+    if (r < 0)
+        return r;
+    if (out)
+        *out = t;
+    else
+        tern__task_unref(t); /* task_new counted the pointer we asked for */
+    tern__schedule(rt, t, 0);
+    return 0;
+}
+
+int tern_spawn(tern_task_fn fn, void *arg, tern_task **out)
+{
+    tern_loop *w = tern__loop_self();
+    if (!w)
+        return -EPERM;
+    return tern_runtime_spawn(w->rt, fn, arg, out);
+}
+
+/* ---- the state machine -------------------------------------------------------- */
+
+void tern__task_wake(tern_task *t, uint32_t extra)
+{
+    uint32_t s = atomic_load_explicit(&t->state, ACQUIRE);
+    for (;;) {
+        uint32_t n;
+        if (s & TS_COMPLETE)
+            return;
+        if (s & TS_RUNNING)
+            n = s | TS_NOTIFIED | extra;
+        else if (s & TS_SCHEDULED)
+            n = s | extra;
+        else
+            n = s | TS_SCHEDULED | extra;
+        if (n == s)
+            return;
+        /* acq_rel: acquire the parker's release (its context is saved),
+         * release our own writes (the condition we are waking it for). */
+        if (atomic_compare_exchange_weak_explicit(&t->state, &s, n, ACQ_REL, ACQUIRE)) {
+            if (!(s & (TS_RUNNING | TS_SCHEDULED)))
+                tern__schedule(t->rt, t, tern__loop_self() && tern__loop_self()->current);
+            return;
+        }
+    }
+}
+
+void tern_unpark(tern_task *t)
+{
+    if (t)
+        tern__task_wake(t, 0);
+}
+
+int tern_task_cancel(tern_task *t)
+{
+    if (!t)
+        return -EINVAL;
+    uint32_t s = atomic_load_explicit(&t->state, ACQUIRE);
+    if (s & TS_COMPLETE)
+        return -EALREADY;
+    tern__task_wake(t, TS_CANCELLED);
+    return 0;
+}
+
+int tern_task_done(const tern_task *t)
+{
+    return t && (atomic_load_explicit(&((tern_task *)t)->state, ACQUIRE) & TS_COMPLETE) != 0;
+}
+
+uint64_t tern_task_id(const tern_task *t)
+{
+    return t ? t->id : 0;
+}
+
+tern_task *tern_task_current(void)
+{
+    tern_loop *w = tern__loop_self();
+    return w ? w->current : NULL;
+}
+
+uint64_t tern_task_current_id(void)
+{
+    tern_task *t = tern_task_current();
+    return t ? t->id : 0;
+}
+
+static int cancelled(tern_task *t)
+{
+    return (atomic_load_explicit(&t->state, RELAXED) & TS_CANCELLED) != 0;
+}
+
+/* The fiber's first frame. Never returns: the last switch gives the stack
+ * back to the worker, which finishes the task. */
+static void task_entry(void *arg)
+{
+    tern_task *t = arg;
+    t->result = t->fn(t->arg);
+    t->reason = SW_DONE;
+    tern__fiber_switch(&t->fiber, &t->loop->sched, 1);
+    __builtin_unreachable();
+}
+
+/* Switches from the running task back to its worker; returns when the task
+ * is switched in again, possibly on another worker. */
+static void switch_out(tern_task *t, int reason)
+{
+    t->reason = (uint8_t)reason;
+    tern__fiber_switch(&t->fiber, &t->loop->sched, 0);
+}
+
+void tern__task_finish(tern_loop *w, tern_task *t)
+{
+    tern_runtime *rt = t->rt;
+    if (t->fiber.stack) {
+        tern__fiber_destroy(&t->fiber);
+        tern__stack_put(rt->stacks, w ? w->index : 0, t->fiber.stack);
+        t->fiber.stack = NULL;
+    }
+    registry_remove(t);
+    /* release: result and status before COMPLETE */
+    atomic_fetch_and_explicit(&t->state, ~(uint32_t)(TS_RUNNING | TS_SCHEDULED | TS_NOTIFIED),
+                              RELAXED);
+    atomic_fetch_or_explicit(&t->state, TS_COMPLETE, SEQ_CST);
+    /* seq_cst pairs with the joiner's seq_cst store of itself then load of
+     * the state: one of the two sides sees the other. */
+    uintptr_t j = atomic_exchange_explicit(&t->joiner, 0, SEQ_CST);
+    if (j & 1) {
+        tern__thread_wake((tern__thread_waiter *)(j & ~(uintptr_t)1));
+    } else if (j) {
+        tern__task_wake((tern_task *)j, 0);
+        tern__task_unref((tern_task *)j);
+    }
+    if (atomic_fetch_sub_explicit(&rt->unfinished, 1, ACQ_REL) == 1 &&
+        atomic_load_explicit(&rt->closing, ACQUIRE)) {
+        pthread_mutex_lock(&rt->done_lock);
+        pthread_cond_broadcast(&rt->done_cond);
+        pthread_mutex_unlock(&rt->done_lock);
+    }
+    tern__task_unref(t); /* the scheduler's reference */
+}
+
+/* Worker side: runs t (popped from a queue, state SCHEDULED) until it
+ * switches out, then applies the transition its reason asks for. */
+void tern__task_run(tern_loop *w, tern_task *t)
+{
+    /* acquire: the context and data of the worker that last ran it */
+    uint32_t s = atomic_fetch_xor_explicit(&t->state, TS_SCHEDULED | TS_RUNNING, ACQUIRE);
+    if (!t->started) {
+        t->started = 1;
+        if (s & TS_CANCELLED) {
+            t->status = -ECANCELED; /* never started: its body never runs */
+            tern__task_finish(w, t);
+            return;
+        }
+        tern__stack *st = tern__stack_get(w->rt->stacks, w->index);
+        if (!st) {
+            t->status = -ENOMEM;
+            tern__task_finish(w, t);
+            return;
+        }
+        tern__fiber_init(&t->fiber, st, task_entry, t);
+    }
+    t->loop = w;
+    t->budget = (uint16_t)w->rt->cfg.budget;
+    w->current = t;
+    tern__fiber_set_current(t->fiber.stack, t->id);
+    TERN_STAT_INC(w, tasks_run);
+    tern__fiber_switch(&w->sched, &t->fiber, 0);
+    tern__fiber_set_current(NULL, 0);
+    w->current = NULL;
+
+    if (t->reason == SW_DONE) {
+        if (cancelled(t))
+            t->status = -ECANCELED;
+        tern__task_finish(w, t);
+        return;
+    }
+    s = atomic_load_explicit(&t->state, RELAXED);
+    for (;;) {
+        uint32_t n = s & ~(uint32_t)(TS_RUNNING | TS_NOTIFIED);
+        if (t->reason == SW_YIELD || (s & TS_NOTIFIED))
+            n |= TS_SCHEDULED;
+        /* release: the saved context and the task's writes, for whoever
+         * wakes it and whichever worker runs it next */
+        if (atomic_compare_exchange_weak_explicit(&t->state, &s, n, RELEASE, RELAXED)) {
+            if (n & TS_SCHEDULED)
+                tern__queue_push(w, t);
+            return;
+        }
+    }
+}
+
+/* ---- suspension points ---------------------------------------------------------- */
+
+static tern_task *self_task(void)
+{
+    tern_loop *w = tern__loop_self();
+    return w ? w->current : NULL;
+}
+
+int tern_yield(void)
+{
+    tern_task *t = self_task();
+    if (!t)
+        return -EPERM;
+    if (cancelled(t))
+        return -ECANCELED;
+    switch_out(t, SW_YIELD);
+    return cancelled(t) ? -ECANCELED : 0;
+}
+
+static void sleep_put(tern__sleep *sl)
+{
+    if (atomic_fetch_sub_explicit(&sl->owners, 1, ACQ_REL) == 1)
+        free(sl);
+}
+
+/* Called by the wheel's owner (handle.c dispatches by timer kind). */
+void tern__sleep_fire(tern__sleep *sl)
+{
+    tern_task *t = sl->task;
+    tern__task_wake(t, 0);
+    tern__task_unref(t);
+    sleep_put(sl);
+}
+
+void tern__sleep_reap(tern__sleep *sl)
+{
+    tern__task_unref(sl->task);
+    sleep_put(sl);
+}
+
+tern__sleep *tern__sleep_of(tern__timer *tm)
+{
+    return (tern__sleep *)((char *)tm - offsetof(tern__sleep, timer));
+}
+
+/* Arms a timer on the current worker's wheel that wakes t at deadline. */
+static tern__sleep *sleep_arm(tern_task *t, uint64_t deadline)
+{
+    tern__sleep *sl = malloc(sizeof *sl);
+    if (!sl)
+        return NULL;
+    memset(&sl->timer, 0, sizeof sl->timer);
+    sl->timer.deadline = deadline;
+    sl->timer.kind = TERN_TIMER_SLEEP;
+    sl->task = tern_task_ref(t);
+    sl->loop = t->loop;
+    atomic_init(&sl->owners, 2);
+    tern__wheel_insert(&t->loop->wheel, &sl->timer);
+    return sl;
+}
+
+/* Disarms after the task resumed. Returns 1 when the timer had fired. */
+static int sleep_disarm(tern_task *t, tern__sleep *sl)
+{
+    if (!tern__timer_cancel(&sl->timer)) {
+        sleep_put(sl); /* fired: the wheel side let go or will */
+        return 1;
+    }
+    if (sl->loop == t->loop) {
+        /* We are on the wheel's owner thread: unlink now instead of leaving
+         * the entry for the reaper. */
+        tern__wheel_remove(&t->loop->wheel, &sl->timer);
+        tern__task_unref(t);
+        sleep_put(sl);
+    }
+    sleep_put(sl);
+    return 0;
+}
+
+int tern_park(uint64_t deadline)
+{
+    tern_task *t = self_task();
+    if (!t)
+        return -EPERM;
+    if (cancelled(t))
+        return -ECANCELED;
+    /* A permit already waiting: take it without switching, while the
+     * cooperative budget lasts. */
+    uint32_t s = atomic_load_explicit(&t->state, ACQUIRE);
+    if ((s & TS_NOTIFIED) && t->budget > 0) {
+        t->budget--;
+        atomic_fetch_and_explicit(&t->state, ~(uint32_t)TS_NOTIFIED, ACQUIRE);
+        return 0;
+    }
+    if (s & TS_NOTIFIED)
+        TERN_STAT_INC(t->loop, budget_yields);
+    tern__sleep *sl = NULL;
+    if (deadline) {
+        if (tern_now() >= deadline)
+            return -ETIMEDOUT;
+        sl = sleep_arm(t, deadline);
+        if (!sl)
+            return -ENOMEM;
+    }
+    switch_out(t, SW_PARK);
+    int fired = sl ? sleep_disarm(t, sl) : 0;
+    if (cancelled(t))
+        return -ECANCELED;
+    return fired ? -ETIMEDOUT : 0;
+}
+
+int tern_sleep_until(uint64_t deadline)
+{
+    if (!self_task())
+        return -EPERM;
+    for (;;) {
+        int r = tern_park(deadline ? deadline : 1);
+        if (r == -ETIMEDOUT)
+            return 0;
+        if (r < 0)
+            return r;
+    }
+}
+
+int tern_sleep(uint64_t ns)
+{
+    return tern_sleep_until(tern_now() + ns);
+}
+
+/* ---- join ------------------------------------------------------------------------ */
+
+static int join_result(tern_task *t, void **result)
+{
+    int st = t->status;
+    if (result && st == 0)
+        *result = t->result;
+    tern__task_unref(t);
+    return st;
+}
+
+int tern_join(tern_task *t, void **result)
+{
+    if (!t)
+        return -EINVAL;
+    tern_task *me = self_task();
+    if (me == t)
+        return -EINVAL;
+    /* acquire: pairs with the release in finish, so result is visible */
+    if (atomic_load_explicit(&t->state, ACQUIRE) & TS_COMPLETE)
+        return join_result(t, result);
+
+    if (!me) {
+        tern__thread_waiter tw = {0};
+        uintptr_t exp = 0;
+        if (!atomic_compare_exchange_strong_explicit(&t->joiner, &exp, (uintptr_t)&tw | 1,
+                                                     SEQ_CST, RELAXED))
+            return -EBUSY;
+        if (atomic_load_explicit(&t->state, SEQ_CST) & TS_COMPLETE) {
+            /* finish may or may not have taken our waiter; wait for it to
+             * let go of it either way */
+            exp = (uintptr_t)&tw | 1;
+            if (atomic_compare_exchange_strong_explicit(&t->joiner, &exp, 0, SEQ_CST, RELAXED))
+                return join_result(t, result);
+        }
+        tern__thread_wait(&tw);
+        return join_result(t, result);
+    }
+
+    uintptr_t exp = 0;
+    tern_task_ref(me); /* the join slot's reference */
+    if (!atomic_compare_exchange_strong_explicit(&t->joiner, &exp, (uintptr_t)me, SEQ_CST,
+                                                 RELAXED)) {
+        tern__task_unref(me);
+        return -EBUSY;
+    }
+    int r = 0;
+    while (!(atomic_load_explicit(&t->state, SEQ_CST) & TS_COMPLETE)) {
+        r = tern_park(0);
+        if (r == -ECANCELED)
+            break;
+    }
+    if (r == -ECANCELED && !(atomic_load_explicit(&t->state, ACQUIRE) & TS_COMPLETE)) {
+        exp = (uintptr_t)me;
+        if (atomic_compare_exchange_strong_explicit(&t->joiner, &exp, 0, ACQ_REL, RELAXED))
+            tern__task_unref(me);
+        /* else finish took the slot: it wakes us (a stale wake) and drops
+         * the slot's reference itself */
+        return -ECANCELED;
+    }
+    /* finish cleared the slot and dropped its reference, or we clear it */
+    exp = (uintptr_t)me;
+    if (atomic_compare_exchange_strong_explicit(&t->joiner, &exp, 0, ACQ_REL, RELAXED))
+        tern__task_unref(me);
+    atomic_thread_fence(ACQUIRE);
+    return join_result(t, result);
+}

@@ -1,0 +1,294 @@
+/*
+ * tern: a multi-threaded, work-stealing async runtime for C.
+ *
+ * This is the umbrella header a user includes. Conventions used by every
+ * function below:
+ *
+ *  - Functions that can fail return 0 (or a count) on success and a negative
+ *    errno on failure. They never set errno, and no function that can suspend
+ *    reads errno after the suspension (a task may resume on another thread).
+ *  - "Suspends" means the calling task gives its worker thread to other tasks
+ *    until the call can finish. Called from a thread that is not running a
+ *    tern task, a suspending call blocks that thread instead, where the entry
+ *    says so, or returns -EPERM where it does not.
+ *  - Runtime conditions map onto errno values: -ECANCELED (the task was
+ *    cancelled; cancellation is sticky: every later suspension point of that
+ *    task returns it too), -ETIMEDOUT (a deadline passed), -ESHUTDOWN (the
+ *    runtime is going down). tern_strerror() names them all.
+ *  - Times are nanoseconds of CLOCK_MONOTONIC (tern_now()).
+ */
+#ifndef TERN_H
+#define TERN_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+#if defined(TERN_BUILDING)
+#define TERN_API __attribute__((visibility("default")))
+#else
+#define TERN_API
+#endif
+
+typedef struct tern_runtime tern_runtime;
+typedef struct tern_loop tern_loop;
+typedef struct tern_task tern_task;
+typedef struct tern_handle tern_handle;
+
+/* A task body. Its return value is what tern_join() hands back. */
+typedef void *(*tern_task_fn)(void *arg);
+/* A loop callback (call_soon/later/at). It runs on the loop's thread, outside
+ * any task, so it must not suspend; it may spawn tasks and schedule handles. */
+typedef void (*tern_callback_fn)(void *arg);
+
+typedef enum tern_backend {
+    TERN_BACKEND_AUTO = 0, /* io_uring when the kernel allows it, else epoll;
+                              the TERN_BACKEND environment variable
+                              ("io_uring" or "epoll") overrides AUTO */
+    TERN_BACKEND_IO_URING,
+    TERN_BACKEND_EPOLL,
+} tern_backend;
+
+/* Runtime configuration. Zero-initialise it (or call tern_config_init) and
+ * set what you need: every zero field means "the default". */
+typedef struct tern_config {
+    unsigned workers;          /* worker threads; 0 = number of CPUs */
+    size_t stack_size;         /* fiber stack bytes; 0 = 64 KiB. Committed lazily:
+                                  an idle task costs the pages it touched */
+    tern_backend backend;      /* I/O driver; see tern_backend */
+    unsigned blocking_threads; /* blocking pool maximum; 0 = 64 */
+    unsigned budget;           /* cooperative budget: suspension points a task may
+                                  pass before it is made to yield; 0 = 128 */
+} tern_config;
+
+/* Sets every field of cfg to its default. Any thread. Never suspends. */
+TERN_API void tern_config_init(tern_config *cfg);
+
+/* ---- runtime lifecycle ------------------------------------------------ */
+
+/* Creates a runtime and starts its worker threads.
+ * Returns 0 and sets *out, or -EINVAL (out is NULL, a field is out of range:
+ * workers > 1024, stack_size < 16 KiB or > 1 GiB, unknown backend),
+ * -ENOMEM, -EAGAIN (a thread could not be started), or the error of the I/O
+ * backend forced by cfg/TERN_BACKEND (-ENOSYS, -EPERM, ...). cfg may be NULL.
+ * Any thread that is not a worker of another runtime. Never suspends. */
+TERN_API int tern_runtime_new(const tern_config *cfg, tern_runtime **out);
+
+/* Shuts rt down and frees it: every task still waiting is woken with
+ * -ECANCELED and left to finish, pending call_soon handles run, timed
+ * handles that are not due are dropped, worker threads and blocking threads
+ * are joined, and all memory and descriptors are released. Tasks still
+ * referenced by a tern_task pointer the caller holds must be joined or
+ * released before this call. Returns 0 or -EINVAL (rt NULL) or -EDEADLK
+ * (called from one of rt's own threads). Blocks the calling thread. */
+TERN_API int tern_runtime_free(tern_runtime *rt);
+
+/* asyncio.run(): creates a runtime from cfg (NULL = defaults), runs
+ * fn(arg) as its main task, waits for it, shuts the runtime down and
+ * returns the main task's outcome: 0 (and *result, when result is not NULL,
+ * set to fn's return value), -ECANCELED if it was cancelled, or a
+ * tern_runtime_new error. Any thread outside a runtime. Blocks. */
+TERN_API int tern_run(const tern_config *cfg, tern_task_fn fn, void *arg, void **result);
+
+/* Runs fn(arg) as a task on rt and blocks the calling thread (which must not
+ * be one of rt's workers) until it finishes. Returns like tern_run, or
+ * -EINVAL (rt or fn NULL), -EDEADLK (called from a worker of rt),
+ * -ESHUTDOWN (rt is shutting down), -ENOMEM. */
+TERN_API int tern_block_on(tern_runtime *rt, tern_task_fn fn, void *arg, void **result);
+
+/* The runtime the calling thread works for (a worker or a task on one), or
+ * NULL. Any thread. */
+TERN_API tern_runtime *tern_runtime_current(void);
+
+/* Number of worker threads of rt (0 when rt is NULL). Any thread. */
+TERN_API unsigned tern_runtime_workers(const tern_runtime *rt);
+
+/* ---- tasks -------------------------------------------------------------- */
+
+/* Spawns fn(arg) as a new task of rt. The task may run on any worker.
+ * When out is not NULL, *out receives a reference to the task that the caller
+ * must give back with tern_join() or tern_task_release(); when out is NULL
+ * the task is detached. The new task's stack is taken when it first runs.
+ * Returns 0, -EINVAL (rt or fn NULL), -ENOMEM, or -ESHUTDOWN.
+ * Any thread. Never suspends. */
+TERN_API int tern_runtime_spawn(tern_runtime *rt, tern_task_fn fn, void *arg,
+                                tern_task **out);
+
+/* tern_runtime_spawn on the calling thread's runtime; -EPERM when the caller
+ * is not on a runtime thread. */
+TERN_API int tern_spawn(tern_task_fn fn, void *arg, tern_task **out);
+
+/* Waits for task to finish and gives back the caller's reference to it.
+ * Returns 0 with *result (when result is not NULL) set to the task's return
+ * value, the task's own failure (-ECANCELED if it was cancelled before it
+ * finished, -ENOMEM if no stack could be had for it), or -EINVAL (task NULL,
+ * or a task joining itself; the reference is kept). If the *calling* task is
+ * cancelled while it waits, returns -ECANCELED and the reference is kept, so
+ * the caller may join again or release. Suspends from a task; blocks a
+ * thread outside the runtime. */
+TERN_API int tern_join(tern_task *task, void **result);
+
+/* Gives back a reference from tern_spawn without waiting (detaches).
+ * Any thread. Never suspends. */
+TERN_API void tern_task_release(tern_task *task);
+
+/* Requests cancellation: the task sees -ECANCELED from the suspension point it
+ * is waiting at (it is woken) or from its next one; a task that has not
+ * started yet never runs its body. Returns 0, -EINVAL (task NULL) or
+ * -EALREADY (the task already finished). Any thread. Never suspends. */
+TERN_API int tern_task_cancel(tern_task *task);
+
+/* 1 when the task has finished (returned, or was cancelled), 0 otherwise. */
+TERN_API int tern_task_done(const tern_task *task);
+
+/* The task's id: unique within the process, never 0. */
+TERN_API uint64_t tern_task_id(const tern_task *task);
+
+/* The calling task, or NULL outside a task. */
+TERN_API tern_task *tern_task_current(void);
+
+/* The calling task's id, or 0 outside a task. */
+TERN_API uint64_t tern_task_current_id(void);
+
+/* Lets other ready tasks run; the caller goes to the back of its worker's
+ * queue. Returns 0, -ECANCELED, or -EPERM outside a task. Suspends. */
+TERN_API int tern_yield(void);
+
+/* Sleeps at least ns nanoseconds (1 ms wheel resolution: the wake-up comes
+ * in the first loop turn after the deadline). Returns 0, -ECANCELED, or
+ * -EPERM outside a task. Suspends. */
+TERN_API int tern_sleep(uint64_t ns);
+
+/* Sleeps until tern_now() >= deadline. Returns like tern_sleep. Suspends. */
+TERN_API int tern_sleep_until(uint64_t deadline);
+
+/* Low-level parking, the primitive every tern wait is built on (Rust's
+ * thread::park/unpark for tasks). tern_park suspends the calling task until
+ * some thread calls tern_unpark on it; an unpark that comes before the park
+ * is remembered (one permit), so a waiter that publishes itself, then parks,
+ * can never miss its wake-up. Parks may also return early (a stale wake-up):
+ * callers re-check their condition in a loop.
+ * tern_park returns 0, -ECANCELED, -ETIMEDOUT (deadline passed; 0 = none),
+ * or -EPERM outside a task. Suspends. */
+TERN_API int tern_park(uint64_t deadline);
+
+/* Wakes a parked task or leaves it a permit. The caller must hold a reference
+ * to task or otherwise know it is alive. Any thread. Never suspends. */
+TERN_API void tern_unpark(tern_task *task);
+
+/* Takes another reference to task (to hand it to a waker). Any thread. */
+TERN_API tern_task *tern_task_ref(tern_task *task);
+
+/* ---- loops, time and handles --------------------------------------------- */
+
+/* Monotonic clock in nanoseconds. Any thread. */
+TERN_API uint64_t tern_now(void);
+
+/* The loop of the worker the caller runs on, or NULL off a worker. A task may
+ * move between workers between two suspension points, so for a task this is
+ * "the loop I am on right now". */
+TERN_API tern_loop *tern_loop_current(void);
+
+/* Loop i of rt (0 <= i < tern_runtime_workers(rt)), or NULL. Any thread. */
+TERN_API tern_loop *tern_runtime_loop(tern_runtime *rt, unsigned i);
+
+/* The loop's cached time (tern_now() read once per loop turn); loop NULL =
+ * the current loop; 0 when there is none. Any thread. */
+TERN_API uint64_t tern_loop_time(tern_loop *loop);
+
+/* Schedules cb(arg) on loop (NULL = current) for the next loop turn.
+ * call_soon callbacks of one loop run in the order they were scheduled, one
+ * at a time, on the loop's thread. When out is not NULL, *out receives a
+ * handle the caller must release with tern_handle_release().
+ * Returns 0, -EINVAL (cb NULL; loop NULL off a worker), -EPERM (called off
+ * the loop's own thread: use tern_call_soon_threadsafe), -ENOMEM,
+ * -ESHUTDOWN. Never suspends. */
+TERN_API int tern_call_soon(tern_loop *loop, tern_callback_fn cb, void *arg,
+                            tern_handle **out);
+
+/* tern_call_soon from any thread, the loop's own included; loop must not be
+ * NULL. Callbacks from one thread keep their order. Wakes the loop. */
+TERN_API int tern_call_soon_threadsafe(tern_loop *loop, tern_callback_fn cb, void *arg,
+                                       tern_handle **out);
+
+/* Schedules cb(arg) on loop (NULL = current; own thread only, like call_soon)
+ * to run at loop time `when` (call_at) or `delay` ns from the loop's time
+ * (call_later). Timed callbacks run in deadline order, ties in the order
+ * scheduled, never early. Errors as tern_call_soon. */
+TERN_API int tern_call_at(tern_loop *loop, uint64_t when, tern_callback_fn cb, void *arg,
+                          tern_handle **out);
+TERN_API int tern_call_later(tern_loop *loop, uint64_t delay, tern_callback_fn cb,
+                             void *arg, tern_handle **out);
+
+/* Cancels a handle's callback if it has not started. Returns 0, -EALREADY
+ * (it already ran or was cancelled) or -EINVAL (NULL). Any thread. */
+TERN_API int tern_handle_cancel(tern_handle *h);
+
+/* 1 once the handle was cancelled, 0 otherwise. */
+TERN_API int tern_handle_cancelled(const tern_handle *h);
+
+/* Gives back a handle reference (does not cancel). Any thread. */
+TERN_API void tern_handle_release(tern_handle *h);
+
+/* ---- blocking pool -------------------------------------------------------- */
+
+/* Runs fn(arg) on one of the runtime's blocking threads (the pool grows on
+ * demand up to tern_config.blocking_threads; idle threads retire after 10 s).
+ * *out receives a task-like reference: tern_join() waits for fn and yields
+ * its return value, tern_task_release() detaches. A blocking job cannot be
+ * cancelled once it started. Returns 0, -EINVAL (fn or out NULL), -EPERM (no
+ * current runtime), -ENOMEM, -ESHUTDOWN. Any runtime thread. Never suspends.
+ * tern_runtime_spawn_blocking does the same for an explicit runtime from any
+ * thread. */
+TERN_API int tern_spawn_blocking(tern_task_fn fn, void *arg, tern_task **out);
+TERN_API int tern_runtime_spawn_blocking(tern_runtime *rt, tern_task_fn fn, void *arg,
+                                         tern_task **out);
+
+/* ---- introspection --------------------------------------------------------- */
+
+/* Counters of one worker; every field counts since the runtime started. */
+typedef struct tern_worker_stats {
+    uint64_t tasks_run;     /* task resumptions (polls) */
+    uint64_t steals;        /* successful steal operations */
+    uint64_t stolen_tasks;  /* tasks moved by them */
+    uint64_t parks;         /* times the worker slept in its driver */
+    uint64_t wakes;         /* times another thread woke it */
+    uint64_t inject_pulls;  /* tasks taken from the global inject queue */
+    uint64_t lifo_hits;     /* tasks run from the LIFO slot */
+    uint64_t budget_yields; /* tasks forced to yield by the budget */
+    uint64_t handles_run;   /* call_soon/later/at callbacks run */
+    uint64_t timers_fired;  /* timer entries that expired */
+} tern_worker_stats;
+
+/* asyncio's view of one loop. */
+typedef struct tern_loop_info {
+    const char *backend;      /* "io_uring" or "epoll" (static string) */
+    const char *backend_note; /* why this backend (e.g. "io_uring: -EPERM,
+                                 fell back"); static or loop-owned string */
+    unsigned worker;          /* index of the loop's worker */
+    uint64_t ready_tasks;     /* tasks in its local queue and LIFO slot */
+    uint64_t ready_handles;   /* call_soon handles waiting to run */
+    uint64_t scheduled;       /* timer entries armed (sleeps and timed handles) */
+    tern_worker_stats stats;
+} tern_loop_info;
+
+/* Fills *out for loop (NULL = current). Values are read without stopping the
+ * loop, so each is a recent snapshot. Returns 0 or -EINVAL. Any thread. */
+TERN_API int tern_loop_get_info(tern_loop *loop, tern_loop_info *out);
+
+/* Tasks alive in rt (spawned and not yet freed), or 0 when rt is NULL. */
+TERN_API uint64_t tern_runtime_live_tasks(const tern_runtime *rt);
+
+/* ---- errors ----------------------------------------------------------------- */
+
+/* A static description of a negative (or positive) errno value, worded for
+ * tern's meaning where it has one. Any thread. */
+TERN_API const char *tern_strerror(int err);
+
+#ifdef __cplusplus
+}
+#endif
+#endif /* TERN_H */

@@ -1,0 +1,361 @@
+/*
+ * The worker loop, work stealing, and parking.
+ *
+ * Idle protocol (after Tokio's): rt->idle.searching counts workers looking
+ * for work to steal, at most half of them at once; rt->idle.sleepers lists
+ * workers parked (or about to park) in their driver.
+ *
+ *  - Whoever makes work that another worker could run calls
+ *    tern__notify_work after publishing it. That wakes one sleeper, and
+ *    only when nobody is searching: a searcher will find the work, and the
+ *    woken worker starts out as a searcher.
+ *  - A searcher that finds work stops searching; if it was the last one it
+ *    wakes another sleeper, so a burst of work spreads one worker at a time.
+ *  - A worker about to park first registers as a sleeper, then (after a
+ *    seq_cst fence) looks at every queue once more. A producer publishes
+ *    (then a seq_cst fence) then reads the counters. So either the producer
+ *    sees the sleeper and wakes it, or the sleeper sees the work: no wake-up
+ *    is lost. The driver's wake is an eventfd write, which is remembered
+ *    until the next wait, so a wake that lands before the sleeper reaches
+ *    its wait is not lost either.
+ */
+#define _GNU_SOURCE
+#include <errno.h>
+#include <linux/futex.h>
+#include <stdlib.h>
+#include <sys/syscall.h>
+#include <time.h>
+#include <unistd.h>
+
+#include "internal.h"
+
+static __thread tern_loop *tls_loop;
+
+/* noinline plus an opaque asm: the compiler may not reuse a value (or the
+ * thread pointer) read before a fiber switch, after which the task may run
+ * on another thread (DESIGN.md invariant 3). */
+__attribute__((noinline)) tern_loop *tern__loop_self(void)
+{
+    tern_loop *w = tls_loop;
+    __asm__ volatile("" : "+r"(w));
+    return w;
+}
+
+uint64_t tern_now(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (uint64_t)ts.tv_sec * 1000000000u + (uint64_t)ts.tv_nsec;
+}
+
+/* ---- foreign-thread waits --------------------------------------------------- */
+
+void tern__thread_wait(tern__thread_waiter *tw)
+{
+    while (!atomic_load_explicit(&tw->done, ACQUIRE))
+        syscall(SYS_futex, &tw->done, FUTEX_WAIT_PRIVATE, 0, NULL, NULL, 0);
+}
+
+void tern__thread_wake(tern__thread_waiter *tw)
+{
+    /* The waiter may return (and its stack frame end) as soon as it sees
+     * done; a futex wake on that address afterwards touches no memory. */
+    atomic_store_explicit(&tw->done, 1, RELEASE);
+    syscall(SYS_futex, &tw->done, FUTEX_WAKE_PRIVATE, 1, NULL, NULL, 0);
+}
+
+/* ---- waking workers -------------------------------------------------------------- */
+
+void tern__loop_wake(tern_loop *w)
+{
+    TERN_STAT_INC(w, wakes);
+    w->driver->ops->wake(w->driver);
+}
+
+void tern__notify_work(tern_runtime *rt)
+{
+    atomic_thread_fence(SEQ_CST); /* publish-then-read, see the top */
+    if (atomic_load_explicit(&rt->idle.searching, RELAXED) != 0)
+        return;
+    if (atomic_load_explicit(&rt->idle.nsleepers, RELAXED) == 0)
+        return;
+    tern_loop *v = NULL;
+    pthread_mutex_lock(&rt->idle.lock);
+    unsigned n = atomic_load_explicit(&rt->idle.nsleepers, RELAXED);
+    if (n && atomic_load_explicit(&rt->idle.searching, RELAXED) == 0) {
+        v = rt->loops[rt->idle.sleepers[n - 1]];
+        atomic_store_explicit(&rt->idle.nsleepers, n - 1, RELAXED);
+        v->sleeping = 0;
+        v->searching = 1; /* handed over: it wakes up as a searcher */
+        atomic_fetch_add_explicit(&rt->idle.searching, 1, SEQ_CST);
+    }
+    pthread_mutex_unlock(&rt->idle.lock);
+    if (v)
+        tern__loop_wake(v);
+}
+
+static void stop_searching(tern_loop *w)
+{
+    if (!w->searching)
+        return;
+    w->searching = 0;
+    if (atomic_fetch_sub_explicit(&w->rt->idle.searching, 1, SEQ_CST) == 1)
+        tern__notify_work(w->rt);
+}
+
+/* ---- finding work ------------------------------------------------------------------ */
+
+static uint32_t rng_next(tern_loop *w)
+{
+    /* xorshift32: only spreads victims, quality does not matter */
+    uint32_t x = w->rng;
+    x ^= x << 13;
+    x ^= x >> 17;
+    x ^= x << 5;
+    return w->rng = x;
+}
+
+/* The next local task: the LIFO slot first (at most TERN_LIFO_STREAK times
+ * in a row, so two tasks waking each other cannot starve the queue), then
+ * the queue. */
+static tern_task *next_local(tern_loop *w)
+{
+    if (w->lifo_streak < TERN_LIFO_STREAK) {
+        tern_task *t = atomic_load_explicit(&w->lifo, RELAXED);
+        if (t && (t = atomic_exchange_explicit(&w->lifo, NULL, ACQUIRE))) {
+            w->lifo_streak++;
+            TERN_STAT_INC(w, lifo_hits);
+            return t;
+        }
+    }
+    w->lifo_streak = 0;
+    tern_task *t = tern__queue_pop(w);
+    if (t)
+        return t;
+    t = atomic_load_explicit(&w->lifo, RELAXED);
+    if (t && (t = atomic_exchange_explicit(&w->lifo, NULL, ACQUIRE))) {
+        TERN_STAT_INC(w, lifo_hits);
+        return t;
+    }
+    return NULL;
+}
+
+static tern_task *steal(tern_loop *w)
+{
+    tern_runtime *rt = w->rt;
+    unsigned n = rt->nworkers;
+    if (n < 2)
+        return NULL;
+    unsigned start = rng_next(w) % n;
+    for (unsigned i = 0; i < n; i++) {
+        tern_loop *v = rt->loops[(start + i) % n];
+        if (v == w)
+            continue;
+        unsigned got = tern__queue_steal(v, w);
+        if (got) {
+            TERN_STAT_INC(w, steals);
+            TERN_STAT_ADD(w, stolen_tasks, got);
+            return tern__queue_pop(w);
+        }
+    }
+    return NULL;
+}
+
+/* Work from elsewhere: the inject queue, then (as one of at most half the
+ * workers searching at once) the other workers' queues. */
+static tern_task *find_work(tern_loop *w)
+{
+    tern_runtime *rt = w->rt;
+    tern_task *t = tern__inject_pull(rt, w);
+    if (t)
+        return t;
+    if (!w->searching) {
+        unsigned s = atomic_load_explicit(&rt->idle.searching, RELAXED);
+        if (2 * s >= rt->nworkers)
+            return NULL;
+        w->searching = 1;
+        atomic_fetch_add_explicit(&rt->idle.searching, 1, SEQ_CST);
+    }
+    for (int spin = 0; spin < 3; spin++) {
+        t = steal(w);
+        if (!t)
+            t = tern__inject_pull(rt, w);
+        if (t)
+            return t;
+    }
+    return NULL;
+}
+
+static int work_anywhere(tern_runtime *rt)
+{
+    if (atomic_load_explicit(&rt->inject_len, RELAXED))
+        return 1;
+    for (unsigned i = 0; i < rt->nworkers; i++) {
+        tern_loop *v = rt->loops[i];
+        if (tern__queue_len(v) || atomic_load_explicit(&v->lifo, RELAXED))
+            return 1;
+    }
+    return 0;
+}
+
+/* Removes w from the sleepers if still there. Returns 1 if it was, 0 if a
+ * notifier took it out (and made it a searcher). */
+static int unregister_sleeper(tern_loop *w)
+{
+    tern_runtime *rt = w->rt;
+    int was = 0;
+    pthread_mutex_lock(&rt->idle.lock);
+    if (w->sleeping) {
+        unsigned n = atomic_load_explicit(&rt->idle.nsleepers, RELAXED);
+        for (unsigned i = 0; i < n; i++) {
+            if (rt->idle.sleepers[i] == w->index) {
+                rt->idle.sleepers[i] = rt->idle.sleepers[n - 1];
+                break;
+            }
+        }
+        atomic_store_explicit(&rt->idle.nsleepers, n - 1, RELAXED);
+        w->sleeping = 0;
+        was = 1;
+    }
+    pthread_mutex_unlock(&rt->idle.lock);
+    return was;
+}
+
+/* Sleeps in the driver until the next timer, a wake, or (later) I/O. */
+static void park(tern_loop *w)
+{
+    tern_runtime *rt = w->rt;
+    /* Stop searching before registering: once registered, a notifier may
+     * hand us the searching role again (it writes w->searching under the
+     * lock). The look at every queue below covers work that arrives while
+     * nobody searches. */
+    if (w->searching) {
+        w->searching = 0;
+        atomic_fetch_sub_explicit(&rt->idle.searching, 1, SEQ_CST);
+    }
+    pthread_mutex_lock(&rt->idle.lock);
+    unsigned n = atomic_load_explicit(&rt->idle.nsleepers, RELAXED);
+    rt->idle.sleepers[n] = w->index;
+    atomic_store_explicit(&rt->idle.nsleepers, n + 1, RELAXED);
+    w->sleeping = 1;
+    pthread_mutex_unlock(&rt->idle.lock);
+    atomic_store_explicit(&w->parked, 1, SEQ_CST);
+    atomic_thread_fence(SEQ_CST); /* registered, now look once more */
+
+    int64_t timeout = -1;
+    uint64_t next = tern__wheel_next(&w->wheel);
+    if (next != UINT64_MAX) {
+        uint64_t now = tern_now();
+        timeout = next > now ? (int64_t)(next - now) : 0;
+    }
+    if (work_anywhere(rt) || atomic_load_explicit(&w->inbox_nonempty, ACQUIRE) ||
+        atomic_load_explicit(&rt->stopping, ACQUIRE))
+        timeout = 0;
+    if (timeout != 0)
+        TERN_STAT_INC(w, parks);
+    w->driver->ops->wait(w->driver, timeout);
+    atomic_store_explicit(&w->parked, 0, RELAXED);
+    unregister_sleeper(w);
+}
+
+/* ---- the loop ------------------------------------------------------------------------- */
+
+/* Loop time, handles and timers: the part of a turn that is not tasks. */
+static void maintain(tern_loop *w)
+{
+    uint64_t now = tern_now();
+    atomic_store_explicit(&w->now, now, RELAXED);
+    tern__handles_run(w);
+    if (w->wheel.count) {
+        uint64_t fired = tern__wheel_advance(&w->wheel, now, tern__timer_fire,
+                                             tern__timer_reap, w);
+        TERN_STAT_ADD(w, timers_fired, fired);
+    }
+    atomic_store_explicit(&w->scheduled, w->wheel.count, RELAXED);
+}
+
+static int should_exit(tern_loop *w)
+{
+    return atomic_load_explicit(&w->rt->stopping, ACQUIRE) && !work_anywhere(w->rt) &&
+           !tern__handles_pending(w);
+}
+
+/*
+ * One worker. Each turn, in order:
+ *   1. maintain: read the clock once, run the call_soon handles that were
+ *      ready when the turn began, fire due timers (waking sleepers, running
+ *      call_later/call_at handles in deadline order);
+ *   2. run up to TERN_EVENT_INTERVAL local tasks (LIFO slot, then queue), so
+ *      timers and handles wait at most that many tasks;
+ *   3. after a full interval, take one task from the inject queue, so work
+ *      from outside cannot starve behind a busy local queue (Go's 1-in-61);
+ *   4. with nothing local: take from the inject queue, then steal (spinning
+ *      a little, at most half the workers at a time);
+ *   5. nothing anywhere: park in the driver until the next timer or a wake.
+ */
+static void loop_run(tern_loop *w)
+{
+    for (;;) {
+        maintain(w);
+
+        unsigned ran = 0;
+        tern_task *t;
+        while (ran < TERN_EVENT_INTERVAL && (t = next_local(w))) {
+            tern__task_run(w, t);
+            ran++;
+        }
+        if (ran == TERN_EVENT_INTERVAL) {
+            if ((t = tern__inject_pull(w->rt, w)))
+                tern__task_run(w, t);
+            continue;
+        }
+        if (ran)
+            continue;
+
+        if ((t = find_work(w))) {
+            stop_searching(w);
+            tern__task_run(w, t);
+            continue;
+        }
+        if (tern__handles_pending(w))
+            continue;
+        if (should_exit(w))
+            return;
+        park(w);
+    }
+}
+
+void *tern__worker_main(void *arg)
+{
+    tern_loop *w = arg;
+    tern_runtime *rt = w->rt;
+    tls_loop = w;
+    w->rng = 0x9e3779b9u * (w->index + 1);
+    tern__fiber_init_thread(&w->sched);
+    int err = tern__fiber_thread_init();
+    if (err == 0)
+        err = tern__driver_open(rt->cfg.backend, &w->driver, &w->backend_note);
+    tern__wheel_init(&w->wheel, tern_now(), 1000000);
+    atomic_store_explicit(&w->now, tern_now(), RELAXED);
+
+    pthread_mutex_lock(&rt->start_lock);
+    if (err && !rt->start_error)
+        rt->start_error = err;
+    rt->started++;
+    pthread_cond_broadcast(&rt->start_cond);
+    while (rt->started < rt->nworkers + 1 && !rt->start_error)
+        pthread_cond_wait(&rt->start_cond, &rt->start_lock);
+    err = rt->start_error;
+    pthread_mutex_unlock(&rt->start_lock);
+
+    if (!err)
+        loop_run(w);
+
+    tern__handles_drain(w);
+    if (w->driver)
+        w->driver->ops->close(w->driver);
+    w->driver = NULL;
+    tern__fiber_thread_exit();
+    tls_loop = NULL;
+    return NULL;
+}
