@@ -1,0 +1,326 @@
+/* Loops: call_soon / call_soon_threadsafe / call_later / call_at ordering
+ * and cancellation, loop time, introspection, timer accuracy. Runs once per
+ * I/O backend (TERN_BACKEND). */
+#define _GNU_SOURCE
+#include <errno.h>
+#include <pthread.h>
+#include <stdatomic.h>
+#include <string.h>
+#include <unistd.h>
+
+#include "helpers.h"
+
+enum { N = 1000 };
+
+static int seen[4 * 10000 + N];
+static _Atomic int nseen;
+static _Atomic int inside; /* callbacks never overlap */
+static tern_loop *expect_loop;
+
+static void record(void *arg)
+{
+    ck_assert_int_eq(atomic_exchange(&inside, 1), 0);
+    ck_assert_ptr_eq(tern_loop_current(), expect_loop);
+    ck_assert_ptr_null(tern_task_current()); /* handles run outside tasks */
+    seen[atomic_fetch_add(&nseen, 1)] = (int)(intptr_t)arg;
+    atomic_store(&inside, 0);
+}
+
+static void *soon_order_main(void *arg)
+{
+    expect_loop = tern_loop_current();
+    for (intptr_t i = 0; i < N; i++)
+        ck_assert_int_eq(tern_call_soon(NULL, record, (void *)i, NULL), 0);
+    /* nothing runs until the task lets the loop turn */
+    ck_assert_int_eq(atomic_load(&nseen), 0);
+    while (atomic_load(&nseen) < N)
+        tern_yield();
+    for (int i = 0; i < N; i++)
+        ck_assert_int_eq(seen[i], i);
+    return NULL;
+}
+
+START_TEST(call_soon_in_order)
+{
+    tern_config cfg = {.workers = 1};
+    ck_assert_int_eq(tern_run(&cfg, soon_order_main, NULL, NULL), 0);
+}
+END_TEST
+
+static void noop(void *arg)
+{
+}
+
+static void *wrong_loop(void *arg)
+{
+    tern_runtime *rt = tern_runtime_current();
+    tern_loop *other = tern_runtime_loop(rt, 0) == tern_loop_current() ? tern_runtime_loop(rt, 1)
+                                                                       : tern_runtime_loop(rt, 0);
+    ck_assert_int_eq(tern_call_soon(other, noop, NULL, NULL), -EPERM);
+    ck_assert_int_eq(tern_call_later(other, 1, noop, NULL, NULL), -EPERM);
+    ck_assert_int_eq(tern_call_at(other, 1, noop, NULL, NULL), -EPERM);
+    ck_assert_int_eq(tern_call_soon(NULL, NULL, NULL, NULL), -EINVAL);
+    ck_assert_int_eq(tern_call_later(NULL, 1, NULL, NULL, NULL), -EINVAL);
+    return NULL;
+}
+
+START_TEST(call_soon_bad_arguments)
+{
+    ck_assert_int_eq(tern_call_soon(NULL, noop, NULL, NULL), -EINVAL);
+    ck_assert_int_eq(tern_call_at(NULL, 0, noop, NULL, NULL), -EINVAL);
+    ck_assert_int_eq(tern_call_soon_threadsafe(NULL, noop, NULL, NULL), -EINVAL);
+    ck_assert_int_eq(tern_handle_cancel(NULL), -EINVAL);
+    ck_assert_int_eq(tern_handle_cancelled(NULL), 0);
+    tern_handle_release(NULL);
+    ck_assert_uint_eq(tern_loop_time(NULL), 0);
+    ck_assert_ptr_null(tern_loop_current());
+    tern_loop_info info;
+    ck_assert_int_eq(tern_loop_get_info(NULL, &info), -EINVAL);
+    tern_runtime *rt = rt_new(2);
+    ck_assert_int_eq(tern_call_soon_threadsafe(tern_runtime_loop(rt, 0), NULL, NULL, NULL),
+                     -EINVAL);
+    ck_assert_int_eq(tern_loop_get_info(tern_runtime_loop(rt, 0), NULL), -EINVAL);
+    ck_assert_int_eq(tern_block_on(rt, wrong_loop, NULL, NULL), 0);
+    tern_runtime_free(rt);
+}
+END_TEST
+
+/* Timed handles fire in deadline order, ties in scheduling order, never
+ * before their time. */
+static uint64_t deadline_of[N];
+static uint64_t fired_at[N];
+
+static void record_timed(void *arg)
+{
+    int i = (int)(intptr_t)arg;
+    fired_at[i] = tern_now();
+    record(arg);
+}
+
+static void *timed_order_main(void *arg)
+{
+    expect_loop = tern_loop_current();
+    uint64_t x = 42;
+    uint64_t base = tern_loop_time(NULL);
+    for (intptr_t i = 0; i < N; i++) {
+        x = x * 6364136223846793005ull + 1442695040888963407ull;
+        uint64_t delay = (x >> 33) % 30 * 1000000 + (x >> 20) % 3 * 100000;
+        if (i % 2) {
+            deadline_of[i] = base + delay;
+            ck_assert_int_eq(tern_call_at(NULL, deadline_of[i], record_timed, (void *)i, NULL), 0);
+        } else {
+            deadline_of[i] = tern_loop_time(NULL) + delay;
+            ck_assert_int_eq(tern_call_later(NULL, delay, record_timed, (void *)i, NULL), 0);
+        }
+    }
+    tern_loop_info info;
+    ck_assert_int_eq(tern_loop_get_info(NULL, &info), 0);
+    ck_assert_uint_eq(info.scheduled, N);
+    while (atomic_load(&nseen) < N)
+        tern_sleep(1000000);
+    for (int k = 1; k < N; k++) {
+        int a = seen[k - 1], b = seen[k];
+        ck_assert_msg(deadline_of[a] < deadline_of[b] ||
+                          (deadline_of[a] == deadline_of[b] && a < b),
+                      "handle %d (at %llu) ran before %d (at %llu)", a,
+                      (unsigned long long)deadline_of[a], b, (unsigned long long)deadline_of[b]);
+    }
+    for (int i = 0; i < N; i++)
+        ck_assert_uint_ge(fired_at[i], deadline_of[i]);
+    return NULL;
+}
+
+START_TEST(call_later_deadline_order)
+{
+    tern_config cfg = {.workers = 1};
+    ck_assert_int_eq(tern_run(&cfg, timed_order_main, NULL, NULL), 0);
+}
+END_TEST
+
+static _Atomic int ran_count;
+
+static void count_run(void *arg)
+{
+    atomic_fetch_add(&ran_count, 1);
+    atomic_fetch_add((_Atomic int *)arg, 1);
+}
+
+static void *cancel_main(void *arg)
+{
+    static _Atomic int hit[N];
+    tern_handle *h[N];
+    for (int i = 0; i < N; i++) {
+        int r = i % 2 ? tern_call_soon(NULL, count_run, &hit[i], &h[i])
+                      : tern_call_later(NULL, 1000000, count_run, &hit[i], &h[i]);
+        ck_assert_int_eq(r, 0);
+    }
+    for (int i = 0; i < N; i += 4) {
+        ck_assert_int_eq(tern_handle_cancel(h[i]), 0);
+        ck_assert_int_eq(tern_handle_cancelled(h[i]), 1);
+        ck_assert_int_eq(tern_handle_cancel(h[i]), -EALREADY);
+    }
+    for (int i = 1; i < N; i += 4)
+        ck_assert_int_eq(tern_handle_cancel(h[i]), 0);
+    ck_assert_int_eq(tern_sleep(5000000), 0);
+    for (int i = 0; i < N; i++) {
+        ck_assert_int_eq(atomic_load(&hit[i]), i % 4 < 2 ? 0 : 1);
+        if (i % 4 >= 2) {
+            /* already ran */
+            ck_assert_int_eq(tern_handle_cancel(h[i]), -EALREADY);
+            ck_assert_int_eq(tern_handle_cancelled(h[i]), 0);
+        }
+        tern_handle_release(h[i]);
+    }
+    ck_assert_int_eq(atomic_load(&ran_count), N / 2);
+    return NULL;
+}
+
+START_TEST(handle_cancel)
+{
+    tern_config cfg = {.workers = 1};
+    ck_assert_int_eq(tern_run(&cfg, cancel_main, NULL, NULL), 0);
+}
+END_TEST
+
+/* call_soon_threadsafe from foreign threads: all run, once, on the loop's
+ * thread, one at a time, each thread's in its own order. */
+enum { THREADS = 4 };
+static int per_thread = 10000;
+static tern_loop *target;
+
+static void *foreign_poster(void *arg)
+{
+    intptr_t id = (intptr_t)arg;
+    for (intptr_t i = 0; i < per_thread; i++) {
+        int r = tern_call_soon_threadsafe(target, record, (void *)(id * per_thread + i), NULL);
+        ck_assert_int_eq(r, 0);
+    }
+    return NULL;
+}
+
+START_TEST(call_soon_threadsafe_from_threads)
+{
+    per_thread = SCALED(10000);
+    tern_runtime *rt = rt_new(2);
+    target = expect_loop = tern_runtime_loop(rt, 1);
+    pthread_t th[THREADS];
+    for (intptr_t i = 0; i < THREADS; i++)
+        pthread_create(&th[i], NULL, foreign_poster, (void *)i);
+    for (int i = 0; i < THREADS; i++)
+        pthread_join(th[i], NULL);
+    for (int spins = 0; atomic_load(&nseen) < THREADS * per_thread && spins < 10000; spins++)
+        usleep(1000);
+    ck_assert_int_eq(atomic_load(&nseen), THREADS * per_thread);
+    int last[THREADS];
+    memset(last, -1, sizeof last);
+    for (int k = 0; k < THREADS * per_thread; k++) {
+        int id = seen[k] / per_thread, i = seen[k] % per_thread;
+        ck_assert_int_eq(i, last[id] + 1);
+        last[id] = i;
+    }
+    tern_loop_info info;
+    ck_assert_int_eq(tern_loop_get_info(target, &info), 0);
+    ck_assert_uint_ge(info.stats.handles_run, (uint64_t)THREADS * per_thread);
+    tern_runtime_free(rt);
+}
+END_TEST
+
+static void *time_main(void *arg)
+{
+    uint64_t a = tern_loop_time(NULL);
+    ck_assert_uint_gt(a, 0);
+    ck_assert_uint_le(a, tern_now());
+    tern_sleep(2000000);
+    uint64_t b = tern_loop_time(NULL);
+    ck_assert_uint_ge(b, a + 2000000);
+    return NULL;
+}
+
+START_TEST(loop_time_follows_clock)
+{
+    tern_config cfg = {.workers = 2};
+    ck_assert_int_eq(tern_run(&cfg, time_main, NULL, NULL), 0);
+}
+END_TEST
+
+START_TEST(loop_info_names_backend)
+{
+    tern_runtime *rt = rt_new(2);
+    const char *want = getenv("TERN_BACKEND");
+    for (unsigned i = 0; i < 2; i++) {
+        tern_loop_info info;
+        ck_assert_int_eq(tern_loop_get_info(tern_runtime_loop(rt, i), &info), 0);
+        ck_assert_uint_eq(info.worker, i);
+        ck_assert_ptr_nonnull(info.backend_note);
+        if (want)
+            ck_assert_str_eq(info.backend, want);
+        else
+            ck_assert(!strcmp(info.backend, "io_uring") || !strcmp(info.backend, "epoll"));
+    }
+    tern_runtime_free(rt);
+    /* the config forces a backend too */
+    tern_config cfg;
+    tern_config_init(&cfg);
+    cfg.workers = 1;
+    cfg.backend = TERN_BACKEND_EPOLL;
+    ck_assert_int_eq(tern_runtime_new(&cfg, &rt), 0);
+    tern_loop_info info;
+    ck_assert_int_eq(tern_loop_get_info(tern_runtime_loop(rt, 0), &info), 0);
+    ck_assert_str_eq(info.backend, "epoll");
+    tern_runtime_free(rt);
+}
+END_TEST
+
+/* Sleeps wake no earlier than asked and, on an idle machine, soon after. */
+static void *accuracy_main(void *arg)
+{
+    uint64_t late[20];
+    for (int i = 0; i < 20; i++) {
+        uint64_t want = (uint64_t)(i % 5 + 1) * 1000000;
+        uint64_t t0 = tern_now();
+        ck_assert_int_eq(tern_sleep(want), 0);
+        uint64_t took = tern_now() - t0;
+        ck_assert_uint_ge(took, want);
+        late[i] = took - want;
+    }
+    /* median lateness within a few ms; the bound is generous because CI
+     * machines are shared */
+    for (int i = 0; i < 20; i++)
+        for (int j = i + 1; j < 20; j++)
+            if (late[j] < late[i]) {
+                uint64_t t = late[i];
+                late[i] = late[j];
+                late[j] = t;
+            }
+    ck_assert_msg(late[10] < 5000000, "median lateness %llu ns", (unsigned long long)late[10]);
+    return NULL;
+}
+
+START_TEST(timer_accuracy)
+{
+    tern_config cfg = {.workers = 2};
+    ck_assert_int_eq(tern_run(&cfg, accuracy_main, NULL, NULL), 0);
+}
+END_TEST
+
+Suite *loop_suite(void)
+{
+    Suite *s = suite_create("loop");
+    TCase *tc = tcase_create("loop");
+    tcase_set_timeout(tc, 60);
+    tcase_add_test(tc, call_soon_in_order);
+    tcase_add_test(tc, call_soon_bad_arguments);
+    tcase_add_test(tc, call_later_deadline_order);
+    tcase_add_test(tc, handle_cancel);
+    tcase_add_test(tc, call_soon_threadsafe_from_threads);
+    tcase_add_test(tc, loop_time_follows_clock);
+    tcase_add_test(tc, loop_info_names_backend);
+    tcase_add_test(tc, timer_accuracy);
+    suite_add_tcase(s, tc);
+    return s;
+}
+
+int main(void)
+{
+    return run_suite(loop_suite());
+}

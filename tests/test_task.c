@@ -1,0 +1,558 @@
+/* Tasks: spawn, join, cancel, yield, sleep, park/unpark, the blocking pool,
+ * lifecycle and bad arguments. Runs once per I/O backend (TERN_BACKEND). */
+#define _GNU_SOURCE
+#include <errno.h>
+#include <pthread.h>
+#include <signal.h>
+#include <stdatomic.h>
+#include <string.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include "helpers.h"
+
+static void *ret_arg(void *arg)
+{
+    return arg;
+}
+
+START_TEST(spawn_join_result)
+{
+    tern_runtime *rt = rt_new(_i ? 4 : 1);
+    tern_task *t;
+    ck_assert_int_eq(tern_runtime_spawn(rt, ret_arg, (void *)0x1234, &t), 0);
+    void *res = NULL;
+    ck_assert_int_eq(tern_join(t, &res), 0);
+    ck_assert_ptr_eq(res, (void *)0x1234);
+    ck_assert_int_eq(tern_runtime_free(rt), 0);
+}
+END_TEST
+
+static void *spawn_children(void *arg)
+{
+    enum { N = 1000 };
+    static tern_task *kids[N];
+    for (intptr_t i = 0; i < N; i++)
+        ck_assert_int_eq(tern_spawn(ret_arg, (void *)i, &kids[i]), 0);
+    intptr_t sum = 0;
+    for (int i = 0; i < N; i++) {
+        void *r;
+        ck_assert_int_eq(tern_join(kids[i], &r), 0);
+        sum += (intptr_t)r;
+    }
+    return (void *)sum;
+}
+
+START_TEST(run_main_spawns_and_joins)
+{
+    tern_config cfg;
+    tern_config_init(&cfg);
+    cfg.workers = 3;
+    void *res = NULL;
+    ck_assert_int_eq(tern_run(&cfg, spawn_children, NULL, &res), 0);
+    ck_assert_int_eq((intptr_t)res, 999 * 1000 / 2);
+}
+END_TEST
+
+static void *ids_task(void *arg)
+{
+    tern_task *me = tern_task_current();
+    ck_assert_ptr_nonnull(me);
+    ck_assert_uint_eq(tern_task_id(me), tern_task_current_id());
+    ck_assert_uint_ne(tern_task_current_id(), 0);
+    ck_assert_ptr_nonnull(tern_loop_current());
+    ck_assert_ptr_nonnull(tern_runtime_current());
+    return (void *)(uintptr_t)tern_task_current_id();
+}
+
+START_TEST(task_ids_unique)
+{
+    tern_runtime *rt = rt_new(2);
+    tern_task *a, *b;
+    ck_assert_int_eq(tern_runtime_spawn(rt, ids_task, NULL, &a), 0);
+    ck_assert_int_eq(tern_runtime_spawn(rt, ids_task, NULL, &b), 0);
+    uint64_t ida = tern_task_id(a), idb = tern_task_id(b);
+    void *ra, *rb;
+    ck_assert_int_eq(tern_join(a, &ra), 0);
+    ck_assert_int_eq(tern_join(b, &rb), 0);
+    ck_assert_uint_ne(ida, idb);
+    ck_assert_uint_eq((uintptr_t)ra, ida);
+    ck_assert_uint_eq((uintptr_t)rb, idb);
+    ck_assert_uint_eq(tern_task_current_id(), 0);
+    ck_assert_ptr_null(tern_task_current());
+    ck_assert_ptr_null(tern_runtime_current());
+    tern_runtime_free(rt);
+}
+END_TEST
+
+static void *sleep_long(void *arg)
+{
+    int r = tern_sleep(3600ull * 1000000000ull);
+    *(int *)arg = r;
+    return NULL;
+}
+
+START_TEST(cancel_sleeping_task)
+{
+    tern_runtime *rt = rt_new(2);
+    tern_task *t;
+    int seen = 1;
+    ck_assert_int_eq(tern_runtime_spawn(rt, sleep_long, &seen, &t), 0);
+    usleep(20000);
+    ck_assert_int_eq(tern_task_done(t), 0);
+    ck_assert_int_eq(tern_task_cancel(t), 0);
+    ck_assert_int_eq(tern_join(t, NULL), -ECANCELED);
+    ck_assert_int_eq(seen, -ECANCELED);
+    tern_runtime_free(rt);
+}
+END_TEST
+
+static _Atomic int body_ran;
+
+static void *count_body(void *arg)
+{
+    atomic_fetch_add(&body_ran, 1);
+    return NULL;
+}
+
+static void *cancel_before_start(void *arg)
+{
+    tern_task *t;
+    /* One worker and no suspension between spawn and cancel: the child
+     * cannot have started. */
+    ck_assert_int_eq(tern_spawn(count_body, NULL, &t), 0);
+    ck_assert_int_eq(tern_task_cancel(t), 0);
+    ck_assert_int_eq(tern_join(t, NULL), -ECANCELED);
+    ck_assert_int_eq(atomic_load(&body_ran), 0);
+    /* a finished task cannot be cancelled */
+    ck_assert_int_eq(tern_spawn(count_body, NULL, &t), 0);
+    while (!tern_task_done(t))
+        tern_yield();
+    ck_assert_int_eq(tern_task_cancel(t), -EALREADY);
+    ck_assert_int_eq(tern_join(t, NULL), 0);
+    ck_assert_int_eq(atomic_load(&body_ran), 1);
+    return NULL;
+}
+
+START_TEST(cancel_unstarted_never_runs)
+{
+    tern_config cfg = {.workers = 1};
+    ck_assert_int_eq(tern_run(&cfg, cancel_before_start, NULL, NULL), 0);
+}
+END_TEST
+
+static void *yield_until_cancelled(void *arg)
+{
+    while (tern_yield() == 0)
+        ;
+    /* sticky: the next suspension point says so too */
+    ck_assert_int_eq(tern_yield(), -ECANCELED);
+    ck_assert_int_eq(tern_sleep(1000), -ECANCELED);
+    return NULL;
+}
+
+START_TEST(cancel_is_sticky)
+{
+    tern_runtime *rt = rt_new(2);
+    tern_task *t;
+    ck_assert_int_eq(tern_runtime_spawn(rt, yield_until_cancelled, NULL, &t), 0);
+    usleep(5000);
+    ck_assert_int_eq(tern_task_cancel(t), 0);
+    ck_assert_int_eq(tern_join(t, NULL), -ECANCELED);
+    tern_runtime_free(rt);
+}
+END_TEST
+
+/* Two tasks on one worker alternate on each yield. */
+static char order[64];
+static _Atomic int order_len;
+
+static void *yielder(void *arg)
+{
+    for (int i = 0; i < 5; i++) {
+        order[atomic_fetch_add(&order_len, 1)] = *(char *)arg;
+        ck_assert_int_eq(tern_yield(), 0);
+    }
+    return NULL;
+}
+
+static void *two_yielders(void *arg)
+{
+    tern_task *a, *b;
+    ck_assert_int_eq(tern_spawn(yielder, "a", &a), 0);
+    ck_assert_int_eq(tern_spawn(yielder, "b", &b), 0);
+    ck_assert_int_eq(tern_join(a, NULL), 0);
+    ck_assert_int_eq(tern_join(b, NULL), 0);
+    return NULL;
+}
+
+START_TEST(yield_interleaves)
+{
+    tern_config cfg = {.workers = 1};
+    ck_assert_int_eq(tern_run(&cfg, two_yielders, NULL, NULL), 0);
+    order[order_len] = 0;
+    ck_assert_str_eq(order, "ababababab");
+}
+END_TEST
+
+static void *sleeper_timed(void *arg)
+{
+    uint64_t ns = *(uint64_t *)arg;
+    uint64_t t0 = tern_now();
+    ck_assert_int_eq(tern_sleep(ns), 0);
+    return (void *)(uintptr_t)(tern_now() - t0);
+}
+
+START_TEST(sleep_not_early)
+{
+    tern_runtime *rt = rt_new(2);
+    uint64_t asks[] = {0, 1000000, 5000000, 20000000};
+    for (unsigned i = 0; i < sizeof asks / sizeof *asks; i++) {
+        void *took;
+        ck_assert_int_eq(tern_block_on(rt, sleeper_timed, &asks[i], &took), 0);
+        ck_assert_uint_ge((uintptr_t)took, asks[i]);
+        ck_assert_uint_lt((uintptr_t)took, asks[i] + 500000000u); /* generous: shared CI */
+    }
+    tern_runtime_free(rt);
+}
+END_TEST
+
+static void *park_checks(void *arg)
+{
+    tern_task *me = tern_task_current();
+    /* an unpark before the park is remembered */
+    tern_unpark(me);
+    ck_assert_int_eq(tern_park(0), 0);
+    /* a deadline with nobody unparking */
+    uint64_t t0 = tern_now();
+    ck_assert_int_eq(tern_park(t0 + 2000000), -ETIMEDOUT);
+    ck_assert_uint_ge(tern_now(), t0 + 2000000);
+    /* a deadline already past */
+    ck_assert_int_eq(tern_park(1), -ETIMEDOUT);
+    /* woken by a foreign thread before the deadline */
+    *(tern_task **)arg = tern_task_ref(me);
+    int r;
+    while ((r = tern_park(tern_now() + 10ull * 1000000000ull)) == 0 &&
+           !atomic_load((_Atomic int *)((tern_task **)arg + 1)))
+        ;
+    ck_assert_int_eq(r, 0);
+    return NULL;
+}
+
+START_TEST(park_unpark)
+{
+    tern_runtime *rt = rt_new(2);
+    struct { tern_task *t; _Atomic int go; } box = {0};
+    tern_task *t;
+    ck_assert_int_eq(tern_runtime_spawn(rt, park_checks, &box, &t), 0);
+    while (!__atomic_load_n(&box.t, __ATOMIC_ACQUIRE))
+        usleep(1000);
+    usleep(10000);
+    atomic_store(&box.go, 1);
+    tern_unpark(box.t);
+    ck_assert_int_eq(tern_join(t, NULL), 0);
+    tern_task_release(box.t);
+    tern_runtime_free(rt);
+}
+END_TEST
+
+/* The budget: a task that always has a permit never really blocks, yet a
+ * sleeper on the same (only) worker still gets its turn. */
+static _Atomic int spin_stop;
+
+static void *spinner(void *arg)
+{
+    tern_task *me = tern_task_current();
+    while (!atomic_load(&spin_stop)) {
+        tern_unpark(me);
+        ck_assert_int_eq(tern_park(0), 0);
+    }
+    return NULL;
+}
+
+static void *stopper(void *arg)
+{
+    ck_assert_int_eq(tern_sleep(5000000), 0);
+    atomic_store(&spin_stop, 1);
+    return NULL;
+}
+
+static void *budget_main(void *arg)
+{
+    tern_task *a, *b;
+    ck_assert_int_eq(tern_spawn(spinner, NULL, &a), 0);
+    ck_assert_int_eq(tern_spawn(stopper, NULL, &b), 0);
+    ck_assert_int_eq(tern_join(b, NULL), 0);
+    ck_assert_int_eq(tern_join(a, NULL), 0);
+    tern_loop_info info;
+    ck_assert_int_eq(tern_loop_get_info(NULL, &info), 0);
+    ck_assert_uint_gt(info.stats.budget_yields, 0);
+    return NULL;
+}
+
+START_TEST(budget_prevents_starvation)
+{
+    tern_config cfg = {.workers = 1, .budget = 64};
+    ck_assert_int_eq(tern_run(&cfg, budget_main, NULL, NULL), 0);
+}
+END_TEST
+
+static void *recurse(void *arg)
+{
+    volatile char buf[1024];
+    buf[0] = (char)(uintptr_t)arg;
+    recurse((void *)((uintptr_t)arg + 1));
+    return (void *)(uintptr_t)buf[0];
+}
+
+START_TEST(stack_overflow_reported)
+{
+    int pipefd[2];
+    ck_assert_int_eq(pipe(pipefd), 0);
+    pid_t pid = fork();
+    ck_assert_int_ge(pid, 0);
+    if (pid == 0) {
+        dup2(pipefd[1], 2);
+        tern_config cfg = {.workers = 1};
+        tern_run(&cfg, recurse, NULL, NULL);
+        _exit(0); /* not reached: the overflow ends the process */
+    }
+    close(pipefd[1]);
+    char buf[4096] = {0};
+    size_t len = 0;
+    ssize_t n;
+    while (len < sizeof buf - 1 && (n = read(pipefd[0], buf + len, sizeof buf - 1 - len)) > 0)
+        len += (size_t)n;
+    close(pipefd[0]);
+    int status;
+    ck_assert_int_eq(waitpid(pid, &status, 0), pid);
+    ck_assert_msg(WIFSIGNALED(status), "child exited normally: %s", buf);
+    ck_assert_msg(strstr(buf, "overflowed its stack") != NULL, "stderr was: %s", buf);
+    ck_assert_msg(strstr(buf, "task ") != NULL, "stderr was: %s", buf);
+}
+END_TEST
+
+static void *in_blocking(void *arg)
+{
+    /* a blocking job runs on a pool thread, not on a worker */
+    ck_assert_ptr_null(tern_loop_current());
+    usleep(2000);
+    return (void *)((uintptr_t)arg * 2);
+}
+
+static void *blocking_main(void *arg)
+{
+    enum { N = 40 };
+    tern_task *jobs[N];
+    for (uintptr_t i = 0; i < N; i++)
+        ck_assert_int_eq(tern_spawn_blocking(in_blocking, (void *)i, &jobs[i]), 0);
+    uintptr_t sum = 0;
+    for (int i = 0; i < N; i++) {
+        void *r;
+        ck_assert_int_eq(tern_join(jobs[i], &r), 0);
+        sum += (uintptr_t)r;
+    }
+    ck_assert_uint_eq(sum, 2 * (N - 1) * N / 2);
+    ck_assert_int_eq(tern_spawn_blocking(NULL, NULL, &jobs[0]), -EINVAL);
+    ck_assert_int_eq(tern_spawn_blocking(in_blocking, NULL, NULL), -EINVAL);
+    return NULL;
+}
+
+START_TEST(blocking_pool)
+{
+    tern_config cfg = {.workers = 2, .blocking_threads = 4};
+    ck_assert_int_eq(tern_run(&cfg, blocking_main, NULL, NULL), 0);
+    tern_task *t;
+    ck_assert_int_eq(tern_spawn_blocking(in_blocking, NULL, &t), -EPERM);
+    ck_assert_int_eq(tern_runtime_spawn_blocking(NULL, in_blocking, NULL, &t), -EINVAL);
+}
+END_TEST
+
+/* Shutdown with tasks parked forever, sleeping, and handles pending. */
+static _Atomic int saw_cancel, soon_ran, later_ran;
+
+static void *park_forever(void *arg)
+{
+    int r;
+    while ((r = tern_park(0)) == 0)
+        ;
+    if (r == -ECANCELED)
+        atomic_fetch_add(&saw_cancel, 1);
+    return NULL;
+}
+
+static void *sleep_forever(void *arg)
+{
+    if (tern_sleep(3600ull * 1000000000ull) == -ECANCELED)
+        atomic_fetch_add(&saw_cancel, 1);
+    return NULL;
+}
+
+static void bump(void *arg)
+{
+    atomic_fetch_add((_Atomic int *)arg, 1);
+}
+
+static void *shutdown_setup(void *arg)
+{
+    for (int i = 0; i < 100; i++) {
+        ck_assert_int_eq(tern_spawn(park_forever, NULL, NULL), 0);
+        ck_assert_int_eq(tern_spawn(sleep_forever, NULL, NULL), 0);
+        ck_assert_int_eq(tern_call_later(NULL, 3600ull * 1000000000ull, bump, &later_ran, NULL), 0);
+    }
+    return NULL;
+}
+
+static int thread_count(void)
+{
+    int n = 0;
+    DIR *d = opendir("/proc/self/task");
+    while (d && readdir(d))
+        n++;
+    if (d)
+        closedir(d);
+    return n;
+}
+
+START_TEST(shutdown_cancels_waiters)
+{
+    int fds = fd_count(), threads = thread_count();
+    tern_runtime *rt = rt_new(3);
+    ck_assert_int_eq(tern_block_on(rt, shutdown_setup, NULL, NULL), 0);
+    for (int i = 0; i < 50; i++)
+        ck_assert_int_eq(tern_call_soon_threadsafe(tern_runtime_loop(rt, i % 3), bump,
+                                                   &soon_ran, NULL), 0);
+    usleep(20000); /* let the tasks reach their waits */
+    ck_assert_uint_eq(tern_runtime_live_tasks(rt), 200);
+    ck_assert_int_eq(tern_runtime_free(rt), 0);
+    ck_assert_int_eq(atomic_load(&saw_cancel), 200);
+    ck_assert_int_eq(atomic_load(&soon_ran), 50);
+    ck_assert_int_eq(atomic_load(&later_ran), 0);
+    ck_assert_int_eq(fd_count(), fds);
+    ck_assert_int_eq(thread_count(), threads);
+}
+END_TEST
+
+static void *inside_checks(void *arg)
+{
+    tern_runtime *rt = tern_runtime_current();
+    ck_assert_int_eq(tern_runtime_free(rt), -EDEADLK);
+    ck_assert_int_eq(tern_block_on(rt, ret_arg, NULL, NULL), -EDEADLK);
+    ck_assert_int_eq(tern_join(tern_task_current(), NULL), -EINVAL);
+    return NULL;
+}
+
+static void *slow(void *arg)
+{
+    tern_sleep(20000000);
+    return NULL;
+}
+
+static void *second_joiner(void *arg)
+{
+    return (void *)(intptr_t)tern_join(arg, NULL);
+}
+
+START_TEST(bad_arguments)
+{
+    tern_runtime *rt;
+    tern_config cfg;
+    tern_config_init(&cfg);
+    cfg.workers = 5000;
+    ck_assert_int_eq(tern_runtime_new(&cfg, &rt), -EINVAL);
+    tern_config_init(&cfg);
+    cfg.stack_size = 1000;
+    ck_assert_int_eq(tern_runtime_new(&cfg, &rt), -EINVAL);
+    tern_config_init(&cfg);
+    cfg.backend = (tern_backend)99;
+    ck_assert_int_eq(tern_runtime_new(&cfg, &rt), -EINVAL);
+    ck_assert_int_eq(tern_runtime_new(NULL, NULL), -EINVAL);
+    ck_assert_int_eq(tern_runtime_free(NULL), -EINVAL);
+    ck_assert_int_eq(tern_run(NULL, NULL, NULL, NULL), -EINVAL);
+    ck_assert_int_eq(tern_block_on(NULL, ret_arg, NULL, NULL), -EINVAL);
+
+    ck_assert_int_eq(tern_spawn(ret_arg, NULL, NULL), -EPERM);
+    ck_assert_int_eq(tern_yield(), -EPERM);
+    ck_assert_int_eq(tern_sleep(1), -EPERM);
+    ck_assert_int_eq(tern_sleep_until(1), -EPERM);
+    ck_assert_int_eq(tern_park(0), -EPERM);
+    ck_assert_int_eq(tern_join(NULL, NULL), -EINVAL);
+    ck_assert_int_eq(tern_task_cancel(NULL), -EINVAL);
+    ck_assert_int_eq(tern_task_done(NULL), 0);
+    ck_assert_uint_eq(tern_task_id(NULL), 0);
+    tern_unpark(NULL);
+    tern_task_release(NULL);
+    ck_assert_ptr_null(tern_task_ref(NULL));
+    ck_assert_uint_eq(tern_runtime_workers(NULL), 0);
+    ck_assert_ptr_null(tern_runtime_loop(NULL, 0));
+    ck_assert_ptr_nonnull(tern_strerror(-ECANCELED));
+    ck_assert_ptr_nonnull(tern_strerror(-ESHUTDOWN));
+
+    rt = rt_new(2);
+    ck_assert_uint_eq(tern_runtime_workers(rt), 2);
+    ck_assert_ptr_null(tern_runtime_loop(rt, 2));
+    ck_assert_int_eq(tern_runtime_spawn(rt, NULL, NULL, NULL), -EINVAL);
+    ck_assert_int_eq(tern_runtime_spawn(NULL, ret_arg, NULL, NULL), -EINVAL);
+    ck_assert_int_eq(tern_block_on(rt, inside_checks, NULL, NULL), 0);
+    /* a second joiner gets -EBUSY while the first waits */
+    tern_task *t, *j;
+    ck_assert_int_eq(tern_runtime_spawn(rt, slow, NULL, &t), 0);
+    ck_assert_int_eq(tern_runtime_spawn(rt, second_joiner, t, &j), 0);
+    usleep(5000);
+    ck_assert_int_eq(tern_join(t, NULL), -EBUSY);
+    void *r;
+    ck_assert_int_eq(tern_join(j, &r), 0);
+    ck_assert_int_eq((intptr_t)r, 0);
+    tern_runtime_free(rt);
+}
+END_TEST
+
+static _Atomic int late_spawn = 1;
+
+static void *spawn_when_cancelled(void *arg)
+{
+    while (tern_park(0) == 0)
+        ;
+    /* the runtime is closing: new tasks are refused, not lost */
+    atomic_store(&late_spawn, tern_spawn(ret_arg, NULL, NULL));
+    return NULL;
+}
+
+START_TEST(spawn_after_shutdown_refused)
+{
+    tern_runtime *rt = rt_new(2);
+    ck_assert_int_eq(tern_runtime_spawn(rt, spawn_when_cancelled, NULL, NULL), 0);
+    usleep(10000);
+    ck_assert_int_eq(tern_runtime_free(rt), 0);
+    ck_assert_int_eq(atomic_load(&late_spawn), -ESHUTDOWN);
+}
+END_TEST
+
+Suite *task_suite(void)
+{
+    Suite *s = suite_create("task");
+    TCase *tc = tcase_create("task");
+    tcase_set_timeout(tc, 60);
+    tcase_add_loop_test(tc, spawn_join_result, 0, 2);
+    tcase_add_test(tc, run_main_spawns_and_joins);
+    tcase_add_test(tc, task_ids_unique);
+    tcase_add_test(tc, cancel_sleeping_task);
+    tcase_add_test(tc, cancel_unstarted_never_runs);
+    tcase_add_test(tc, cancel_is_sticky);
+    tcase_add_test(tc, yield_interleaves);
+    tcase_add_test(tc, sleep_not_early);
+    tcase_add_test(tc, park_unpark);
+    tcase_add_test(tc, budget_prevents_starvation);
+    tcase_add_test(tc, stack_overflow_reported);
+    tcase_add_test(tc, blocking_pool);
+    tcase_add_test(tc, shutdown_cancels_waiters);
+    tcase_add_test(tc, bad_arguments);
+    tcase_add_test(tc, spawn_after_shutdown_refused);
+    suite_add_tcase(s, tc);
+    return s;
+}
+
+int main(void)
+{
+    return run_suite(task_suite());
+}
