@@ -91,6 +91,7 @@ struct tern_task {
     uint8_t kind;   /* TERN_KIND_* */
     uint8_t reason; /* SW_*: why the fiber switched out */
     uint8_t started;
+    uint8_t saw_cancel; /* a suspension point returned -ECANCELED to it */
     uint16_t budget; /* cooperative budget left in this run */
     uint64_t id;
     _Atomic uintptr_t joiner; /* tern_task* (bit 0 clear) or thread waiter | 1 */

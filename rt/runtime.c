@@ -58,6 +58,8 @@ static int config_resolve(const tern_config *in, tern_config *out)
 static void runtime_destroy(tern_runtime *rt)
 {
     for (unsigned i = 0; i < rt->nworkers && rt->loops; i++) {
+        if (rt->loops[i] && rt->loops[i]->driver)
+            rt->loops[i]->driver->ops->close(rt->loops[i]->driver);
         if (rt->loops[i])
             pthread_mutex_destroy(&rt->loops[i]->inbox_lock);
         free(rt->loops ? rt->loops[i] : NULL);

@@ -239,9 +239,16 @@ uint64_t tern_task_current_id(void)
     return t ? t->id : 0;
 }
 
+/* Whether t was cancelled. A suspension point that returns -ECANCELED
+ * marks the task, so that a body which then returns is reported as
+ * cancelled (the C form of letting asyncio's CancelledError propagate); a
+ * body that finished without meeting one keeps its result. */
 static int cancelled(tern_task *t)
 {
-    return (atomic_load_explicit(&t->state, RELAXED) & TS_CANCELLED) != 0;
+    if (!(atomic_load_explicit(&t->state, RELAXED) & TS_CANCELLED))
+        return 0;
+    t->saw_cancel = 1;
+    return 1;
 }
 
 /* The fiber's first frame. Never returns: the last switch gives the stack
@@ -325,7 +332,7 @@ void tern__task_run(tern_loop *w, tern_task *t)
     w->current = NULL;
 
     if (t->reason == SW_DONE) {
-        if (cancelled(t))
+        if (t->saw_cancel)
             t->status = -ECANCELED;
         tern__task_finish(w, t);
         return;

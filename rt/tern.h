@@ -123,9 +123,12 @@ TERN_API int tern_spawn(tern_task_fn fn, void *arg, tern_task **out);
 
 /* Waits for task to finish and gives back the caller's reference to it.
  * Returns 0 with *result (when result is not NULL) set to the task's return
- * value, the task's own failure (-ECANCELED if it was cancelled before it
- * finished, -ENOMEM if no stack could be had for it), or -EINVAL (task NULL,
- * or a task joining itself; the reference is kept). If the *calling* task is
+ * value, or the task's own failure: -ECANCELED if it was cancelled before it
+ * started or if one of its suspension points returned -ECANCELED to it (a
+ * task that finished without meeting one keeps its result), -ENOMEM if no
+ * stack could be had for it. Errors of the call itself keep the reference:
+ * -EINVAL (task NULL, or a task joining itself), -EBUSY (another joiner is
+ * already waiting). If the *calling* task is
  * cancelled while it waits, returns -ECANCELED and the reference is kept, so
  * the caller may join again or release. Suspends from a task; blocks a
  * thread outside the runtime. */

@@ -14,7 +14,11 @@
  *  2. tern__wheel_advance unlinks each expired (or cancelled) entry before it
  *     hands it to the callback, so the callback may free or reinsert it.
  *  3. state moves PENDING -> FIRED (owner, in advance) or PENDING -> CANCELLED
- *     (any thread, tern__timer_cancel); exactly one of them wins.
+ *     (any thread, tern__timer_cancel; the owner in tern__wheel_remove);
+ *     exactly one of them wins, by CAS.
+ *  4. A cancelled entry stays linked until advance meets it (at its deadline,
+ *     or earlier when its coarse slot comes due) and hands it to reap, unless
+ *     the owner removes it first; then reap is not called.
  */
 #ifndef TERN_WHEEL_H
 #define TERN_WHEEL_H
@@ -48,20 +52,37 @@ typedef struct tern__wheel {
 
 void tern__wheel_init(tern__wheel *w, uint64_t now, uint64_t tick_ns);
 /* Links t to expire at t->deadline (a deadline already past fires at the next
- * advance). Sets t->state = PENDING. Owner thread only. */
+ * advance). Sets t->state = PENDING and gives t a fresh seq. t must be zeroed
+ * before its first insert (prev == NULL means "not linked"); inserting an
+ * entry that is still linked moves it, and a cancel it had is forgotten.
+ * Owner thread only. */
 void tern__wheel_insert(tern__wheel *w, tern__timer *t);
-/* Unlinks a linked entry without firing it (owner thread only); returns 1 if
- * it was linked. */
+/* Unlinks a linked entry without firing or reaping it (owner thread only);
+ * returns 1 if it was linked. A PENDING entry becomes CANCELLED, so a later
+ * tern__timer_cancel returns 0. remove cannot tell whether another thread's
+ * cancel won first; a caller that must know cancels first itself. */
 int tern__wheel_remove(tern__wheel *w, tern__timer *t);
 /* Fires every entry whose deadline <= now: each is unlinked, its state set
  * to FIRED, and fire(t, ctx) called, in deadline order (ties by insertion
- * order). Cancelled entries met on the way are unlinked and passed to
- * reap(t, ctx) instead. Returns the number fired. Owner thread only. */
+ * order). An entry is never fired before its deadline, even one in the
+ * current tick. Cancelled entries met on the way (any whose slot comes due,
+ * whatever its deadline) are unlinked and passed to reap(t, ctx) instead.
+ * Callbacks may free, reinsert or remove any entry and insert new ones, but
+ * not call advance; an entry inserted during the call fires at the next call
+ * at the earliest, even if already due (so a self-re-arming callback cannot
+ * spin here; tern__wheel_next then returns a time <= now). Time is never
+ * looped over tick by tick: the call costs O(occupied slots passed + entries
+ * moved + k log k) for k due entries. Returns the number fired. Owner
+ * thread only. */
 uint64_t tern__wheel_advance(tern__wheel *w, uint64_t now,
                              void (*fire)(tern__timer *, void *),
                              void (*reap)(tern__timer *, void *), void *ctx);
-/* Earliest time at which advance could fire something: an absolute ns value
- * rounded up to the tick, or UINT64_MAX when the wheel is empty. Owner only. */
+/* Earliest time at which advance could fire something, as absolute ns, or
+ * UINT64_MAX when the wheel is empty. Never later than the earliest deadline
+ * linked (cancelled entries count), but may be earlier: for entries still
+ * in a coarse slot it is that slot's start, and advancing to it moves them
+ * down a level (at most one early wake per level). It may be <= now when
+ * callbacks armed due entries: poll, do not block. Owner only. */
 uint64_t tern__wheel_next(const tern__wheel *w);
 /* Marks t cancelled from any thread. Returns 1 if this call won (the entry
  * was PENDING), 0 if it had already fired or been cancelled. */

@@ -352,9 +352,8 @@ void *tern__worker_main(void *arg)
         loop_run(w);
 
     tern__handles_drain(w);
-    if (w->driver)
-        w->driver->ops->close(w->driver);
-    w->driver = NULL;
+    /* The driver stays open: other workers may still be waking this one.
+     * runtime_destroy closes it once every worker has been joined. */
     tern__fiber_thread_exit();
     tls_loop = NULL;
     return NULL;

@@ -15,6 +15,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/mman.h>
 #include <sys/resource.h>
 #include <sys/wait.h>
 #include <unistd.h>
@@ -65,6 +66,15 @@ static void maps_perms(const void *addr, char out[5]) {
         }
     }
     fclose(f);
+}
+
+/* 1 when this kernel has MADV_GUARD_INSTALL (Linux 6.13+). */
+static int kernel_has_guard_madvise(void) {
+    char *p = mmap(NULL, 8192, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+    ck_assert(p != MAP_FAILED);
+    int ok = madvise(p, 4096, 102 /* MADV_GUARD_INSTALL */) == 0;
+    munmap(p, 8192);
+    return ok;
 }
 
 /* Runs fn in a child with stderr captured; returns the wait status. */
@@ -411,7 +421,7 @@ static void overflow_child(void *p) {
 
 static void check_overflow(int guard, uint64_t id) {
     struct of_args a = {guard, id};
-    char err[4096], want[64];
+    char err[4096], want[128];
     int st = run_child(overflow_child, &a, err, sizeof(err));
     ck_assert_msg(WIFSIGNALED(st) && WTERMSIG(st) == SIGABRT,
                   "child status %#x, stderr: %s", st, err);
@@ -438,19 +448,21 @@ static void wild_child(void *p) {
     tern__stack_pool_new(STACK_SIZE, 1, &pool);
     tern__stack *s = tern__stack_get(pool, 0);
     tern__fiber_set_current(s, 7);
-    volatile int *bad = (int *)(uintptr_t)16;
-    *bad = 1;
+    volatile uintptr_t bad = 16; /* opaque to the compiler */
+    *(volatile int *)bad = 1;
     _exit(0);
 }
 
 START_TEST(test_wild_fault_not_reported) {
     char err[8192];
     int st = run_child(wild_child, NULL, err, sizeof(err));
-    ck_assert_msg(WIFSIGNALED(st), "status %#x", st);
-#ifdef TERN_ASAN
-    ck_assert_msg(strstr(err, "AddressSanitizer") != NULL, "stderr: %s", err);
+#ifdef SANITIZED
+    /* The sanitizer's own SIGSEGV handler reports it; it exits or aborts
+     * depending on its options. */
+    ck_assert_msg(WIFSIGNALED(st) || WEXITSTATUS(st) != 0, "status %#x", st);
+    ck_assert_msg(strstr(err, "Sanitizer") != NULL, "stderr: %s", err);
 #else
-    ck_assert_int_eq(WTERMSIG(st), SIGSEGV);
+    ck_assert_msg(WIFSIGNALED(st) && WTERMSIG(st) == SIGSEGV, "status %#x", st);
 #endif
     ck_assert_msg(strstr(err, "overflowed") == NULL, "stderr: %s", err);
 }
@@ -647,20 +659,36 @@ START_TEST(test_pool_million) {
     ck_assert_uint_ge(tern__stack_pool_carved(pool), (uint64_t)n);
     /* About one mapping per 1024 stacks, never one per stack. */
     ck_assert_uint_le(tern__stack_pool_regions(pool), (uint64_t)n / 1024 + 8);
-    ck_assert_msg(during - before < 2000 && during < 10000, "maps %d -> %d", before, during);
     int guarded = 0;
     for (long i = 0; i < n; i++)
         guarded += st[i]->guarded;
-    ck_assert_int_eq(guarded, n); /* madvise guards here, no budget needed */
+    if (kernel_has_guard_madvise()) {
+        /* Every stack guarded, at no mapping cost. */
+        ck_assert_msg(during - before < 2000 && during < 10000, "maps %d -> %d", before, during);
+        ck_assert_int_eq(guarded, n);
+    } else {
+        /* mprotect guards up to the budget (two mappings each), then canaries. */
+        ck_assert_msg(during < 65530 / 2, "maps %d -> %d", before, during);
+        ck_assert_int_ge(guarded, n < 8000 ? n : 8000);
+    }
     /* The stacks are usable: touch the top and bottom of a few. */
     for (long i = 0; i < n; i += n / 16) {
         st[i]->base[4096] = 1;
         st[i]->base[st[i]->size - 1] = 1;
     }
+    char *sample[16];
+    for (int k = 0; k < 16; k++)
+        sample[k] = st[(n - 1) / 15 * k]->base;
     for (long i = 0; i < n; i++)
         tern__stack_put(pool, 0, st[i]);
     tern__stack_pool_free(pool);
-    ck_assert_int_le(maps_lines(), before + 2);
+    /* Everything is unmapped again (mincore fails with ENOMEM on a hole;
+     * the maps count is no measure here, sanitizer runtimes map too). */
+    for (int k = 0; k < 16; k++) {
+        unsigned char vec;
+        ck_assert_int_eq(mincore(sample[k], 4096, &vec), -1);
+        ck_assert_int_eq(errno, ENOMEM);
+    }
     free(st);
 }
 END_TEST

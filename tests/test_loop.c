@@ -13,7 +13,8 @@
 enum { N = 1000 };
 
 static int seen[4 * 10000 + N];
-static _Atomic int nseen;
+static _Atomic int nseen; /* slots taken */
+static _Atomic int ndone; /* slots written */
 static _Atomic int inside; /* callbacks never overlap */
 static tern_loop *expect_loop;
 
@@ -23,6 +24,7 @@ static void record(void *arg)
     ck_assert_ptr_eq(tern_loop_current(), expect_loop);
     ck_assert_ptr_null(tern_task_current()); /* handles run outside tasks */
     seen[atomic_fetch_add(&nseen, 1)] = (int)(intptr_t)arg;
+    atomic_fetch_add(&ndone, 1);
     atomic_store(&inside, 0);
 }
 
@@ -208,9 +210,9 @@ START_TEST(call_soon_threadsafe_from_threads)
         pthread_create(&th[i], NULL, foreign_poster, (void *)i);
     for (int i = 0; i < THREADS; i++)
         pthread_join(th[i], NULL);
-    for (int spins = 0; atomic_load(&nseen) < THREADS * per_thread && spins < 10000; spins++)
+    for (int spins = 0; atomic_load(&ndone) < THREADS * per_thread && spins < 10000; spins++)
         usleep(1000);
-    ck_assert_int_eq(atomic_load(&nseen), THREADS * per_thread);
+    ck_assert_int_eq(atomic_load(&ndone), THREADS * per_thread);
     int last[THREADS];
     memset(last, -1, sizeof last);
     for (int k = 0; k < THREADS * per_thread; k++) {

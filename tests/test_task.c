@@ -230,7 +230,7 @@ static void *park_checks(void *arg)
     /* a deadline already past */
     ck_assert_int_eq(tern_park(1), -ETIMEDOUT);
     /* woken by a foreign thread before the deadline */
-    *(tern_task **)arg = tern_task_ref(me);
+    __atomic_store_n((tern_task **)arg, tern_task_ref(me), __ATOMIC_RELEASE);
     int r;
     while ((r = tern_park(tern_now() + 10ull * 1000000000ull)) == 0 &&
            !atomic_load((_Atomic int *)((tern_task **)arg + 1)))
@@ -369,11 +369,12 @@ START_TEST(blocking_pool)
 END_TEST
 
 /* Shutdown with tasks parked forever, sleeping, and handles pending. */
-static _Atomic int saw_cancel, soon_ran, later_ran;
+static _Atomic int saw_cancel, soon_ran, later_ran, waiting;
 
 static void *park_forever(void *arg)
 {
     int r;
+    atomic_fetch_add(&waiting, 1);
     while ((r = tern_park(0)) == 0)
         ;
     if (r == -ECANCELED)
@@ -383,6 +384,7 @@ static void *park_forever(void *arg)
 
 static void *sleep_forever(void *arg)
 {
+    atomic_fetch_add(&waiting, 1);
     if (tern_sleep(3600ull * 1000000000ull) == -ECANCELED)
         atomic_fetch_add(&saw_cancel, 1);
     return NULL;
@@ -416,13 +418,17 @@ static int thread_count(void)
 
 START_TEST(shutdown_cancels_waiters)
 {
+    /* one runtime first, so sanitizer helper threads exist before counting */
+    tern_runtime_free(rt_new(1));
     int fds = fd_count(), threads = thread_count();
     tern_runtime *rt = rt_new(3);
     ck_assert_int_eq(tern_block_on(rt, shutdown_setup, NULL, NULL), 0);
     for (int i = 0; i < 50; i++)
         ck_assert_int_eq(tern_call_soon_threadsafe(tern_runtime_loop(rt, i % 3), bump,
                                                    &soon_ran, NULL), 0);
-    usleep(20000); /* let the tasks reach their waits */
+    while (atomic_load(&waiting) < 200) /* let the tasks reach their waits */
+        usleep(1000);
+    usleep(10000);
     ck_assert_uint_eq(tern_runtime_live_tasks(rt), 200);
     ck_assert_int_eq(tern_runtime_free(rt), 0);
     ck_assert_int_eq(atomic_load(&saw_cancel), 200);
@@ -442,14 +448,20 @@ static void *inside_checks(void *arg)
     return NULL;
 }
 
+static _Atomic int release_slow;
+
 static void *slow(void *arg)
 {
-    tern_sleep(20000000);
+    while (!atomic_load(&release_slow))
+        tern_sleep(1000000);
     return NULL;
 }
 
+static _Atomic int second_waiting;
+
 static void *second_joiner(void *arg)
 {
+    atomic_store(&second_waiting, 1); /* t sleeps 20 ms: we join long before */
     return (void *)(intptr_t)tern_join(arg, NULL);
 }
 
@@ -497,12 +509,16 @@ START_TEST(bad_arguments)
     /* a second joiner gets -EBUSY while the first waits */
     tern_task *t, *j;
     ck_assert_int_eq(tern_runtime_spawn(rt, slow, NULL, &t), 0);
+    tern_task_ref(t); /* the second joiner consumes one reference */
     ck_assert_int_eq(tern_runtime_spawn(rt, second_joiner, t, &j), 0);
-    usleep(5000);
+    while (!atomic_load(&second_waiting))
+        usleep(1000);
     ck_assert_int_eq(tern_join(t, NULL), -EBUSY);
+    atomic_store(&release_slow, 1);
     void *r;
     ck_assert_int_eq(tern_join(j, &r), 0);
     ck_assert_int_eq((intptr_t)r, 0);
+    tern_task_release(t);
     tern_runtime_free(rt);
 }
 END_TEST
