@@ -17,18 +17,29 @@ typedef struct tern__driver tern__driver;
 
 typedef struct tern__driver_ops {
     const char *name; /* "io_uring" or "epoll" */
-    /* Creates an instance. 0 or -errno (io_uring: -ENOSYS, -EPERM, -ENOMEM
-     * when the kernel or its policy refuses a ring). */
+    /* Creates an instance. Call it on the thread that will own it: an
+     * io_uring ring is bound to its creating thread (SINGLE_ISSUER, the
+     * registered ring fd). 0 or -errno (io_uring: -ENOSYS, -EPERM, -ENOMEM
+     * when the kernel or its policy refuses a ring; -EMFILE, -ENFILE,
+     * -ENOMEM when descriptors or memory run out). */
     int (*open)(tern__driver **out);
     /* Submits pending work and sleeps until a completion, a wake or the
-     * timeout (ns; -1 = none, 0 = just reap). Returns the number of events
-     * handled (wakes included) or -errno. Owner thread. */
+     * timeout (ns; < 0 = none, 0 = just reap, never sleeping). Returns
+     * before the timeout only for an event or a signal (EINTR: 0 events; a
+     * ring's teardown can interrupt its thread's next sleep this way, so
+     * recheck the clock rather than assume the timeout passed). May
+     * overshoot (epoll without epoll_pwait2 rounds up to whole ms). Returns
+     * the number of events handled (wakes included; 0 on timeout or a
+     * signal) or -errno. Owner thread. */
     int (*wait)(tern__driver *d, int64_t timeout_ns);
-    /* Makes the owner's current or next wait return soon. Any thread,
-     * async-signal-safe. */
+    /* Makes the owner's current or next wait return soon. Wakes before a
+     * wait are kept, and wakes coalesce: any number before one wait counts
+     * as one event. Costs one write(2); a loop should skip it when the
+     * owner is not parked. Any thread, async-signal-safe, errno preserved. */
     void (*wake)(tern__driver *d);
     /* Releases the instance and its descriptors. Owner thread (or any thread
-     * once the owner has stopped). */
+     * once the owner has stopped; io_uring then frees the ring's kernel
+     * memory only when the owner thread exits). */
     void (*close)(tern__driver *d);
 } tern__driver_ops;
 
@@ -41,11 +52,23 @@ extern const tern__driver_ops tern__uring_ops;
 extern const tern__driver_ops tern__epoll_ops;
 
 /* Opens the backend asked for: TERN_BACKEND_AUTO reads the TERN_BACKEND
- * environment variable ("io_uring" / "epoll"; anything else is -EINVAL), and
- * without it tries io_uring and falls back to epoll on -ENOSYS, -EPERM or
- * -ENOMEM. A forced backend that fails returns its error. *note is set to a
- * static string saying why this backend was chosen (e.g. "io_uring
- * unavailable (-EPERM): epoll"). Returns 0 or -errno. */
+ * environment variable ("io_uring" / "epoll"; unset or empty means none;
+ * anything else is -EINVAL), and without it tries io_uring and falls back to
+ * epoll on -ENOSYS, -EPERM or -ENOMEM. A forced backend that fails returns
+ * its error. On success, when note is not NULL, *note is set to a static
+ * string that starts with the backend's name and says why it was chosen:
+ * "io_uring", "io_uring (forced by config)", "epoll (forced by TERN_BACKEND)",
+ * "epoll: io_uring unavailable (-EPERM)", ... Returns 0 or -errno (-EINVAL
+ * for out NULL or an unknown want). Call it on the owner thread.
+ *
+ * Every worker opens its own driver; to keep them all on one backend, open
+ * the first with the configured value and the rest with
+ * tern__driver_backend(first). */
 int tern__driver_open(tern_backend want, tern__driver **out, const char **note);
+
+/* The backend d runs (never TERN_BACKEND_AUTO). */
+static inline tern_backend tern__driver_backend(const tern__driver *d) {
+    return d->ops == &tern__uring_ops ? TERN_BACKEND_IO_URING : TERN_BACKEND_EPOLL;
+}
 
 #endif

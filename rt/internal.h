@@ -181,6 +181,8 @@ typedef struct tern__blocking {
 
 struct tern_runtime {
     tern_config cfg;
+    tern_backend backend;     /* the one every worker opens (never AUTO) */
+    const char *backend_note; /* why (static string from the probe) */
     unsigned nworkers;
     tern_loop **loops;
     tern__stack_pool *stacks;

@@ -141,6 +141,17 @@ int tern_runtime_new(const tern_config *cfg, tern_runtime **out)
     rt->blocking.max = rt->cfg.blocking_threads;
     if (err == 0)
         err = runtime_alloc(rt);
+    if (err == 0) {
+        /* Choose the backend once, so that every worker runs the same one
+         * (AUTO could otherwise differ per worker on a flaky kernel): open a
+         * probe here, keep its choice and note, and have workers force it. */
+        tern__driver *probe;
+        err = tern__driver_open(rt->cfg.backend, &probe, &rt->backend_note);
+        if (err == 0) {
+            rt->backend = tern__driver_backend(probe);
+            probe->ops->close(probe);
+        }
+    }
     if (err) {
         rt->nworkers = err == -EINVAL ? 0 : rt->nworkers;
         runtime_destroy(rt);

@@ -334,7 +334,8 @@ void *tern__worker_main(void *arg)
     tern__fiber_init_thread(&w->sched);
     int err = tern__fiber_thread_init();
     if (err == 0)
-        err = tern__driver_open(rt->cfg.backend, &w->driver, &w->backend_note);
+        err = tern__driver_open(rt->backend, &w->driver, NULL);
+    w->backend_note = rt->backend_note;
     tern__wheel_init(&w->wheel, tern_now(), 1000000);
     atomic_store_explicit(&w->now, tern_now(), RELAXED);
 

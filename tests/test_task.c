@@ -297,6 +297,7 @@ START_TEST(budget_prevents_starvation)
 }
 END_TEST
 
+#pragma GCC diagnostic ignored "-Winfinite-recursion" /* on purpose */
 static void *recurse(void *arg)
 {
     volatile char buf[1024];

@@ -1,0 +1,167 @@
+/* Helpers shared by tern's benchmark programs; see common.h. */
+#include "common.h"
+
+#include <errno.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+
+static void usage(const char *workload, int nsizes, const char *const *names,
+                  const uint64_t *defaults, const char *msg)
+{
+    if (msg)
+        fprintf(stderr, "error: %s\n", msg);
+    fprintf(stderr, "usage: %s [--workers N]", workload);
+    for (int i = 0; i < nsizes; i++)
+        fprintf(stderr, " [%s]", names[i]);
+    fprintf(stderr, "\n  defaults: --workers %u", BENCH_DEFAULT_WORKERS);
+    for (int i = 0; i < nsizes; i++)
+        fprintf(stderr, " %s=%llu", names[i], (unsigned long long)defaults[i]);
+    fprintf(stderr, "\n");
+    exit(2);
+}
+
+/* Strict decimal parse of a positive integer; 0 on any error. */
+static int parse_u64(const char *s, uint64_t *out)
+{
+    if (!s || *s < '0' || *s > '9')
+        return 0;
+    errno = 0;
+    char *end = NULL;
+    unsigned long long v = strtoull(s, &end, 10);
+    if (errno || !end || *end != '\0' || v == 0)
+        return 0;
+    *out = (uint64_t)v;
+    return 1;
+}
+
+void bench_parse(int argc, char **argv, const char *workload, int nsizes,
+                 const char *const *names, const uint64_t *defaults,
+                 const uint64_t *max, bench_args *out)
+{
+    char msg[256];
+    int npos = 0;
+
+    if (nsizes > BENCH_MAX_SIZES)
+        nsizes = BENCH_MAX_SIZES;
+    memset(out, 0, sizeof *out);
+    out->workers = BENCH_DEFAULT_WORKERS;
+    for (int i = 0; i < nsizes; i++)
+        out->size[i] = defaults[i];
+
+    for (int i = 1; i < argc; i++) {
+        const char *a = argv[i];
+        const char *wv = NULL;
+        if (strcmp(a, "--workers") == 0) {
+            if (i + 1 >= argc)
+                usage(workload, nsizes, names, defaults, "--workers needs a value");
+            wv = argv[++i];
+        } else if (strncmp(a, "--workers=", 10) == 0) {
+            wv = a + 10;
+        } else if (strcmp(a, "-h") == 0 || strcmp(a, "--help") == 0) {
+            usage(workload, nsizes, names, defaults, NULL);
+        }
+        if (wv) {
+            uint64_t w;
+            if (!parse_u64(wv, &w) || w > 1024) {
+                snprintf(msg, sizeof msg, "bad --workers %.64s (want 1..1024)", wv);
+                usage(workload, nsizes, names, defaults, msg);
+            }
+            out->workers = (unsigned)w;
+            continue;
+        }
+        if (npos >= nsizes) {
+            snprintf(msg, sizeof msg, "unexpected argument: %.64s", a);
+            usage(workload, nsizes, names, defaults, msg);
+        }
+        uint64_t v;
+        if (!parse_u64(a, &v) || (max && v > max[npos])) {
+            if (max)
+                snprintf(msg, sizeof msg, "bad argument %d (%s): %.64s (want 1..%llu)",
+                         npos + 1, names[npos], a, (unsigned long long)max[npos]);
+            else
+                snprintf(msg, sizeof msg, "bad argument %d (%s): %.64s", npos + 1,
+                         names[npos], a);
+            usage(workload, nsizes, names, defaults, msg);
+        }
+        out->size[npos++] = v;
+    }
+}
+
+uint64_t bench_now_ns(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (uint64_t)ts.tv_sec * 1000000000ull + (uint64_t)ts.tv_nsec;
+}
+
+uint64_t bench_vm_rss_bytes(void)
+{
+    FILE *f = fopen("/proc/self/status", "r");
+    if (!f) {
+        perror("error: /proc/self/status");
+        exit(1);
+    }
+    char line[256];
+    unsigned long long kb = 0;
+    int found = 0;
+    while (fgets(line, sizeof line, f)) {
+        if (strncmp(line, "VmRSS:", 6) == 0) {
+            found = sscanf(line + 6, "%llu", &kb) == 1;
+            break;
+        }
+    }
+    fclose(f);
+    if (!found) {
+        fprintf(stderr, "error: no VmRSS in /proc/self/status\n");
+        exit(1);
+    }
+    return (uint64_t)kb * 1024;
+}
+
+void bench_die(const char *what, int err)
+{
+    fprintf(stderr, "error: %s: %s\n", what, tern_strerror(err));
+    exit(1);
+}
+
+tern_runtime *bench_runtime_new(unsigned workers)
+{
+    tern_config cfg;
+    tern_config_init(&cfg);
+    cfg.workers = workers;
+    tern_runtime *rt = NULL;
+    int rc = tern_runtime_new(&cfg, &rt);
+    if (rc < 0)
+        bench_die("tern_runtime_new", rc);
+    return rt;
+}
+
+void bench_runtime_free(tern_runtime *rt)
+{
+    int rc = tern_runtime_free(rt);
+    if (rc < 0)
+        bench_die("tern_runtime_free", rc);
+}
+
+void bench_check(int ok, const char *what)
+{
+    if (!ok) {
+        fprintf(stderr, "error: verification failed: %s\n", what);
+        exit(1);
+    }
+}
+
+void bench_result(const char *workload, uint64_t n, uint64_t elapsed_ns,
+                  const char *extra)
+{
+    double secs = (double)elapsed_ns / 1e9;
+    if (secs <= 0)
+        secs = 1e-9; /* a clock that did not move: avoid dividing by zero */
+    printf("RESULT workload=%s runtime=tern n=%llu secs=%.6f per_op_ns=%.2f "
+           "ops_per_s=%.0f%s\n",
+           workload, (unsigned long long)n, secs, secs * 1e9 / (double)n,
+           (double)n / secs, extra ? extra : "");
+    fflush(stdout);
+}

@@ -1,0 +1,321 @@
+#!/usr/bin/env bash
+# tern's benchmark suite (see bench-contract.md). From the repository root:
+#
+#   bench/run.sh                      build (Release, build-bench/) and run every
+#                                     workload REPS times; print a markdown table
+#   bench/run.sh spawn_many timers    only these workloads
+#   bench/run.sh --peers [workload...]
+#                                     run tern beside Tokio and Go (and any other
+#                                     peer) with the peer harness of PEERS_DIR, in
+#                                     one table with ratios to tern
+#
+# Environment (all optional):
+#   REPS=5              runs per workload; each cell is the median
+#   WORKERS=N           pass --workers N to tern's programs (default: theirs, 2)
+#   RUN_TIMEOUT=180     seconds per run
+#   BUILD_DIR=build-bench
+#   PEERS=1             same as --peers
+#   PEERS_DIR=../shared/peers   where the peer harness lives
+#   PEER_RUNTIMES="tokio go"    the harness's built-in peers to run beside tern
+#                               (it knows tokio go libuv asyncio uvloop)
+#   sizes, as in the peer harness: SPAWN_N YIELD_T YIELD_Y PP_R PP_H CHAIN_D
+#   TIMERS_K TIMERS_MAX_MS MPSC_P MPSC_M MPSC_CAP IDLE_K
+#
+# Build dependencies (Debian packages): cmake gcc make pkg-config liburing-dev
+# libck-dev check, and python3 for the table. Run as root, the script installs
+# the missing ones with apt-get; otherwise it names them and exits 1.
+#
+# Exit status: 0 when every run succeeded, 1 when a run failed (lost or
+# duplicated work, a crash, a timeout) or the build did, 2 for bad arguments.
+set -euo pipefail
+
+ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
+cd "$ROOT"
+
+REPS=${REPS:-5}
+RUN_TIMEOUT=${RUN_TIMEOUT:-180}
+BUILD_DIR=${BUILD_DIR:-build-bench}
+case $BUILD_DIR in /*) BUILD=$BUILD_DIR ;; *) BUILD=$ROOT/$BUILD_DIR ;; esac
+PEERS_DIR=${PEERS_DIR:-$ROOT/../shared/peers}
+PEER_RUNTIMES=${PEER_RUNTIMES:-tokio go}
+WORKERS=${WORKERS:-}
+
+TERN_WORKLOADS=(spawn_many yield_many ping_pong chained_spawn timers mpsc idle_tasks)
+KNOWN_WORKLOADS=(spawn_many yield_many ping_pong chained_spawn timers mpsc idle_tasks tcp_echo)
+
+usage() {
+	sed -n '2,/^set -euo/p' "${BASH_SOURCE[0]}" | sed -e '$d' -e 's/^# \{0,1\}//' >&2
+	exit 2
+}
+
+want_peers=0
+case ${PEERS:-} in 1 | yes | true) want_peers=1 ;; esac
+workloads=()
+for a in "$@"; do
+	case $a in
+	--peers) want_peers=1 ;;
+	-h | --help) usage ;;
+	-*) echo "bench/run.sh: unknown option '$a'" >&2; usage ;;
+	*)
+		if [[ " ${KNOWN_WORKLOADS[*]} " != *" $a "* ]]; then
+			echo "bench/run.sh: unknown workload '$a' (know: ${KNOWN_WORKLOADS[*]})" >&2
+			exit 2
+		fi
+		workloads+=("$a")
+		;;
+	esac
+done
+[ ${#workloads[@]} -gt 0 ] || workloads=("${TERN_WORKLOADS[@]}")
+if ! [[ $REPS =~ ^[1-9][0-9]*$ ]]; then
+	echo "bench/run.sh: REPS must be a positive integer" >&2
+	exit 2
+fi
+if [ -n "$WORKERS" ] && ! [[ $WORKERS =~ ^[1-9][0-9]*$ ]]; then
+	echo "bench/run.sh: WORKERS must be a positive integer" >&2
+	exit 2
+fi
+
+log() { echo "bench/run.sh: $*" >&2; }
+
+# ---- 1. build dependencies ---------------------------------------------------
+
+have_cmd_pkg() { # PACKAGE COMMAND
+	command -v "$2" >/dev/null 2>&1
+}
+have_lib_pkg() { # PACKAGE PKG-CONFIG-NAME
+	if command -v dpkg-query >/dev/null 2>&1; then
+		dpkg-query -W -f='${Status}' "$1" 2>/dev/null | grep -q 'install ok installed' && return 0
+	fi
+	command -v pkg-config >/dev/null 2>&1 && pkg-config --exists "$2"
+}
+
+missing=()
+have_cmd_pkg cmake cmake || missing+=(cmake)
+have_cmd_pkg gcc gcc || missing+=(gcc)
+have_cmd_pkg make make || missing+=(make)
+have_cmd_pkg pkg-config pkg-config || missing+=(pkg-config)
+have_cmd_pkg python3 python3 || missing+=(python3)
+have_lib_pkg liburing-dev liburing || missing+=(liburing-dev)
+have_lib_pkg libck-dev ck || missing+=(libck-dev)
+have_lib_pkg check check || missing+=(check)
+if [ ${#missing[@]} -gt 0 ]; then
+	if [ "$(id -u)" -ne 0 ]; then
+		log "missing build dependencies: ${missing[*]}"
+		log "install them (as root): apt-get install ${missing[*]}"
+		exit 1
+	fi
+	log "installing ${missing[*]}"
+	apt-get update
+	DEBIAN_FRONTEND=noninteractive apt-get install -y "${missing[@]}"
+fi
+PY=$(command -v python3)
+
+# ---- 2. Release build in build-bench/ ------------------------------------------
+
+log "building tern (Release) in $BUILD"
+mkdir -p "$BUILD"
+cmake -S "$ROOT" -B "$BUILD" -DCMAKE_BUILD_TYPE=Release -DTERN_BUILD_TESTS=OFF \
+	-DTERN_BUILD_BENCH=ON -DTERN_SANITIZE= >"$BUILD/configure.log" 2>&1 || {
+	cat "$BUILD/configure.log" >&2
+	log "cmake configure failed"
+	exit 1
+}
+cmake --build "$BUILD" -j "$(nproc 2>/dev/null || echo 2)" >&2 || {
+	log "build failed"
+	exit 1
+}
+BIN=$BUILD/bench
+
+# ---- 4. with --peers: the peer harness, tern as one more column ------------------
+
+if [ $want_peers -eq 1 ]; then
+	if [ ! -d "$PEERS_DIR" ] || [ ! -x "$PEERS_DIR/run.sh" ]; then
+		log "no peer harness at $PEERS_DIR (set PEERS_DIR to the folder holding setup.sh and run.sh)"
+		exit 1
+	fi
+	case $BIN in *' '*)
+		log "the peer harness splits command templates on spaces: build path '$BIN' has one"
+		exit 1
+		;;
+	esac
+	tmp=$(mktemp -d "${TMPDIR:-/tmp}/tern-peers.XXXXXX")
+	log "copying the peer harness $PEERS_DIR to $tmp"
+	cp -r "$PEERS_DIR/." "$tmp/"
+	log "setting up the peers ($tmp/setup.sh; installs Debian packages, so needs root the first time)"
+	if ! (cd "$tmp" && ./setup.sh) >&2; then
+		log "peer setup failed (as a non-root user, install the packages it names first)"
+		exit 1
+	fi
+	tmpl="$BIN/{w}"
+	[ -z "$WORKERS" ] || tmpl="$tmpl --workers $WORKERS"
+	log "running the harness: peers $PEER_RUNTIMES + tern; workloads ${workloads[*]}; reps $REPS"
+	rc=0
+	(cd "$tmp" && env PEERS="$PEER_RUNTIMES" EXTRA_PEERS="tern=$tmpl" RATIO_TO=tern \
+		REPS="$REPS" RUN_TIMEOUT="$RUN_TIMEOUT" OUT="$tmp/report.md" \
+		./run.sh "${workloads[@]}") >/dev/null || rc=$?
+	if [ ! -s "$tmp/report.md" ]; then
+		log "the peer harness failed (rc=$rc); its logs are under $tmp/logs"
+		exit 1
+	fi
+	cat "$tmp/report.md"
+	log "report: $tmp/report.md; every run's output: $tmp/logs/"
+	exit "$rc"
+fi
+
+# ---- 3. tern's own workloads, REPS runs each --------------------------------------
+
+sizes_for() {
+	case $1 in
+	spawn_many) echo "${SPAWN_N:-1000000}" ;;
+	yield_many) echo "${YIELD_T:-200} ${YIELD_Y:-1000}" ;;
+	ping_pong) echo "${PP_R:-1000} ${PP_H:-100}" ;;
+	chained_spawn) echo "${CHAIN_D:-1000000}" ;;
+	timers) echo "${TIMERS_K:-100000} ${TIMERS_MAX_MS:-50}" ;;
+	mpsc) echo "${MPSC_P:-4} ${MPSC_M:-250000} ${MPSC_CAP:-1024}" ;;
+	idle_tasks) echo "${IDLE_K:-100000}" ;;
+	esac
+}
+
+STAMP=$(date +%Y-%m-%dT%H%M%S)
+LOGDIR=$BUILD/bench-logs/$STAMP
+mkdir -p "$LOGDIR"
+RAW=$LOGDIR/raw.txt
+: >"$RAW"
+failed=0
+wflags=()
+[ -z "$WORKERS" ] || wflags=(--workers "$WORKERS")
+
+log "workloads: ${workloads[*]}; reps: $REPS; logs: $LOGDIR"
+for w in "${workloads[@]}"; do
+	exe=$BIN/$w
+	if [ "$w" = tcp_echo ]; then
+		echo "RUN workload=$w rep=0 status=na note=server-only:use-peers" >>"$RAW"
+		log "  $w: n/a here (a server driven by the load generator: use --peers)"
+		continue
+	fi
+	if [ ! -x "$exe" ]; then
+		echo "RUN workload=$w rep=0 status=na" >>"$RAW"
+		log "  $w: n/a (no program)"
+		continue
+	fi
+	read -r -a sizes <<<"$(sizes_for "$w")"
+	for rep in $(seq "$REPS"); do
+		out=$LOGDIR/$w.$rep
+		rc=0
+		timeout "$RUN_TIMEOUT" "$exe" ${wflags[@]+"${wflags[@]}"} "${sizes[@]}" \
+			>"$out.out" 2>"$out.err" || rc=$?
+		line=$(grep '^RESULT ' "$out.out" | tail -n 1 || true)
+		if [ $rc -eq 77 ]; then
+			echo "RUN workload=$w rep=$rep status=na" >>"$RAW"
+			log "  $w: n/a (exit 77)"
+			break
+		elif [ $rc -ne 0 ] || [ -z "$line" ]; then
+			failed=1
+			echo "RUN workload=$w rep=$rep status=fail rc=$rc" >>"$RAW"
+			log "  $w $rep/$REPS: FAILED (rc=$rc): $(tail -n 3 "$out.err" | tr '\n' ' ')"
+		else
+			echo "RUN workload=$w rep=$rep status=ok $line" >>"$RAW"
+			log "  $w $rep/$REPS: $(echo "$line" | grep -oE '(per_op_ns|late_us|bytes_per_task)=[0-9.-]+' | tr '\n' ' ')"
+		fi
+	done
+done
+
+{
+	echo "date=$(date '+%Y-%m-%d %H:%M %Z')"
+	echo "cpu=$(lscpu 2>/dev/null | sed -n 's/^Model name: *//p' | head -n 1) ($(nproc) cores)"
+	echo "kernel=$(uname -r)"
+	echo "tern=$(git -C "$ROOT" describe --always --dirty 2>/dev/null || echo 'no commit')"
+	echo "workers=${WORKERS:-2 (default)}"
+	echo "reps=$REPS"
+} >"$LOGDIR/meta.txt"
+
+REPORT=$LOGDIR/report.md
+"$PY" - "$LOGDIR/meta.txt" "$RAW" >"$REPORT" <<'PYEOF'
+import statistics
+import sys
+
+meta = dict(l.rstrip("\n").split("=", 1) for l in open(sys.argv[1]) if "=" in l)
+runs = {}  # workload -> list of dicts ("status", RESULT keys)
+order = []
+for line in open(sys.argv[2]):
+    toks = line.split()
+    if not toks or toks[0] != "RUN":
+        continue
+    kv = {}
+    for t in toks[1:]:
+        if "=" in t and t != "RESULT":
+            k, v = t.split("=", 1)
+            kv.setdefault(k, v)
+    w = kv["workload"]
+    if w not in runs:
+        runs[w] = []
+        order.append(w)
+    runs[w].append(kv)
+
+
+def num(s):
+    try:
+        return float(s)
+    except (TypeError, ValueError):
+        return None
+
+
+def fmt(v, digits=None):
+    if v is None:
+        return ""
+    if digits is not None:
+        return f"{v:.{digits}f}"
+    a = abs(v)
+    if a >= 100:
+        return f"{v:.0f}"
+    if a >= 10:
+        return f"{v:.1f}"
+    return f"{v:.2f}"
+
+
+def med(rows, key):
+    vals = [num(r.get(key)) for r in rows]
+    vals = [v for v in vals if v is not None]
+    return statistics.median(vals) if vals else None
+
+
+print("# tern benchmarks")
+print()
+print(f"{meta.get('date', '')}; {meta.get('cpu', '')}; Linux {meta.get('kernel', '')}; "
+      f"tern {meta.get('tern', '')}; workers: {meta.get('workers', '')}; "
+      f"median of {meta.get('reps', '')} runs per workload.")
+print()
+print("| workload | n | ns/op | spread | ops/s | secs | late_us | bytes_per_task | runs ok |")
+print("| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |")
+notes = []
+for w in order:
+    rows = runs[w]
+    if any(r["status"] == "na" for r in rows):
+        note = " (server only; use --peers)" if w == "tcp_echo" else ""
+        print(f"| {w} | n/a{note} | | | | | | | |")
+        continue
+    ok = [r for r in rows if r["status"] == "ok"]
+    if not ok:
+        print(f"| {w} | failed | | | | | | | 0/{len(rows)} |")
+        continue
+    ns = [num(r.get("per_op_ns")) for r in ok]
+    ns = [v for v in ns if v is not None]
+    m = statistics.median(ns)
+    spread = f"{(max(ns) - min(ns)) / m * 100:.0f} %" if m > 0 and len(ns) > 1 else ""
+    n = ok[0].get("n", "")
+    cells = [w, n, fmt(m), spread, fmt(med(ok, "ops_per_s"), 0), fmt(med(ok, "secs"), 3),
+             fmt(med(ok, "late_us"), 1), fmt(med(ok, "bytes_per_task"), 0),
+             f"{len(ok)}/{len(rows)}"]
+    print("| " + " | ".join(cells) + " |")
+print()
+print("ns/op, ops/s, secs, late_us and bytes_per_task are medians over the successful "
+      "runs; spread is (max - min) / median of ns/op: differences smaller than it are "
+      "noise. late_us (timers) is the mean lateness of a wake-up in µs; bytes_per_task "
+      "(idle_tasks) is the VmRSS growth per parked task.")
+PYEOF
+cat "$REPORT"
+log "report: $REPORT"
+if [ $failed -ne 0 ]; then
+	log "some runs failed (see the .err files in $LOGDIR)"
+	exit 1
+fi

@@ -1,0 +1,84 @@
+/*
+ * Backend selection: which I/O driver a worker opens, and why (the note
+ * shows up in the loop's introspection).
+ */
+#include <errno.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "driver.h"
+
+/* Fallbacks from io_uring to epoll: the reasons a kernel refuses a ring
+ * (DESIGN.md, "When io_uring is unavailable"). */
+static const char *fallback_note(int err) {
+    switch (err) {
+    case -ENOSYS:
+        return "epoll: io_uring unavailable (-ENOSYS)";
+    case -EPERM:
+        return "epoll: io_uring unavailable (-EPERM)";
+    case -ENOMEM:
+        return "epoll: io_uring unavailable (-ENOMEM)";
+    default:
+        return NULL;
+    }
+}
+
+/* TERN_BACKEND: 1 and *want set, 0 when unset or empty, -EINVAL otherwise. */
+static int env_backend(tern_backend *want) {
+    const char *s = getenv("TERN_BACKEND");
+    if (!s || !*s)
+        return 0;
+    if (strcmp(s, "io_uring") == 0)
+        *want = TERN_BACKEND_IO_URING;
+    else if (strcmp(s, "epoll") == 0)
+        *want = TERN_BACKEND_EPOLL;
+    else
+        return -EINVAL;
+    return 1;
+}
+
+static int open_forced(tern_backend want, tern__driver **out, const char **note,
+                       int by_env) {
+    static const char *const notes[2][2] = {
+        {"io_uring (forced by config)", "io_uring (forced by TERN_BACKEND)"},
+        {"epoll (forced by config)", "epoll (forced by TERN_BACKEND)"},
+    };
+    int epoll = want == TERN_BACKEND_EPOLL;
+    int rc = (epoll ? &tern__epoll_ops : &tern__uring_ops)->open(out);
+    if (rc == 0 && note)
+        *note = notes[epoll][by_env];
+    return rc;
+}
+
+int tern__driver_open(tern_backend want, tern__driver **out, const char **note) {
+    if (!out)
+        return -EINVAL;
+    switch (want) {
+    case TERN_BACKEND_IO_URING:
+    case TERN_BACKEND_EPOLL:
+        return open_forced(want, out, note, 0);
+    case TERN_BACKEND_AUTO:
+        break;
+    default:
+        return -EINVAL;
+    }
+    int rc = env_backend(&want);
+    if (rc < 0)
+        return rc;
+    if (rc > 0)
+        return open_forced(want, out, note, 1);
+
+    rc = tern__uring_ops.open(out);
+    if (rc == 0) {
+        if (note)
+            *note = "io_uring";
+        return 0;
+    }
+    const char *why = fallback_note(rc);
+    if (!why)
+        return rc; /* e.g. -EMFILE: epoll would need descriptors too */
+    rc = tern__epoll_ops.open(out);
+    if (rc == 0 && note)
+        *note = why;
+    return rc;
+}

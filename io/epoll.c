@@ -1,0 +1,145 @@
+/*
+ * The epoll backend: one epoll fd per worker, readiness based.
+ *
+ * Every registered fd's epoll_data.ptr is the address of an op record that
+ * starts with an enum epoll_kind, and wait() switches on it (the same scheme
+ * as io/uring.c's user_data). Today the only kind is the wake: an eventfd,
+ * level-triggered, that wake() writes and wait() drains.
+ */
+#ifndef _GNU_SOURCE
+#define _GNU_SOURCE
+#endif
+#include <errno.h>
+#include <limits.h>
+#include <stdbool.h>
+#include <stdlib.h>
+#include <sys/epoll.h>
+#include <sys/eventfd.h>
+#include <time.h>
+#include <unistd.h>
+
+#include "driver.h"
+
+#define MAX_EVENTS 64
+
+#ifdef __GLIBC__
+#if __GLIBC_PREREQ(2, 35)
+#define HAVE_EPOLL_PWAIT2 1
+#endif
+#endif
+
+enum epoll_kind {
+    EPOLL_WAKE = 1, /* the eventfd behind wake() */
+};
+
+/* The head of every op record whose address rides in epoll_data.ptr. */
+typedef struct epoll_op {
+    unsigned char kind; /* enum epoll_kind */
+} epoll_op;
+
+typedef struct epoll_driver {
+    tern__driver base;
+    int epfd;
+    int efd;
+    bool no_pwait2; /* the kernel lacks epoll_pwait2 (< 5.11) */
+    epoll_op wake_op;
+} epoll_driver;
+
+static int epoll_open(tern__driver **out) {
+    epoll_driver *e = calloc(1, sizeof *e);
+    if (!e)
+        return -ENOMEM;
+    int rc;
+    e->efd = -1;
+    e->epfd = epoll_create1(EPOLL_CLOEXEC);
+    if (e->epfd < 0)
+        goto fail;
+    e->efd = eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK);
+    if (e->efd < 0)
+        goto fail;
+    e->wake_op.kind = EPOLL_WAKE;
+    struct epoll_event ev = {.events = EPOLLIN, .data.ptr = &e->wake_op};
+    if (epoll_ctl(e->epfd, EPOLL_CTL_ADD, e->efd, &ev) < 0)
+        goto fail;
+    e->base.ops = &tern__epoll_ops;
+    *out = &e->base;
+    return 0;
+fail:
+    rc = -errno;
+    if (e->efd >= 0)
+        close(e->efd);
+    if (e->epfd >= 0)
+        close(e->epfd);
+    free(e);
+    return rc;
+}
+
+/* epoll_wait with a nanosecond timeout (< 0: none). epoll_pwait2 (5.11,
+ * glibc 2.35) takes a timespec, so a 1.2 ms timer does not sleep 2 ms; where
+ * it is missing, the timeout is rounded up to whole ms, so the wait may
+ * overshoot by up to 1 ms but never returns before the timeout. */
+static int poll_events(epoll_driver *e, struct epoll_event *evs, int64_t timeout_ns) {
+    if (timeout_ns <= 0)
+        return epoll_wait(e->epfd, evs, MAX_EVENTS, timeout_ns < 0 ? -1 : 0);
+#ifdef HAVE_EPOLL_PWAIT2
+    if (!e->no_pwait2) {
+        struct timespec ts = {
+            .tv_sec = timeout_ns / 1000000000,
+            .tv_nsec = timeout_ns % 1000000000,
+        };
+        int n = epoll_pwait2(e->epfd, evs, MAX_EVENTS, &ts, NULL);
+        if (n >= 0 || errno != ENOSYS)
+            return n;
+        e->no_pwait2 = true;
+    }
+#endif
+    int64_t ms = timeout_ns / 1000000 + (timeout_ns % 1000000 != 0);
+    return epoll_wait(e->epfd, evs, MAX_EVENTS, ms > INT_MAX ? INT_MAX : (int)ms);
+}
+
+static void drain_wake(epoll_driver *e) {
+    uint64_t v;
+    ssize_t r = read(e->efd, &v, sizeof v); /* resets the counter */
+    (void)r; /* -EAGAIN: another read got there first; nothing to do */
+}
+
+static int epoll_wait_ns(tern__driver *d, int64_t timeout_ns) {
+    epoll_driver *e = (epoll_driver *)d;
+    struct epoll_event evs[MAX_EVENTS];
+    int n = poll_events(e, evs, timeout_ns);
+    if (n < 0)
+        return errno == EINTR ? 0 : -errno;
+    for (int i = 0; i < n; i++) {
+        epoll_op *op = evs[i].data.ptr;
+        switch ((enum epoll_kind)op->kind) {
+        case EPOLL_WAKE:
+            drain_wake(e);
+            break;
+        }
+    }
+    return n;
+}
+
+static void epoll_wake(tern__driver *d) {
+    epoll_driver *e = (epoll_driver *)d;
+    uint64_t one = 1;
+    int saved = errno; /* a signal handler may be the caller */
+    ssize_t r = write(e->efd, &one, sizeof one);
+    (void)r; /* -EAGAIN only when the counter nears 2^64: a wake is pending */
+    errno = saved;
+}
+
+static void epoll_close(tern__driver *d) {
+    epoll_driver *e = (epoll_driver *)d;
+    close(e->efd);
+    close(e->epfd);
+    free(e);
+}
+
+const tern__driver_ops tern__epoll_ops = {
+    .name = "epoll",
+    .open = epoll_open,
+    .wait = epoll_wait_ns,
+    .wake = epoll_wake,
+    .close = epoll_close,
+};
