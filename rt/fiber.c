@@ -56,7 +56,8 @@ void __tsan_destroy_fiber(void *fiber);
 void __tsan_switch_to_fiber(void *fiber, unsigned flags);
 #endif
 #ifdef TERN_ASAN
-void __sanitizer_start_switch_fiber(void **fake_stack_save, const void *bottom, size_t size);
+void __sanitizer_start_switch_fiber(void **fake_stack_save, const void *bottom,
+                                    size_t size);
 void __sanitizer_finish_switch_fiber(void *fake_stack_save, const void **bottom_old,
                                      size_t *size_old);
 void __asan_unpoison_memory_region(void const volatile *addr, size_t size);
@@ -88,7 +89,7 @@ void tern__fiber_jump(tern__fiber *from, tern__fiber *to);
  * The x87 control word and MXCSR cost about 2 ns per round trip; they stay,
  * because a task that changes rounding mode must not change it for the
  * next task on the worker. */
-__asm__(".text\n"
+__asm__(".pushsection .text\n"
         ".globl " RAW_SWITCH "\n"
         ".hidden " RAW_SWITCH "\n"
         ".type " RAW_SWITCH ",@function\n"
@@ -120,7 +121,7 @@ __asm__(".text\n"
         "    popq %rcx\n"
         "    jmpq *%rcx\n"
         ".size " RAW_SWITCH ", .-" RAW_SWITCH "\n"
-        /* Entered by the ret above with rsp 16-byte aligned, r12 = entry,
+        /* Entered by the jump above with rsp 16-byte aligned, r12 = entry,
          * r13 = arg. No caller: tell unwinders the chain ends here. */
         ".globl tern__fiber_trampoline\n"
         ".hidden tern__fiber_trampoline\n"
@@ -134,9 +135,11 @@ __asm__(".text\n"
         "    call tern__fiber_boot\n"
         "    ud2\n"
         "    .cfi_endproc\n"
-        ".size tern__fiber_trampoline, .-tern__fiber_trampoline\n");
+        ".size tern__fiber_trampoline, .-tern__fiber_trampoline\n"
+        ".popsection\n");
 
-static void prepare(tern__fiber *f, char *top, void (*entry)(void *), void *arg) {
+static void prepare(tern__fiber *f, char *top, void (*entry)(void *), void *arg)
+{
     uint64_t *sp = (uint64_t *)((uintptr_t)top & ~(uintptr_t)15) - 10;
     memset(sp, 0, 10 * sizeof(*sp));
     sp[0] = 0x1f80u | (uint64_t)0x037fu << 32; /* ABI defaults: MXCSR, x87 CW */
@@ -151,7 +154,7 @@ static void prepare(tern__fiber *f, char *top, void (*entry)(void *), void *arg)
 #elif !defined(FIBER_UCONTEXT) && defined(__aarch64__)
 /* Frame of a suspended context (160 bytes, sp points at it):
  *   x19..x28 at 0..72, x29 at 80, x30 (return address) at 88, d8..d15 at 96.. */
-__asm__(".text\n"
+__asm__(".pushsection .text\n"
         ".globl " RAW_SWITCH "\n"
         ".hidden " RAW_SWITCH "\n"
         ".type " RAW_SWITCH ",%function\n"
@@ -199,13 +202,15 @@ __asm__(".text\n"
         "    bl tern__fiber_boot\n"
         "    brk #0\n"
         "    .cfi_endproc\n"
-        ".size tern__fiber_trampoline, .-tern__fiber_trampoline\n");
+        ".size tern__fiber_trampoline, .-tern__fiber_trampoline\n"
+        ".popsection\n");
 
-static void prepare(tern__fiber *f, char *top, void (*entry)(void *), void *arg) {
+static void prepare(tern__fiber *f, char *top, void (*entry)(void *), void *arg)
+{
     uint64_t *sp = (uint64_t *)((uintptr_t)top & ~(uintptr_t)15) - 20;
     memset(sp, 0, 20 * sizeof(*sp));
-    sp[0] = (uint64_t)(uintptr_t)entry; /* x19 */
-    sp[1] = (uint64_t)(uintptr_t)arg;   /* x20 */
+    sp[0] = (uint64_t)(uintptr_t)entry;                   /* x19 */
+    sp[1] = (uint64_t)(uintptr_t)arg;                     /* x20 */
     sp[11] = (uint64_t)(uintptr_t)tern__fiber_trampoline; /* x30 */
     f->sp = sp;
 }
@@ -221,14 +226,17 @@ typedef struct boot_block {
 } boot_block;
 
 /* makecontext passes int arguments: the block's address in two halves. */
-static void uc_trampoline(unsigned hi, unsigned lo) {
+static void uc_trampoline(unsigned hi, unsigned lo)
+{
     boot_block *b = (boot_block *)(uintptr_t)(((uint64_t)hi << 32) | lo);
     tern__fiber_boot(b->entry, b->arg);
 }
 
-static void prepare(tern__fiber *f, char *top, void (*entry)(void *), void *arg) {
+static void prepare(tern__fiber *f, char *top, void (*entry)(void *), void *arg)
+{
     char *bottom = f->stack->base + (size_t)sysconf(_SC_PAGESIZE);
-    boot_block *b = (boot_block *)(((uintptr_t)top - sizeof(boot_block)) & ~(uintptr_t)63);
+    boot_block *b =
+        (boot_block *)(((uintptr_t)top - sizeof(boot_block)) & ~(uintptr_t)63);
     memset(b, 0, sizeof(*b));
     getcontext(&b->uc);
     b->uc.uc_link = NULL;
@@ -237,11 +245,13 @@ static void prepare(tern__fiber *f, char *top, void (*entry)(void *), void *arg)
     b->entry = entry;
     b->arg = arg;
     uint64_t p = (uint64_t)(uintptr_t)b;
-    makecontext(&b->uc, (void (*)(void))uc_trampoline, 2, (unsigned)(p >> 32), (unsigned)p);
+    makecontext(&b->uc, (void (*)(void))uc_trampoline, 2, (unsigned)(p >> 32),
+                (unsigned)p);
     f->sp = &b->uc;
 }
 
-void tern__fiber_jump(tern__fiber *from, tern__fiber *to) {
+void tern__fiber_jump(tern__fiber *from, tern__fiber *to)
+{
     ucontext_t here;
     from->sp = &here;
     swapcontext(&here, (ucontext_t *)to->sp);
@@ -250,19 +260,19 @@ void tern__fiber_jump(tern__fiber *from, tern__fiber *to) {
 
 /* ---- the C side ------------------------------------------------------------- */
 
-static void write_all(const char *p, size_t n) {
+static void write_all(const char *p, size_t n)
+{
     while (n > 0) {
         ssize_t w = write(2, p, n);
-        if (w < 0 && errno == EINTR)
-            continue;
-        if (w <= 0)
-            return;
+        if (w < 0 && errno == EINTR) continue;
+        if (w <= 0) return;
         p += w;
         n -= (size_t)w;
     }
 }
 
-void tern__fiber_boot(void (*entry)(void *), void *arg) {
+void tern__fiber_boot(void (*entry)(void *), void *arg)
+{
 #ifdef TERN_ASAN
     /* First arrival on this stack: complete the switch that started in
      * tern__fiber_switch. No fake stack to restore yet. */
@@ -274,7 +284,8 @@ void tern__fiber_boot(void (*entry)(void *), void *arg) {
     abort();
 }
 
-void tern__fiber_init(tern__fiber *f, tern__stack *s, void (*entry)(void *), void *arg) {
+void tern__fiber_init(tern__fiber *f, tern__stack *s, void (*entry)(void *), void *arg)
+{
     size_t page = (size_t)sysconf(_SC_PAGESIZE);
     f->stack = s;
 #ifdef TERN_ASAN
@@ -288,16 +299,15 @@ void tern__fiber_init(tern__fiber *f, tern__stack *s, void (*entry)(void *), voi
 #ifdef TERN_TSAN
     /* A fresh TSan fiber: a reused one would still carry the shadow call
      * stack of the fiber that ran before and never returned. */
-    if (f->tsan)
-        __tsan_destroy_fiber(f->tsan);
+    if (f->tsan) __tsan_destroy_fiber(f->tsan);
     f->tsan = __tsan_create_fiber(0);
 #else
     f->tsan = NULL;
 #endif
-    (void)page;
 }
 
-void tern__fiber_init_thread(tern__fiber *f) {
+void tern__fiber_init_thread(tern__fiber *f)
+{
     memset(f, 0, sizeof(*f));
 #ifdef TERN_TSAN
     f->tsan = __tsan_get_current_fiber();
@@ -320,7 +330,8 @@ void tern__fiber_init_thread(tern__fiber *f) {
 #ifdef FIBER_WRAPPED
 /* Not instrumented by ASan itself: its locals must stay on the real stack
  * while ASan's idea of "the current stack" is in flux. */
-NO_ASAN void tern__fiber_switch(tern__fiber *from, tern__fiber *to, int last) {
+NO_ASAN void tern__fiber_switch(tern__fiber *from, tern__fiber *to, int last)
+{
 #ifdef TERN_TSAN
     /* A last switch forgets from: destroy its TSan state once to is
      * current (a fiber may not destroy itself). A thread's own context
@@ -331,8 +342,7 @@ NO_ASAN void tern__fiber_switch(tern__fiber *from, tern__fiber *to, int last) {
         from->tsan = NULL;
     }
     __tsan_switch_to_fiber(to->tsan, 0);
-    if (dead)
-        __tsan_destroy_fiber(dead);
+    if (dead) __tsan_destroy_fiber(dead);
 #endif
 #ifdef TERN_ASAN
     /* A NULL save slot on the last switch lets ASan free from's fake
@@ -348,10 +358,10 @@ NO_ASAN void tern__fiber_switch(tern__fiber *from, tern__fiber *to, int last) {
 }
 #endif
 
-void tern__fiber_destroy(tern__fiber *f) {
+void tern__fiber_destroy(tern__fiber *f)
+{
 #ifdef TERN_TSAN
-    if (f->tsan && f->stack)
-        __tsan_destroy_fiber(f->tsan);
+    if (f->tsan && f->stack) __tsan_destroy_fiber(f->tsan);
 #endif
     f->tsan = NULL;
 }
@@ -374,12 +384,14 @@ static uintptr_t page_size; /* set before the handler is installed */
 
 #define ALTSTACK_SIZE (64 * 1024)
 
-void tern__fiber_set_current(tern__stack *s, uint64_t task_id) {
+void tern__fiber_set_current(tern__stack *s, uint64_t task_id)
+{
     cur_stack = s;
     cur_task = task_id;
 }
 
-static size_t fmt_u64(char *out, uint64_t v, unsigned base) {
+static size_t fmt_u64(char *out, uint64_t v, unsigned base)
+{
     char tmp[24];
     size_t n = 0;
     do {
@@ -392,11 +404,12 @@ static size_t fmt_u64(char *out, uint64_t v, unsigned base) {
 }
 
 /* Async-signal-safe: stack buffer, write(2), abort(). */
-static _Noreturn void report_overflow(const void *guard, uint64_t task_id) {
+static _Noreturn void report_overflow(const void *guard, uint64_t task_id)
+{
     char buf[128];
     size_t n = 0;
-    static const char a[] = "tern: task ", b[] = " overflowed its stack (guard page at 0x",
-                      c[] = ")\n";
+    static const char a[] = "tern: task ",
+                      b[] = " overflowed its stack (guard page at 0x", c[] = ")\n";
     memcpy(buf + n, a, sizeof(a) - 1), n += sizeof(a) - 1;
     n += fmt_u64(buf + n, task_id, 10);
     memcpy(buf + n, b, sizeof(b) - 1), n += sizeof(b) - 1;
@@ -406,11 +419,13 @@ static _Noreturn void report_overflow(const void *guard, uint64_t task_id) {
     abort();
 }
 
-void tern__stack_overflow_abort(const tern__stack *s, uint64_t task_id) {
+void tern__stack_overflow_abort(const tern__stack *s, uint64_t task_id)
+{
     report_overflow(s->base, task_id);
 }
 
-static void on_segv(int sig, siginfo_t *si, void *uc) {
+static void on_segv(int sig, siginfo_t *si, void *uc)
+{
     const tern__stack *s = cur_stack;
     /* si_code > 0: a fault the kernel raised, not a kill(2). A fault in the
      * guard page, or a page or two around the lowest usable address (a big
@@ -425,37 +440,33 @@ static void on_segv(int sig, siginfo_t *si, void *uc) {
      * instruction and faults again under that disposition; a signal sent
      * with kill is re-raised, pending until this handler returns. */
     sigaction(SIGSEGV, &prev_segv, NULL);
-    if (si->si_code <= 0)
-        raise(sig);
+    if (si->si_code <= 0) raise(sig);
     (void)uc;
 }
 
-static void install_segv(void) {
+static void install_segv(void)
+{
     page_size = (uintptr_t)sysconf(_SC_PAGESIZE);
     struct sigaction sa;
     memset(&sa, 0, sizeof(sa));
     sa.sa_sigaction = on_segv;
     sa.sa_flags = SA_SIGINFO | SA_ONSTACK;
     sigemptyset(&sa.sa_mask);
-    if (sigaction(SIGSEGV, &sa, &prev_segv) != 0)
-        segv_err = -errno;
+    if (sigaction(SIGSEGV, &sa, &prev_segv) != 0) segv_err = -errno;
 }
 
-int tern__fiber_thread_init(void) {
+int tern__fiber_thread_init(void)
+{
     pthread_once(&segv_once, install_segv);
-    if (segv_err)
-        return segv_err;
-    if (alt_mem)
-        return 0;
+    if (segv_err) return segv_err;
+    if (alt_mem) return 0;
     /* The handler must not run on the stack that just overflowed. Keep an
      * alternate stack the thread already has (ASan gives threads one). */
     stack_t old;
-    if (sigaltstack(NULL, &old) == 0 && !(old.ss_flags & SS_DISABLE))
-        return 0;
-    void *mem = mmap(NULL, ALTSTACK_SIZE, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS,
-                     -1, 0);
-    if (mem == MAP_FAILED)
-        return -ENOMEM;
+    if (sigaltstack(NULL, &old) == 0 && !(old.ss_flags & SS_DISABLE)) return 0;
+    void *mem = mmap(NULL, ALTSTACK_SIZE, PROT_READ | PROT_WRITE,
+                     MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+    if (mem == MAP_FAILED) return -ENOMEM;
     stack_t ss = {.ss_sp = mem, .ss_size = ALTSTACK_SIZE, .ss_flags = 0};
     if (sigaltstack(&ss, NULL) != 0) {
         int e = errno;
@@ -467,9 +478,9 @@ int tern__fiber_thread_init(void) {
     return 0;
 }
 
-void tern__fiber_thread_exit(void) {
-    if (!alt_mem)
-        return;
+void tern__fiber_thread_exit(void)
+{
+    if (!alt_mem) return;
     stack_t cur;
     if (sigaltstack(NULL, &cur) == 0 && cur.ss_sp == alt_mem) {
         stack_t off = {.ss_sp = NULL, .ss_size = 0, .ss_flags = SS_DISABLE};

@@ -26,10 +26,10 @@ typedef struct tern__stack {
 } tern__stack;
 
 typedef struct tern__fiber {
-    void *sp;            /* saved stack pointer while switched out */
-    tern__stack *stack;  /* NULL for a thread's own (scheduler) context */
-    void *tsan;          /* TSan fiber handle, NULL in other builds */
-    const void *asan_bottom; /* ASan: bounds of the stack being left/entered */
+    void *sp;                /* saved stack pointer while switched out */
+    tern__stack *stack;      /* NULL for a thread's own (scheduler) context */
+    void *tsan;              /* TSan fiber handle, NULL in other builds */
+    const void *asan_bottom; /* ASan: bounds of this context's own stack */
     size_t asan_size;
 } tern__fiber;
 

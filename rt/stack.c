@@ -52,18 +52,18 @@ void __asan_unpoison_memory_region(void const volatile *addr, size_t size);
 #define NO_ASAN
 #endif
 
-#define CACHE_MAX 64         /* stacks a worker cache holds at most */
-#define CACHE_BATCH 32       /* refill / spill unit: half a cache */
-#define REGION_FIRST 64      /* stacks in the first region of a pool */
-#define REGION_MAX 1024      /* ... doubling up to this many */
+#define CACHE_MAX 64          /* stacks a worker cache holds at most */
+#define CACHE_BATCH 32        /* refill / spill unit: half a cache */
+#define REGION_FIRST 64       /* stacks in the first region of a pool */
+#define REGION_MAX 1024       /* ... doubling up to this many */
 #define MPROTECT_BUDGET 16384 /* extra mappings all pools may create */
 #define CANARY_WORDS 8
 
 typedef struct region {
     struct region *next;
     char *base;
-    size_t nstacks; /* capacity */
-    size_t carved;  /* stacks[0..carved) are in use or on a list */
+    size_t nstacks;      /* capacity */
+    size_t carved;       /* stacks[0..carved) are in use or on a list */
     unsigned mprotected; /* guards made with mprotect, 2 budget units each */
     tern__stack stacks[];
 } region;
@@ -83,7 +83,7 @@ struct tern__stack_pool {
     pthread_mutex_t lock; /* guards everything below */
     tern__stack *free_head;
     size_t free_count;
-    region *regions; /* newest first; only the newest has stacks to carve */
+    region *regions;    /* newest first; only the newest has stacks to carve */
     size_t next_region; /* stacks in the next region to map */
 
     /* Read without the lock by tests/introspection. */
@@ -94,44 +94,48 @@ struct tern__stack_pool {
 static atomic_int madvise_guard_missing;
 static atomic_long mprotect_budget = MPROTECT_BUDGET;
 
-static uint64_t canary_word(const tern__stack *s, int i) {
+static uint64_t canary_word(const tern__stack *s, int i)
+{
     /* Mixed with the address so one stack's canary copied onto another (or
      * a stale pattern) does not pass. */
-    return 0x7465726e5f63616eull ^ ((uint64_t)(uintptr_t)s->base * 0x9e3779b97f4a7c15ull) ^
-           (uint64_t)i;
+    return 0x7465726e5f63616eull ^
+           ((uint64_t)(uintptr_t)s->base * 0x9e3779b97f4a7c15ull) ^ (uint64_t)i;
 }
 
-static void canary_write(tern__stack *s, size_t page) {
+static void canary_write(tern__stack *s, size_t page)
+{
     uint64_t *w = (uint64_t *)(s->base + page);
     for (int i = 0; i < CANARY_WORDS; i++)
         w[i] = canary_word(s, i);
 }
 
-NO_ASAN int tern__stack_check(const tern__stack *s) {
-    if (s->guarded)
-        return 0;
+NO_ASAN int tern__stack_check(const tern__stack *s)
+{
+    if (s->guarded) return 0;
     /* sysconf(_SC_PAGESIZE) reads a value glibc cached at startup. */
-    const volatile uint64_t *w = (const uint64_t *)(s->base + (size_t)sysconf(_SC_PAGESIZE));
+    const volatile uint64_t *w =
+        (const uint64_t *)(s->base + (size_t)sysconf(_SC_PAGESIZE));
     for (int i = 0; i < CANARY_WORDS; i++)
-        if (w[i] != canary_word(s, i))
-            return -EFAULT;
+        if (w[i] != canary_word(s, i)) return -EFAULT;
     return 0;
 }
 
-static int take_budget(long n) {
+static int take_budget(long n)
+{
     long left = atomic_load_explicit(&mprotect_budget, memory_order_relaxed);
     while (left >= n)
         if (atomic_compare_exchange_weak_explicit(&mprotect_budget, &left, left - n,
-                                                  memory_order_relaxed, memory_order_relaxed))
+                                                  memory_order_relaxed,
+                                                  memory_order_relaxed))
             return 1;
     return 0;
 }
 
 /* 1 when the kernel has no MADV_GUARD_INSTALL (or a filter forbids it). */
-static int guard_madvise(char *p, size_t page) {
+static int guard_madvise(char *p, size_t page)
+{
     for (int tries = 0; tries < 4; tries++) {
-        if (madvise(p, page, MADV_GUARD_INSTALL) == 0)
-            return 0;
+        if (madvise(p, page, MADV_GUARD_INSTALL) == 0) return 0;
         if (errno == EINVAL || errno == ENOSYS || errno == EPERM) {
             atomic_store_explicit(&madvise_guard_missing, 1, memory_order_relaxed);
             return -1;
@@ -143,7 +147,8 @@ static int guard_madvise(char *p, size_t page) {
 }
 
 /* Sets up the guard of a freshly carved stack (see the top of the file). */
-static void guard_stack(tern__stack_pool *pool, region *r, tern__stack *s) {
+static void guard_stack(tern__stack_pool *pool, region *r, tern__stack *s)
+{
     size_t page = pool->page;
     int kind = pool->guard_kind;
     if (kind == TERN_GUARD_AUTO &&
@@ -168,12 +173,12 @@ static void guard_stack(tern__stack_pool *pool, region *r, tern__stack *s) {
 /* Maps a new region, halving its size down to one stack while the kernel
  * refuses (strict overcommit, address-space limits). NULL when even one
  * stack cannot be mapped. */
-static region *region_new(tern__stack_pool *pool) {
+static region *region_new(tern__stack_pool *pool)
+{
     size_t size = pool->stack_size;
     for (size_t n = pool->next_region; n >= 1; n /= 2) {
         region *r = malloc(sizeof(*r) + n * sizeof(tern__stack));
-        if (!r)
-            continue;
+        if (!r) continue;
         void *p = mmap(NULL, n * size, PROT_READ | PROT_WRITE,
                        MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE, -1, 0);
         if (p == MAP_FAILED) {
@@ -195,14 +200,14 @@ static region *region_new(tern__stack_pool *pool) {
 
 /* Carves up to want stacks onto the global list; returns how many. Called
  * with pool->lock held. */
-static size_t carve(tern__stack_pool *pool, size_t want) {
+static size_t carve(tern__stack_pool *pool, size_t want)
+{
     size_t n = 0;
     while (n < want) {
         region *r = pool->regions;
         if (!r || r->carved == r->nstacks) {
             r = region_new(pool);
-            if (!r)
-                break;
+            if (!r) break;
         }
         tern__stack *s = &r->stacks[r->carved++];
         s->base = r->base + (r->carved - 1) * pool->stack_size;
@@ -220,9 +225,9 @@ static size_t carve(tern__stack_pool *pool, size_t want) {
 /* Moves up to n stacks from the global list into chain; returns the count.
  * Carves n more only when the list is empty: stacks already carved (and
  * maybe warm) go first. Called with pool->lock held. */
-static unsigned take_global(tern__stack_pool *pool, unsigned n, tern__stack **chain) {
-    if (pool->free_count == 0)
-        carve(pool, n);
+static unsigned take_global(tern__stack_pool *pool, unsigned n, tern__stack **chain)
+{
+    if (pool->free_count == 0) carve(pool, n);
     unsigned got = 0;
     tern__stack *head = pool->free_head, *last = NULL;
     for (tern__stack *s = head; s && got < n; s = s->next) {
@@ -239,7 +244,8 @@ static unsigned take_global(tern__stack_pool *pool, unsigned n, tern__stack **ch
 }
 
 static void give_global(tern__stack_pool *pool, tern__stack *head, tern__stack *tail,
-                        size_t n) {
+                        size_t n)
+{
     pthread_mutex_lock(&pool->lock);
     tail->next = pool->free_head;
     pool->free_head = head;
@@ -247,17 +253,16 @@ static void give_global(tern__stack_pool *pool, tern__stack *head, tern__stack *
     pthread_mutex_unlock(&pool->lock);
 }
 
-int tern__stack_pool_new(size_t stack_size, unsigned ncaches, tern__stack_pool **out) {
-    if (!out)
-        return -EINVAL;
+int tern__stack_pool_new(size_t stack_size, unsigned ncaches, tern__stack_pool **out)
+{
+    if (!out) return -EINVAL;
     *out = NULL;
     size_t page = (size_t)sysconf(_SC_PAGESIZE);
     if (stack_size < TERN_STACK_MIN || stack_size > TERN_STACK_MAX || ncaches == 0 ||
         ncaches > TERN_STACK_MAX_CACHES)
         return -EINVAL;
     tern__stack_pool *pool = calloc(1, sizeof(*pool));
-    if (!pool)
-        return -ENOMEM;
+    if (!pool) return -ENOMEM;
     if (posix_memalign((void **)&pool->caches, 64, ncaches * sizeof(cache))) {
         free(pool);
         return -ENOMEM;
@@ -273,9 +278,9 @@ int tern__stack_pool_new(size_t stack_size, unsigned ncaches, tern__stack_pool *
     return 0;
 }
 
-void tern__stack_pool_free(tern__stack_pool *pool) {
-    if (!pool)
-        return;
+void tern__stack_pool_free(tern__stack_pool *pool)
+{
+    if (!pool) return;
     region *r = pool->regions;
     while (r) {
         region *next = r->next;
@@ -297,19 +302,20 @@ void tern__stack_pool_free(tern__stack_pool *pool) {
 }
 
 /* The cache ran dry: take a batch from the global list. */
-static tern__stack *refill(tern__stack_pool *pool, cache *c) {
+static tern__stack *refill(tern__stack_pool *pool, cache *c)
+{
     tern__stack *chain = NULL;
     pthread_mutex_lock(&pool->lock);
     unsigned got = take_global(pool, CACHE_BATCH, &chain);
     pthread_mutex_unlock(&pool->lock);
-    if (!got)
-        return NULL; /* out of memory or mappings */
+    if (!got) return NULL; /* out of memory or mappings */
     c->head = chain->next;
     c->count = got - 1;
     return chain;
 }
 
-tern__stack *tern__stack_get(tern__stack_pool *pool, unsigned cache_index) {
+tern__stack *tern__stack_get(tern__stack_pool *pool, unsigned cache_index)
+{
     if (cache_index < pool->ncaches) {
         cache *c = &pool->caches[cache_index];
         tern__stack *s = c->head;
@@ -329,7 +335,8 @@ tern__stack *tern__stack_get(tern__stack_pool *pool, unsigned cache_index) {
 
 /* The cache is over CACHE_MAX: keep the CACHE_BATCH most recently used
  * stacks (their pages are warm) and move the rest to the global list. */
-static void spill(tern__stack_pool *pool, cache *c) {
+static void spill(tern__stack_pool *pool, cache *c)
+{
     tern__stack *keep = c->head;
     for (unsigned i = 1; i < CACHE_BATCH; i++)
         keep = keep->next;
@@ -344,30 +351,34 @@ static void spill(tern__stack_pool *pool, cache *c) {
     give_global(pool, head, tail, n);
 }
 
-void tern__stack_put(tern__stack_pool *pool, unsigned cache_index, tern__stack *s) {
+void tern__stack_put(tern__stack_pool *pool, unsigned cache_index, tern__stack *s)
+{
     if (cache_index < pool->ncaches) {
         cache *c = &pool->caches[cache_index];
         s->next = c->head;
         c->head = s;
-        if (++c->count > CACHE_MAX)
-            spill(pool, c);
+        if (++c->count > CACHE_MAX) spill(pool, c);
         return;
     }
     give_global(pool, s, s, 1);
 }
 
-uint64_t tern__stack_pool_carved(const tern__stack_pool *pool) {
+uint64_t tern__stack_pool_carved(const tern__stack_pool *pool)
+{
     return atomic_load_explicit(&pool->carved, memory_order_relaxed);
 }
 
-uint64_t tern__stack_pool_regions(const tern__stack_pool *pool) {
+uint64_t tern__stack_pool_regions(const tern__stack_pool *pool)
+{
     return atomic_load_explicit(&pool->nregions, memory_order_relaxed);
 }
 
-unsigned tern__stack_pool_cached(const tern__stack_pool *pool, unsigned cache_index) {
+unsigned tern__stack_pool_cached(const tern__stack_pool *pool, unsigned cache_index)
+{
     return cache_index < pool->ncaches ? pool->caches[cache_index].count : 0;
 }
 
-void tern__stack_pool_set_guard(tern__stack_pool *pool, int kind) {
+void tern__stack_pool_set_guard(tern__stack_pool *pool, int kind)
+{
     pool->guard_kind = kind;
 }

@@ -275,7 +275,7 @@ void tern__task_finish(tern_loop *w, tern_task *t)
     tern_runtime *rt = t->rt;
     if (t->fiber.stack) {
         tern__fiber_destroy(&t->fiber);
-        tern__stack_put(rt->stacks, w ? w->index : 0, t->fiber.stack);
+        tern__stack_put(rt->stacks, w ? w->index : TERN_STACK_NO_CACHE, t->fiber.stack);
         t->fiber.stack = NULL;
     }
     registry_remove(t);
@@ -330,6 +330,10 @@ void tern__task_run(tern_loop *w, tern_task *t)
     tern__fiber_switch(&w->sched, &t->fiber, 0);
     tern__fiber_set_current(NULL, 0);
     w->current = NULL;
+    /* Without a guard page (old kernels, past the mapping budget) an
+     * overflow is caught by the canary, at the latest here. */
+    if (!t->fiber.stack->guarded && tern__stack_check(t->fiber.stack))
+        tern__stack_overflow_abort(t->fiber.stack, t->id);
 
     if (t->reason == SW_DONE) {
         if (t->saw_cancel)

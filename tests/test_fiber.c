@@ -28,19 +28,24 @@
 #if defined(TERN_ASAN) || defined(TERN_TSAN)
 #define SANITIZED 1
 #endif
+#ifdef TERN_TSAN
+void *__tsan_get_current_fiber(void);
+#endif
 
 #define STACK_SIZE (64 * 1024)
 
 /* ---- helpers -------------------------------------------------------------- */
 
-static tern__stack_pool *new_pool(size_t size, unsigned ncaches) {
+static tern__stack_pool *new_pool(size_t size, unsigned ncaches)
+{
     tern__stack_pool *p = NULL;
     ck_assert_int_eq(tern__stack_pool_new(size, ncaches, &p), 0);
     ck_assert_ptr_nonnull(p);
     return p;
 }
 
-static int maps_lines(void) {
+static int maps_lines(void)
+{
     FILE *f = fopen("/proc/self/maps", "r");
     ck_assert_ptr_nonnull(f);
     int n = 0, c;
@@ -51,7 +56,8 @@ static int maps_lines(void) {
 }
 
 /* The permissions of the mapping holding addr, e.g. "---p"; "" if none. */
-static void maps_perms(const void *addr, char out[5]) {
+static void maps_perms(const void *addr, char out[5])
+{
     FILE *f = fopen("/proc/self/maps", "r");
     ck_assert_ptr_nonnull(f);
     char line[512];
@@ -69,8 +75,10 @@ static void maps_perms(const void *addr, char out[5]) {
 }
 
 /* 1 when this kernel has MADV_GUARD_INSTALL (Linux 6.13+). */
-static int kernel_has_guard_madvise(void) {
-    char *p = mmap(NULL, 8192, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+static int kernel_has_guard_madvise(void)
+{
+    char *p =
+        mmap(NULL, 8192, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
     ck_assert(p != MAP_FAILED);
     int ok = madvise(p, 4096, 102 /* MADV_GUARD_INSTALL */) == 0;
     munmap(p, 8192);
@@ -78,7 +86,8 @@ static int kernel_has_guard_madvise(void) {
 }
 
 /* Runs fn in a child with stderr captured; returns the wait status. */
-static int run_child(void (*fn)(void *), void *arg, char *err, size_t errlen) {
+static int run_child(void (*fn)(void *), void *arg, char *err, size_t errlen)
+{
     int fds[2];
     ck_assert_int_eq(pipe(fds), 0);
     fflush(NULL);
@@ -104,19 +113,20 @@ static int run_child(void (*fn)(void *), void *arg, char *err, size_t errlen) {
 
 /* Overwrites the callee-saved registers, so a switch that forgot one
  * would hand the other context garbage. */
-static inline void trash_callee_saved(void) {
+static inline void trash_callee_saved(void)
+{
 #if defined(__x86_64__)
     __asm__ volatile("movq $-1, %%rbx\n movq $-1, %%r12\n movq $-1, %%r13\n"
-                     "movq $-1, %%r14\n movq $-1, %%r15\n" ::: "rbx", "r12", "r13", "r14",
-                     "r15");
+                     "movq $-1, %%r14\n movq $-1, %%r15\n" ::
+                         : "rbx", "r12", "r13", "r14", "r15");
 #elif defined(__aarch64__)
     __asm__ volatile("mov x19, #-1\n mov x20, #-1\n mov x21, #-1\n mov x22, #-1\n"
                      "mov x23, #-1\n mov x24, #-1\n mov x25, #-1\n mov x26, #-1\n"
                      "mov x27, #-1\n mov x28, #-1\n fmov d8, xzr\n fmov d9, xzr\n"
                      "fmov d10, xzr\n fmov d11, xzr\n fmov d12, xzr\n fmov d13, xzr\n"
-                     "fmov d14, xzr\n fmov d15, xzr\n" ::: "x19", "x20", "x21", "x22", "x23",
-                     "x24", "x25", "x26", "x27", "x28", "d8", "d9", "d10", "d11", "d12",
-                     "d13", "d14", "d15");
+                     "fmov d14, xzr\n fmov d15, xzr\n" ::
+                         : "x19", "x20", "x21", "x22", "x23", "x24", "x25", "x26", "x27",
+                           "x28", "d8", "d9", "d10", "d11", "d12", "d13", "d14", "d15");
 #endif
 }
 
@@ -126,10 +136,16 @@ static tern__fiber pp_main, pp_fib;
 static uint64_t pp_in, pp_out; /* plain memory: the switch is a call barrier */
 static int pp_stop;
 
-static void pp_entry(void *arg) {
+static void pp_entry(void *arg)
+{
     ck_assert_ptr_eq(arg, &pp_fib);
     /* The stack must be 16-byte aligned on entry, as in any call. */
     ck_assert_uint_eq((uintptr_t)__builtin_frame_address(0) & 15, 0);
+#ifdef TERN_TSAN
+    /* TSan follows the switch: this fiber runs as its own TSan fiber. */
+    ck_assert_ptr_nonnull(pp_fib.tsan);
+    ck_assert_ptr_eq(__tsan_get_current_fiber(), pp_fib.tsan);
+#endif
     while (!pp_stop) {
         pp_out = pp_in * 3 + 1;
         trash_callee_saved();
@@ -138,7 +154,8 @@ static void pp_entry(void *arg) {
     tern__fiber_switch(&pp_fib, &pp_main, 1);
 }
 
-START_TEST(test_pingpong) {
+START_TEST(test_pingpong)
+{
     tern__stack_pool *pool = new_pool(STACK_SIZE, 1);
     tern__stack *s = tern__stack_get(pool, 0);
     ck_assert_ptr_nonnull(s);
@@ -186,14 +203,16 @@ END_TEST
 static tern__fiber fp_main, fp_fib;
 static int fp_seen_in_fiber;
 
-static void fp_entry(void *arg) {
+static void fp_entry(void *arg)
+{
     fesetround(FE_UPWARD);
     tern__fiber_switch(&fp_fib, &fp_main, 0);
     fp_seen_in_fiber = fegetround();
     tern__fiber_switch(&fp_fib, &fp_main, 1);
 }
 
-START_TEST(test_fp_state) {
+START_TEST(test_fp_state)
+{
 #if !defined(__x86_64__)
     return; /* aarch64 keeps FPCR per thread, not per fiber */
 #endif
@@ -222,23 +241,24 @@ static tern__fiber dr_main, dr_fib;
 static uintptr_t dr_lowest;
 static long dr_result;
 
-__attribute__((noinline)) static long recurse(int depth) {
+__attribute__((noinline)) static long recurse(int depth)
+{
     volatile char buf[1024];
     buf[0] = (char)depth;
     buf[sizeof(buf) - 1] = 1;
-    if ((uintptr_t)buf < dr_lowest)
-        dr_lowest = (uintptr_t)buf;
-    if (depth == 0)
-        return buf[sizeof(buf) - 1];
+    if ((uintptr_t)buf < dr_lowest) dr_lowest = (uintptr_t)buf;
+    if (depth == 0) return buf[sizeof(buf) - 1];
     return recurse(depth - 1) + buf[sizeof(buf) - 1]; /* not a tail call */
 }
 
-static void dr_entry(void *arg) {
+static void dr_entry(void *arg)
+{
     dr_result = recurse((int)(intptr_t)arg);
     tern__fiber_switch(&dr_fib, &dr_main, 1);
 }
 
-START_TEST(test_deep_recursion) {
+START_TEST(test_deep_recursion)
+{
     const size_t size = 256 * 1024;
     tern__stack_pool *pool = new_pool(size, 1);
     tern__stack *s = tern__stack_get(pool, 0);
@@ -274,7 +294,8 @@ static long mig_counter, mig_local_total, mig_steps;
 static long mig_ran_on[2];
 static int mig_cur_thread, mig_finished;
 
-static void mig_entry(void *arg) {
+static void mig_entry(void *arg)
+{
     long local = 0; /* on the fiber stack */
     for (long i = 0; i < mig_steps; i++) {
         local++;
@@ -287,17 +308,18 @@ static void mig_entry(void *arg) {
     tern__fiber_switch(&mig_fib, mig_home, 1);
 }
 
-static void *mig_thread(void *arg) {
+static void *mig_thread(void *arg)
+{
     int me = (int)(intptr_t)arg;
     tern__fiber self;
     tern__fiber_init_thread(&self);
     ck_assert_int_eq(tern__fiber_thread_init(), 0);
     for (;;) {
         int t;
-        while ((t = atomic_load_explicit(&mig_turn, memory_order_acquire)) != me && t != 2)
+        while ((t = atomic_load_explicit(&mig_turn, memory_order_acquire)) != me &&
+               t != 2)
             sched_yield();
-        if (t == 2)
-            break;
+        if (t == 2) break;
         mig_home = &self;
         mig_cur_thread = me;
         tern__fiber_set_current(mig_stack, 1);
@@ -310,7 +332,8 @@ static void *mig_thread(void *arg) {
     return NULL;
 }
 
-START_TEST(test_migrate) {
+START_TEST(test_migrate)
+{
     tern__stack_pool *pool = new_pool(STACK_SIZE, 1);
     mig_stack = tern__stack_get(pool, 0);
     memset(&mig_fib, 0, sizeof(mig_fib));
@@ -342,7 +365,8 @@ END_TEST
 static tern__fiber mf_main, mf_fib[NFIB];
 static long mf_steps[NFIB];
 
-static void mf_entry(void *arg) {
+static void mf_entry(void *arg)
+{
     int i = (int)(intptr_t)arg;
     for (int k = 0; k < 20; k++) {
         mf_steps[i]++;
@@ -351,7 +375,8 @@ static void mf_entry(void *arg) {
     tern__fiber_switch(&mf_fib[i], &mf_main, 1);
 }
 
-START_TEST(test_many_fibers_reused) {
+START_TEST(test_many_fibers_reused)
+{
     tern__stack_pool *pool = new_pool(STACK_SIZE, 1);
     tern__fiber_init_thread(&mf_main);
     memset(mf_fib, 0, sizeof(mf_fib));
@@ -383,7 +408,8 @@ END_TEST
 
 static tern__fiber of_main, of_fib;
 
-__attribute__((noinline)) static long recurse_forever(long n) {
+__attribute__((noinline)) static long recurse_forever(long n)
+{
     volatile char buf[512];
     buf[0] = (char)n;
     if (n > (1L << 40)) /* never: keeps the compiler from calling this infinite */
@@ -391,7 +417,8 @@ __attribute__((noinline)) static long recurse_forever(long n) {
     return recurse_forever(n + 1) + buf[0];
 }
 
-static void of_entry(void *arg) {
+static void of_entry(void *arg)
+{
     recurse_forever(0);
     tern__fiber_switch(&of_fib, &of_main, 1);
 }
@@ -401,17 +428,15 @@ struct of_args {
     uint64_t task_id;
 };
 
-static void overflow_child(void *p) {
+static void overflow_child(void *p)
+{
     struct of_args *a = p;
-    if (tern__fiber_thread_init() != 0)
-        _exit(3);
+    if (tern__fiber_thread_init() != 0) _exit(3);
     tern__stack_pool *pool;
-    if (tern__stack_pool_new(STACK_SIZE, 1, &pool) != 0)
-        _exit(4);
+    if (tern__stack_pool_new(STACK_SIZE, 1, &pool) != 0) _exit(4);
     tern__stack_pool_set_guard(pool, a->guard);
     tern__stack *s = tern__stack_get(pool, 0);
-    if (!s || !s->guarded)
-        _exit(5);
+    if (!s || !s->guarded) _exit(5);
     tern__fiber_init_thread(&of_main);
     tern__fiber_init(&of_fib, s, of_entry, NULL);
     tern__fiber_set_current(s, a->task_id);
@@ -419,7 +444,8 @@ static void overflow_child(void *p) {
     _exit(6); /* not reached: the overflow aborts */
 }
 
-static void check_overflow(int guard, uint64_t id) {
+static void check_overflow(int guard, uint64_t id)
+{
     struct of_args a = {guard, id};
     char err[4096], want[128];
     int st = run_child(overflow_child, &a, err, sizeof(err));
@@ -430,19 +456,22 @@ static void check_overflow(int guard, uint64_t id) {
     ck_assert_msg(strstr(err, want) != NULL, "stderr: %s", err);
 }
 
-START_TEST(test_overflow_madvise_guard) {
+START_TEST(test_overflow_madvise_guard)
+{
     check_overflow(TERN_GUARD_AUTO, 4242);
 }
 END_TEST
 
-START_TEST(test_overflow_mprotect_guard) {
+START_TEST(test_overflow_mprotect_guard)
+{
     check_overflow(TERN_GUARD_MPROTECT, 18446744073709551615ull);
 }
 END_TEST
 
 /* A fault that is not a guard-page hit still behaves as a plain crash (or
  * goes to the handler that was there before, e.g. ASan's). */
-static void wild_child(void *p) {
+static void wild_child(void *p)
+{
     tern__fiber_thread_init();
     tern__stack_pool *pool;
     tern__stack_pool_new(STACK_SIZE, 1, &pool);
@@ -453,7 +482,8 @@ static void wild_child(void *p) {
     _exit(0);
 }
 
-START_TEST(test_wild_fault_not_reported) {
+START_TEST(test_wild_fault_not_reported)
+{
     char err[8192];
     int st = run_child(wild_child, NULL, err, sizeof(err));
 #ifdef SANITIZED
@@ -468,7 +498,8 @@ START_TEST(test_wild_fault_not_reported) {
 }
 END_TEST
 
-START_TEST(test_thread_init_twice) {
+START_TEST(test_thread_init_twice)
+{
     ck_assert_int_eq(tern__fiber_thread_init(), 0);
     ck_assert_int_eq(tern__fiber_thread_init(), 0);
     stack_t ss;
@@ -481,7 +512,8 @@ END_TEST
 
 /* ---- guards: mprotect and canary ------------------------------------------------ */
 
-START_TEST(test_mprotect_guard) {
+START_TEST(test_mprotect_guard)
+{
     tern__stack_pool *pool = new_pool(STACK_SIZE, 1);
     tern__stack_pool_set_guard(pool, TERN_GUARD_MPROTECT);
     tern__stack *s = tern__stack_get(pool, 0);
@@ -499,12 +531,14 @@ START_TEST(test_mprotect_guard) {
 END_TEST
 
 static tern__fiber cn_main, cn_fib;
-static void cn_entry(void *arg) {
+static void cn_entry(void *arg)
+{
     *(long *)arg = recurse(20);
     tern__fiber_switch(&cn_fib, &cn_main, 1);
 }
 
-START_TEST(test_canary) {
+START_TEST(test_canary)
+{
     tern__stack_pool *pool = new_pool(STACK_SIZE, 1);
     tern__stack_pool_set_guard(pool, TERN_GUARD_CANARY);
     tern__stack *s = tern__stack_get(pool, 0);
@@ -533,29 +567,31 @@ START_TEST(test_canary) {
 }
 END_TEST
 
-static void canary_abort_child(void *p) {
+static void canary_abort_child(void *p)
+{
     tern__stack_pool *pool;
     tern__stack_pool_new(STACK_SIZE, 1, &pool);
     tern__stack_pool_set_guard(pool, TERN_GUARD_CANARY);
     tern__stack *s = tern__stack_get(pool, 0);
-    if (tern__stack_check(s) == 0)
-        s->base[4096] ^= 1;
-    if (tern__stack_check(s) != 0)
-        tern__stack_overflow_abort(s, 99);
+    if (tern__stack_check(s) == 0) s->base[4096] ^= 1;
+    if (tern__stack_check(s) != 0) tern__stack_overflow_abort(s, 99);
     _exit(0);
 }
 
-START_TEST(test_canary_report) {
+START_TEST(test_canary_report)
+{
     char err[4096];
     int st = run_child(canary_abort_child, NULL, err, sizeof(err));
     ck_assert_msg(WIFSIGNALED(st) && WTERMSIG(st) == SIGABRT, "status %#x", st);
-    ck_assert_msg(strstr(err, "tern: task 99 overflowed its stack") != NULL, "stderr: %s", err);
+    ck_assert_msg(strstr(err, "tern: task 99 overflowed its stack") != NULL, "stderr: %s",
+                  err);
 }
 END_TEST
 
 /* ---- pool ---------------------------------------------------------------------- */
 
-START_TEST(test_pool_bad_args) {
+START_TEST(test_pool_bad_args)
+{
     tern__stack_pool *p = (tern__stack_pool *)1;
     ck_assert_int_eq(tern__stack_pool_new(STACK_SIZE, 1, NULL), -EINVAL);
     ck_assert_int_eq(tern__stack_pool_new(0, 1, &p), -EINVAL);
@@ -563,7 +599,8 @@ START_TEST(test_pool_bad_args) {
     ck_assert_int_eq(tern__stack_pool_new(TERN_STACK_MIN - 1, 1, &p), -EINVAL);
     ck_assert_int_eq(tern__stack_pool_new(TERN_STACK_MAX + 1, 1, &p), -EINVAL);
     ck_assert_int_eq(tern__stack_pool_new(STACK_SIZE, 0, &p), -EINVAL);
-    ck_assert_int_eq(tern__stack_pool_new(STACK_SIZE, TERN_STACK_MAX_CACHES + 1, &p), -EINVAL);
+    ck_assert_int_eq(tern__stack_pool_new(STACK_SIZE, TERN_STACK_MAX_CACHES + 1, &p),
+                     -EINVAL);
     ck_assert_ptr_null(p);
     tern__stack_pool_free(NULL);
     /* Sizes round up to pages; the guard is part of the size. */
@@ -576,7 +613,8 @@ START_TEST(test_pool_bad_args) {
 }
 END_TEST
 
-START_TEST(test_pool_reuse) {
+START_TEST(test_pool_reuse)
+{
     tern__stack_pool *pool = new_pool(STACK_SIZE, 2);
     tern__stack *s = tern__stack_get(pool, 0);
     ck_assert_ptr_nonnull(s);
@@ -602,7 +640,8 @@ START_TEST(test_pool_reuse) {
 }
 END_TEST
 
-START_TEST(test_pool_spill_refill) {
+START_TEST(test_pool_spill_refill)
+{
     enum { N = 200 };
     tern__stack_pool *pool = new_pool(STACK_SIZE, 2);
     tern__stack *st[N];
@@ -645,7 +684,8 @@ START_TEST(test_pool_spill_refill) {
 }
 END_TEST
 
-START_TEST(test_pool_million) {
+START_TEST(test_pool_million)
+{
     const long n = 1000000 / TERN_TEST_SCALE;
     tern__stack_pool *pool = new_pool(STACK_SIZE, 1);
     tern__stack **st = malloc(sizeof(*st) * (size_t)n);
@@ -664,7 +704,8 @@ START_TEST(test_pool_million) {
         guarded += st[i]->guarded;
     if (kernel_has_guard_madvise()) {
         /* Every stack guarded, at no mapping cost. */
-        ck_assert_msg(during - before < 2000 && during < 10000, "maps %d -> %d", before, during);
+        ck_assert_msg(during - before < 2000 && during < 10000, "maps %d -> %d", before,
+                      during);
         ck_assert_int_eq(guarded, n);
     } else {
         /* mprotect guards up to the budget (two mappings each), then canaries. */
@@ -695,38 +736,35 @@ END_TEST
 
 /* Running out of address space: get returns NULL, nothing crashes, and the
  * pool frees cleanly. */
-static void enomem_child(void *p) {
+static void enomem_child(void *p)
+{
     tern__stack_pool *pool;
-    if (tern__stack_pool_new(STACK_SIZE, 1, &pool) != 0)
-        _exit(2);
+    if (tern__stack_pool_new(STACK_SIZE, 1, &pool) != 0) _exit(2);
     static tern__stack *st[100000];
     FILE *f = fopen("/proc/self/statm", "r");
     unsigned long pages = 0;
-    if (!f || fscanf(f, "%lu", &pages) != 1)
-        _exit(3);
+    if (!f || fscanf(f, "%lu", &pages) != 1) _exit(3);
     fclose(f);
-    struct rlimit rl = {.rlim_cur = pages * 4096 + (32ul << 20), .rlim_max = RLIM_INFINITY};
-    if (setrlimit(RLIMIT_AS, &rl) != 0)
-        _exit(4);
+    struct rlimit rl = {.rlim_cur = pages * 4096 + (32ul << 20),
+                        .rlim_max = RLIM_INFINITY};
+    if (setrlimit(RLIMIT_AS, &rl) != 0) _exit(4);
     int n = 0;
     while (n < 100000 && (st[n] = tern__stack_get(pool, 0)) != NULL)
         n++;
-    if (n == 0 || n == 100000)
-        _exit(5);
-    if (tern__stack_get(pool, TERN_STACK_NO_CACHE) != NULL)
-        _exit(6);
+    if (n == 0 || n == 100000) _exit(5);
+    if (tern__stack_get(pool, TERN_STACK_NO_CACHE) != NULL) _exit(6);
     for (int i = 0; i < n; i++)
         tern__stack_put(pool, 0, st[i]);
     /* Freed stacks are handed out again even now. */
     tern__stack *again = tern__stack_get(pool, 0);
-    if (!again)
-        _exit(7);
+    if (!again) _exit(7);
     tern__stack_put(pool, 0, again);
     tern__stack_pool_free(pool);
     _exit(0);
 }
 
-START_TEST(test_pool_enomem) {
+START_TEST(test_pool_enomem)
+{
 #ifdef SANITIZED
     return; /* the sanitizers' shadow memory does not live under RLIMIT_AS */
 #endif
@@ -738,7 +776,8 @@ END_TEST
 
 /* ---- suite ---------------------------------------------------------------------- */
 
-static Suite *fiber_suite(void) {
+static Suite *fiber_suite(void)
+{
     Suite *s = suite_create("fiber");
     TCase *tc = tcase_create("switch");
     tcase_set_timeout(tc, 120);
@@ -771,7 +810,8 @@ static Suite *fiber_suite(void) {
     return s;
 }
 
-int main(void) {
+int main(void)
+{
     SRunner *sr = srunner_create(fiber_suite());
     srunner_run_all(sr, CK_NORMAL);
     int failed = srunner_ntests_failed(sr);

@@ -5,6 +5,8 @@
 #include <pthread.h>
 #include <stdatomic.h>
 #include <string.h>
+#include <sys/resource.h>
+#include <sys/wait.h>
 #include <unistd.h>
 
 #include "helpers.h"
@@ -261,8 +263,78 @@ START_TEST(foreign_spawners)
         pthread_create(&th[i], NULL, foreign_spawner, (void *)(intptr_t)per);
     for (int i = 0; i < 8; i++)
         pthread_join(th[i], NULL);
+    /* detached tasks still queued at shutdown would be cancelled unrun */
+    for (int spins = 0; atomic_load(&foreign_done) < 8 * per && spins < 60000; spins++)
+        usleep(1000);
+    ck_assert_int_eq(atomic_load(&foreign_done), 8 * per);
     ck_assert_int_eq(tern_runtime_free(shared_rt), 0);
     ck_assert_int_eq(atomic_load(&foreign_done), 8 * per);
+}
+END_TEST
+
+/* ---- exhaustion: spawning without memory fails cleanly ---------------------------- */
+
+static _Atomic long nomem_spawns, nomem_tasks, parked_ok;
+
+static void *park_until_cancelled(void *arg)
+{
+    atomic_fetch_add(&parked_ok, 1);
+    while (tern_park(0) == 0)
+        ;
+    return NULL;
+}
+
+static void *exhaust(void *arg)
+{
+    enum { MAX = 200000 };
+    static tern_task *t[MAX];
+    long n = 0;
+    /* Spawn idle tasks until spawning or starting one fails for memory. */
+    while (n < MAX) {
+        int r = tern_spawn(park_until_cancelled, NULL, &t[n]);
+        if (r == -ENOMEM || r == -EAGAIN) {
+            atomic_fetch_add(&nomem_spawns, 1);
+            break;
+        }
+        ck_assert_int_eq(r, 0);
+        n++;
+        if (n % 64 == 0) {
+            tern_yield(); /* let them start (and take stacks) */
+            if (tern_task_done(t[n - 1]))
+                break;
+        }
+    }
+    for (long i = 0; i < n; i++) {
+        tern_task_cancel(t[i]);
+        int r = tern_join(t[i], NULL);
+        if (r == -ENOMEM)
+            atomic_fetch_add(&nomem_tasks, 1);
+        else
+            ck_assert_int_eq(r, -ECANCELED);
+    }
+    return NULL;
+}
+
+START_TEST(exhaustion_is_an_error)
+{
+#if defined(TERN_TSAN) || defined(TERN_ASAN)
+    /* The sanitizers reserve terabytes of shadow memory: an address-space
+     * limit would stop them, not tern. The plain build runs this. */
+    return;
+#endif
+    pid_t pid = fork();
+    ck_assert_int_ge(pid, 0);
+    if (pid == 0) {
+        struct rlimit rl = {256u << 20, 256u << 20}; /* 256 MiB of address space */
+        setrlimit(RLIMIT_AS, &rl);
+        tern_config cfg = {.workers = 1};
+        int r = tern_run(&cfg, exhaust, NULL, NULL);
+        long errors = atomic_load(&nomem_spawns) + atomic_load(&nomem_tasks);
+        _exit(r == 0 && errors > 0 && atomic_load(&parked_ok) > 0 ? 0 : 10 + (r != 0));
+    }
+    int status;
+    ck_assert_int_eq(waitpid(pid, &status, 0), pid);
+    ck_assert_msg(WIFEXITED(status) && WEXITSTATUS(status) == 0, "child status %#x", status);
 }
 END_TEST
 
@@ -276,6 +348,7 @@ Suite *stress_suite(void)
     tcase_add_test(tc, wake_races_suspend);
     tcase_add_test(tc, cancel_races_completion);
     tcase_add_test(tc, foreign_spawners);
+    tcase_add_test(tc, exhaustion_is_an_error);
     suite_add_tcase(s, tc);
     return s;
 }
