@@ -37,7 +37,7 @@ static void *blocking_main(void *arg)
             pthread_mutex_unlock(&b->lock);
             uint32_t s = atomic_fetch_xor_explicit(&t->state, TS_SCHEDULED | TS_RUNNING,
                                                    ACQUIRE);
-            if (s & TS_CANCELLED)
+            if ((s & TS_CANCELLED) || atomic_load_explicit(&rt->closing, RELAXED))
                 t->status = -ECANCELED;
             else
                 t->result = t->fn(t->arg);

@@ -44,6 +44,16 @@
     atomic_store_explicit(&(w)->stats.f, atomic_load_explicit(&(w)->stats.f, RELAXED) + (n), \
                           RELAXED)
 
+/* A full fence for the Dekker-style hand-offs (publish, fence, read the
+ * other side). TSan does not model atomic_thread_fence; there the fence is a
+ * seq_cst read-modify-write of one shared word, which TSan does order. */
+#ifdef TERN_TSAN
+extern _Atomic unsigned tern__fence_word;
+#define TERN_FENCE() ((void)atomic_fetch_add_explicit(&tern__fence_word, 0, SEQ_CST))
+#else
+#define TERN_FENCE() atomic_thread_fence(SEQ_CST)
+#endif
+
 /* ThreadSanitizer cannot see concurrencykit's atomics (DESIGN.md): items
  * handed through a ck structure are published and taken with these. */
 #ifdef TERN_TSAN
@@ -92,6 +102,7 @@ struct tern_task {
     uint8_t reason; /* SW_*: why the fiber switched out */
     uint8_t started;
     uint8_t saw_cancel; /* a suspension point returned -ECANCELED to it */
+    uint8_t registered; /* in the registry of parked tasks (task.c) */
     uint16_t budget; /* cooperative budget left in this run */
     uint64_t id;
     _Atomic uintptr_t joiner; /* tern_task* (bit 0 clear) or thread waiter | 1 */
@@ -161,7 +172,17 @@ struct tern_loop {
     int closed; /* inbox refuses new handles; guarded by inbox_lock */
 
     tern__stats stats;
+    _Atomic uint64_t counts[3]; /* spawned, finished, freed here (task.c) */
+    tern_task *free_tasks;      /* recycled task headers (owner only) */
+    unsigned nfree;
+    uint64_t id_next, id_end;   /* task ids reserved by this worker */
 };
+
+/* A batch of recycled task headers on the runtime's global list. */
+typedef struct tern__batch {
+    struct tern__batch *next;
+    tern_task *first;
+} tern__batch;
 
 /* ---- runtime ----------------------------------------------------------------- */
 
@@ -203,12 +224,14 @@ struct tern_runtime {
     /* Live tasks, sharded by id so spawn and exit rarely meet on a lock. */
     tern__shard *shards;
     unsigned nshards;
-    _Atomic uint64_t live;       /* allocated tasks */
-    _Atomic uint64_t unfinished; /* tasks not complete */
+    _Atomic uint64_t foreign_counts[3]; /* task counts from non-worker threads */
+    pthread_mutex_t free_lock;          /* recycled task headers */
+    tern__batch *free_batches;
+    _Atomic unsigned nbatches;
     _Atomic int closing;         /* shutdown began: no new tasks */
     _Atomic int stopping;        /* workers should exit once idle */
     pthread_mutex_t done_lock;
-    pthread_cond_t done_cond; /* unfinished reached 0 while closing */
+    pthread_cond_t done_cond; /* a task finished while closing */
 
     tern__blocking blocking;
 
@@ -226,6 +249,8 @@ struct tern_runtime {
 tern_loop *tern__loop_self(void);
 
 /* task.c */
+uint64_t tern__unfinished(tern_runtime *rt);
+void tern__task_cache_free(tern_runtime *rt);
 int tern__task_new(tern_runtime *rt, tern_task_fn fn, void *arg, int kind, tern_task **out);
 void tern__task_unref(tern_task *t);
 void tern__task_run(tern_loop *w, tern_task *t);

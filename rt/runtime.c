@@ -7,6 +7,7 @@
 #include <sched.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
 #include <unistd.h>
 
 #include "internal.h"
@@ -57,6 +58,8 @@ static int config_resolve(const tern_config *in, tern_config *out)
 
 static void runtime_destroy(tern_runtime *rt)
 {
+    if (rt->loops)
+        tern__task_cache_free(rt);
     for (unsigned i = 0; i < rt->nworkers && rt->loops; i++) {
         if (rt->loops[i] && rt->loops[i]->driver)
             rt->loops[i]->driver->ops->close(rt->loops[i]->driver);
@@ -71,6 +74,7 @@ static void runtime_destroy(tern_runtime *rt)
     free(rt->idle.sleepers);
     if (rt->stacks)
         tern__stack_pool_free(rt->stacks);
+    pthread_mutex_destroy(&rt->free_lock);
     pthread_mutex_destroy(&rt->inject_lock);
     pthread_mutex_destroy(&rt->idle.lock);
     pthread_mutex_destroy(&rt->done_lock);
@@ -130,6 +134,7 @@ int tern_runtime_new(const tern_config *cfg, tern_runtime **out)
     int err = config_resolve(cfg, &rt->cfg);
     rt->nworkers = rt->cfg.workers;
     pthread_mutex_init(&rt->inject_lock, NULL);
+    pthread_mutex_init(&rt->free_lock, NULL);
     pthread_mutex_init(&rt->idle.lock, NULL);
     pthread_mutex_init(&rt->done_lock, NULL);
     pthread_cond_init(&rt->done_cond, NULL);
@@ -206,9 +211,19 @@ int tern_runtime_free(tern_runtime *rt)
         return -EDEADLK;
     atomic_store_explicit(&rt->closing, 1, SEQ_CST);
     cancel_all(rt);
+    /* Finishing tasks signal done_cond while closing; the timed wait covers
+     * a finish that read `closing` just before it was set. */
     pthread_mutex_lock(&rt->done_lock);
-    while (atomic_load_explicit(&rt->unfinished, ACQUIRE) != 0)
-        pthread_cond_wait(&rt->done_cond, &rt->done_lock);
+    while (tern__unfinished(rt) != 0) {
+        struct timespec until;
+        clock_gettime(CLOCK_REALTIME, &until);
+        until.tv_nsec += 1000000;
+        if (until.tv_nsec >= 1000000000) {
+            until.tv_sec++;
+            until.tv_nsec -= 1000000000;
+        }
+        pthread_cond_timedwait(&rt->done_cond, &rt->done_lock, &until);
+    }
     pthread_mutex_unlock(&rt->done_lock);
     workers_stop(rt, rt->nworkers);
     tern__blocking_stop(rt);
@@ -271,10 +286,6 @@ uint64_t tern_loop_time(tern_loop *loop)
     return loop ? atomic_load_explicit(&loop->now, RELAXED) : 0;
 }
 
-uint64_t tern_runtime_live_tasks(const tern_runtime *rt)
-{
-    return rt ? atomic_load_explicit(&((tern_runtime *)rt)->live, RELAXED) : 0;
-}
 
 #define STAT(f) atomic_load_explicit(&w->stats.f, RELAXED)
 

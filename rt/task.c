@@ -34,7 +34,7 @@
 #include "internal.h"
 
 static _Atomic uint64_t next_id = 1;
-
+#define ID_BATCH 1024 /* ids a worker takes from next_id at a time */
 /* A sleep's timer entry. The entry and the task share it: the wheel's owner
  * fires or reaps it, the task cancels it when it resumes early; two owner
  * counts (wheel, task) decide who frees it. */
@@ -54,14 +54,145 @@ tern_task *tern_task_ref(tern_task *t)
     return t;
 }
 
+/* ---- counting and recycling ------------------------------------------------------
+ *
+ * Spawned, finished and freed tasks are counted per worker (plain stores by
+ * the owner) or, from other threads, in rt->foreign (atomic adds), so that
+ * spawning on one worker and finishing on another share no counter line.
+ * unfinished = spawned - finished, live = spawned - freed.
+ *
+ * Task headers are recycled through a per-worker free list; a worker with
+ * too many hands half to a global list, a worker with none takes a batch
+ * from it, so headers freed on one worker feed spawns on another. */
+
+enum { CNT_SPAWNED, CNT_FINISHED, CNT_FREED };
+
+static void count(tern_runtime *rt, int which)
+{
+    tern_loop *w = tern__loop_self();
+    _Atomic uint64_t *c = w && w->rt == rt ? &w->counts[which] : NULL;
+    if (c) /* release: pairs with the acquire in tern__count_sum */
+        atomic_store_explicit(c, atomic_load_explicit(c, RELAXED) + 1, RELEASE);
+    else
+        atomic_fetch_add_explicit(&rt->foreign_counts[which], 1, ACQ_REL);
+}
+
+static uint64_t count_sum(tern_runtime *rt, int which)
+{
+    uint64_t n = atomic_load_explicit(&rt->foreign_counts[which], ACQUIRE);
+    for (unsigned i = 0; i < rt->nworkers; i++)
+        n += atomic_load_explicit(&rt->loops[i]->counts[which], ACQUIRE);
+    return n;
+}
+
+/* Finished and freed are read before spawned: whatever was finished had
+ * been spawned before, so the differences never go below zero. */
+uint64_t tern__unfinished(tern_runtime *rt)
+{
+    uint64_t done = count_sum(rt, CNT_FINISHED);
+    return count_sum(rt, CNT_SPAWNED) - done;
+}
+
+uint64_t tern_runtime_live_tasks(const tern_runtime *crt)
+{
+    tern_runtime *rt = (tern_runtime *)crt;
+    if (!rt)
+        return 0;
+    uint64_t freed = count_sum(rt, CNT_FREED);
+    return count_sum(rt, CNT_SPAWNED) - freed;
+}
+
+#define CACHE_MAX 512
+
+static tern_task *header_get(tern_runtime *rt, tern_loop *w)
+{
+    if (w && w->rt == rt) {
+        if (!w->free_tasks && atomic_load_explicit(&rt->nbatches, RELAXED)) {
+            pthread_mutex_lock(&rt->free_lock);
+            tern__batch *b = rt->free_batches;
+            if (b) {
+                rt->free_batches = b->next;
+                atomic_fetch_sub_explicit(&rt->nbatches, 1, RELAXED);
+            }
+            pthread_mutex_unlock(&rt->free_lock);
+            if (b) {
+                w->free_tasks = b->first;
+                w->nfree = CACHE_MAX / 2;
+                free(b);
+            }
+        }
+        tern_task *t = w->free_tasks;
+        if (t) {
+            w->free_tasks = t->next;
+            w->nfree--;
+            return t;
+        }
+    }
+    return malloc(sizeof(tern_task));
+}
+
+static void header_put(tern_runtime *rt, tern_task *t)
+{
+    tern_loop *w = tern__loop_self();
+    if (!w || w->rt != rt) {
+        free(t);
+        return;
+    }
+    t->next = w->free_tasks;
+    w->free_tasks = t;
+    if (++w->nfree < CACHE_MAX)
+        return;
+    /* Hand the older half to the global list. */
+    tern_task *keep = w->free_tasks;
+    for (unsigned i = 1; i < CACHE_MAX / 2; i++)
+        keep = keep->next;
+    tern_task *first = keep->next;
+    keep->next = NULL;
+    w->nfree = CACHE_MAX / 2;
+    tern__batch *rec = malloc(sizeof *rec); /* one per CACHE_MAX/2 frees */
+    if (!rec) {
+        for (tern_task *u = first; u;) {
+            tern_task *n = u->next;
+            free(u);
+            u = n;
+        }
+        return;
+    }
+    rec->first = first;
+    pthread_mutex_lock(&rt->free_lock);
+    rec->next = rt->free_batches;
+    rt->free_batches = rec;
+    atomic_fetch_add_explicit(&rt->nbatches, 1, RELAXED);
+    pthread_mutex_unlock(&rt->free_lock);
+}
+
+void tern__task_cache_free(tern_runtime *rt)
+{
+    for (unsigned i = 0; i < rt->nworkers; i++) {
+        tern_loop *w = rt->loops[i];
+        for (tern_task *t = w ? w->free_tasks : NULL, *n; t; t = n) {
+            n = t->next;
+            free(t);
+        }
+    }
+    for (tern__batch *b = rt->free_batches, *nb; b; b = nb) {
+        nb = b->next;
+        for (tern_task *t = b->first, *n; t; t = n) {
+            n = t->next;
+            free(t);
+        }
+        free(b);
+    }
+}
+
 void tern__task_unref(tern_task *t)
 {
     /* acq_rel: the last owner must see every other owner's writes */
     if (atomic_fetch_sub_explicit(&t->refs, 1, ACQ_REL) != 1)
         return;
     tern_runtime *rt = t->rt;
-    atomic_fetch_sub_explicit(&rt->live, 1, RELAXED);
-    free(t);
+    count(rt, CNT_FREED);
+    header_put(rt, t);
 }
 
 void tern_task_release(tern_task *t)
@@ -70,10 +201,36 @@ void tern_task_release(tern_task *t)
         tern__task_unref(t);
 }
 
-/* ---- spawning --------------------------------------------------------------- */
+/* ---- the registry of parked tasks ---------------------------------------------------
+ *
+ * Shutdown must find every task to cancel it. Queued and running tasks are
+ * found by the workers (a task run while the runtime closes is marked
+ * cancelled); only tasks that wait somewhere are invisible, so a task joins
+ * the registry the first time it parks, and leaves when it finishes. */
+
+/* Registers t, which just parked for the first time. Under the shard lock,
+ * the same lock the shutdown walk takes: a task that registers after the
+ * walk sees `closing` and is cancelled here instead. */
+static void registry_add(tern_task *t)
+{
+    tern_runtime *rt = t->rt;
+    tern__shard *sh = &rt->shards[t->id & (rt->nshards - 1)];
+    pthread_mutex_lock(&sh->lock);
+    t->reg_prev = NULL;
+    t->reg_next = sh->head;
+    if (sh->head)
+        sh->head->reg_prev = t;
+    sh->head = t;
+    t->registered = 1;
+    if (atomic_load_explicit(&rt->closing, RELAXED))
+        atomic_fetch_or_explicit(&t->state, TS_CANCELLED | TS_NOTIFIED, RELAXED);
+    pthread_mutex_unlock(&sh->lock);
+}
 
 static void registry_remove(tern_task *t)
 {
+    if (!t->registered)
+        return;
     tern__shard *sh = &t->rt->shards[t->id & (t->rt->nshards - 1)];
     pthread_mutex_lock(&sh->lock);
     if (t->reg_prev)
@@ -85,38 +242,44 @@ static void registry_remove(tern_task *t)
     pthread_mutex_unlock(&sh->lock);
 }
 
+static uint64_t new_id(tern_loop *w)
+{
+    if (!w)
+        return atomic_fetch_add_explicit(&next_id, 1, RELAXED);
+    if (w->id_next == w->id_end) {
+        w->id_next = atomic_fetch_add_explicit(&next_id, ID_BATCH, RELAXED);
+        w->id_end = w->id_next + ID_BATCH;
+    }
+    return w->id_next++;
+}
+
 int tern__task_new(tern_runtime *rt, tern_task_fn fn, void *arg, int kind, tern_task **out)
 {
-    tern_task *t = malloc(sizeof *t);
+    if (atomic_load_explicit(&rt->closing, RELAXED))
+        return -ESHUTDOWN;
+    tern_loop *w = tern__loop_self();
+    if (w && w->rt != rt)
+        w = NULL;
+    tern_task *t = header_get(rt, w);
     if (!t)
         return -ENOMEM;
-    memset(t, 0, offsetof(tern_task, id));
     atomic_init(&t->state, TS_SCHEDULED);
     atomic_init(&t->refs, out ? 2 : 1);
     atomic_init(&t->joiner, 0);
+    t->next = NULL;
+    t->fiber.stack = NULL;
+    t->fiber.tsan = NULL;
     t->rt = rt;
     t->fn = fn;
     t->arg = arg;
+    t->result = NULL;
+    t->status = 0;
     t->kind = (uint8_t)kind;
-    t->id = atomic_fetch_add_explicit(&next_id, 1, RELAXED);
-
-    /* The closing check and the insert share the shard lock with the
-     * shutdown walk, so a task is either refused or seen and cancelled. */
-    tern__shard *sh = &rt->shards[t->id & (rt->nshards - 1)];
-    pthread_mutex_lock(&sh->lock);
-    if (atomic_load_explicit(&rt->closing, RELAXED)) {
-        pthread_mutex_unlock(&sh->lock);
-        free(t);
-        return -ESHUTDOWN;
-    }
-    t->reg_prev = NULL;
-    t->reg_next = sh->head;
-    if (sh->head)
-        sh->head->reg_prev = t;
-    sh->head = t;
-    atomic_fetch_add_explicit(&rt->live, 1, RELAXED);
-    atomic_fetch_add_explicit(&rt->unfinished, 1, RELAXED);
-    pthread_mutex_unlock(&sh->lock);
+    t->started = 0;
+    t->saw_cancel = 0;
+    t->registered = 0;
+    t->id = new_id(w);
+    count(rt, CNT_SPAWNED);
     if (out)
         *out = t;
     return 0;
@@ -292,8 +455,8 @@ void tern__task_finish(tern_loop *w, tern_task *t)
         tern__task_wake((tern_task *)j, 0);
         tern__task_unref((tern_task *)j);
     }
-    if (atomic_fetch_sub_explicit(&rt->unfinished, 1, ACQ_REL) == 1 &&
-        atomic_load_explicit(&rt->closing, ACQUIRE)) {
+    count(rt, CNT_FINISHED);
+    if (atomic_load_explicit(&rt->closing, ACQUIRE)) {
         pthread_mutex_lock(&rt->done_lock);
         pthread_cond_broadcast(&rt->done_cond);
         pthread_mutex_unlock(&rt->done_lock);
@@ -305,6 +468,10 @@ void tern__task_finish(tern_loop *w, tern_task *t)
  * switches out, then applies the transition its reason asks for. */
 void tern__task_run(tern_loop *w, tern_task *t)
 {
+    /* A task run while the runtime closes is cancelled, so shutdown needs
+     * to find only the parked ones (see the registry). */
+    if (atomic_load_explicit(&w->rt->closing, RELAXED))
+        atomic_fetch_or_explicit(&t->state, TS_CANCELLED, RELAXED);
     /* acquire: the context and data of the worker that last ran it */
     uint32_t s = atomic_fetch_xor_explicit(&t->state, TS_SCHEDULED | TS_RUNNING, ACQUIRE);
     if (!t->started) {
@@ -341,6 +508,8 @@ void tern__task_run(tern_loop *w, tern_task *t)
         tern__task_finish(w, t);
         return;
     }
+    if (t->reason == SW_PARK && !t->registered)
+        registry_add(t);
     s = atomic_load_explicit(&t->state, RELAXED);
     for (;;) {
         uint32_t n = s & ~(uint32_t)(TS_RUNNING | TS_NOTIFIED);
@@ -549,6 +718,7 @@ int tern_join(tern_task *t, void **result)
     exp = (uintptr_t)me;
     if (atomic_compare_exchange_strong_explicit(&t->joiner, &exp, 0, ACQ_REL, RELAXED))
         tern__task_unref(me);
-    atomic_thread_fence(ACQUIRE);
+    /* acquire: pairs with the release in finish, so result is visible */
+    (void)atomic_load_explicit(&t->state, ACQUIRE);
     return join_result(t, result);
 }

@@ -30,6 +30,9 @@
 #include "internal.h"
 
 static __thread tern_loop *tls_loop;
+#ifdef TERN_TSAN
+_Atomic unsigned tern__fence_word;
+#endif
 
 /* noinline plus an opaque asm: the compiler may not reuse a value (or the
  * thread pointer) read before a fiber switch, after which the task may run
@@ -74,7 +77,7 @@ void tern__loop_wake(tern_loop *w)
 
 void tern__notify_work(tern_runtime *rt)
 {
-    atomic_thread_fence(SEQ_CST); /* publish-then-read, see the top */
+    TERN_FENCE(); /* publish-then-read, see the top */
     if (atomic_load_explicit(&rt->idle.searching, RELAXED) != 0)
         return;
     if (atomic_load_explicit(&rt->idle.nsleepers, RELAXED) == 0)
@@ -240,7 +243,7 @@ static void park(tern_loop *w)
     w->sleeping = 1;
     pthread_mutex_unlock(&rt->idle.lock);
     atomic_store_explicit(&w->parked, 1, SEQ_CST);
-    atomic_thread_fence(SEQ_CST); /* registered, now look once more */
+    TERN_FENCE(); /* registered, now look once more */
 
     int64_t timeout = -1;
     uint64_t next = tern__wheel_next(&w->wheel);
