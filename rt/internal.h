@@ -88,25 +88,29 @@ enum { SW_YIELD, SW_PARK, SW_DONE };
 typedef struct tern__sleep tern__sleep;
 
 struct tern_task {
+    /* First cache line: what a switch and a run touch. */
     _Atomic uint32_t state;
     _Atomic uint32_t refs;
-    struct tern_task *next; /* inject list / blocking queue link */
-    tern__fiber fiber;
     tern_loop *loop; /* the worker it runs on now; set before each switch-in */
+    uint64_t id;
+    uint8_t reason;     /* SW_*: why the fiber switched out */
+    uint8_t started;
+    uint8_t yielded;    /* queued by a yield, state left RUNNING (task.c) */
+    uint8_t saw_cancel; /* a suspension point returned -ECANCELED to it */
+    uint8_t registered; /* in the registry of parked tasks (task.c) */
+    uint8_t kind;       /* TERN_KIND_* */
+    uint8_t unguarded;  /* its stack has a canary instead of a guard page */
+    uint16_t budget;    /* cooperative budget left in this run */
+    tern__fiber fiber;  /* sp and stack still in the first line */
+    /* The rest. */
     tern_runtime *rt;
+    struct tern_task *next; /* inject list / blocking queue link */
     tern_task_fn fn;
     void *arg;
     void *result;
-    int status;     /* 0, -ECANCELED, -ENOMEM once complete */
-    uint8_t kind;   /* TERN_KIND_* */
-    uint8_t reason; /* SW_*: why the fiber switched out */
-    uint8_t started;
-    uint8_t saw_cancel; /* a suspension point returned -ECANCELED to it */
-    uint8_t registered; /* in the registry of parked tasks (task.c) */
-    uint16_t budget; /* cooperative budget left in this run */
-    uint64_t id;
+    int status; /* 0, -ECANCELED, -ENOMEM once complete */
     _Atomic uintptr_t joiner; /* tern_task* (bit 0 clear) or thread waiter | 1 */
-    struct tern_task *reg_prev, *reg_next; /* live-task registry (per shard) */
+    struct tern_task *reg_prev, *reg_next; /* registry of parked tasks */
 };
 
 /* A thread outside the runtime blocked on something (join, block_on). */

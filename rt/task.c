@@ -128,7 +128,8 @@ static tern_task *header_get(tern_runtime *rt, tern_loop *w)
             return t;
         }
     }
-    return malloc(sizeof(tern_task));
+    /* Cache-line aligned, so the first line really is one line. */
+    return aligned_alloc(64, (sizeof(tern_task) + 63) & ~(size_t)63);
 }
 
 static void header_put(tern_runtime *rt, tern_task *t)
@@ -278,6 +279,7 @@ int tern__task_new(tern_runtime *rt, tern_task_fn fn, void *arg, int kind, tern_
     t->started = 0;
     t->saw_cancel = 0;
     t->registered = 0;
+    t->yielded = 0;
     t->id = new_id(w);
     count(rt, CNT_SPAWNED);
     if (out)
@@ -472,8 +474,15 @@ void tern__task_run(tern_loop *w, tern_task *t)
      * to find only the parked ones (see the registry). */
     if (atomic_load_explicit(&w->rt->closing, RELAXED))
         atomic_fetch_or_explicit(&t->state, TS_CANCELLED, RELAXED);
-    /* acquire: the context and data of the worker that last ran it */
-    uint32_t s = atomic_fetch_xor_explicit(&t->state, TS_SCHEDULED | TS_RUNNING, ACQUIRE);
+    uint32_t s = 0;
+    if (t->yielded) {
+        /* Still RUNNING from before its yield: nobody else could have
+         * queued it, and the queue's release/acquire carried its context. */
+        t->yielded = 0;
+    } else {
+        /* acquire: the context and data of the worker that last ran it */
+        s = atomic_fetch_xor_explicit(&t->state, TS_SCHEDULED | TS_RUNNING, ACQUIRE);
+    }
     if (!t->started) {
         t->started = 1;
         if (s & TS_CANCELLED) {
@@ -488,6 +497,7 @@ void tern__task_run(tern_loop *w, tern_task *t)
             return;
         }
         tern__fiber_init(&t->fiber, st, task_entry, t);
+        t->unguarded = !st->guarded;
     }
     t->loop = w;
     t->budget = (uint16_t)w->rt->cfg.budget;
@@ -499,7 +509,7 @@ void tern__task_run(tern_loop *w, tern_task *t)
     w->current = NULL;
     /* Without a guard page (old kernels, past the mapping budget) an
      * overflow is caught by the canary, at the latest here. */
-    if (!t->fiber.stack->guarded && tern__stack_check(t->fiber.stack))
+    if (__builtin_expect(t->unguarded, 0) && tern__stack_check(t->fiber.stack))
         tern__stack_overflow_abort(t->fiber.stack, t->id);
 
     if (t->reason == SW_DONE) {
@@ -508,12 +518,19 @@ void tern__task_run(tern_loop *w, tern_task *t)
         tern__task_finish(w, t);
         return;
     }
-    if (t->reason == SW_PARK && !t->registered)
+    if (t->reason == SW_YIELD) {
+        /* A yield leaves the state RUNNING: a wake meanwhile only sets
+         * NOTIFIED (a stale permit at worst), so nobody else queues it. */
+        t->yielded = 1;
+        tern__queue_push(w, t);
+        return;
+    }
+    if (!t->registered)
         registry_add(t);
     s = atomic_load_explicit(&t->state, RELAXED);
     for (;;) {
         uint32_t n = s & ~(uint32_t)(TS_RUNNING | TS_NOTIFIED);
-        if (t->reason == SW_YIELD || (s & TS_NOTIFIED))
+        if (s & TS_NOTIFIED)
             n |= TS_SCHEDULED;
         /* release: the saved context and the task's writes, for whoever
          * wakes it and whichever worker runs it next */
