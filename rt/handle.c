@@ -128,6 +128,12 @@ int tern_call_soon_threadsafe(tern_loop *loop, tern_callback_fn cb, void *arg,
     int err = handle_new(loop, cb, arg, out, &h);
     if (err < 0)
         return err;
+    if (loop == tern__loop_self() && !loop->closed) {
+        /* From the loop's own thread it is a plain call_soon: the same FIFO
+         * keeps it in order with call_soon (asyncio's single _ready). */
+        fifo_append(loop, h, h, 1);
+        return 0;
+    }
     h->next = NULL;
     pthread_mutex_lock(&loop->inbox_lock);
     if (loop->closed) {

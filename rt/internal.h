@@ -212,10 +212,13 @@ struct tern_runtime {
     tern_loop **loops;
     tern__stack_pool *stacks;
 
-    /* Global inject queue: work from outside the workers and overflow. */
+    /* Global inject queue, two lists under one lock (queue.c): overflow
+     * from local queues, and work from outside the workers. */
     pthread_mutex_t inject_lock;
-    tern_task *inject_head, *inject_tail;
-    _Atomic uint64_t inject_len;
+    tern_task *over_head, *over_tail;     /* overflow, newest batch first */
+    tern_task *remote_head, *remote_tail; /* from other threads, FIFO */
+    _Atomic uint64_t inject_len;          /* both lists */
+    _Atomic uint64_t remote_len;
 
     /* Idle workers (see worker.c). */
     struct {
@@ -268,7 +271,7 @@ tern_task *tern__queue_pop(tern_loop *w);
 unsigned tern__queue_len(const tern_loop *w);
 unsigned tern__queue_steal(tern_loop *victim, tern_loop *w);
 void tern__inject_push(tern_runtime *rt, tern_task *first, tern_task *last, unsigned n);
-tern_task *tern__inject_pull(tern_runtime *rt, tern_loop *w);
+tern_task *tern__inject_pull(tern_runtime *rt, tern_loop *w, int remote_first);
 
 /* worker.c */
 void *tern__worker_main(void *arg);

@@ -17,10 +17,16 @@
  *  - The owner's release store of tail publishes the slot (and the task
  *    behind it); consumers load tail with acquire.
  *
- * Inject queue: a locked intrusive list. It is touched when a local queue
- * overflows (once per half-queue; the overflow goes to its front), by
- * threads outside the runtime (to its back), and by idle workers; an atomic
- * length lets busy workers skip the lock.
+ * Inject queue: two locked intrusive lists. Overflow from a local queue
+ * (half of it, once per half-queue) goes to the front of the overflow list:
+ * those tasks are older than anything queued after them, and a task woken
+ * on a busy worker must not wait behind a backlog of tasks that have not
+ * even started (timers with 100k sleepers showed 70 ms of lateness when
+ * overflow went to the back). Work from other threads goes to the back of
+ * the remote list. Workers drain overflow first, except the fairness pull
+ * every TERN_EVENT_INTERVAL tasks, which takes remote work first, so work
+ * from outside cannot starve behind a stream of overflow. An atomic length
+ * lets busy workers skip the lock.
  */
 #include "internal.h"
 
@@ -52,21 +58,17 @@ static int push_overflow(tern_loop *w, tern_task *t, uint32_t head, uint32_t tai
     for (uint32_t i = 0; i + 1 < n; i++)
         batch[i]->next = batch[i + 1];
     batch[n - 1]->next = t;
-    t->next = NULL;
-    /* To the front: the local queue's tasks are older than the inject
-     * queue's (they were pulled from its head, or made here just now), and a
-     * task woken here must not wait behind a backlog of tasks that have not
-     * even started (timers with 100k sleepers showed 70 ms of lateness
-     * when overflow went to the tail). */
-    pthread_mutex_lock(&w->rt->inject_lock);
     tern_runtime *rt = w->rt;
-    t->next = rt->inject_head;
-    rt->inject_head = batch[0];
-    if (!rt->inject_tail)
-        rt->inject_tail = t;
+    pthread_mutex_lock(&rt->inject_lock);
+    t->next = rt->over_head;
+    rt->over_head = batch[0];
+    if (!rt->over_tail)
+        rt->over_tail = t;
     atomic_store_explicit(&rt->inject_len, atomic_load_explicit(&rt->inject_len, RELAXED) + n + 1,
                           RELEASE);
     pthread_mutex_unlock(&rt->inject_lock);
+    /* Others should help with what we could not keep. */
+    tern__notify_work(rt);
     return 1;
 }
 
@@ -150,27 +152,48 @@ unsigned tern__queue_steal(tern_loop *victim, tern_loop *w)
     }
 }
 
-/* Appends the list first..last (n tasks, linked by next) to the inject queue. */
+/* Appends the list first..last (n tasks, linked by next) to the back of
+ * the remote list. */
 void tern__inject_push(tern_runtime *rt, tern_task *first, tern_task *last, unsigned n)
 {
     last->next = NULL;
     pthread_mutex_lock(&rt->inject_lock);
-    if (rt->inject_tail)
-        rt->inject_tail->next = first;
+    if (rt->remote_tail)
+        rt->remote_tail->next = first;
     else
-        rt->inject_head = first;
-    rt->inject_tail = last;
+        rt->remote_head = first;
+    rt->remote_tail = last;
+    atomic_store_explicit(&rt->remote_len, atomic_load_explicit(&rt->remote_len, RELAXED) + n,
+                          RELAXED);
     atomic_store_explicit(&rt->inject_len, atomic_load_explicit(&rt->inject_len, RELAXED) + n,
                           RELEASE);
     pthread_mutex_unlock(&rt->inject_lock);
 }
 
+/* Unlinks up to n tasks from the front of one list; returns the first. */
+static tern_task *take(tern_task **head, tern_task **tail, uint64_t n, uint64_t *got)
+{
+    tern_task *first = *head, *t = first;
+    uint64_t k = 1;
+    while (k < n && t->next) {
+        t = t->next;
+        k++;
+    }
+    *head = t->next;
+    if (!*head)
+        *tail = NULL;
+    t->next = NULL;
+    *got = k;
+    return first;
+}
+
 /*
  * Takes a fair share of the inject queue: returns one task to run now and
  * moves up to half a local queue more into w's queue (which the caller
- * knows is empty or nearly so).
+ * knows is empty or nearly so). remote_first: serve the remote list before
+ * the overflow list (the fairness pull).
  */
-tern_task *tern__inject_pull(tern_runtime *rt, tern_loop *w)
+tern_task *tern__inject_pull(tern_runtime *rt, tern_loop *w, int remote_first)
 {
     if (atomic_load_explicit(&rt->inject_len, ACQUIRE) == 0)
         return NULL;
@@ -182,25 +205,24 @@ tern_task *tern__inject_pull(tern_runtime *rt, tern_loop *w)
     }
     uint64_t n = len / rt->nworkers + 1;
     uint32_t room = TERN_LOCAL_QUEUE - tern__queue_len(w);
-    if (n > len)
-        n = len;
     if (n > room / 2 + 1)
         n = room / 2 + 1;
-    tern_task *first = rt->inject_head, *t = first;
-    for (uint64_t i = 1; i < n; i++)
-        t = t->next;
-    rt->inject_head = t->next;
-    if (!rt->inject_head)
-        rt->inject_tail = NULL;
-    atomic_store_explicit(&rt->inject_len, len - n, RELAXED);
+    uint64_t got, rlen = atomic_load_explicit(&rt->remote_len, RELAXED);
+    tern_task *first;
+    if (rt->over_head && !(remote_first && rt->remote_head)) {
+        first = take(&rt->over_head, &rt->over_tail, n, &got);
+    } else {
+        first = take(&rt->remote_head, &rt->remote_tail, n, &got);
+        atomic_store_explicit(&rt->remote_len, rlen - got, RELAXED);
+    }
+    atomic_store_explicit(&rt->inject_len, len - got, RELAXED);
     pthread_mutex_unlock(&rt->inject_lock);
 
-    t->next = NULL;
-    for (tern_task *u = first->next; u; ) {
+    for (tern_task *u = first->next; u;) {
         tern_task *nx = u->next;
         tern__queue_push(w, u);
         u = nx;
     }
-    TERN_STAT_ADD(w, inject_pulls, n);
+    TERN_STAT_ADD(w, inject_pulls, got);
     return first;
 }

@@ -353,12 +353,15 @@ void tern__task_wake(tern_task *t, uint32_t extra)
             n = s | extra;
         else
             n = s | TS_SCHEDULED | extra;
-        if (n == s)
-            return;
-        /* acq_rel: acquire the parker's release (its context is saved),
+        /* Even when nothing changes (NOTIFIED or SCHEDULED already set) the
+         * CAS writes: the task's next read-modify-write of the state then
+         * reads from our release, so it sees the condition we set before
+         * waking it. Returning without a write would let a coalesced wake
+         * pass unseen on weakly ordered CPUs.
+         * acq_rel: acquire the parker's release (its context is saved),
          * release our own writes (the condition we are waking it for). */
         if (atomic_compare_exchange_weak_explicit(&t->state, &s, n, ACQ_REL, ACQUIRE)) {
-            if (!(s & (TS_RUNNING | TS_SCHEDULED)))
+            if (n != s && !(s & (TS_RUNNING | TS_SCHEDULED)))
                 tern__schedule(t->rt, t, tern__loop_self() && tern__loop_self()->current);
             return;
         }
@@ -466,6 +469,19 @@ void tern__task_finish(tern_loop *w, tern_task *t)
     tern__task_unref(t); /* the scheduler's reference */
 }
 
+/* Puts a task that ran and must run again at the back of w's queue, and
+ * lets a sleeping worker help when more than one task waits here. The
+ * relaxed look at the sleepers skips the fence on this hot path; a sleeper
+ * it misses was registering at that very moment and looks at every queue
+ * after registering (worker.c), and the next requeue sees it anyway. */
+static void requeue(tern_loop *w, tern_task *t)
+{
+    tern__queue_push(w, t);
+    if (!w->searching && atomic_load_explicit(&w->rt->idle.nsleepers, RELAXED) &&
+        tern__queue_len(w) > 1)
+        tern__notify_work(w->rt);
+}
+
 /* Worker side: runs t (popped from a queue, state SCHEDULED) until it
  * switches out, then applies the transition its reason asks for. */
 void tern__task_run(tern_loop *w, tern_task *t)
@@ -522,7 +538,7 @@ void tern__task_run(tern_loop *w, tern_task *t)
         /* A yield leaves the state RUNNING: a wake meanwhile only sets
          * NOTIFIED (a stale permit at worst), so nobody else queues it. */
         t->yielded = 1;
-        tern__queue_push(w, t);
+        requeue(w, t);
         return;
     }
     if (!t->registered)
@@ -533,10 +549,11 @@ void tern__task_run(tern_loop *w, tern_task *t)
         if (s & TS_NOTIFIED)
             n |= TS_SCHEDULED;
         /* release: the saved context and the task's writes, for whoever
-         * wakes it and whichever worker runs it next */
-        if (atomic_compare_exchange_weak_explicit(&t->state, &s, n, RELEASE, RELAXED)) {
+         * wakes it and whichever worker runs it next; acquire: what a waker
+         * wrote before setting NOTIFIED, for the task's next run */
+        if (atomic_compare_exchange_weak_explicit(&t->state, &s, n, ACQ_REL, RELAXED)) {
             if (n & TS_SCHEDULED)
-                tern__queue_push(w, t);
+                requeue(w, t);
             return;
         }
     }

@@ -71,7 +71,8 @@ void tern__thread_wake(tern__thread_waiter *tw)
 
 void tern__loop_wake(tern_loop *w)
 {
-    TERN_STAT_INC(w, wakes);
+    /* called from any thread: a real atomic add */
+    atomic_fetch_add_explicit(&w->stats.wakes, 1, RELAXED);
     w->driver->ops->wake(w->driver);
 }
 
@@ -169,7 +170,7 @@ static tern_task *steal(tern_loop *w)
 static tern_task *find_work(tern_loop *w)
 {
     tern_runtime *rt = w->rt;
-    tern_task *t = tern__inject_pull(rt, w);
+    tern_task *t = tern__inject_pull(rt, w, 0);
     if (t)
         return t;
     if (!w->searching) {
@@ -182,7 +183,7 @@ static tern_task *find_work(tern_loop *w)
     for (int spin = 0; spin < 3; spin++) {
         t = steal(w);
         if (!t)
-            t = tern__inject_pull(rt, w);
+            t = tern__inject_pull(rt, w, 0);
         if (t)
             return t;
     }
@@ -192,7 +193,7 @@ static tern_task *find_work(tern_loop *w)
 static int work_anywhere(tern_runtime *rt)
 {
     if (atomic_load_explicit(&rt->inject_len, RELAXED))
-        return 1;
+        return 1; /* either list */
     for (unsigned i = 0; i < rt->nworkers; i++) {
         tern_loop *v = rt->loops[i];
         if (tern__queue_len(v) || atomic_load_explicit(&v->lifo, RELAXED))
@@ -304,11 +305,16 @@ static void loop_run(tern_loop *w)
         unsigned ran = 0;
         tern_task *t;
         while (ran < TERN_EVENT_INTERVAL && (t = next_local(w))) {
+            /* A worker woken as a searcher may find its work locally (a
+             * timer or handle made it): it must leave the searching count
+             * before it runs anything, or notify_work would believe someone
+             * is still looking and never wake a sleeper. */
+            stop_searching(w);
             tern__task_run(w, t);
             ran++;
         }
         if (ran == TERN_EVENT_INTERVAL) {
-            if ((t = tern__inject_pull(w->rt, w)))
+            if ((t = tern__inject_pull(w->rt, w, 1)))
                 tern__task_run(w, t);
             continue;
         }
@@ -322,8 +328,10 @@ static void loop_run(tern_loop *w)
         }
         if (tern__handles_pending(w))
             continue;
-        if (should_exit(w))
+        if (should_exit(w)) {
+            stop_searching(w);
             return;
+        }
         park(w);
     }
 }

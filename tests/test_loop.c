@@ -305,6 +305,34 @@ START_TEST(timer_accuracy)
 }
 END_TEST
 
+/* call_soon_threadsafe from the loop's own thread keeps call_soon order. */
+static char abc[8];
+static _Atomic int abc_len;
+
+static void put_char(void *arg)
+{
+    abc[atomic_fetch_add(&abc_len, 1)] = *(char *)arg;
+}
+
+static void *mixed_soon_main(void *arg)
+{
+    tern_loop *l = tern_loop_current();
+    ck_assert_int_eq(tern_call_soon(l, put_char, "A", NULL), 0);
+    ck_assert_int_eq(tern_call_soon_threadsafe(l, put_char, "B", NULL), 0);
+    ck_assert_int_eq(tern_call_soon(l, put_char, "C", NULL), 0);
+    while (atomic_load(&abc_len) < 3)
+        tern_yield();
+    return NULL;
+}
+
+START_TEST(threadsafe_from_own_loop_keeps_order)
+{
+    tern_config cfg = {.workers = 1};
+    ck_assert_int_eq(tern_run(&cfg, mixed_soon_main, NULL, NULL), 0);
+    ck_assert_str_eq(abc, "ABC");
+}
+END_TEST
+
 Suite *loop_suite(void)
 {
     Suite *s = suite_create("loop");
@@ -318,6 +346,7 @@ Suite *loop_suite(void)
     tcase_add_test(tc, loop_time_follows_clock);
     tcase_add_test(tc, loop_info_names_backend);
     tcase_add_test(tc, timer_accuracy);
+    tcase_add_test(tc, threadsafe_from_own_loop_keeps_order);
     suite_add_tcase(s, tc);
     return s;
 }

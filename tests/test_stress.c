@@ -338,6 +338,63 @@ START_TEST(exhaustion_is_an_error)
 }
 END_TEST
 
+/* ---- idle workers join in ---------------------------------------------------------- */
+
+/* Two CPU-bound tasks that keep yielding on one worker while another sleeps:
+ * the sleeper must be woken to share the work (a requeue after a yield
+ * notifies, and a woken searcher leaves the searching count even when it
+ * finds its work locally). */
+static _Atomic(tern_loop *) seen_loop[2];
+static _Atomic int spread_stop;
+static _Atomic(tern_task *) parked_y;
+
+static void *hot_yielder(void *arg)
+{
+    tern_loop *first = tern_loop_current();
+    while (!atomic_load(&spread_stop)) {
+        tern_loop *l = tern_loop_current();
+        if (l != first)
+            atomic_store(&seen_loop[1], l);
+        tern_yield();
+    }
+    return NULL;
+}
+
+static void *y_task(void *arg)
+{
+    atomic_store(&parked_y, tern_task_current());
+    while (atomic_load(&parked_y))
+        tern_park(0);
+    return hot_yielder(arg);
+}
+
+static void *x_task(void *arg)
+{
+    tern_task *y;
+    while (!(y = atomic_load(&parked_y)))
+        tern_yield();
+    atomic_store(&parked_y, NULL);
+    tern_unpark(y); /* into our LIFO slot: no notify on its own */
+    return hot_yielder(arg);
+}
+
+START_TEST(idle_worker_joins_yielders)
+{
+    tern_runtime *rt = rt_new(2);
+    tern_task *y, *x;
+    ck_assert_int_eq(tern_runtime_spawn(rt, y_task, NULL, &y), 0);
+    ck_assert_int_eq(tern_runtime_spawn(rt, x_task, NULL, &x), 0);
+    for (int i = 0; i < 5000 && !atomic_load(&seen_loop[1]); i++)
+        usleep(1000);
+    atomic_store(&spread_stop, 1);
+    ck_assert_int_eq(tern_join(x, NULL), 0);
+    ck_assert_int_eq(tern_join(y, NULL), 0);
+    ck_assert_msg(atomic_load(&seen_loop[1]) != NULL,
+                  "two busy tasks never moved to the idle worker");
+    tern_runtime_free(rt);
+}
+END_TEST
+
 Suite *stress_suite(void)
 {
     Suite *s = suite_create("stress");
@@ -349,6 +406,7 @@ Suite *stress_suite(void)
     tcase_add_test(tc, cancel_races_completion);
     tcase_add_test(tc, foreign_spawners);
     tcase_add_test(tc, exhaustion_is_an_error);
+    tcase_add_test(tc, idle_worker_joins_yielders);
     suite_add_tcase(s, tc);
     return s;
 }
