@@ -112,7 +112,7 @@ int tern_runtime_spawn_blocking(tern_runtime *rt, tern_task_fn fn, void *arg,
     if (!rt || !fn || !out)
         return -EINVAL;
     tern_task *t;
-    int r = tern__task_new(rt, fn, arg, TERN_KIND_BLOCKING, &t);
+    int r = tern__task_new(rt, fn, arg, TERN_KIND_BLOCKING, &t, 1);
     if (r < 0)
         return r;
     r = tern__blocking_submit(rt, t);

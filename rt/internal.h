@@ -69,6 +69,7 @@ void __tsan_release(void *addr);
 #define TERN_LOCAL_QUEUE 256 /* power of two */
 #define TERN_EVENT_INTERVAL 61 /* tasks run between two looks at timers/inject */
 #define TERN_LIFO_STREAK 3     /* LIFO runs in a row before the queue gets a turn */
+#define TERN_TASK_CACHE 256    /* recycled task headers kept per worker */
 
 /* ---- tasks ---------------------------------------------------------------- */
 
@@ -177,18 +178,26 @@ struct tern_loop {
 
     tern__stats stats;
     _Atomic uint64_t counts[3]; /* spawned, finished, freed here (task.c) */
-    tern_task *free_tasks;      /* recycled task headers (owner only) */
-    unsigned nfree;
+    unsigned nfree;             /* recycled task headers (owner only) */
+    tern_task *free_tasks[TERN_TASK_CACHE];
     uint64_t id_next, id_end;   /* task ids reserved by this worker */
 };
 
 /* A batch of recycled task headers on the runtime's global list. */
 typedef struct tern__batch {
     struct tern__batch *next;
-    tern_task *first;
+    tern_task *task[TERN_TASK_CACHE / 2];
 } tern__batch;
 
 /* ---- runtime ----------------------------------------------------------------- */
+
+/* Half a local queue plus one: what one overflow moves (queue.c). */
+#define TERN_CHUNK (TERN_LOCAL_QUEUE / 2 + 1)
+typedef struct tern__chunk {
+    struct tern__chunk *next;
+    uint32_t head, count; /* task[head..count) not yet taken */
+    tern_task *task[TERN_CHUNK];
+} tern__chunk;
 
 typedef struct tern__shard {
     pthread_mutex_t lock;
@@ -215,7 +224,7 @@ struct tern_runtime {
     /* Global inject queue, two lists under one lock (queue.c): overflow
      * from local queues, and work from outside the workers. */
     pthread_mutex_t inject_lock;
-    tern_task *over_head, *over_tail;     /* overflow, newest batch first */
+    struct tern__chunk *over;             /* overflow, newest chunk first */
     tern_task *remote_head, *remote_tail; /* from other threads, FIFO */
     _Atomic uint64_t inject_len;          /* both lists */
     _Atomic uint64_t remote_len;
@@ -258,7 +267,8 @@ tern_loop *tern__loop_self(void);
 /* task.c */
 uint64_t tern__unfinished(tern_runtime *rt);
 void tern__task_cache_free(tern_runtime *rt);
-int tern__task_new(tern_runtime *rt, tern_task_fn fn, void *arg, int kind, tern_task **out);
+int tern__task_new(tern_runtime *rt, tern_task_fn fn, void *arg, int kind, tern_task **out,
+                   int handle);
 void tern__task_unref(tern_task *t);
 void tern__task_run(tern_loop *w, tern_task *t);
 void tern__task_finish(tern_loop *w, tern_task *t);

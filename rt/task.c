@@ -102,12 +102,10 @@ uint64_t tern_runtime_live_tasks(const tern_runtime *crt)
     return count_sum(rt, CNT_SPAWNED) - freed;
 }
 
-#define CACHE_MAX 512
-
 static tern_task *header_get(tern_runtime *rt, tern_loop *w)
 {
-    if (w && w->rt == rt) {
-        if (!w->free_tasks && atomic_load_explicit(&rt->nbatches, RELAXED)) {
+    if (w) {
+        if (!w->nfree && atomic_load_explicit(&rt->nbatches, RELAXED)) {
             pthread_mutex_lock(&rt->free_lock);
             tern__batch *b = rt->free_batches;
             if (b) {
@@ -116,17 +114,15 @@ static tern_task *header_get(tern_runtime *rt, tern_loop *w)
             }
             pthread_mutex_unlock(&rt->free_lock);
             if (b) {
-                w->free_tasks = b->first;
-                w->nfree = CACHE_MAX / 2;
+                memcpy(w->free_tasks, b->task, sizeof b->task);
+                w->nfree = TERN_TASK_CACHE / 2;
                 free(b);
             }
         }
-        tern_task *t = w->free_tasks;
-        if (t) {
-            w->free_tasks = t->next;
-            w->nfree--;
-            return t;
-        }
+        /* An array, not a list through the headers: taking one must not
+         * read a header that another core freed (a cache miss per spawn). */
+        if (w->nfree)
+            return w->free_tasks[--w->nfree];
     }
     /* Cache-line aligned, so the first line really is one line. */
     return aligned_alloc(64, (sizeof(tern_task) + 63) & ~(size_t)63);
@@ -139,49 +135,36 @@ static void header_put(tern_runtime *rt, tern_task *t)
         free(t);
         return;
     }
-    t->next = w->free_tasks;
-    w->free_tasks = t;
-    if (++w->nfree < CACHE_MAX)
-        return;
-    /* Hand the older half to the global list. */
-    tern_task *keep = w->free_tasks;
-    for (unsigned i = 1; i < CACHE_MAX / 2; i++)
-        keep = keep->next;
-    tern_task *first = keep->next;
-    keep->next = NULL;
-    w->nfree = CACHE_MAX / 2;
-    tern__batch *rec = malloc(sizeof *rec); /* one per CACHE_MAX/2 frees */
-    if (!rec) {
-        for (tern_task *u = first; u;) {
-            tern_task *n = u->next;
-            free(u);
-            u = n;
+    if (w->nfree == TERN_TASK_CACHE) {
+        /* Hand the older half to the global list. */
+        tern__batch *b = malloc(sizeof *b); /* one per TERN_TASK_CACHE/2 frees */
+        if (!b) {
+            free(t);
+            return;
         }
-        return;
+        memcpy(b->task, w->free_tasks, sizeof b->task);
+        memmove(w->free_tasks, w->free_tasks + TERN_TASK_CACHE / 2, sizeof b->task);
+        w->nfree = TERN_TASK_CACHE / 2;
+        pthread_mutex_lock(&rt->free_lock);
+        b->next = rt->free_batches;
+        rt->free_batches = b;
+        atomic_fetch_add_explicit(&rt->nbatches, 1, RELAXED);
+        pthread_mutex_unlock(&rt->free_lock);
     }
-    rec->first = first;
-    pthread_mutex_lock(&rt->free_lock);
-    rec->next = rt->free_batches;
-    rt->free_batches = rec;
-    atomic_fetch_add_explicit(&rt->nbatches, 1, RELAXED);
-    pthread_mutex_unlock(&rt->free_lock);
+    w->free_tasks[w->nfree++] = t;
 }
 
 void tern__task_cache_free(tern_runtime *rt)
 {
     for (unsigned i = 0; i < rt->nworkers; i++) {
         tern_loop *w = rt->loops[i];
-        for (tern_task *t = w ? w->free_tasks : NULL, *n; t; t = n) {
-            n = t->next;
-            free(t);
-        }
+        for (unsigned k = 0; w && k < w->nfree; k++)
+            free(w->free_tasks[k]);
     }
     for (tern__batch *b = rt->free_batches, *nb; b; b = nb) {
         nb = b->next;
-        for (tern_task *t = b->first, *n; t; t = n) {
-            n = t->next;
-            free(t);
-        }
+        for (unsigned k = 0; k < TERN_TASK_CACHE / 2; k++)
+            free(b->task[k]);
         free(b);
     }
 }
@@ -254,7 +237,8 @@ static uint64_t new_id(tern_loop *w)
     return w->id_next++;
 }
 
-int tern__task_new(tern_runtime *rt, tern_task_fn fn, void *arg, int kind, tern_task **out)
+int tern__task_new(tern_runtime *rt, tern_task_fn fn, void *arg, int kind, tern_task **out,
+                   int handle)
 {
     if (atomic_load_explicit(&rt->closing, RELAXED))
         return -ESHUTDOWN;
@@ -265,7 +249,7 @@ int tern__task_new(tern_runtime *rt, tern_task_fn fn, void *arg, int kind, tern_
     if (!t)
         return -ENOMEM;
     atomic_init(&t->state, TS_SCHEDULED);
-    atomic_init(&t->refs, out ? 2 : 1);
+    atomic_init(&t->refs, handle ? 2 : 1); /* the scheduler's, the caller's */
     atomic_init(&t->joiner, 0);
     t->next = NULL;
     t->fiber.stack = NULL;
@@ -310,7 +294,12 @@ void tern__schedule(tern_runtime *rt, tern_task *t, int lifo)
     tern__queue_push(w, t);
     /* Tokio's rule: more than one task waiting here and nobody searching
      * means another worker could help. */
-    if (!w->searching && tern__queue_len(w) > 1)
+    /* The relaxed look at the sleepers spares the fence when nobody
+     * sleeps (the common, busy case). A sleeper that it misses is
+     * registering right now and looks at every queue after that; at worst
+     * this worker runs the task itself: nothing is lost. */
+    if (!w->searching && atomic_load_explicit(&rt->idle.nsleepers, RELAXED) &&
+        tern__queue_len(w) > 1)
         tern__notify_work(rt);
 }
 
@@ -319,13 +308,11 @@ int tern_runtime_spawn(tern_runtime *rt, tern_task_fn fn, void *arg, tern_task *
     if (!rt || !fn)
         return -EINVAL;
     tern_task *t;
-    int r = tern__task_new(rt, fn, arg, TERN_KIND_FIBER, &t);
+    int r = tern__task_new(rt, fn, arg, TERN_KIND_FIBER, &t, out != NULL);
     if (r < 0)
         return r;
     if (out)
         *out = t;
-    else
-        tern__task_unref(t); /* task_new counted the pointer we asked for */
     tern__schedule(rt, t, 0);
     return 0;
 }

@@ -19,8 +19,10 @@
  *  I1. Level-0 slots other than the current one hold entries of later ticks
  *      in cur's block of 64; the current slot holds entries with tick <= cur.
  *  I2. A slot at level k >= 1 starts strictly after cur. Slots are processed
- *      in start order, so each entry is only ever moved towards level 0, and
- *      by at most one level per visit.
+ *      in start order, so an entry only moves towards level 0: it is placed
+ *      at most once per level (plus once per rotation if beyond the range).
+ *  I3. The current slot is in (deadline, seq) order, except for a tail of
+ *      entries appended since the last advance, those with seq >= fresh_seq.
  *
  * advance(now) works in two phases, so no callback runs while entries sit
  * outside the slot lists (where tern__wheel_remove could not find them):
@@ -31,6 +33,9 @@
  *  2. Link that list, cancelled entries first and the rest sorted by
  *     (deadline, seq), into the current slot, then pop from its head while
  *     the head is cancelled or due, firing or reaping each one.
+ * Most calls find the tick unchanged (a loop turns much faster than 1 ms);
+ * they skip phase 1 and only sort the fresh tail and merge it in (I3), so a
+ * call with nothing due costs O(1) however full the current tick is.
  * Entries inserted by a callback get seq >= the value at the start of phase
  * 2 and are appended behind every older entry of the current slot, so the
  * pop stops at them: they fire at the next advance call at the earliest,
@@ -305,6 +310,72 @@ int tern__wheel_remove(tern__wheel *w, tern__timer *t)
     return 1;
 }
 
+/* Phase 2 on a new tick: cancelled entries first, so none is left behind the
+ * first entry that is not due (it may be far from due: cascaded early); the
+ * rest in order. The state read is only a hint; the CAS in advance decides. */
+static void link_gathered(tern__wheel *w, unsigned slot, tern__timer *list)
+{
+    tern__timer *cancelled = NULL, *rest = NULL;
+    while (list) {
+        tern__timer *t = list;
+        list = t->next;
+        push(state_load(t) == TERN__TIMER_CANCELLED ? &cancelled : &rest, t);
+    }
+    for (tern__timer *t; (t = cancelled);) {
+        cancelled = t->next;
+        link_at(w, t, 0, slot);
+    }
+    for (tern__timer *t, *s = sort(rest); (t = s);) {
+        s = t->next;
+        link_at(w, t, 0, slot);
+    }
+}
+
+/* Unlinks the entries appended to the current slot since the last advance
+ * (seq >= fresh_seq: they form its tail) and returns them in a list. */
+static tern__timer *split_fresh(tern__wheel *w, unsigned slot)
+{
+    tern__timer *list = NULL, *head;
+    while ((head = w->slots[0][slot]) && head->prev->seq >= w->fresh_seq) {
+        tern__timer *t = head->prev;
+        unlink_entry(w, t);
+        push(&list, t);
+    }
+    return list;
+}
+
+/* Links t in front of p, an entry of level-0 slot `slot`. */
+static void link_before(tern__wheel *w, tern__timer *t, unsigned slot, tern__timer *p)
+{
+    t->next = p;
+    t->prev = p->prev;
+    if (w->slots[0][slot] == p)
+        w->slots[0][slot] = t; /* t->prev is the tail, as a head's must be */
+    else
+        t->prev->next = t;
+    p->prev = t;
+    t->level = 0;
+    t->slot = (uint8_t)slot;
+    w->count++;
+}
+
+/* Merges a sorted list into the sorted current slot. The cursor only moves
+ * forward, and overdue entries belong near the front, so this is cheap. */
+static void merge_into(tern__wheel *w, unsigned slot, tern__timer *list)
+{
+    tern__timer *p = w->slots[0][slot];
+    while (list) {
+        tern__timer *t = list;
+        list = t->next;
+        while (p && !before(t, p))
+            p = p->next;
+        if (p)
+            link_before(w, t, slot, p);
+        else
+            link_at(w, t, 0, slot);
+    }
+}
+
 uint64_t tern__wheel_advance(tern__wheel *w, uint64_t now,
                              void (*fire)(tern__timer *, void *),
                              void (*reap)(tern__timer *, void *), void *ctx)
@@ -312,34 +383,22 @@ uint64_t tern__wheel_advance(tern__wheel *w, uint64_t now,
     uint64_t target = tick_of(w, now);
     if (target < w->elapsed)
         target = w->elapsed; /* the clock never runs the wheel backwards */
-    tern__timer *list = move_to(w, target);
-    if (!list)
-        return 0;
-
-    /* Phase 2. Cancelled entries go first so that none is left behind the
-     * first entry that is not due yet; the state read here is only a hint,
-     * the CAS below decides. */
-    tern__timer *cancelled = NULL, *rest = NULL;
-    while (list) {
-        tern__timer *t = list;
-        list = t->next;
-        push(state_load(t) == TERN__TIMER_CANCELLED ? &cancelled : &rest, t);
-    }
     unsigned cur = (unsigned)(target & MASK);
-    for (tern__timer *t; (t = cancelled);) {
-        cancelled = t->next;
-        link_at(w, t, 0, cur);
-    }
-    for (tern__timer *t, *s = sort(rest); (t = s);) {
-        s = t->next;
-        link_at(w, t, 0, cur);
-    }
+    /* Most calls stay in the same tick (the loop turns faster than 1 ms):
+     * the current slot is still sorted but for what was appended since the
+     * last call, so no slot moves and only that tail is sorted. */
+    if (target == w->elapsed)
+        merge_into(w, cur, sort(split_fresh(w, cur)));
+    else
+        link_gathered(w, cur, move_to(w, target));
 
+    /* The current slot is now in order (cancelled first after a new tick).
+     * Entries callbacks insert get seq >= seq0 and go behind all of it. */
     uint64_t seq0 = w->seq, fired = 0;
     tern__timer *t;
     while ((t = w->slots[0][cur]) && t->seq < seq0) {
         if (t->deadline > now && state_load(t) != TERN__TIMER_CANCELLED)
-            break; /* sorted: nothing older behind it is due */
+            break; /* in order: nothing older behind it is due */
         unlink_entry(w, t);
         if (state_claim(t, TERN__TIMER_FIRED)) {
             fired++;
@@ -348,6 +407,9 @@ uint64_t tern__wheel_advance(tern__wheel *w, uint64_t now,
             reap(t, ctx);
         }
     }
+    /* What is left with seq < seq0 is in order: the cancelled prefix went
+     * first, the loop only unlinks, callbacks only remove or append. */
+    w->fresh_seq = seq0;
     return fired;
 }
 
@@ -356,11 +418,17 @@ uint64_t tern__wheel_next(const tern__wheel *w)
     if (!w->count)
         return UINT64_MAX;
     uint64_t cur = w->elapsed, best = UINT64_MAX;
-    /* The current slot mixes deadlines of up to one tick and overdue ones:
-     * take the exact minimum so the loop neither spins nor oversleeps. */
-    for (const tern__timer *t = w->slots[0][cur & MASK]; t; t = t->next)
-        if (t->deadline < best)
-            best = t->deadline;
+    /* The current slot holds overdue deadlines and ones inside this tick:
+     * report the exact minimum, so the loop neither spins nor oversleeps.
+     * Its head starts the sorted part; only the fresh tail is scanned. */
+    const tern__timer *head = w->slots[0][cur & MASK];
+    if (head) {
+        best = head->deadline;
+        for (const tern__timer *t = head->prev; t != head && t->seq >= w->fresh_seq;
+             t = t->prev)
+            if (t->deadline < best)
+                best = t->deadline;
+    }
     uint64_t later = w->occupied[0] & above((unsigned)(cur & MASK));
     if (later) {
         uint64_t ns = ns_of(w, (cur & ~MASK) | (uint64_t)__builtin_ctzll(later));
