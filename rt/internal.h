@@ -70,6 +70,7 @@ void __tsan_release(void *addr);
 #define TERN_EVENT_INTERVAL 61 /* tasks run between two looks at timers/inject */
 #define TERN_LIFO_STREAK 3     /* LIFO runs in a row before the queue gets a turn */
 #define TERN_TASK_CACHE 256    /* recycled task headers kept per worker */
+#define TERN_TASK_BATCHES 64   /* batches of them kept between workers */
 
 /* ---- tasks ---------------------------------------------------------------- */
 

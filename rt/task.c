@@ -30,6 +30,7 @@
 #include <errno.h>
 #include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
 
 #include "internal.h"
 
@@ -136,10 +137,19 @@ static void header_put(tern_runtime *rt, tern_task *t)
         return;
     }
     if (w->nfree == TERN_TASK_CACHE) {
-        /* Hand the older half to the global list. */
-        tern__batch *b = malloc(sizeof *b); /* one per TERN_TASK_CACHE/2 frees */
+        /* Hand the older half to the global list, unless it already holds
+         * plenty (tasks spawned from outside the workers are freed here but
+         * never taken from here): then back to malloc. */
+        tern__batch *b = atomic_load_explicit(&rt->nbatches, RELAXED) < TERN_TASK_BATCHES
+                             ? malloc(sizeof *b)
+                             : NULL;
         if (!b) {
-            free(t);
+            for (unsigned k = 0; k < TERN_TASK_CACHE / 2; k++)
+                free(w->free_tasks[k]);
+            memmove(w->free_tasks, w->free_tasks + TERN_TASK_CACHE / 2,
+                    sizeof w->free_tasks / 2);
+            w->nfree = TERN_TASK_CACHE / 2;
+            w->free_tasks[w->nfree++] = t;
             return;
         }
         memcpy(b->task, w->free_tasks, sizeof b->task);
@@ -434,10 +444,15 @@ void tern__task_finish(tern_loop *w, tern_task *t)
         t->fiber.stack = NULL;
     }
     registry_remove(t);
-    /* release: result and status before COMPLETE */
-    atomic_fetch_and_explicit(&t->state, ~(uint32_t)(TS_RUNNING | TS_SCHEDULED | TS_NOTIFIED),
-                              RELAXED);
-    atomic_fetch_or_explicit(&t->state, TS_COMPLETE, SEQ_CST);
+    /* One transition to COMPLETE: clearing RUNNING first would show an
+     * idle task for an instant, and a racing wake (a cancel) would queue a
+     * finished task a second time. release: result and status before
+     * COMPLETE; seq_cst: see the joiner slot below. */
+    uint32_t s = atomic_load_explicit(&t->state, RELAXED);
+    while (!atomic_compare_exchange_weak_explicit(&t->state, &s,
+                                                  (s & TS_CANCELLED) | TS_COMPLETE, SEQ_CST,
+                                                  RELAXED))
+        ;
     /* seq_cst pairs with the joiner's seq_cst store of itself then load of
      * the state: one of the two sides sees the other. */
     uintptr_t j = atomic_exchange_explicit(&t->joiner, 0, SEQ_CST);
@@ -485,6 +500,12 @@ void tern__task_run(tern_loop *w, tern_task *t)
     } else {
         /* acquire: the context and data of the worker that last ran it */
         s = atomic_fetch_xor_explicit(&t->state, TS_SCHEDULED | TS_RUNNING, ACQUIRE);
+    }
+    if (__builtin_expect(s & TS_COMPLETE, 0)) {
+        /* Invariant 2 broken: fail loudly instead of corrupting the heap. */
+        static const char msg[] = "tern: a finished task was scheduled again\n";
+        (void)!write(2, msg, sizeof msg - 1);
+        abort();
     }
     if (!t->started) {
         t->started = 1;

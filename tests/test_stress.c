@@ -209,19 +209,28 @@ START_TEST(cancel_races_completion)
     long n = SCALED(100000);
     tern_runtime *rt = rt_new(4);
     long ok = 0, cancelled = 0;
-    for (long i = 0; i < n; i++) {
-        tern_task *t;
-        ck_assert_int_eq(tern_runtime_spawn(rt, short_body, (void *)(uintptr_t)(i + 1), &t), 0);
-        if (i % 3)
-            tern_task_cancel(t);
-        void *res = NULL;
-        int r = tern_join(t, &res);
-        if (r == 0) {
-            ck_assert_uint_eq((uintptr_t)res, (uintptr_t)(i + 1));
-            ok++;
-        } else {
-            ck_assert_int_eq(r, -ECANCELED);
-            cancelled++;
+    enum { BATCH = 32 };
+    /* Batches, so cancels land while tasks start, yield and finish on four
+     * workers (a cancel racing the final transition once re-queued a
+     * finished task). */
+    for (long base = 0; base < n; base += BATCH) {
+        tern_task *t[BATCH];
+        for (long i = base; i < base + BATCH; i++)
+            ck_assert_int_eq(
+                tern_runtime_spawn(rt, short_body, (void *)(uintptr_t)(i + 1), &t[i - base]), 0);
+        for (long i = base; i < base + BATCH; i++)
+            if (i % 3)
+                tern_task_cancel(t[i - base]);
+        for (long i = base; i < base + BATCH; i++) {
+            void *res = NULL;
+            int r = tern_join(t[i - base], &res);
+            if (r == 0) {
+                ck_assert_uint_eq((uintptr_t)res, (uintptr_t)(i + 1));
+                ok++;
+            } else {
+                ck_assert_int_eq(r, -ECANCELED);
+                cancelled++;
+            }
         }
     }
     ck_assert_int_eq(ok + cancelled, n);
