@@ -354,17 +354,15 @@ END_TEST
  * the sleeper must be woken to share the work (a requeue after a yield
  * notifies, and a woken searcher leaves the searching count even when it
  * finds its work locally). */
-static _Atomic(tern_loop *) seen_loop[2];
+static tern_runtime *spread_rt;
+static _Atomic long ran_on[2]; /* hot_yielder iterations per worker */
 static _Atomic int spread_stop;
 static _Atomic(tern_task *) parked_y;
 
 static void *hot_yielder(void *arg)
 {
-    tern_loop *first = tern_loop_current();
     while (!atomic_load(&spread_stop)) {
-        tern_loop *l = tern_loop_current();
-        if (l != first)
-            atomic_store(&seen_loop[1], l);
+        atomic_fetch_add(&ran_on[tern_loop_current() == tern_runtime_loop(spread_rt, 1)], 1);
         tern_yield();
     }
     return NULL;
@@ -390,17 +388,20 @@ static void *x_task(void *arg)
 
 START_TEST(idle_worker_joins_yielders)
 {
-    tern_runtime *rt = rt_new(2);
+    tern_runtime *rt = spread_rt = rt_new(2);
     tern_task *y, *x;
     ck_assert_int_eq(tern_runtime_spawn(rt, y_task, NULL, &y), 0);
     ck_assert_int_eq(tern_runtime_spawn(rt, x_task, NULL, &x), 0);
-    for (int i = 0; i < 5000 && !atomic_load(&seen_loop[1]); i++)
+    /* Both workers must end up running the busy pair, wherever each task
+     * started. */
+    for (int i = 0; i < 10000 && !(atomic_load(&ran_on[0]) && atomic_load(&ran_on[1])); i++)
         usleep(1000);
     atomic_store(&spread_stop, 1);
     ck_assert_int_eq(tern_join(x, NULL), 0);
     ck_assert_int_eq(tern_join(y, NULL), 0);
-    ck_assert_msg(atomic_load(&seen_loop[1]) != NULL,
-                  "two busy tasks never moved to the idle worker");
+    ck_assert_msg(atomic_load(&ran_on[0]) && atomic_load(&ran_on[1]),
+                  "two busy tasks kept one worker (%ld/%ld iterations)", atomic_load(&ran_on[0]),
+                  atomic_load(&ran_on[1]));
     tern_runtime_free(rt);
 }
 END_TEST
