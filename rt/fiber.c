@@ -286,15 +286,15 @@ void tern__fiber_boot(void (*entry)(void *), void *arg)
 
 void tern__fiber_init(tern__fiber *f, tern__stack *s, void (*entry)(void *), void *arg)
 {
-    size_t page = (size_t)sysconf(_SC_PAGESIZE);
     f->stack = s;
 #ifdef TERN_ASAN
+    size_t page = (size_t)sysconf(_SC_PAGESIZE);
     /* Frames of the stack's previous fiber, which never returned, may have
      * left poisoned redzones behind. */
     __asan_unpoison_memory_region(s->base + page, s->size - page);
-#endif
     f->asan_bottom = s->base + page;
     f->asan_size = s->size - page;
+#endif
     /* Cache colouring: stacks are a power-of-two-ish stride apart, so every
      * stack top would map to the same L1/L2 sets and a few hundred fibers
      * would thrash 8 ways (yield_many ran 93 ns per yield on one worker).
@@ -307,8 +307,6 @@ void tern__fiber_init(tern__fiber *f, tern__stack *s, void (*entry)(void *), voi
      * stack of the fiber that ran before and never returned. */
     if (f->tsan) __tsan_destroy_fiber(f->tsan);
     f->tsan = __tsan_create_fiber(0);
-#else
-    f->tsan = NULL;
 #endif
 }
 
@@ -368,8 +366,9 @@ void tern__fiber_destroy(tern__fiber *f)
 {
 #ifdef TERN_TSAN
     if (f->tsan && f->stack) __tsan_destroy_fiber(f->tsan);
-#endif
     f->tsan = NULL;
+#endif
+    (void)f;
 }
 
 /* ---- stack overflow reporting ------------------------------------------------ */

@@ -28,9 +28,15 @@ typedef struct tern__stack {
 typedef struct tern__fiber {
     void *sp;                /* saved stack pointer while switched out */
     tern__stack *stack;      /* NULL for a thread's own (scheduler) context */
-    void *tsan;              /* TSan fiber handle, NULL in other builds */
+    /* Sanitizer state exists only in those builds: a task header must stay
+     * within two cache lines (every spawn writes one). */
+#ifdef TERN_TSAN
+    void *tsan; /* TSan fiber handle */
+#endif
+#ifdef TERN_ASAN
     const void *asan_bottom; /* ASan: bounds of this context's own stack */
     size_t asan_size;
+#endif
 } tern__fiber;
 
 /* The stack pool of one runtime. Stacks are carved from large MAP_NORESERVE

@@ -89,6 +89,10 @@ enum { SW_YIELD, SW_PARK, SW_DONE };
 
 typedef struct tern__sleep tern__sleep;
 
+#if !defined(TERN_TSAN) && !defined(TERN_ASAN)
+/* two cache lines: see header_get in task.c */
+#define TERN_TASK_SIZE_CHECK 1
+#endif
 struct tern_task {
     /* First cache line: what a switch and a run touch. */
     _Atomic uint32_t state;
@@ -114,6 +118,9 @@ struct tern_task {
     _Atomic uintptr_t joiner; /* tern_task* (bit 0 clear) or thread waiter | 1 */
     struct tern_task *reg_prev, *reg_next; /* registry of parked tasks */
 };
+#ifdef TERN_TASK_SIZE_CHECK
+_Static_assert(sizeof(struct tern_task) <= 128, "a task header fits two cache lines");
+#endif
 
 /* A thread outside the runtime blocked on something (join, block_on). */
 typedef struct tern__thread_waiter {

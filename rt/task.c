@@ -125,7 +125,8 @@ static tern_task *header_get(tern_runtime *rt, tern_loop *w)
         if (w->nfree)
             return w->free_tasks[--w->nfree];
     }
-    /* Cache-line aligned, so the first line really is one line. */
+    /* Cache-line aligned, so the first line really is one line (two lines
+     * in all outside sanitizer builds). */
     return aligned_alloc(64, (sizeof(tern_task) + 63) & ~(size_t)63);
 }
 
@@ -263,7 +264,9 @@ int tern__task_new(tern_runtime *rt, tern_task_fn fn, void *arg, int kind, tern_
     atomic_init(&t->joiner, 0);
     t->next = NULL;
     t->fiber.stack = NULL;
+#ifdef TERN_TSAN
     t->fiber.tsan = NULL;
+#endif
     t->rt = rt;
     t->fn = fn;
     t->arg = arg;
@@ -313,6 +316,8 @@ void tern__schedule(tern_runtime *rt, tern_task *t, int lifo)
         tern__notify_work(rt);
 }
 
+static void switch_out(tern_task *t, int reason);
+
 int tern_runtime_spawn(tern_runtime *rt, tern_task_fn fn, void *arg, tern_task **out)
 {
     if (!rt || !fn)
@@ -324,6 +329,16 @@ int tern_runtime_spawn(tern_runtime *rt, tern_task_fn fn, void *arg, tern_task *
     if (out)
         *out = t;
     tern__schedule(rt, t, 0);
+    /* Spawning is work too: a task that spawns in a loop without ever
+     * waiting yields once its cooperative budget is spent, so the tasks it
+     * made run while their headers are still warm instead of piling up
+     * (spawn_many's backlog grew to 200 MB and 4x the time without it). */
+    tern_loop *w = tern__loop_self();
+    tern_task *me = w && w->rt == rt ? w->current : NULL;
+    if (me && (me->budget == 0 || --me->budget == 0)) {
+        TERN_STAT_INC(w, budget_yields);
+        switch_out(me, SW_YIELD);
+    }
     return 0;
 }
 

@@ -113,7 +113,10 @@ TERN_API unsigned tern_runtime_workers(const tern_runtime *rt);
  * must give back with tern_join() or tern_task_release(); when out is NULL
  * the task is detached. The new task's stack is taken when it first runs.
  * Returns 0, -EINVAL (rt or fn NULL), -ENOMEM, or -ESHUTDOWN.
- * Any thread. Never suspends. */
+ * Any thread. Spawning counts against the calling task's cooperative budget:
+ * a task that spawns many tasks without waiting in between is made to yield
+ * (after the spawn succeeded) so that what it spawned can run; a spawn never
+ * fails for that and never returns -ECANCELED. */
 TERN_API int tern_runtime_spawn(tern_runtime *rt, tern_task_fn fn, void *arg,
                                 tern_task **out);
 

@@ -297,6 +297,34 @@ START_TEST(budget_prevents_starvation)
 }
 END_TEST
 
+/* Spawning spends the budget: a task spawning in a loop lets its children
+ * run before it is done, even on one worker where nothing else could. */
+static _Atomic int kids_ran;
+
+static void *kid(void *arg)
+{
+    atomic_fetch_add(&kids_ran, 1);
+    return NULL;
+}
+
+static void *spawn_loop(void *arg)
+{
+    for (int i = 0; i < 100; i++)
+        ck_assert_int_eq(tern_spawn(kid, NULL, NULL), 0);
+    int during = atomic_load(&kids_ran);
+    ck_assert_int_gt(during, 0);
+    while (atomic_load(&kids_ran) < 100)
+        tern_yield();
+    return NULL;
+}
+
+START_TEST(spawning_spends_budget)
+{
+    tern_config cfg = {.workers = 1, .budget = 16};
+    ck_assert_int_eq(tern_run(&cfg, spawn_loop, NULL, NULL), 0);
+}
+END_TEST
+
 #pragma GCC diagnostic ignored "-Winfinite-recursion" /* on purpose */
 static void *recurse(void *arg)
 {
@@ -560,6 +588,7 @@ Suite *task_suite(void)
     tcase_add_test(tc, sleep_not_early);
     tcase_add_test(tc, park_unpark);
     tcase_add_test(tc, budget_prevents_starvation);
+    tcase_add_test(tc, spawning_spends_budget);
     tcase_add_test(tc, stack_overflow_reported);
     tcase_add_test(tc, blocking_pool);
     tcase_add_test(tc, shutdown_cancels_waiters);
