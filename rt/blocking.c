@@ -121,7 +121,7 @@ int tern_runtime_spawn_blocking(tern_runtime *rt, tern_task_fn fn, void *arg,
         atomic_fetch_xor_explicit(&t->state, TS_SCHEDULED | TS_RUNNING, RELAXED);
         tern__task_finish(NULL, t);
         tern__task_unref(t);
-        return r == -EAGAIN ? -EAGAIN : r;
+        return r;
     }
     *out = t;
     return 0;

@@ -74,7 +74,6 @@ static int handle_new(tern_loop *w, tern_callback_fn cb, void *arg, tern_handle 
     atomic_init(&h->state, HS_PENDING);
     h->cb = cb;
     h->arg = arg;
-    h->loop = w;
     if (out)
         *out = h;
     *hp = h;

@@ -54,17 +54,6 @@ extern _Atomic unsigned tern__fence_word;
 #define TERN_FENCE() atomic_thread_fence(SEQ_CST)
 #endif
 
-/* ThreadSanitizer cannot see concurrencykit's atomics (DESIGN.md): items
- * handed through a ck structure are published and taken with these. */
-#ifdef TERN_TSAN
-void __tsan_acquire(void *addr);
-void __tsan_release(void *addr);
-#define TERN_TSAN_RELEASE(p) __tsan_release((void *)(p))
-#define TERN_TSAN_ACQUIRE(p) __tsan_acquire((void *)(p))
-#else
-#define TERN_TSAN_RELEASE(p) ((void)0)
-#define TERN_TSAN_ACQUIRE(p) ((void)0)
-#endif
 
 #define TERN_LOCAL_QUEUE 256 /* power of two */
 #define TERN_EVENT_INTERVAL 61 /* tasks run between two looks at timers/inject */
@@ -139,7 +128,6 @@ struct tern_handle {
     _Atomic uint32_t state; /* HS_* */
     tern_callback_fn cb;
     void *arg;
-    tern_loop *loop;
     struct tern_handle *next; /* FIFO / inbox link */
     tern__timer timer;        /* call_later/call_at */
 };

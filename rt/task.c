@@ -58,21 +58,21 @@ tern_task *tern_task_ref(tern_task *t)
 /* ---- counting and recycling ------------------------------------------------------
  *
  * Spawned, finished and freed tasks are counted per worker (plain stores by
- * the owner) or, from other threads, in rt->foreign (atomic adds), so that
- * spawning on one worker and finishing on another share no counter line.
+ * the owner) or, from other threads, in rt->foreign_counts (atomic adds), so
+ * that spawning on one worker and finishing on another share no counter line.
  * unfinished = spawned - finished, live = spawned - freed.
  *
- * Task headers are recycled through a per-worker free list; a worker with
+ * Task headers are recycled through a per-worker array; a worker with
  * too many hands half to a global list, a worker with none takes a batch
  * from it, so headers freed on one worker feed spawns on another. */
 
 enum { CNT_SPAWNED, CNT_FINISHED, CNT_FREED };
 
-static void count(tern_runtime *rt, int which)
+/* w: the calling thread's loop, or NULL off rt's workers. */
+static void count(tern_runtime *rt, tern_loop *w, int which)
 {
-    tern_loop *w = tern__loop_self();
     _Atomic uint64_t *c = w && w->rt == rt ? &w->counts[which] : NULL;
-    if (c) /* release: pairs with the acquire in tern__count_sum */
+    if (c) /* release: pairs with the acquire in count_sum */
         atomic_store_explicit(c, atomic_load_explicit(c, RELAXED) + 1, RELEASE);
     else
         atomic_fetch_add_explicit(&rt->foreign_counts[which], 1, ACQ_REL);
@@ -130,9 +130,8 @@ static tern_task *header_get(tern_runtime *rt, tern_loop *w)
     return aligned_alloc(64, (sizeof(tern_task) + 63) & ~(size_t)63);
 }
 
-static void header_put(tern_runtime *rt, tern_task *t)
+static void header_put(tern_runtime *rt, tern_loop *w, tern_task *t)
 {
-    tern_loop *w = tern__loop_self();
     if (!w || w->rt != rt) {
         free(t);
         return;
@@ -186,8 +185,9 @@ void tern__task_unref(tern_task *t)
     if (atomic_fetch_sub_explicit(&t->refs, 1, ACQ_REL) != 1)
         return;
     tern_runtime *rt = t->rt;
-    count(rt, CNT_FREED);
-    header_put(rt, t);
+    tern_loop *w = tern__loop_self();
+    count(rt, w, CNT_FREED);
+    header_put(rt, w, t);
 }
 
 void tern_task_release(tern_task *t)
@@ -278,10 +278,24 @@ int tern__task_new(tern_runtime *rt, tern_task_fn fn, void *arg, int kind, tern_
     t->registered = 0;
     t->yielded = 0;
     t->id = new_id(w);
-    count(rt, CNT_SPAWNED);
+    count(rt, w, CNT_SPAWNED);
     if (out)
         *out = t;
     return 0;
+}
+
+/* Puts t at the back of w's queue and lets a sleeping worker help when more
+ * than one task waits here (Tokio's rule). The relaxed look at the sleepers
+ * spares the fence on this hot path when nobody sleeps; a sleeper it misses
+ * was registering at that very moment and looks at every queue after
+ * registering (worker.c), and at worst this worker runs the task itself:
+ * nothing is lost. */
+static void requeue(tern_loop *w, tern_task *t)
+{
+    tern__queue_push(w, t);
+    if (!w->searching && atomic_load_explicit(&w->rt->idle.nsleepers, RELAXED) &&
+        tern__queue_len(w) > 1)
+        tern__notify_work(w->rt);
 }
 
 /*
@@ -304,16 +318,7 @@ void tern__schedule(tern_runtime *rt, tern_task *t, int lifo)
             return; /* one task, run next by us: nothing for others */
         t = prev;
     }
-    tern__queue_push(w, t);
-    /* Tokio's rule: more than one task waiting here and nobody searching
-     * means another worker could help. */
-    /* The relaxed look at the sleepers spares the fence when nobody
-     * sleeps (the common, busy case). A sleeper that it misses is
-     * registering right now and looks at every queue after that; at worst
-     * this worker runs the task itself: nothing is lost. */
-    if (!w->searching && atomic_load_explicit(&rt->idle.nsleepers, RELAXED) &&
-        tern__queue_len(w) > 1)
-        tern__notify_work(rt);
+    requeue(w, t);
 }
 
 static void switch_out(tern_task *t, int reason);
@@ -373,8 +378,10 @@ void tern__task_wake(tern_task *t, uint32_t extra)
          * acq_rel: acquire the parker's release (its context is saved),
          * release our own writes (the condition we are waking it for). */
         if (atomic_compare_exchange_weak_explicit(&t->state, &s, n, ACQ_REL, ACQUIRE)) {
-            if (n != s && !(s & (TS_RUNNING | TS_SCHEDULED)))
-                tern__schedule(t->rt, t, tern__loop_self() && tern__loop_self()->current);
+            if (n != s && !(s & (TS_RUNNING | TS_SCHEDULED))) {
+                tern_loop *w = tern__loop_self();
+                tern__schedule(t->rt, t, w && w->current); /* a task's wake: LIFO */
+            }
             return;
         }
     }
@@ -477,26 +484,13 @@ void tern__task_finish(tern_loop *w, tern_task *t)
         tern__task_wake((tern_task *)j, 0);
         tern__task_unref((tern_task *)j);
     }
-    count(rt, CNT_FINISHED);
+    count(rt, w, CNT_FINISHED);
     if (atomic_load_explicit(&rt->closing, ACQUIRE)) {
         pthread_mutex_lock(&rt->done_lock);
         pthread_cond_broadcast(&rt->done_cond);
         pthread_mutex_unlock(&rt->done_lock);
     }
     tern__task_unref(t); /* the scheduler's reference */
-}
-
-/* Puts a task that ran and must run again at the back of w's queue, and
- * lets a sleeping worker help when more than one task waits here. The
- * relaxed look at the sleepers skips the fence on this hot path; a sleeper
- * it misses was registering at that very moment and looks at every queue
- * after registering (worker.c), and the next requeue sees it anyway. */
-static void requeue(tern_loop *w, tern_task *t)
-{
-    tern__queue_push(w, t);
-    if (!w->searching && atomic_load_explicit(&w->rt->idle.nsleepers, RELAXED) &&
-        tern__queue_len(w) > 1)
-        tern__notify_work(w->rt);
 }
 
 /* Worker side: runs t (popped from a queue, state SCHEDULED) until it

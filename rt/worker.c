@@ -119,29 +119,28 @@ static uint32_t rng_next(tern_loop *w)
     return w->rng = x;
 }
 
+static tern_task *take_lifo(tern_loop *w)
+{
+    tern_task *t = atomic_load_explicit(&w->lifo, RELAXED);
+    if (t && (t = atomic_exchange_explicit(&w->lifo, NULL, ACQUIRE)))
+        TERN_STAT_INC(w, lifo_hits);
+    return t;
+}
+
 /* The next local task: the LIFO slot first (at most TERN_LIFO_STREAK times
  * in a row, so two tasks waking each other cannot starve the queue), then
- * the queue. */
+ * the queue, then the LIFO slot after all. */
 static tern_task *next_local(tern_loop *w)
 {
-    if (w->lifo_streak < TERN_LIFO_STREAK) {
-        tern_task *t = atomic_load_explicit(&w->lifo, RELAXED);
-        if (t && (t = atomic_exchange_explicit(&w->lifo, NULL, ACQUIRE))) {
-            w->lifo_streak++;
-            TERN_STAT_INC(w, lifo_hits);
-            return t;
-        }
+    tern_task *t;
+    if (w->lifo_streak < TERN_LIFO_STREAK && (t = take_lifo(w))) {
+        w->lifo_streak++;
+        return t;
     }
     w->lifo_streak = 0;
-    tern_task *t = tern__queue_pop(w);
-    if (t)
+    if ((t = tern__queue_pop(w)))
         return t;
-    t = atomic_load_explicit(&w->lifo, RELAXED);
-    if (t && (t = atomic_exchange_explicit(&w->lifo, NULL, ACQUIRE))) {
-        TERN_STAT_INC(w, lifo_hits);
-        return t;
-    }
-    return NULL;
+    return take_lifo(w);
 }
 
 static tern_task *steal(tern_loop *w)
@@ -202,12 +201,11 @@ static int work_anywhere(tern_runtime *rt)
     return 0;
 }
 
-/* Removes w from the sleepers if still there. Returns 1 if it was, 0 if a
- * notifier took it out (and made it a searcher). */
-static int unregister_sleeper(tern_loop *w)
+/* Removes w from the sleepers if it is still there (a notifier may have
+ * taken it out already, making it a searcher). */
+static void unregister_sleeper(tern_loop *w)
 {
     tern_runtime *rt = w->rt;
-    int was = 0;
     pthread_mutex_lock(&rt->idle.lock);
     if (w->sleeping) {
         unsigned n = atomic_load_explicit(&rt->idle.nsleepers, RELAXED);
@@ -219,10 +217,8 @@ static int unregister_sleeper(tern_loop *w)
         }
         atomic_store_explicit(&rt->idle.nsleepers, n - 1, RELAXED);
         w->sleeping = 0;
-        was = 1;
     }
     pthread_mutex_unlock(&rt->idle.lock);
-    return was;
 }
 
 /* Sleeps in the driver until the next timer, a wake, or (later) I/O. */
