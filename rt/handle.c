@@ -118,15 +118,21 @@ int tern_call_soon(tern_loop *loop, tern_callback_fn cb, void *arg, tern_handle 
     return 0;
 }
 
-int tern_call_soon_threadsafe(tern_loop *loop, tern_callback_fn cb, void *arg,
-                              tern_handle **out)
+tern_handle *tern__handle_alloc(tern_callback_fn cb, void *arg)
 {
-    if (!loop || !cb)
-        return -EINVAL;
-    tern_handle *h;
-    int err = handle_new(loop, cb, arg, out, &h);
-    if (err < 0)
-        return err;
+    tern_handle *h = malloc(sizeof *h);
+    if (!h)
+        return NULL;
+    memset(h, 0, sizeof *h);
+    atomic_init(&h->refs, 1);
+    atomic_init(&h->state, HS_PENDING);
+    h->cb = cb;
+    h->arg = arg;
+    return h;
+}
+
+int tern__handle_post(tern_loop *loop, tern_handle *h)
+{
     if (loop == tern__loop_self() && !loop->closed) {
         /* From the loop's own thread it is a plain call_soon: the same FIFO
          * keeps it in order with call_soon (asyncio's single _ready). */
@@ -137,9 +143,6 @@ int tern_call_soon_threadsafe(tern_loop *loop, tern_callback_fn cb, void *arg,
     pthread_mutex_lock(&loop->inbox_lock);
     if (loop->closed) {
         pthread_mutex_unlock(&loop->inbox_lock);
-        if (out)
-            *out = NULL;
-        free(h);
         return -ESHUTDOWN;
     }
     if (loop->inbox_tail)
@@ -153,6 +156,23 @@ int tern_call_soon_threadsafe(tern_loop *loop, tern_callback_fn cb, void *arg,
     if (loop != tern__loop_self() && atomic_exchange_explicit(&loop->parked, 0, SEQ_CST))
         tern__loop_wake(loop);
     return 0;
+}
+
+int tern_call_soon_threadsafe(tern_loop *loop, tern_callback_fn cb, void *arg,
+                              tern_handle **out)
+{
+    if (!loop || !cb)
+        return -EINVAL;
+    tern_handle *h;
+    int err = handle_new(loop, cb, arg, out, &h);
+    if (err < 0)
+        return err;
+    if ((err = tern__handle_post(loop, h)) < 0) {
+        if (out)
+            *out = NULL;
+        free(h);
+    }
+    return err;
 }
 
 int tern_call_at(tern_loop *loop, uint64_t when, tern_callback_fn cb, void *arg,

@@ -104,7 +104,7 @@ struct tern_task {
     void *arg;
     void *result;
     int status; /* 0, -ECANCELED, -ENOMEM once complete */
-    _Atomic uintptr_t joiner; /* tern_task* (bit 0 clear) or thread waiter | 1 */
+    _Atomic uintptr_t joiner; /* tern_task*, thread waiter | 1, or tern_future* | 2 */
     struct tern_task *reg_prev, *reg_next; /* registry of parked tasks */
 };
 #ifdef TERN_TASK_SIZE_CHECK
@@ -270,6 +270,8 @@ void tern__task_run(tern_loop *w, tern_task *t);
 void tern__task_finish(tern_loop *w, tern_task *t);
 void tern__task_wake(tern_task *t, uint32_t extra);
 void tern__schedule(tern_runtime *rt, tern_task *t, int lifo);
+/* tern_park, optionally deaf to cancellation (waits that must finish). */
+int tern__park(uint64_t deadline, int nocancel);
 
 /* queue.c */
 void tern__queue_push(tern_loop *w, tern_task *t);
@@ -285,12 +287,20 @@ void tern__notify_work(tern_runtime *rt);
 void tern__loop_wake(tern_loop *w);
 
 /* handle.c */
+tern_handle *tern__handle_alloc(tern_callback_fn cb, void *arg); /* one reference */
+/* Queues h on loop from any thread (call_soon_threadsafe with a handle made
+ * in advance, so the post itself cannot fail for memory). Returns 0 or
+ * -ESHUTDOWN (loop closed; h is still the caller's). */
+int tern__handle_post(tern_loop *loop, tern_handle *h);
 void tern__handles_run(tern_loop *w);
 void tern__handles_drain(tern_loop *w);
 int tern__handles_pending(tern_loop *w);
 void tern__timer_fire(tern__timer *t, void *ctx);
 void tern__timer_reap(tern__timer *t, void *ctx);
 enum { TERN_TIMER_SLEEP = 1, TERN_TIMER_HANDLE };
+
+/* sync/future.c: completes a task's future (tern_task_future) */
+void tern__future_task_done(tern_future *f, void *result, int status);
 
 /* blocking.c */
 int tern__blocking_submit(tern_runtime *rt, tern_task *t);

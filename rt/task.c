@@ -480,6 +480,8 @@ void tern__task_finish(tern_loop *w, tern_task *t)
     uintptr_t j = atomic_exchange_explicit(&t->joiner, 0, SEQ_CST);
     if (j & 1) {
         tern__thread_wake((tern__thread_waiter *)(j & ~(uintptr_t)1));
+    } else if (j & 2) {
+        tern__future_task_done((tern_future *)(j & ~(uintptr_t)2), t->result, t->status);
     } else if (j) {
         tern__task_wake((tern_task *)j, 0);
         tern__task_unref((tern_task *)j);
@@ -655,12 +657,12 @@ static int sleep_disarm(tern_task *t, tern__sleep *sl)
     return 0;
 }
 
-int tern_park(uint64_t deadline)
+int tern__park(uint64_t deadline, int nocancel)
 {
     tern_task *t = self_task();
     if (!t)
         return -EPERM;
-    if (cancelled(t))
+    if (!nocancel && cancelled(t))
         return -ECANCELED;
     /* A permit already waiting: take it without switching, while the
      * cooperative budget lasts. */
@@ -682,9 +684,14 @@ int tern_park(uint64_t deadline)
     }
     switch_out(t, SW_PARK);
     int fired = sl ? sleep_disarm(t, sl) : 0;
-    if (cancelled(t))
+    if (!nocancel && cancelled(t))
         return -ECANCELED;
     return fired ? -ETIMEDOUT : 0;
+}
+
+int tern_park(uint64_t deadline)
+{
+    return tern__park(deadline, 0);
 }
 
 int tern_sleep_until(uint64_t deadline)

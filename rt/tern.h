@@ -297,4 +297,7 @@ TERN_API const char *tern_strerror(int err);
 #ifdef __cplusplus
 }
 #endif
+
+#include "tern_sync.h" /* futures, task groups, locks, channels */
+
 #endif /* TERN_H */

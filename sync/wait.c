@@ -1,0 +1,181 @@
+/*
+ * Wait queues and wake records: see wait.h for the protocol.
+ */
+#include <errno.h>
+#include <limits.h>
+#include <linux/futex.h>
+#include <sys/syscall.h>
+#include <time.h>
+#include <unistd.h>
+
+#include "wait.h"
+
+void tern__wq_push(tern__waitq *q, tern__waiter *w)
+{
+    w->next = NULL;
+    w->prev = q->tail;
+    if (q->tail)
+        q->tail->next = w;
+    else
+        q->head = w;
+    q->tail = w;
+    w->linked = 1;
+}
+
+void tern__wq_unlink(tern__waitq *q, tern__waiter *w)
+{
+    if (!w->linked)
+        return;
+    if (w->prev)
+        w->prev->next = w->next;
+    else
+        q->head = w->next;
+    if (w->next)
+        w->next->prev = w->prev;
+    else
+        q->tail = w->prev;
+    w->linked = 0;
+}
+
+int tern__waiter_claim(tern__waiter *w)
+{
+    uint32_t exp = W_WAITING;
+    /* acquire: what the waiter wrote into its node before queueing it is
+     * ours to read (a message to take, a count of permits) */
+    return atomic_compare_exchange_strong_explicit(&w->wake->state, &exp, W_CLAIMED, ACQUIRE,
+                                                   RELAXED);
+}
+
+tern__waiter *tern__wq_claim(tern__waitq *q)
+{
+    tern__waiter *w;
+    while ((w = q->head)) {
+        tern__wq_unlink(q, w);
+        if (tern__waiter_claim(w))
+            return w;
+    }
+    return NULL;
+}
+
+tern__waiter *tern__wq_peek(tern__waitq *q)
+{
+    tern__waiter *w;
+    while ((w = q->head)) {
+        if (atomic_load_explicit(&w->wake->state, RELAXED) == W_WAITING)
+            return w;
+        tern__wq_unlink(q, w); /* its owner gave up, or another node won */
+    }
+    return NULL;
+}
+
+void tern__wake_init(tern__wake *k)
+{
+    k->task = tern_task_current();
+    atomic_init(&k->state, W_WAITING);
+    atomic_init(&k->fired, -1);
+}
+
+static void futex_wake_all(_Atomic uint32_t *word)
+{
+    /* The waiter may already be gone; a futex wake on a dead address
+     * touches no memory. */
+    syscall(SYS_futex, word, FUTEX_WAKE_PRIVATE, INT_MAX, NULL, NULL, 0);
+}
+
+void tern__wake_post(tern__waiter *w)
+{
+    tern__wake *k = w->wake;
+    tern_task *t = k->task;
+    atomic_store_explicit(&k->fired, w->index, RELAXED);
+    if (!t) {
+        atomic_store_explicit(&k->state, W_DONE, RELEASE);
+        futex_wake_all(&k->state);
+        return;
+    }
+    tern_task_ref(t);
+    /* release: the grant (a message copied, a lock handed) before DONE */
+    atomic_store_explicit(&k->state, W_DONE, RELEASE);
+    tern_unpark(t);
+    tern_task_release(t);
+}
+
+void tern__wake_count(tern__wake *k, int err_index)
+{
+    tern_task *t = k->task;
+    if (err_index >= 0) {
+        int exp = -1;
+        atomic_compare_exchange_strong_explicit(&k->fired, &exp, err_index, RELAXED, RELAXED);
+    }
+    if (!t) {
+        atomic_fetch_add_explicit(&k->state, 1, RELEASE);
+        futex_wake_all(&k->state);
+        return;
+    }
+    tern_task_ref(t);
+    atomic_fetch_add_explicit(&k->state, 1, RELEASE);
+    tern_unpark(t);
+    tern_task_release(t);
+}
+
+int tern__wake_block(tern__wake *k, uint32_t seen, uint64_t deadline, int nocancel)
+{
+    if (k->task)
+        return tern__park(deadline, nocancel);
+    struct timespec ts, *tp = NULL;
+    if (deadline) {
+        if (tern_now() >= deadline)
+            return -ETIMEDOUT;
+        ts.tv_sec = (time_t)(deadline / 1000000000u);
+        ts.tv_nsec = (long)(deadline % 1000000000u);
+        tp = &ts;
+    }
+    /* FUTEX_WAIT_BITSET takes an absolute CLOCK_MONOTONIC time, tern_now's
+     * clock. A wake-up with the word unchanged is simply another loop. */
+    if (syscall(SYS_futex, &k->state, FUTEX_WAIT_BITSET_PRIVATE, seen, tp, NULL,
+                FUTEX_BITSET_MATCH_ANY) < 0 &&
+        errno == ETIMEDOUT)
+        return -ETIMEDOUT;
+    return 0;
+}
+
+int tern__wake_wait(tern__wake *k, uint64_t deadline, int nocancel)
+{
+    for (;;) {
+        uint32_t s = atomic_load_explicit(&k->state, ACQUIRE);
+        if (s == W_DONE)
+            return 0;
+        if (s != W_WAITING) {
+            /* claimed: the waker is mid-grant and will post DONE */
+            tern__wake_block(k, s, 0, 1);
+            continue;
+        }
+        int r = tern__wake_block(k, s, deadline, nocancel);
+        if (r == 0)
+            continue;
+        uint32_t exp = W_WAITING;
+        if (atomic_compare_exchange_strong_explicit(&k->state, &exp, W_ABANDONED, ACQ_REL,
+                                                    ACQUIRE))
+            return r;
+        /* a waker won the race: the grant is ours, take it */
+    }
+}
+
+int tern__wake_wait_count(tern__wake *k, uint32_t target, uint64_t deadline,
+                          int (*stop)(tern__wake *k, void *arg), void *arg)
+{
+    for (;;) {
+        uint32_t s = atomic_load_explicit(&k->state, ACQUIRE);
+        if (s >= target || (stop && stop(k, arg)))
+            return 0;
+        int r = tern__wake_block(k, s, deadline, 0);
+        if (r < 0)
+            return r;
+    }
+}
+
+void tern__wake_drain(tern__wake *k, uint32_t target)
+{
+    uint32_t s;
+    while ((s = atomic_load_explicit(&k->state, ACQUIRE)) < target)
+        tern__wake_block(k, s, 0, 1);
+}
