@@ -1,0 +1,699 @@
+/*
+ * Futures, their combinators, and task groups.
+ *
+ * A future's spinlock (q.lock) guards its outcome, its waiters and its
+ * callbacks. Completion happens once, under the lock; everything it
+ * triggers (posting waiters, scheduling callbacks) happens after the lock
+ * is dropped, from lists taken while it was held.
+ *
+ * Waiters are wait.h nodes in two modes: claimed (one waiter per record:
+ * tern_future_wait, tern_wait_any) or counting (one record for many
+ * futures: tern_gather), told apart by the node's n field.
+ */
+#include <errno.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "wait.h"
+
+#define COUNTING 1 /* a node's n: counting mode */
+#define SMALL 16   /* nodes kept on the stack by the combinators */
+
+typedef struct fcb {
+    struct fcb *next;
+    tern_future_cb cb;
+    void *arg;
+    tern_future *f;
+    tern_loop *loop; /* NULL: runs on the completing thread (internal) */
+    tern_handle *h;  /* made when added, so completion cannot fail */
+} fcb;
+
+struct tern_future {
+    tern__waitq q; /* lock + waiters */
+    _Atomic uint32_t refs;
+    _Atomic uint32_t done;
+    int err;
+    void *value;
+    fcb *cb_head, *cb_tail;
+    tern_task *task; /* a task's future: cancelling cancels it */
+};
+
+int tern_future_new(tern_future **out)
+{
+    if (!out)
+        return -EINVAL;
+    tern_future *f = calloc(1, sizeof *f);
+    if (!f)
+        return -ENOMEM;
+    atomic_init(&f->refs, 1);
+    *out = f;
+    return 0;
+}
+
+tern_future *tern_future_ref(tern_future *f)
+{
+    if (f)
+        atomic_fetch_add_explicit(&f->refs, 1, RELAXED);
+    return f;
+}
+
+void tern_future_release(tern_future *f)
+{
+    /* Pending callbacks hold references, so none is left here. */
+    if (f && atomic_fetch_sub_explicit(&f->refs, 1, ACQ_REL) == 1)
+        free(f);
+}
+
+/* ---- callbacks -------------------------------------------------------------- */
+
+static void fcb_run(void *arg)
+{
+    fcb *c = arg;
+    c->cb(c->f, c->arg);
+    tern_future_release(c->f);
+    if (c->h)
+        tern_handle_release(c->h);
+    free(c);
+}
+
+/* Schedules c on its loop; when the loop is gone (or c is internal) runs
+ * it here. */
+static void fcb_fire(fcb *c)
+{
+    tern_handle *h = c->h;
+    /* Once posted, the handle is the loop's and c may run (and be freed)
+     * at any moment on the loop's thread: let go of both first. */
+    c->h = NULL;
+    if (c->loop && tern__handle_post(c->loop, h) == 0)
+        return;
+    c->h = h;
+    fcb_run(c);
+}
+
+static int add_callback(tern_future *f, tern_loop *loop, tern_future_cb cb, void *arg,
+                        int internal)
+{
+    if (!f || !cb)
+        return -EINVAL;
+    if (!internal && !loop && !(loop = tern_loop_current()))
+        return -EINVAL;
+    fcb *c = calloc(1, sizeof *c);
+    if (!c)
+        return -ENOMEM;
+    c->cb = cb;
+    c->arg = arg;
+    c->f = tern_future_ref(f);
+    c->loop = internal ? NULL : loop;
+    if (c->loop && !(c->h = tern__handle_alloc(fcb_run, c))) {
+        tern_future_release(f);
+        free(c);
+        return -ENOMEM;
+    }
+    TERN__LOCK(&f->q);
+    if (!atomic_load_explicit(&f->done, RELAXED)) {
+        if (f->cb_tail)
+            f->cb_tail->next = c;
+        else
+            f->cb_head = c;
+        f->cb_tail = c;
+        TERN__UNLOCK(&f->q);
+        return 0;
+    }
+    TERN__UNLOCK(&f->q);
+    fcb_fire(c);
+    return 0;
+}
+
+int tern_future_add_done_callback(tern_future *f, tern_loop *loop, tern_future_cb cb,
+                                  void *arg)
+{
+    return add_callback(f, loop, cb, arg, 0);
+}
+
+int tern_future_remove_done_callback(tern_future *f, tern_future_cb cb, void *arg)
+{
+    if (!f || !cb)
+        return -EINVAL;
+    fcb *gone = NULL;
+    int n = 0;
+    TERN__LOCK(&f->q);
+    for (fcb **p = &f->cb_head; *p;) {
+        fcb *c = *p;
+        if (c->cb == cb && c->arg == arg && c->loop) {
+            *p = c->next;
+            c->next = gone;
+            gone = c;
+            n++;
+        } else {
+            f->cb_tail = c;
+            p = &c->next;
+        }
+    }
+    if (!f->cb_head)
+        f->cb_tail = NULL;
+    TERN__UNLOCK(&f->q);
+    while (gone) {
+        fcb *c = gone;
+        gone = c->next;
+        tern_handle_release(c->h);
+        tern_future_release(c->f);
+        free(c);
+    }
+    return n;
+}
+
+/* ---- completion --------------------------------------------------------------- */
+
+static int complete(tern_future *f, void *value, int err)
+{
+    if (!f)
+        return -EINVAL;
+    tern__waiter *post = NULL, *count = NULL, *w;
+    TERN__LOCK(&f->q);
+    if (atomic_load_explicit(&f->done, RELAXED)) {
+        TERN__UNLOCK(&f->q);
+        return -EALREADY;
+    }
+    f->value = value;
+    f->err = err;
+    atomic_store_explicit(&f->done, 1, RELEASE);
+    while ((w = f->q.head)) {
+        tern__wq_unlink(&f->q, w);
+        if (w->n == COUNTING) {
+            w->next = count;
+            count = w;
+        } else if (tern__waiter_claim(w)) {
+            w->next = post;
+            post = w;
+        }
+    }
+    fcb *cbs = f->cb_head;
+    f->cb_head = f->cb_tail = NULL;
+    tern_task *task = f->task;
+    f->task = NULL;
+    TERN__UNLOCK(&f->q);
+
+    /* Keep f alive through the callbacks: one may drop the last other
+     * reference. */
+    tern_future_ref(f);
+    while (post) {
+        w = post;
+        post = w->next;
+        tern__wake_post(w);
+    }
+    while (count) {
+        w = count;
+        count = w->next;
+        tern__wake_count(w->wake, err ? w->index : -1);
+    }
+    while (cbs) {
+        fcb *c = cbs;
+        cbs = c->next;
+        fcb_fire(c);
+    }
+    if (task)
+        tern_task_release(task);
+    tern_future_release(f);
+    return 0;
+}
+
+int tern_future_set_result(tern_future *f, void *value)
+{
+    return complete(f, value, 0);
+}
+
+int tern_future_set_error(tern_future *f, int err)
+{
+    if (err >= 0)
+        return -EINVAL;
+    return complete(f, NULL, err);
+}
+
+int tern_future_cancel(tern_future *f)
+{
+    if (!f)
+        return -EINVAL;
+    TERN__LOCK(&f->q);
+    int done = atomic_load_explicit(&f->done, RELAXED);
+    tern_task *task = done ? NULL : tern_task_ref(f->task);
+    TERN__UNLOCK(&f->q);
+    if (done)
+        return -EALREADY;
+    if (task) {
+        /* asyncio's Task.cancel: a request; the task decides the outcome */
+        tern_task_cancel(task);
+        tern_task_release(task);
+        return 0;
+    }
+    return complete(f, NULL, -ECANCELED);
+}
+
+int tern_future_done(const tern_future *f)
+{
+    return f && atomic_load_explicit(&((tern_future *)f)->done, ACQUIRE);
+}
+
+int tern_future_cancelled(const tern_future *f)
+{
+    return tern_future_done(f) && f->err == -ECANCELED;
+}
+
+int tern_future_result(const tern_future *f, void **value)
+{
+    if (!f)
+        return -EINVAL;
+    if (!tern_future_done(f))
+        return -EAGAIN;
+    if (f->err)
+        return f->err;
+    if (value)
+        *value = f->value;
+    return 0;
+}
+
+/* ---- tasks as futures -------------------------------------------------------------- */
+
+void tern__future_task_done(tern_future *f, void *result, int status)
+{
+    complete(f, result, status);
+    tern_future_release(f); /* the join slot's reference */
+}
+
+int tern_task_future(tern_task *t, tern_future **out)
+{
+    if (!t || !out)
+        return -EINVAL;
+    tern_future *f;
+    int r = tern_future_new(&f);
+    if (r < 0)
+        return r;
+    f->task = tern_task_ref(t);
+    atomic_store_explicit(&f->refs, 2, RELAXED); /* the caller's, the join slot's */
+    uintptr_t exp = 0, mine = (uintptr_t)f | 2;
+    /* seq_cst: the same Dekker pairing with finish as tern_join's */
+    if (!atomic_compare_exchange_strong_explicit(&t->joiner, &exp, mine, SEQ_CST, RELAXED)) {
+        tern_task_release(t);
+        free(f);
+        return -EBUSY;
+    }
+    if (atomic_load_explicit(&t->state, SEQ_CST) & TS_COMPLETE) {
+        /* finish may have missed the slot: whoever clears it completes f */
+        exp = mine;
+        if (atomic_compare_exchange_strong_explicit(&t->joiner, &exp, 0, ACQ_REL, RELAXED)) {
+            (void)atomic_load_explicit(&t->state, ACQUIRE); /* result, status */
+            tern__future_task_done(f, t->result, t->status);
+        }
+    }
+    *out = f;
+    return 0;
+}
+
+/* ---- waiting ----------------------------------------------------------------------- */
+
+static int future_wait(tern_future *f, uint64_t deadline, int nocancel)
+{
+    if (!f)
+        return -EINVAL;
+    if (tern_future_done(f))
+        return 0;
+    tern__wake k;
+    tern__waiter w = {.wake = &k};
+    tern__wake_init(&k);
+    TERN__LOCK(&f->q);
+    if (atomic_load_explicit(&f->done, RELAXED)) {
+        TERN__UNLOCK(&f->q);
+        return 0;
+    }
+    tern__wq_push(&f->q, &w);
+    TERN__UNLOCK(&f->q);
+    int r = tern__wake_wait(&k, deadline, nocancel);
+    if (r < 0) {
+        TERN__LOCK(&f->q);
+        tern__wq_unlink(&f->q, &w);
+        TERN__UNLOCK(&f->q);
+    }
+    return r;
+}
+
+int tern_future_wait(tern_future *f, uint64_t deadline)
+{
+    return future_wait(f, deadline, 0);
+}
+
+int tern_future_await(tern_future *f, uint64_t deadline, void **value)
+{
+    int r = tern_future_wait(f, deadline);
+    return r < 0 ? r : tern_future_result(f, value);
+}
+
+/* ---- combinators ---------------------------------------------------------------------- */
+
+static int check_list(tern_future *const *fs, size_t n)
+{
+    if (!fs || n > INT32_MAX)
+        return -EINVAL;
+    for (size_t i = 0; i < n; i++)
+        if (!fs[i])
+            return -EINVAL;
+    return 0;
+}
+
+static tern__waiter *nodes_get(size_t n, tern__waiter *small)
+{
+    return n <= SMALL ? small : malloc(n * sizeof(tern__waiter));
+}
+
+static void nodes_put(tern__waiter *w, tern__waiter *small)
+{
+    if (w != small)
+        free(w);
+}
+
+static int first_failure(tern__wake *k, void *arg)
+{
+    return atomic_load_explicit(&k->fired, RELAXED) >= 0;
+}
+
+int tern_gather(tern_future *const *fs, size_t n, unsigned flags, uint64_t deadline)
+{
+    if (check_list(fs, n) < 0 || (flags & ~TERN_GATHER_COLLECT))
+        return -EINVAL;
+    int collect = flags & TERN_GATHER_COLLECT;
+    tern__waiter small[SMALL], *w = nodes_get(n, small);
+    if (!w)
+        return -ENOMEM;
+    tern__wake k;
+    tern__wake_init(&k);
+    uint32_t queued = 0;
+    int failed = -1;
+    size_t seen = 0;
+    for (; seen < n && failed < 0; seen++) {
+        size_t i = seen;
+        tern_future *f = fs[i];
+        w[i] = (tern__waiter){.wake = &k, .n = COUNTING, .index = (int)i};
+        TERN__LOCK(&f->q);
+        if (!atomic_load_explicit(&f->done, RELAXED)) {
+            tern__wq_push(&f->q, &w[i]);
+            queued++;
+        } else if (f->err && !collect) {
+            failed = (int)i;
+        }
+        TERN__UNLOCK(&f->q);
+    }
+    int r = 0;
+    if (failed < 0)
+        r = tern__wake_wait_count(&k, queued, deadline, collect ? NULL : first_failure, NULL);
+    /* Take back the nodes no future has fired yet; wait for the firings
+     * already under way, which still touch k. */
+    uint32_t mine = 0;
+    for (size_t i = 0; i < seen; i++) {
+        TERN__LOCK(&fs[i]->q);
+        if (w[i].linked) {
+            tern__wq_unlink(&fs[i]->q, &w[i]);
+            mine++;
+        }
+        TERN__UNLOCK(&fs[i]->q);
+    }
+    tern__wake_drain(&k, queued - mine);
+    nodes_put(w, small);
+    if (r == -ECANCELED)
+        for (size_t i = 0; i < n; i++)
+            tern_future_cancel(fs[i]);
+    if (r < 0)
+        return r;
+    if (failed < 0 && !collect)
+        failed = atomic_load_explicit(&k.fired, RELAXED);
+    return failed >= 0 ? fs[failed]->err : 0;
+}
+
+int tern_wait_any(tern_future *const *fs, size_t n, uint64_t deadline)
+{
+    if (n == 0 || check_list(fs, n) < 0)
+        return -EINVAL;
+    for (size_t i = 0; i < n; i++)
+        if (tern_future_done(fs[i]))
+            return (int)i;
+    tern__waiter small[SMALL], *w = nodes_get(n, small);
+    if (!w)
+        return -ENOMEM;
+    tern__wake k;
+    tern__wake_init(&k);
+    size_t queued = 0;
+    int found = -1;
+    for (; queued < n; queued++) {
+        tern_future *f = fs[queued];
+        w[queued] = (tern__waiter){.wake = &k, .index = (int)queued};
+        TERN__LOCK(&f->q);
+        if (atomic_load_explicit(&f->done, RELAXED)) {
+            TERN__UNLOCK(&f->q);
+            found = (int)queued;
+            break;
+        }
+        tern__wq_push(&f->q, &w[queued]);
+        TERN__UNLOCK(&f->q);
+    }
+    int r;
+    uint32_t exp = W_WAITING;
+    if (found >= 0 && atomic_compare_exchange_strong_explicit(&k.state, &exp, W_ABANDONED,
+                                                              ACQ_REL, ACQUIRE))
+        r = 1; /* we settled it: the future we found done */
+    else /* none done yet, or one of the queued ones fired first */
+        r = tern__wake_wait(&k, found >= 0 ? 0 : deadline, found >= 0);
+    for (size_t i = 0; i < queued; i++) {
+        TERN__LOCK(&fs[i]->q);
+        tern__wq_unlink(&fs[i]->q, &w[i]);
+        TERN__UNLOCK(&fs[i]->q);
+    }
+    nodes_put(w, small);
+    if (r < 0)
+        return r;
+    return r == 1 ? found : atomic_load_explicit(&k.fired, RELAXED);
+}
+
+int tern_wait_for(tern_future *f, uint64_t timeout, void **value)
+{
+    if (!f)
+        return -EINVAL;
+    int r = tern_future_wait(f, timeout ? tern_now() + timeout : 0);
+    if (r == 0)
+        return tern_future_result(f, value);
+    if (r != -ETIMEDOUT && r != -ECANCELED)
+        return r;
+    /* Expired or abandoned: cancel the work and wait until it has really
+     * stopped (a task may take a while to unwind), as asyncio does. */
+    tern_future_cancel(f);
+    future_wait(f, 0, 1);
+    if (r == -ETIMEDOUT && tern_future_result(f, value) == 0)
+        return 0;
+    return r;
+}
+
+static void shield_done(tern_future *inner, void *arg)
+{
+    tern_future *outer = arg;
+    complete(outer, inner->value, inner->err);
+    tern_future_release(outer);
+}
+
+int tern_future_shield(tern_future *f, tern_future **out)
+{
+    if (!f || !out)
+        return -EINVAL;
+    tern_future *outer;
+    int r = tern_future_new(&outer);
+    if (r < 0)
+        return r;
+    tern_future_ref(outer); /* the link's */
+    if ((r = add_callback(f, NULL, shield_done, outer, 1)) < 0) {
+        free(outer);
+        return r;
+    }
+    *out = outer;
+    return 0;
+}
+
+/* ---- task groups --------------------------------------------------------------------------
+ *
+ * Each child is a task plus its future; an internal callback on the future
+ * does the group's accounting when the task finishes, whether or not its
+ * body ever ran (a child cancelled before it started still finishes). The
+ * group's lock (q.lock) guards the child list, live, err and state. */
+
+enum { G_OPEN, G_CANCELLING, G_CLOSED };
+
+struct tern__gchild {
+    struct tern__gchild *next, *prev;
+    tern_group *g;
+    tern_task *task;
+    tern_group_fn fn;
+    void *arg;
+};
+
+void tern_group_init(tern_group *g)
+{
+    memset(g, 0, sizeof *g);
+}
+
+static void *child_main(void *arg)
+{
+    struct tern__gchild *c = arg;
+    return (void *)(intptr_t)c->fn(c->arg);
+}
+
+/* Under the group's lock. */
+static void cancel_children(tern_group *g)
+{
+    g->state = G_CANCELLING;
+    for (struct tern__gchild *c = g->children; c; c = c->next)
+        tern_task_cancel(c->task);
+}
+
+static void child_done(tern_future *f, void *arg)
+{
+    struct tern__gchild *c = arg;
+    tern_group *g = c->g;
+    void *v = NULL;
+    int err = tern_future_result(f, &v);
+    if (!err)
+        err = (int)(intptr_t)v;
+    tern__waiter *w = NULL;
+    TERN__LOCK(&g->q);
+    if (c->prev)
+        c->prev->next = c->next;
+    else
+        g->children = c->next;
+    if (c->next)
+        c->next->prev = c->prev;
+    /* A child that was cancelled did not fail: the failure is whatever
+     * made the group cancel it. */
+    if (err < 0 && err != -ECANCELED && !g->err) {
+        g->err = err;
+        cancel_children(g);
+    }
+    if (--g->live == 0)
+        w = tern__wq_claim(&g->q);
+    TERN__UNLOCK(&g->q);
+    /* g may be gone once its waiter is posted or sees live == 0 */
+    if (w)
+        tern__wake_post(w);
+    tern_task_release(c->task);
+    free(c);
+}
+
+int tern_group_spawn(tern_group *g, tern_group_fn fn, void *arg)
+{
+    if (!g || !fn)
+        return -EINVAL;
+    tern_runtime *rt = tern_runtime_current();
+    if (!rt)
+        return -EPERM;
+    struct tern__gchild *c = calloc(1, sizeof *c);
+    if (!c)
+        return -ENOMEM;
+    c->g = g;
+    c->fn = fn;
+    c->arg = arg;
+    TERN__LOCK(&g->q);
+    if (g->state != G_OPEN) {
+        TERN__UNLOCK(&g->q);
+        free(c);
+        return -ESHUTDOWN;
+    }
+    g->live++; /* before the child exists, so the group cannot close under it */
+    TERN__UNLOCK(&g->q);
+
+    tern_future *f = NULL;
+    int r = tern_runtime_spawn(rt, child_main, c, &c->task);
+    if (r == 0 && (r = tern_task_future(c->task, &f)) < 0)
+        tern_task_cancel(c->task); /* cannot follow it: stop it (-ENOMEM) */
+    if (r < 0) {
+        /* The child never counted: undo, and release a waiter that may
+         * now be waiting for nothing. */
+        tern__waiter *w = NULL;
+        TERN__LOCK(&g->q);
+        if (--g->live == 0)
+            w = tern__wq_claim(&g->q);
+        TERN__UNLOCK(&g->q);
+        if (w)
+            tern__wake_post(w);
+        if (c->task)
+            tern_task_release(c->task);
+        free(c);
+        return r;
+    }
+    TERN__LOCK(&g->q);
+    c->next = g->children;
+    if (c->next)
+        c->next->prev = c;
+    g->children = c;
+    if (g->state == G_CANCELLING)
+        tern_task_cancel(c->task);
+    TERN__UNLOCK(&g->q);
+    r = add_callback(f, NULL, child_done, c, 1);
+    if (r < 0) {
+        /* -ENOMEM: no callback, so account for the child by waiting for it
+         * here (the group would otherwise wait forever). */
+        tern_future_cancel(f);
+        future_wait(f, 0, 1);
+        child_done(f, c);
+    }
+    tern_future_release(f);
+    return 0;
+}
+
+int tern_group_cancel(tern_group *g)
+{
+    if (!g)
+        return -EINVAL;
+    int r = 0;
+    TERN__LOCK(&g->q);
+    if (g->state != G_OPEN)
+        r = -EALREADY;
+    else
+        cancel_children(g);
+    TERN__UNLOCK(&g->q);
+    return r;
+}
+
+int tern_group_wait(tern_group *g)
+{
+    if (!g)
+        return -EINVAL;
+    tern_task *me = tern_task_current();
+    int cancelled = 0;
+    for (;;) {
+        TERN__LOCK(&g->q);
+        if (g->state == G_CLOSED) {
+            TERN__UNLOCK(&g->q);
+            return -EINVAL;
+        }
+        for (struct tern__gchild *c = g->children; me && c; c = c->next) {
+            if (c->task == me) {
+                TERN__UNLOCK(&g->q);
+                return -EDEADLK;
+            }
+        }
+        if (g->live == 0) {
+            int err = g->err ? g->err : g->state == G_CANCELLING ? -ECANCELED : 0;
+            g->state = G_CLOSED;
+            TERN__UNLOCK(&g->q);
+            return err;
+        }
+        tern__wake k;
+        tern__waiter w = {.wake = &k};
+        tern__wake_init(&k);
+        tern__wq_push(&g->q, &w);
+        TERN__UNLOCK(&g->q);
+        /* Once cancelled, keep waiting, deaf to further cancels: no child
+         * may outlive the group. */
+        int r = tern__wake_wait(&k, 0, cancelled);
+        if (r < 0) {
+            TERN__LOCK(&g->q);
+            tern__wq_unlink(&g->q, &w);
+            if (r == -ECANCELED && g->state == G_OPEN)
+                cancel_children(g);
+            TERN__UNLOCK(&g->q);
+            cancelled = 1;
+        }
+    }
+}
