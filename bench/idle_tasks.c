@@ -1,9 +1,9 @@
 /*
  * idle_tasks: read VmRSS; spawn K tasks that each wait on their own
- * never-completed oneshot (the spawner keeps the K task handles); wait until
- * all K are waiting; read VmRSS again: bytes_per_task = (after - before) / K,
- * which includes the spawner's handles and the oneshots. secs / per_op_ns
- * time the spawn-and-park phase. Then every oneshot is completed and all K
+ * never-completed tern_future (the spawner keeps the K task handles); wait
+ * until all K have started; read VmRSS again: bytes_per_task = (after -
+ * before) / K, which includes the spawner's handles and the futures. secs / per_op_ns
+ * time the spawn-and-park phase. Then every future is completed and all K
  * tasks are joined; all K must finish.
  * Usage: idle_tasks [--workers N] [K]; one op = one task.
  */
@@ -13,21 +13,9 @@
 
 #include "common.h"
 
-/* A minimal oneshot: the value, a flag, and the receiver's registered task.
- * Receiver: publish waiter, then check the flag, park while it is clear.
- * Sender: set the flag, then unpark the waiter if one was published. Both
- * sides are seq_cst, so either the receiver sees the flag or the sender sees
- * the waiter; tern_park's permit covers an unpark that beats the park. The
- * waiter stays alive: the sender side holds the task's join handle. */
-typedef struct oneshot {
-    _Atomic(tern_task *) waiter;
-    _Atomic int full;
-    uint32_t value;
-} oneshot;
-
 typedef struct state {
     uint64_t k;
-    oneshot *shots;
+    tern_future **shots;       /* one never-completed future per task */
     tern_task *root;           /* parked until started == k */
     _Atomic uint64_t started;  /* tasks that reached their wait */
     _Atomic uint64_t finished;
@@ -38,30 +26,19 @@ static state st;
 
 static void *idler(void *arg)
 {
-    oneshot *o = arg;
-    atomic_store(&o->waiter, tern_task_current());
+    tern_future *f = arg;
     /* the root waits for started == k, then reads st; it is alive until all
      * tasks are joined, long after this unpark */
     if (atomic_fetch_add(&st.started, 1) + 1 == st.k)
         tern_unpark(st.root);
-    while (!atomic_load(&o->full)) {
-        int rc = tern_park(0);
-        if (rc < 0)
-            bench_die("tern_park (idle task)", rc);
-    }
-    if (o->value != 7)
+    void *v = NULL;
+    int rc = tern_future_await(f, 0, &v);
+    if (rc < 0)
+        bench_die("tern_future_await (idle task)", rc);
+    if ((uintptr_t)v != 7)
         atomic_fetch_add(&st.bad_value, 1);
     atomic_fetch_add(&st.finished, 1);
     return NULL;
-}
-
-static void oneshot_send(oneshot *o, uint32_t v)
-{
-    o->value = v;
-    atomic_store(&o->full, 1);
-    tern_task *w = atomic_load(&o->waiter);
-    if (w)
-        tern_unpark(w);
 }
 
 typedef struct out {
@@ -81,7 +58,10 @@ static void *root(void *arg)
     if (!h || !st.shots)
         bench_die("malloc", -ENOMEM);
     for (uint64_t i = 0; i < k; i++) {
-        int rc = tern_spawn(idler, &st.shots[i], &h[i]);
+        int rc = tern_future_new(&st.shots[i]);
+        if (rc < 0)
+            bench_die("tern_future_new", rc);
+        rc = tern_spawn(idler, st.shots[i], &h[i]);
         if (rc < 0)
             bench_die("tern_spawn", rc);
     }
@@ -94,12 +74,14 @@ static void *root(void *arg)
     o->after = bench_vm_rss_bytes();
 
     for (uint64_t i = 0; i < k; i++)
-        oneshot_send(&st.shots[i], 7);
+        tern_future_set_result(st.shots[i], (void *)7);
     for (uint64_t i = 0; i < k; i++) {
         int rc = tern_join(h[i], NULL);
         if (rc < 0)
             bench_die("tern_join", rc);
     }
+    for (uint64_t i = 0; i < k; i++)
+        tern_future_release(st.shots[i]);
     free(h);
     free(st.shots);
     return NULL;
@@ -109,7 +91,7 @@ int main(int argc, char **argv)
 {
     static const char *const names[] = {"K"};
     static const uint64_t defs[] = {100000};
-    static const uint64_t max[] = {UINT64_MAX / sizeof(oneshot)};
+    static const uint64_t max[] = {UINT64_MAX / 256};
     bench_args a;
     bench_parse(argc, argv, "idle_tasks", 1, names, defs, max, &a);
 

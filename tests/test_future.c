@@ -802,6 +802,59 @@ START_TEST(group_owner_cancelled)
 }
 END_TEST
 
+/* ---- shutdown ------------------------------------------------------------------------------ */
+
+enum { SHUT = 50 };
+static _Atomic int shut_codes[3 * SHUT];
+static tern_future *shut_f;
+static tern_chan *shut_ch;
+
+static void *shut_wait_future(void *arg)
+{
+    atomic_store(&shut_codes[(intptr_t)arg], tern_future_wait(shut_f, 0));
+    return NULL;
+}
+
+static void *shut_wait_chan(void *arg)
+{
+    int v;
+    atomic_store(&shut_codes[(intptr_t)arg], tern_chan_recv(shut_ch, &v));
+    return NULL;
+}
+
+static void *shut_wait_any(void *arg)
+{
+    tern_future *fs[2] = {shut_f, shut_f};
+    atomic_store(&shut_codes[(intptr_t)arg], tern_wait_any(fs, 2, 0));
+    return NULL;
+}
+
+/* Shutting down wakes every waiting task with -ECANCELED (invariant 6). */
+START_TEST(shutdown_cancels_sync_waiters)
+{
+    tern_runtime *rt = rt_new(2);
+    ck_assert_int_eq(tern_future_new(&shut_f), 0);
+    ck_assert_int_eq(tern_chan_new(sizeof(int), 1, &shut_ch), 0);
+    for (intptr_t i = 0; i < SHUT; i++) {
+        atomic_store(&shut_codes[i], 1);
+        atomic_store(&shut_codes[SHUT + i], 1);
+        atomic_store(&shut_codes[2 * SHUT + i], 1);
+        ck_assert_int_eq(tern_runtime_spawn(rt, shut_wait_future, (void *)i, NULL), 0);
+        ck_assert_int_eq(tern_runtime_spawn(rt, shut_wait_chan, (void *)(SHUT + i), NULL), 0);
+        ck_assert_int_eq(tern_runtime_spawn(rt, shut_wait_any, (void *)(2 * SHUT + i), NULL),
+                         0);
+    }
+    usleep(30000);
+    ck_assert_int_eq(tern_runtime_free(rt), 0);
+    for (int i = 0; i < 3 * SHUT; i++)
+        ck_assert_int_eq(atomic_load(&shut_codes[i]), -ECANCELED);
+    ck_assert_int_eq(tern_future_done(shut_f), 0);
+    ck_assert_uint_eq(tern_chan_len(shut_ch), 0);
+    tern_future_release(shut_f);
+    tern_chan_release(shut_ch);
+}
+END_TEST
+
 static Suite *future_suite(void)
 {
     Suite *s = suite_create("future");
@@ -824,6 +877,7 @@ static Suite *future_suite(void)
     tcase_add_test(tc, shield_protects_inner);
     tcase_add_test(tc, group_semantics);
     tcase_add_test(tc, group_owner_cancelled);
+    tcase_add_test(tc, shutdown_cancels_sync_waiters);
     suite_add_tcase(s, tc);
     return s;
 }
