@@ -43,12 +43,18 @@ static int chan_new(size_t esize, size_t cap, int oneshot, tern_chan **out)
     if (!out || esize == 0 || esize > MAX_ELEM)
         return -EINVAL;
     size_t size = cap == TERN_CHAN_UNBOUNDED ? UNBOUNDED_FIRST : cap;
-    if (size > SIZE_MAX / esize)
+    if (size > (SIZE_MAX - sizeof(tern_chan)) / esize)
         return -ENOMEM;
-    tern_chan *ch = calloc(1, sizeof *ch);
+    /* A bounded ring never moves, so it lives right after the header: one
+     * allocation per channel, and its first slots share the header's
+     * cache lines. An unbounded one grows into its own buffer. */
+    int inline_buf = cap != TERN_CHAN_UNBOUNDED;
+    tern_chan *ch = calloc(1, sizeof *ch + (inline_buf ? size * esize : 0));
     if (!ch)
         return -ENOMEM;
-    if (size && !(ch->buf = malloc(size * esize))) {
+    if (inline_buf)
+        ch->buf = (unsigned char *)(ch + 1);
+    else if (!(ch->buf = malloc(size * esize))) {
         free(ch);
         return -ENOMEM;
     }
@@ -82,7 +88,8 @@ void tern_chan_release(tern_chan *ch)
 {
     if (!ch || atomic_fetch_sub_explicit(&ch->refs, 1, ACQ_REL) != 1)
         return;
-    free(ch->buf);
+    if (ch->cap == TERN_CHAN_UNBOUNDED)
+        free(ch->buf);
     free(ch);
 }
 
@@ -145,7 +152,7 @@ static int grow(tern_chan *ch)
         return -ENOMEM;
     for (size_t i = 0; i < ch->count; i++)
         memcpy(buf + i * ch->esize, slot(ch, i), ch->esize);
-    free(ch->buf);
+    free(ch->buf); /* only unbounded channels grow */
     ch->buf = buf;
     ch->head = 0;
     ch->size = size;

@@ -274,7 +274,8 @@ TERN_API int tern_sem_destroy(tern_sem *s);
 TERN_API int tern_sem_acquire(tern_sem *s, uint64_t n, uint64_t deadline);
 /* Takes n permits if nobody waits and enough are free: 0 or -EAGAIN. */
 TERN_API int tern_sem_try_acquire(tern_sem *s, uint64_t n);
-/* Adds n permits and serves waiters. Returns 0, -EINVAL, -EOVERFLOW. */
+/* Adds n permits (n >= 1) and serves waiters. Returns 0, -EINVAL,
+ * -EOVERFLOW (the count would pass UINT64_MAX: nothing changes). */
 TERN_API int tern_sem_release(tern_sem *s, uint64_t n);
 /* Permits free right now. */
 TERN_API uint64_t tern_sem_available(tern_sem *s);
@@ -331,7 +332,8 @@ TERN_API int tern_cond_destroy(tern_cond *c); /* 0 or -EBUSY */
 /* Atomically unlocks m (which the caller holds) and waits for a signal;
  * relocks m before returning, on every path, cancellation and timeout
  * included (asyncio's and pthread's rule). Returns 0, -ETIMEDOUT,
- * -ECANCELED, -EINVAL, -EPERM (m not locked). Wake-ups may be spurious:
+ * -ECANCELED, -EINVAL, -EPERM (m is not locked at all: like Go's, a tern
+ * mutex has no owner to check). Wake-ups may be spurious:
  * re-check the condition in a loop. Suspends; blocks a foreign thread. */
 TERN_API int tern_cond_wait(tern_cond *c, tern_mutex *m, uint64_t deadline);
 /* Wakes the longest waiter / every waiter. 0 or -EINVAL. Any thread. */
@@ -368,8 +370,8 @@ typedef struct tern_waitgroup {
 TERN_API void tern_waitgroup_init(tern_waitgroup *wg);
 TERN_API int tern_waitgroup_destroy(tern_waitgroup *wg); /* 0 or -EBUSY */
 /* Adds delta (may be negative) to the counter; at zero every waiter is
- * released. Returns 0, -EINVAL (NULL, or the counter would go negative:
- * then nothing changes). Any thread. */
+ * released. Returns 0, -EINVAL (NULL, or the counter would go negative or
+ * overflow: then nothing changes). Any thread. */
 TERN_API int tern_waitgroup_add(tern_waitgroup *wg, int64_t delta);
 /* tern_waitgroup_add(wg, -1). */
 TERN_API int tern_waitgroup_done(tern_waitgroup *wg);

@@ -140,6 +140,11 @@ int tern__wake_block(tern__wake *k, uint32_t seen, uint64_t deadline, int nocanc
 
 int tern__wake_wait(tern__wake *k, uint64_t deadline, int nocancel)
 {
+    /* A park that returned -ECANCELED marks the task as having seen its
+     * cancel; if the grant then wins the race this wait reports success,
+     * and the mark must not survive it (tern_join would call a task that
+     * never saw -ECANCELED cancelled). */
+    uint8_t saw = k->task ? k->task->saw_cancel : 0;
     for (;;) {
         uint32_t s = atomic_load_explicit(&k->state, ACQUIRE);
         if (s == W_DONE)
@@ -157,6 +162,8 @@ int tern__wake_wait(tern__wake *k, uint64_t deadline, int nocancel)
                                                     ACQUIRE))
             return r;
         /* a waker won the race: the grant is ours, take it */
+        if (k->task)
+            k->task->saw_cancel = saw;
     }
 }
 

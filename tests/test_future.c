@@ -221,16 +221,17 @@ END_TEST
 
 enum { CBS = 64 };
 static struct {
-    _Atomic int n;
+    _Atomic int slot, n; /* slots taken; records complete (release) */
     int order[CBS * 2];
     tern_loop *loop[CBS * 2];
 } cbrec;
 
 static void record_cb(tern_future *f, void *arg)
 {
-    int i = atomic_fetch_add(&cbrec.n, 1);
+    int i = atomic_fetch_add(&cbrec.slot, 1);
     cbrec.order[i] = (int)(intptr_t)arg;
     cbrec.loop[i] = tern_loop_current();
+    atomic_fetch_add(&cbrec.n, 1);
     ck_assert(tern_future_done(f));
     ck_assert_ptr_null(tern_task_current()); /* a loop callback, not a task */
 }
@@ -809,8 +810,11 @@ static _Atomic int shut_codes[3 * SHUT];
 static tern_future *shut_f;
 static tern_chan *shut_ch;
 
+static _Atomic int shut_started;
+
 static void *shut_wait_future(void *arg)
 {
+    atomic_fetch_add(&shut_started, 1);
     atomic_store(&shut_codes[(intptr_t)arg], tern_future_wait(shut_f, 0));
     return NULL;
 }
@@ -818,6 +822,7 @@ static void *shut_wait_future(void *arg)
 static void *shut_wait_chan(void *arg)
 {
     int v;
+    atomic_fetch_add(&shut_started, 1);
     atomic_store(&shut_codes[(intptr_t)arg], tern_chan_recv(shut_ch, &v));
     return NULL;
 }
@@ -825,6 +830,7 @@ static void *shut_wait_chan(void *arg)
 static void *shut_wait_any(void *arg)
 {
     tern_future *fs[2] = {shut_f, shut_f};
+    atomic_fetch_add(&shut_started, 1);
     atomic_store(&shut_codes[(intptr_t)arg], tern_wait_any(fs, 2, 0));
     return NULL;
 }
@@ -844,7 +850,10 @@ START_TEST(shutdown_cancels_sync_waiters)
         ck_assert_int_eq(tern_runtime_spawn(rt, shut_wait_any, (void *)(2 * SHUT + i), NULL),
                          0);
     }
-    usleep(30000);
+    /* every body started (one cancelled before it starts never runs) */
+    for (int spin = 0; atomic_load(&shut_started) < 3 * SHUT && spin < 10000; spin++)
+        usleep(1000);
+    usleep(10000);
     ck_assert_int_eq(tern_runtime_free(rt), 0);
     for (int i = 0; i < 3 * SHUT; i++)
         ck_assert_int_eq(atomic_load(&shut_codes[i]), -ECANCELED);
@@ -852,6 +861,44 @@ START_TEST(shutdown_cancels_sync_waiters)
     ck_assert_uint_eq(tern_chan_len(shut_ch), 0);
     tern_future_release(shut_f);
     tern_chan_release(shut_ch);
+}
+END_TEST
+
+/* A wait with a far deadline that ends early on another worker must not
+ * leave its timer entry (and a reference to the task) in the first
+ * worker's wheel until the deadline. */
+static void *long_deadline_wait(void *arg)
+{
+    ck_assert_int_eq(tern_future_wait(arg, tern_now() + 3600 * 1000 * MS), 0);
+    return NULL;
+}
+
+START_TEST(early_wake_frees_timer_entry)
+{
+    enum { N = 200 };
+    tern_runtime *rt = rt_new(4);
+    tern_future *f[N];
+    tern_task *t[N];
+    for (int i = 0; i < N; i++) {
+        ck_assert_int_eq(tern_future_new(&f[i]), 0);
+        ck_assert_int_eq(tern_runtime_spawn(rt, long_deadline_wait, f[i], &t[i]), 0);
+    }
+    usleep(20000);
+    for (int i = 0; i < N; i++)
+        ck_assert_int_eq(tern_future_set_result(f[i], NULL), 0);
+    for (int i = 0; i < N; i++) {
+        ck_assert_int_eq(tern_join(t[i], NULL), 0);
+        tern_future_release(f[i]);
+    }
+    for (int spin = 0; tern_runtime_live_tasks(rt) && spin < 2000; spin++)
+        usleep(1000);
+    ck_assert_uint_eq(tern_runtime_live_tasks(rt), 0);
+    for (unsigned i = 0; i < 4; i++) {
+        tern_loop_info info;
+        ck_assert_int_eq(tern_loop_get_info(tern_runtime_loop(rt, i), &info), 0);
+        ck_assert_uint_eq(info.scheduled, 0);
+    }
+    ck_assert_int_eq(tern_runtime_free(rt), 0);
 }
 END_TEST
 
@@ -878,6 +925,7 @@ static Suite *future_suite(void)
     tcase_add_test(tc, group_semantics);
     tcase_add_test(tc, group_owner_cancelled);
     tcase_add_test(tc, shutdown_cancels_sync_waiters);
+    tcase_add_test(tc, early_wake_frees_timer_entry);
     suite_add_tcase(s, tc);
     return s;
 }
