@@ -292,4 +292,5 @@ void tern__handles_drain(tern_loop *w)
             for (tern__timer *t = w->wheel.slots[l][s]; t; t = t->next)
                 tern__timer_cancel(t);
     tern__wheel_advance(&w->wheel, UINT64_MAX / 2, reap_all, reap_all, w);
+    tern__sleep_reap_remote(w);
 }

@@ -159,6 +159,7 @@ struct tern_loop {
 
     _Atomic uint64_t now; /* loop time: read once per turn, any thread reads */
     tern__wheel wheel;
+    _Atomic(tern__sleep *) sleep_reap; /* sleep entries other threads gave up */
     _Atomic uint64_t scheduled; /* wheel.count as of the last turn, for others */
     tern__driver *driver;
     const char *backend_note;
@@ -270,6 +271,9 @@ void tern__task_run(tern_loop *w, tern_task *t);
 void tern__task_finish(tern_loop *w, tern_task *t);
 void tern__task_wake(tern_task *t, uint32_t extra);
 void tern__schedule(tern_runtime *rt, tern_task *t, int lifo);
+/* Unlinks the sleep entries of w's wheel that tasks resumed elsewhere gave
+ * up. Owner thread. */
+void tern__sleep_reap_remote(tern_loop *w);
 /* tern_park, optionally deaf to cancellation (waits that must finish). */
 int tern__park(uint64_t deadline, int nocancel);
 

@@ -44,6 +44,7 @@ struct tern__sleep {
     tern_task *task; /* holds a task reference until fired or reaped */
     tern_loop *loop; /* whose wheel */
     _Atomic uint32_t owners;
+    struct tern__sleep *reap_next; /* on loop->sleep_reap */
 };
 
 /* ---- references ----------------------------------------------------------- */
@@ -652,9 +653,39 @@ static int sleep_disarm(tern_task *t, tern__sleep *sl)
         tern__wheel_remove(&t->loop->wheel, &sl->timer);
         tern__task_unref(t);
         sleep_put(sl);
+        sleep_put(sl);
+        return 0;
     }
-    sleep_put(sl);
+    /* Resumed on another worker: hand our share to the owner, which
+     * unlinks the entry at its next turn. Left in the wheel, it would keep
+     * the task (and its header) alive until the deadline, which for a
+     * recv_until(now + 30 s) that succeeded at once is 30 s. */
+    tern_loop *owner = sl->loop;
+    tern__sleep *head = atomic_load_explicit(&owner->sleep_reap, RELAXED);
+    do
+        sl->reap_next = head;
+    while (!atomic_compare_exchange_weak_explicit(&owner->sleep_reap, &head, sl, SEQ_CST,
+                                                  RELAXED));
+    /* A parked owner would sleep until that very deadline: wake it (seq_cst
+     * pairs with park's store of parked, then its look at the list). */
+    if (!head && atomic_exchange_explicit(&owner->parked, 0, SEQ_CST))
+        tern__loop_wake(owner);
     return 0;
+}
+
+void tern__sleep_reap_remote(tern_loop *w)
+{
+    tern__sleep *sl = atomic_exchange_explicit(&w->sleep_reap, NULL, ACQUIRE);
+    while (sl) {
+        tern__sleep *next = sl->reap_next;
+        if (tern__wheel_remove(&w->wheel, &sl->timer)) {
+            /* the wheel's share, as reap would have dropped it */
+            tern__task_unref(sl->task);
+            sleep_put(sl);
+        }
+        sleep_put(sl); /* the share the task handed over */
+        sl = next;
+    }
 }
 
 int tern__park(uint64_t deadline, int nocancel)

@@ -249,6 +249,7 @@ static void park(tern_loop *w)
         timeout = next > now ? (int64_t)(next - now) : 0;
     }
     if (work_anywhere(rt) || atomic_load_explicit(&w->inbox_nonempty, ACQUIRE) ||
+        atomic_load_explicit(&w->sleep_reap, ACQUIRE) ||
         atomic_load_explicit(&rt->stopping, ACQUIRE))
         timeout = 0;
     if (timeout != 0)
@@ -266,6 +267,8 @@ static void maintain(tern_loop *w)
     uint64_t now = tern_now();
     atomic_store_explicit(&w->now, now, RELAXED);
     tern__handles_run(w);
+    if (atomic_load_explicit(&w->sleep_reap, RELAXED))
+        tern__sleep_reap_remote(w);
     if (w->wheel.count) {
         uint64_t fired = tern__wheel_advance(&w->wheel, now, tern__timer_fire,
                                              tern__timer_reap, w);
