@@ -9,6 +9,16 @@
 #                                     peer) with the peer harness of PEERS_DIR, in
 #                                     one table with ratios to tern
 #
+# Workloads: those of bench-contract.md, plus tern's own `mutex`: a root task
+# spawns T tasks (default 100) that each increment one shared plain counter
+# I times (default 10000) under one mutex, lock / increment / unlock per
+# iteration, and joins them; one op = one lock + unlock; check: counter ==
+# T*I. The peer harness does not know it, so with --peers this script builds
+# and runs the peers' versions itself, REPS times interleaved with tern's:
+# bench/peers/tokio_mutex.rs (tokio::sync::Mutex, built as src/bin/mutex.rs
+# of the harness's Tokio crate) and bench/peers/go_mutex.go (sync.Mutex,
+# GOMAXPROCS=2); their runs join the harness's in one report.
+#
 # Environment (all optional):
 #   REPS=5              runs per workload; each cell is the median
 #   WORKERS=N           pass --workers N to tern's programs (default: theirs, 2)
@@ -19,7 +29,7 @@
 #   PEER_RUNTIMES="tokio go"    the harness's built-in peers to run beside tern
 #                               (it knows tokio go libuv asyncio uvloop)
 #   sizes, as in the peer harness: SPAWN_N YIELD_T YIELD_Y PP_R PP_H CHAIN_D
-#   TIMERS_K TIMERS_MAX_MS MPSC_P MPSC_M MPSC_CAP IDLE_K
+#   TIMERS_K TIMERS_MAX_MS MPSC_P MPSC_M MPSC_CAP IDLE_K; and MUTEX_T MUTEX_I
 #
 # Build dependencies (Debian packages): cmake gcc make pkg-config liburing-dev
 # libck-dev check, and python3 for the table. Run as root, the script installs
@@ -40,8 +50,8 @@ PEERS_DIR=${PEERS_DIR:-$ROOT/../shared/peers}
 PEER_RUNTIMES=${PEER_RUNTIMES:-tokio go}
 WORKERS=${WORKERS:-}
 
-TERN_WORKLOADS=(spawn_many yield_many ping_pong chained_spawn timers mpsc idle_tasks)
-KNOWN_WORKLOADS=(spawn_many yield_many ping_pong chained_spawn timers mpsc idle_tasks tcp_echo)
+TERN_WORKLOADS=(spawn_many yield_many ping_pong chained_spawn timers mpsc mutex idle_tasks)
+KNOWN_WORKLOADS=(spawn_many yield_many ping_pong chained_spawn timers mpsc mutex idle_tasks tcp_echo)
 
 usage() {
 	sed -n '2,/^set -euo/p' "${BASH_SOURCE[0]}" | sed -e '$d' -e 's/^# \{0,1\}//' >&2
@@ -126,6 +136,19 @@ cmake --build "$BUILD" -j "$(nproc 2>/dev/null || echo 2)" >&2 || {
 }
 BIN=$BUILD/bench
 
+sizes_for() {
+	case $1 in
+	spawn_many) echo "${SPAWN_N:-1000000}" ;;
+	yield_many) echo "${YIELD_T:-200} ${YIELD_Y:-1000}" ;;
+	ping_pong) echo "${PP_R:-1000} ${PP_H:-100}" ;;
+	chained_spawn) echo "${CHAIN_D:-1000000}" ;;
+	timers) echo "${TIMERS_K:-100000} ${TIMERS_MAX_MS:-50}" ;;
+	mpsc) echo "${MPSC_P:-4} ${MPSC_M:-250000} ${MPSC_CAP:-1024}" ;;
+	mutex) echo "${MUTEX_T:-100} ${MUTEX_I:-10000}" ;;
+	idle_tasks) echo "${IDLE_K:-100000}" ;;
+	esac
+}
+
 # ---- 4. with --peers: the peer harness, tern as one more column ------------------
 
 if [ $want_peers -eq 1 ]; then
@@ -138,43 +161,118 @@ if [ $want_peers -eq 1 ]; then
 		exit 1
 		;;
 	esac
+	# mutex is tern's own workload, unknown to the harness: it runs the
+	# contract's workloads, this script runs mutex (see the header)
+	harness_workloads=()
+	run_mutex=0
+	for w in "${workloads[@]}"; do
+		if [ "$w" = mutex ]; then run_mutex=1; else harness_workloads+=("$w"); fi
+	done
 	tmp=$(mktemp -d "${TMPDIR:-/tmp}/tern-peers.XXXXXX")
 	log "copying the peer harness $PEERS_DIR to $tmp"
 	cp -r "$PEERS_DIR/." "$tmp/"
+	rm -rf "$tmp/logs" # runs copied from PEERS_DIR: this run's logs are then alone there
+	# setup.sh builds every src/bin/*.rs of the Tokio crate, so ours with them
+	[ $run_mutex -eq 0 ] || cp "$ROOT/bench/peers/tokio_mutex.rs" "$tmp/tokio/src/bin/mutex.rs"
 	log "setting up the peers ($tmp/setup.sh; installs Debian packages, so needs root the first time)"
 	if ! (cd "$tmp" && ./setup.sh) >&2; then
 		log "peer setup failed (as a non-root user, install the packages it names first)"
 		exit 1
 	fi
-	tmpl="$BIN/{w}"
-	[ -z "$WORKERS" ] || tmpl="$tmpl --workers $WORKERS"
-	log "running the harness: peers $PEER_RUNTIMES + tern; workloads ${workloads[*]}; reps $REPS"
-	rc=0
-	(cd "$tmp" && env PEERS="$PEER_RUNTIMES" EXTRA_PEERS="tern=$tmpl" RATIO_TO=tern \
-		REPS="$REPS" RUN_TIMEOUT="$RUN_TIMEOUT" OUT="$tmp/report.md" \
-		./run.sh "${workloads[@]}") >/dev/null || rc=$?
-	if [ ! -s "$tmp/report.md" ]; then
-		log "the peer harness failed (rc=$rc); its logs are under $tmp/logs"
+	GO=${GO:-$(command -v go || echo /usr/lib/go-1.19/bin/go)}
+	if [ $run_mutex -eq 1 ] && ! (cd "$tmp" && GOPROXY=off GOFLAGS=-mod=mod GO111MODULE=on \
+		"$GO" build -o "$tmp/go/bin/mutex" "$ROOT/bench/peers/go_mutex.go") >&2; then
+		log "building bench/peers/go_mutex.go failed"
 		exit 1
 	fi
+	tmpl="$BIN/{w}"
+	[ -z "$WORKERS" ] || tmpl="$tmpl --workers $WORKERS"
+	rc=0
+	t_start=$(date +%s)
+	if [ ${#harness_workloads[@]} -gt 0 ]; then
+		log "running the harness: peers $PEER_RUNTIMES + tern; workloads ${harness_workloads[*]}; reps $REPS"
+		(cd "$tmp" && env PEERS="$PEER_RUNTIMES" EXTRA_PEERS="tern=$tmpl" RATIO_TO=tern \
+			REPS="$REPS" RUN_TIMEOUT="$RUN_TIMEOUT" OUT="$tmp/report.md" \
+			./run.sh "${harness_workloads[@]}") >/dev/null || rc=$?
+		if [ ! -s "$tmp/report.md" ]; then
+			log "the peer harness failed (rc=$rc); its logs are under $tmp/logs"
+			exit 1
+		fi
+		if [ $run_mutex -eq 0 ]; then
+			cat "$tmp/report.md"
+			log "report: $tmp/report.md; every run's output: $tmp/logs/"
+			exit "$rc"
+		fi
+	fi
+
+	# mutex, as the harness runs a workload: REPS fresh processes per peer,
+	# interleaved, records in its raw format, merged with its records
+	mlogs=$tmp/mutex-logs
+	mkdir -p "$mlogs"
+	raw=$mlogs/raw.txt
+	cat "$tmp"/logs/*/raw.txt >"$raw" 2>/dev/null || true
+	declare -A mutex_cmd=([tokio]="$tmp/tokio/target/release/mutex" [go]="$tmp/go/bin/mutex"
+		[tern]="${tmpl//\{w\}/mutex}")
+	read -r -a peers <<<"$PEER_RUNTIMES tern"
+	read -r -a msizes <<<"$(sizes_for mutex)"
+	log "running mutex: peers ${peers[*]}; reps $REPS"
+	for rep in $(seq "$REPS"); do
+		for p in "${peers[@]}"; do
+			if [ -z "${mutex_cmd[$p]:-}" ]; then
+				[ "$rep" -gt 1 ] || echo "RUN peer=$p workload=mutex rep=1 status=na" >>"$raw"
+				continue
+			fi
+			read -r -a cmd <<<"${mutex_cmd[$p]}" # split on spaces, as the harness does
+			out=$mlogs/$p.mutex.$rep
+			prc=0
+			timeout "$RUN_TIMEOUT" "${cmd[@]}" "${msizes[@]}" >"$out.out" 2>"$out.err" || prc=$?
+			line=$(grep '^RESULT ' "$out.out" | tail -n 1 || true)
+			if [ $prc -eq 0 ] && [ -n "$line" ]; then
+				echo "RUN peer=$p workload=mutex rep=$rep status=ok $line" >>"$raw"
+				log "  mutex $p $rep/$REPS: $(echo "$line" | grep -oE 'per_op_ns=[0-9.]+')"
+			else
+				rc=1
+				echo "RUN peer=$p workload=mutex rep=$rep status=fail rc=$prc" >>"$raw"
+				log "  mutex $p $rep/$REPS: FAILED (rc=$prc): $(tail -n 2 "$out.err" | tr '\n' ' ')"
+			fi
+		done
+	done
+
+	# the keys the harness's report.py reads, for the merged records
+	meta=$mlogs/meta.txt
+	{
+		echo "date=$(date '+%Y-%m-%d %H:%M %Z')"
+		echo "cpu=$(lscpu 2>/dev/null | sed -n 's/^Model name: *//p' | head -n 1) ($(nproc) cores)"
+		echo "kernel=$(uname -r)"
+		echo "mem=$(free -g | awk '/^Mem:/{print $2" GiB"}')"
+		echo "tokio=$(sed -n '/^name = "tokio"$/{n;s/^version = "\(.*\)"/\1/p}' "$tmp/tokio/Cargo.lock") (Debian librust-tokio-dev)"
+		echo "go=$("$GO" version | awk '{print $3}' | sed 's/^go//')"
+		echo "libuv=$(pkg-config --modversion libuv 2>/dev/null || true)"
+		echo "python=$(/usr/bin/python3 -c 'import sys; print(sys.version.split()[0])')"
+		echo "reps=$REPS"
+		echo "elapsed_s=$(($(date +%s) - t_start))"
+		echo "peers=${peers[*]}"
+		echo "workloads=${workloads[*]}"
+		sz=$(sed -n 's/^sizes=//p' "$tmp"/logs/*/meta.txt 2>/dev/null || true) # the harness's
+		echo "sizes=${sz:+$sz; }mutex T=${msizes[0]} I=${msizes[1]}"
+		echo "template.tokio=$tmp/tokio/target/release/{w}"
+		echo "template.go=$tmp/go/bin/peers-go {w} (mutex: $tmp/go/bin/mutex)"
+		echo "template.tern=$tmpl"
+	} >"$meta"
+	"$PY" - "$tmp" "$meta" "$raw" >"$tmp/report.md" <<'PYEOF'
+import sys
+sys.path.insert(0, sys.argv[1])
+import report  # the harness's; it knows the contract's workloads only
+report.METRICS.append(("mutex", "per_op_ns", "ns per lock+unlock", "lower"))
+sys.argv = ["report.py", sys.argv[2], sys.argv[3], "tern"]
+report.main()
+PYEOF
 	cat "$tmp/report.md"
-	log "report: $tmp/report.md; every run's output: $tmp/logs/"
+	log "report: $tmp/report.md; every run's output: $tmp/logs/ and $mlogs/"
 	exit "$rc"
 fi
 
 # ---- 3. tern's own workloads, REPS runs each --------------------------------------
-
-sizes_for() {
-	case $1 in
-	spawn_many) echo "${SPAWN_N:-1000000}" ;;
-	yield_many) echo "${YIELD_T:-200} ${YIELD_Y:-1000}" ;;
-	ping_pong) echo "${PP_R:-1000} ${PP_H:-100}" ;;
-	chained_spawn) echo "${CHAIN_D:-1000000}" ;;
-	timers) echo "${TIMERS_K:-100000} ${TIMERS_MAX_MS:-50}" ;;
-	mpsc) echo "${MPSC_P:-4} ${MPSC_M:-250000} ${MPSC_CAP:-1024}" ;;
-	idle_tasks) echo "${IDLE_K:-100000}" ;;
-	esac
-}
 
 STAMP=$(date +%Y-%m-%dT%H%M%S)
 LOGDIR=$BUILD/bench-logs/$STAMP
