@@ -9,11 +9,14 @@
 #ifndef TERN_DRIVER_H
 #define TERN_DRIVER_H
 
+#include <stdatomic.h>
 #include <stdint.h>
 
 #include "tern.h"
 
 typedef struct tern__driver tern__driver;
+struct tern__ioop;
+struct tern__fdtab;
 
 typedef struct tern__driver_ops {
     const char *name; /* "io_uring" or "epoll" */
@@ -41,11 +44,22 @@ typedef struct tern__driver_ops {
      * once the owner has stopped; io_uring then frees the ring's kernel
      * memory only when the owner thread exits). */
     void (*close)(tern__driver *d);
+    /* Completion-based backends only (NULL for epoll, which waits for
+     * readiness through the descriptor table instead, see io.h).
+     * submit queues op for the next wait's submission: 0, or -EAGAIN when
+     * no SQE could be had. cancel asks the kernel to cancel the operation
+     * whose record is at key; it never dereferences key, which may already
+     * be gone. Owner thread. */
+    int (*submit)(tern__driver *d, struct tern__ioop *op);
+    void (*cancel)(tern__driver *d, uintptr_t key);
 } tern__driver_ops;
 
-/* Every instance starts with its table, so a loop can call d->ops->wait. */
+/* Every instance starts with this head, so a loop can call d->ops->wait. */
 struct tern__driver {
     const tern__driver_ops *ops;
+    _Atomic unsigned busy;     /* operations or registrations the owner must
+                                  poll for while it is not parked */
+    struct tern__fdtab *fdtab; /* epoll: the runtime's descriptor table */
 };
 
 extern const tern__driver_ops tern__uring_ops;

@@ -1,10 +1,11 @@
 /*
  * The epoll backend: one epoll fd per worker, readiness based.
  *
- * Every registered fd's epoll_data.ptr is the address of an op record that
- * starts with an enum epoll_kind, and wait() switches on it (the same scheme
- * as io/uring.c's user_data). Today the only kind is the wake: an eventfd,
- * level-triggered, that wake() writes and wait() drains.
+ * Two kinds of registration, told apart by epoll_data.u64: WAKE_KEY is the
+ * eventfd behind wake() (level-triggered; wake() writes it, wait() drains
+ * it); anything else is a descriptor number, registered edge-triggered by
+ * the descriptor table (io/fdtab.c) when a task first waits on it here,
+ * whose events wait() hands to the table.
  */
 #ifndef _GNU_SOURCE
 #define _GNU_SOURCE
@@ -19,6 +20,7 @@
 #include <unistd.h>
 
 #include "driver.h"
+#include "io.h"
 
 #define MAX_EVENTS 64
 
@@ -28,22 +30,18 @@
 #endif
 #endif
 
-enum epoll_kind {
-    EPOLL_WAKE = 1, /* the eventfd behind wake() */
-};
-
-/* The head of every op record whose address rides in epoll_data.ptr. */
-typedef struct epoll_op {
-    unsigned char kind; /* enum epoll_kind */
-} epoll_op;
+#define WAKE_KEY UINT64_MAX
 
 typedef struct epoll_driver {
     tern__driver base;
     int epfd;
     int efd;
     bool no_pwait2; /* the kernel lacks epoll_pwait2 (< 5.11) */
-    epoll_op wake_op;
 } epoll_driver;
+
+int tern__epoll_fd(tern__driver *d) {
+    return ((epoll_driver *)d)->epfd;
+}
 
 static int epoll_open(tern__driver **out) {
     epoll_driver *e = calloc(1, sizeof *e);
@@ -57,8 +55,7 @@ static int epoll_open(tern__driver **out) {
     e->efd = eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK);
     if (e->efd < 0)
         goto fail;
-    e->wake_op.kind = EPOLL_WAKE;
-    struct epoll_event ev = {.events = EPOLLIN, .data.ptr = &e->wake_op};
+    struct epoll_event ev = {.events = EPOLLIN, .data.u64 = WAKE_KEY};
     if (epoll_ctl(e->epfd, EPOLL_CTL_ADD, e->efd, &ev) < 0)
         goto fail;
     e->base.ops = &tern__epoll_ops;
@@ -110,12 +107,10 @@ static int epoll_wait_ns(tern__driver *d, int64_t timeout_ns) {
     if (n < 0)
         return errno == EINTR ? 0 : -errno;
     for (int i = 0; i < n; i++) {
-        epoll_op *op = evs[i].data.ptr;
-        switch ((enum epoll_kind)op->kind) {
-        case EPOLL_WAKE:
+        if (evs[i].data.u64 == WAKE_KEY)
             drain_wake(e);
-            break;
-        }
+        else
+            tern__fdtab_event(d->fdtab, (int)evs[i].data.u64, evs[i].events);
     }
     return n;
 }

@@ -6,7 +6,7 @@
  * the request: every SQE's user_data is the address of an op record that
  * starts with an enum uring_kind, and reap() switches on it. user_data 0
  * means "no record, nothing to do" (for SQEs whose completion only matters
- * to the kernel, such as future cancels). Today the only kind is the wake.
+ * to the kernel, such as cancels). Kinds: the wake, and tasks' operations.
  *
  * Cross-thread wake: an eventfd with one IORING_OP_READ always queued or in
  * flight. wake() writes the eventfd (any thread, async-signal-safe); the read
@@ -22,6 +22,7 @@
 #define _GNU_SOURCE
 #endif
 #include <errno.h>
+#include <fcntl.h>
 #include <liburing.h>
 #include <pthread.h>
 #include <stdbool.h>
@@ -30,6 +31,7 @@
 #include <unistd.h>
 
 #include "driver.h"
+#include "io.h"
 
 #ifdef TERN_TSAN
 /* The eventfd write -> kernel -> read completion is a real happens-before
@@ -46,7 +48,8 @@ void __tsan_release(void *addr);
 #define RING_ENTRIES 256
 
 enum uring_kind {
-    URING_WAKE = 1, /* the eventfd read behind wake() */
+    URING_WAKE = 1,              /* the eventfd read behind wake() */
+    URING_IO = TERN__URING_IO,   /* a task's operation (tern__ioop, io.h) */
 };
 
 /* The head of every op record whose address rides in user_data. */
@@ -180,6 +183,10 @@ static int reap(uring *u) {
         case URING_WAKE:
             on_wake(u, cqe->res);
             break;
+        case URING_IO:
+            atomic_fetch_sub_explicit(&u->base.busy, 1, memory_order_relaxed);
+            tern__io_complete((tern__ioop *)op, cqe->res);
+            break;
         }
     }
     io_uring_cq_advance(&u->ring, seen);
@@ -224,6 +231,79 @@ static int uring_wait(tern__driver *d, int64_t timeout_ns) {
     return n ? n : rc;
 }
 
+/* Prepares op's SQE. The file position (-1) is what read/write without an
+ * offset mean; sends never raise SIGPIPE. */
+static int uring_submit(tern__driver *d, tern__ioop *op) {
+    uring *u = (uring *)d;
+    struct io_uring_sqe *sqe = get_sqe(u);
+    if (!sqe)
+        return -EAGAIN;
+    unsigned len = op->len > 0x7ffff000u ? 0x7ffff000u : (unsigned)op->len;
+    switch ((enum tern__io_code)op->code) {
+    case IO_READ:
+    case IO_PREAD:
+        io_uring_prep_read(sqe, op->fd, op->buf, len, (uint64_t)op->off);
+        break;
+    case IO_WRITE:
+    case IO_PWRITE:
+        io_uring_prep_write(sqe, op->fd, op->buf, len, (uint64_t)op->off);
+        break;
+    case IO_READV:
+        io_uring_prep_readv(sqe, op->fd, op->iov, (unsigned)op->iovcnt, (uint64_t)op->off);
+        break;
+    case IO_WRITEV:
+        io_uring_prep_writev(sqe, op->fd, op->iov, (unsigned)op->iovcnt, (uint64_t)op->off);
+        break;
+    case IO_RECV:
+        io_uring_prep_recv(sqe, op->fd, op->buf, len, op->flags);
+        break;
+    case IO_SEND:
+        io_uring_prep_send(sqe, op->fd, op->buf, len, op->flags | MSG_NOSIGNAL);
+        break;
+    case IO_RECVMSG:
+        io_uring_prep_recvmsg(sqe, op->fd, op->msg, (unsigned)op->flags);
+        break;
+    case IO_SENDMSG:
+        io_uring_prep_sendmsg(sqe, op->fd, op->msg, (unsigned)op->flags | MSG_NOSIGNAL);
+        break;
+    case IO_ACCEPT:
+        io_uring_prep_accept(sqe, op->fd, op->addr, op->addrlen, op->flags);
+        break;
+    case IO_CONNECT:
+        io_uring_prep_connect(sqe, op->fd, op->addr, op->alen);
+        break;
+    case IO_POLL:
+        io_uring_prep_poll_add(sqe, op->fd, (unsigned)(unsigned short)op->events);
+        break;
+    case IO_OPEN:
+        io_uring_prep_openat(sqe, AT_FDCWD, op->path, op->flags, op->mode);
+        break;
+    case IO_FSYNC:
+        io_uring_prep_fsync(sqe, op->fd, op->flags ? IORING_FSYNC_DATASYNC : 0);
+        break;
+    case IO_STATX:
+        io_uring_prep_statx(sqe, op->fd, op->path, op->flags, op->mask, op->stx);
+        break;
+    case IO_CLOSE:
+        io_uring_prep_close(sqe, op->fd);
+        break;
+    }
+    io_uring_sqe_set_data(sqe, op);
+    atomic_fetch_add_explicit(&d->busy, 1, memory_order_relaxed);
+    return 0;
+}
+
+/* The operation completes with -ECANCELED (or its own result, if it was
+ * already done); the cancel's own completion carries no record. */
+static void uring_cancel(tern__driver *d, uintptr_t key) {
+    uring *u = (uring *)d;
+    struct io_uring_sqe *sqe;
+    while (!(sqe = get_sqe(u)))
+        io_uring_submit_and_get_events(&u->ring); /* a full SQ drains as we reap */
+    io_uring_prep_cancel(sqe, (void *)key, 0);
+    io_uring_sqe_set_data64(sqe, 0);
+}
+
 static void uring_wake(tern__driver *d) {
     uring *u = (uring *)d;
     uint64_t one = 1;
@@ -255,4 +335,6 @@ const tern__driver_ops tern__uring_ops = {
     .wait = uring_wait,
     .wake = uring_wake,
     .close = uring_close,
+    .submit = uring_submit,
+    .cancel = uring_cancel,
 };

@@ -247,6 +247,7 @@ struct tern_runtime {
     pthread_cond_t done_cond; /* a task finished while closing */
 
     tern__blocking blocking;
+    struct tern__fdtab *fdtab; /* the epoll backend's descriptor table (io/) */
 
     /* start-up hand-shake with the workers */
     pthread_mutex_t start_lock;
@@ -274,6 +275,8 @@ void tern__schedule(tern_runtime *rt, tern_task *t, int lifo);
 /* Unlinks the sleep entries of w's wheel that tasks resumed elsewhere gave
  * up. Owner thread. */
 void tern__sleep_reap_remote(tern_loop *w);
+/* 1 when the calling task was cancelled (and marks that it saw it). */
+int tern__cancelled(void);
 /* tern_park, optionally deaf to cancellation (waits that must finish). */
 int tern__park(uint64_t deadline, int nocancel);
 
@@ -305,6 +308,10 @@ enum { TERN_TIMER_SLEEP = 1, TERN_TIMER_HANDLE };
 
 /* sync/future.c: completes a task's future (tern_task_future) */
 void tern__future_task_done(tern_future *f, void *result, int status);
+
+/* io/fdtab.c */
+int tern__fdtab_new(struct tern__fdtab **out);
+void tern__fdtab_free(struct tern__fdtab *tab);
 
 /* blocking.c */
 int tern__blocking_submit(tern_runtime *rt, tern_task *t);

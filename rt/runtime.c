@@ -4,6 +4,7 @@
  */
 #define _GNU_SOURCE
 #include <errno.h>
+#include <signal.h>
 #include <sched.h>
 #include <stdlib.h>
 #include <string.h>
@@ -74,6 +75,7 @@ static void runtime_destroy(tern_runtime *rt)
     free(rt->idle.sleepers);
     if (rt->stacks)
         tern__stack_pool_free(rt->stacks);
+    tern__fdtab_free(rt->fdtab);
     pthread_mutex_destroy(&rt->free_lock);
     pthread_mutex_destroy(&rt->inject_lock);
     pthread_mutex_destroy(&rt->idle.lock);
@@ -110,7 +112,20 @@ static int runtime_alloc(tern_runtime *rt)
         pthread_mutex_init(&w->inbox_lock, NULL);
         rt->loops[i] = w;
     }
-    return tern__stack_pool_new(rt->cfg.stack_size, n, &rt->stacks);
+    int err = tern__fdtab_new(&rt->fdtab);
+    return err ? err : tern__stack_pool_new(rt->cfg.stack_size, n, &rt->stacks);
+}
+
+/* A write to a peer that has gone must return -EPIPE, not kill the process
+ * (Go and Rust do the same); a handler the program installed stays. */
+static void ignore_sigpipe(void)
+{
+    struct sigaction sa;
+    if (sigaction(SIGPIPE, NULL, &sa) == 0 && sa.sa_handler == SIG_DFL &&
+        !(sa.sa_flags & SA_SIGINFO)) {
+        sa.sa_handler = SIG_IGN;
+        sigaction(SIGPIPE, &sa, NULL);
+    }
 }
 
 /* Tells the workers to exit and joins the first n of them. */
@@ -146,6 +161,8 @@ int tern_runtime_new(const tern_config *cfg, tern_runtime **out)
     rt->blocking.max = rt->cfg.blocking_threads;
     if (err == 0)
         err = runtime_alloc(rt);
+    if (err == 0)
+        ignore_sigpipe();
     if (err == 0) {
         /* Choose the backend once, so that every worker runs the same one
          * (AUTO could otherwise differ per worker on a flaky kernel): open a

@@ -439,6 +439,12 @@ static int cancelled(tern_task *t)
     return 1;
 }
 
+int tern__cancelled(void)
+{
+    tern_loop *w = tern__loop_self();
+    return w && w->current && cancelled(w->current);
+}
+
 /* The fiber's first frame. Never returns: the last switch gives the stack
  * back to the worker, which finishes the task. */
 static void task_entry(void *arg)

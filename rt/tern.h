@@ -299,5 +299,6 @@ TERN_API const char *tern_strerror(int err);
 #endif
 
 #include "tern_sync.h" /* futures, task groups, locks, channels */
+#include "tern_io.h"   /* sockets, pipes, files */
 
 #endif /* TERN_H */

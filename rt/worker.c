@@ -267,6 +267,10 @@ static void maintain(tern_loop *w)
     uint64_t now = tern_now();
     atomic_store_explicit(&w->now, now, RELAXED);
     tern__handles_run(w);
+    /* I/O in flight (or descriptors homed here): collect what is ready
+     * without sleeping, so a busy worker still submits and completes. */
+    if (atomic_load_explicit(&w->driver->busy, RELAXED))
+        w->driver->ops->wait(w->driver, 0);
     if (atomic_load_explicit(&w->sleep_reap, RELAXED))
         tern__sleep_reap_remote(w);
     if (w->wheel.count) {
@@ -345,6 +349,8 @@ void *tern__worker_main(void *arg)
     int err = tern__fiber_thread_init();
     if (err == 0)
         err = tern__driver_open(rt->backend, &w->driver, NULL);
+    if (err == 0)
+        w->driver->fdtab = rt->fdtab;
     w->backend_note = rt->backend_note;
     tern__wheel_init(&w->wheel, tern_now(), 1000000);
     atomic_store_explicit(&w->now, tern_now(), RELAXED);

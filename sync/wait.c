@@ -84,9 +84,13 @@ static void futex_wake_all(_Atomic uint32_t *word)
 
 void tern__wake_post(tern__waiter *w)
 {
-    tern__wake *k = w->wake;
+    atomic_store_explicit(&w->wake->fired, w->index, RELAXED);
+    tern__wake_done(w->wake);
+}
+
+void tern__wake_done(tern__wake *k)
+{
     tern_task *t = k->task;
-    atomic_store_explicit(&k->fired, w->index, RELAXED);
     if (!t) {
         atomic_store_explicit(&k->state, W_DONE, RELEASE);
         futex_wake_all(&k->state);

@@ -98,6 +98,9 @@ int tern__waiter_claim(tern__waiter *w);
 void tern__wake_init(tern__wake *k);
 /* Posts DONE for a claimed node (w->wake's index <- w->index). */
 void tern__wake_post(tern__waiter *w);
+/* Posts DONE on a record directly (a record without nodes: an I/O
+ * operation, a blocking job). Last touch of k. */
+void tern__wake_done(tern__wake *k);
 /* Counting mode: one firing. err_index >= 0 records the first failure. */
 void tern__wake_count(tern__wake *k, int err_index);
 

@@ -1,0 +1,194 @@
+/*
+ * The descriptor table of the epoll backend (see io.h).
+ *
+ * One entry per descriptor number, in chunks allocated on first use and
+ * kept until the runtime goes. An entry is registered once, edge-triggered,
+ * with the epoll set of the worker where a task first had to wait on it
+ * (its home), and stays so until tern_close. Only the home loop receives
+ * its events, so a listener shared by many tasks wakes one worker, not all
+ * of them; the tasks themselves may run anywhere.
+ *
+ * Edges are not stored as "ready" bits. Instead an entry counts the events
+ * it has seen (seq): a task reads seq before its non-blocking attempt and
+ * queues itself only if seq has not moved since, so an edge that lands
+ * between the attempt's EAGAIN and the queueing sends it back to try again
+ * rather than to sleep through it.
+ */
+#ifndef _GNU_SOURCE
+#define _GNU_SOURCE
+#endif
+#include <errno.h>
+#include <fcntl.h>
+#include <stdlib.h>
+#include <sys/epoll.h>
+
+#include "io.h"
+
+#define CHUNK 1024
+#define MAX_CHUNKS 4096 /* descriptors below 4M */
+
+typedef struct entry {
+    tern__waitq q;   /* lock + waiters; a waiter's n holds the events it wants */
+    _Atomic uint32_t seq;
+    tern__driver *home; /* registered with this driver's epoll set, or NULL */
+    _Atomic int nonblock; /* O_NONBLOCK set (or checked) since the fd was opened */
+} entry;
+
+struct tern__fdtab {
+    _Atomic(entry *) chunks[MAX_CHUNKS];
+};
+
+int tern__fdtab_new(tern__fdtab **out)
+{
+    return (*out = calloc(1, sizeof **out)) ? 0 : -ENOMEM;
+}
+
+void tern__fdtab_free(tern__fdtab *tab)
+{
+    if (!tab)
+        return;
+    for (unsigned i = 0; i < MAX_CHUNKS; i++)
+        free(atomic_load_explicit(&tab->chunks[i], RELAXED));
+    free(tab);
+}
+
+static entry *lookup(tern__fdtab *tab, int fd, int create)
+{
+    if (fd < 0 || fd >= CHUNK * MAX_CHUNKS)
+        return NULL;
+    _Atomic(entry *) *slot = &tab->chunks[fd / CHUNK];
+    entry *c = atomic_load_explicit(slot, ACQUIRE);
+    if (!c && create) {
+        entry *fresh = calloc(CHUNK, sizeof *fresh);
+        if (!fresh)
+            return NULL;
+        if (atomic_compare_exchange_strong_explicit(slot, &c, fresh, ACQ_REL, ACQUIRE))
+            c = fresh;
+        else
+            free(fresh); /* another thread made it first */
+    }
+    return c ? &c[fd % CHUNK] : NULL;
+}
+
+uint32_t tern__fdtab_seq(tern__fdtab *tab, int fd)
+{
+    entry *e = lookup(tab, fd, 0);
+    return e ? atomic_load_explicit(&e->seq, ACQUIRE) : 0;
+}
+
+int tern__fdtab_nonblock(tern__fdtab *tab, int fd)
+{
+    entry *e = lookup(tab, fd, 1);
+    if (!e)
+        return fd < 0 ? -EBADF : -ENOMEM;
+    if (atomic_load_explicit(&e->nonblock, RELAXED))
+        return 0;
+    int fl = fcntl(fd, F_GETFL);
+    if (fl < 0 || (!(fl & O_NONBLOCK) && fcntl(fd, F_SETFL, fl | O_NONBLOCK) < 0))
+        return -errno;
+    atomic_store_explicit(&e->nonblock, 1, RELAXED);
+    return 0;
+}
+
+/* Collects the waiters of e that revents concerns (all of them on an error
+ * or hang-up), claimed, for posting after the lock is dropped. */
+static tern__waiter *claim_ready(entry *e, uint32_t revents)
+{
+    tern__waiter *post = NULL;
+    for (tern__waiter *w = e->q.head, *next; w; w = next) {
+        next = w->next;
+        uint32_t hit = revents & ((uint32_t)w->n | POLLERR | POLLHUP | POLLNVAL);
+        if (!hit)
+            continue;
+        tern__wq_unlink(&e->q, w);
+        if (tern__waiter_claim(w)) {
+            w->result = (int)hit;
+            w->next = post;
+            post = w;
+        }
+    }
+    return post;
+}
+
+static void post_all(tern__waiter *w)
+{
+    while (w) {
+        tern__waiter *next = w->next;
+        tern__wake_post(w);
+        w = next;
+    }
+}
+
+void tern__fdtab_event(tern__fdtab *tab, int fd, uint32_t revents)
+{
+    entry *e = lookup(tab, fd, 0);
+    if (!e)
+        return;
+    TERN__LOCK(&e->q);
+    atomic_fetch_add_explicit(&e->seq, 1, RELEASE);
+    tern__waiter *post = claim_ready(e, revents);
+    TERN__UNLOCK(&e->q);
+    post_all(post);
+}
+
+int tern__fdtab_wait(tern__fdtab *tab, tern__driver *d, int fd, short events, uint32_t seq,
+                     uint64_t deadline)
+{
+    entry *e = lookup(tab, fd, 1);
+    if (!e)
+        return fd < 0 ? -EBADF : -ENOMEM;
+    tern__wake k;
+    tern__waiter w = {.wake = &k, .n = (uint16_t)events};
+    tern__wake_init(&k);
+    TERN__LOCK(&e->q);
+    if (!e->home) {
+        /* Every event, edge-triggered, once for the descriptor's life:
+         * later waits cost no system call to arm. */
+        struct epoll_event ev = {
+            .events = EPOLLIN | EPOLLOUT | EPOLLPRI | EPOLLRDHUP | EPOLLET,
+            .data.u64 = (uint64_t)fd,
+        };
+        if (epoll_ctl(tern__epoll_fd(d), EPOLL_CTL_ADD, fd, &ev) < 0) {
+            int err = errno;
+            TERN__UNLOCK(&e->q);
+            /* A regular file cannot be polled: it is always ready. */
+            return err == EPERM ? (events | POLLIN | POLLOUT) : -err;
+        }
+        e->home = d;
+        atomic_fetch_add_explicit(&d->busy, 1, RELAXED);
+    }
+    if (atomic_load_explicit(&e->seq, ACQUIRE) != seq) {
+        TERN__UNLOCK(&e->q); /* something happened since the attempt */
+        return 0;
+    }
+    tern__wq_push(&e->q, &w);
+    TERN__UNLOCK(&e->q);
+    int r = tern__wake_wait(&k, deadline, 0);
+    if (r < 0) {
+        TERN__LOCK(&e->q);
+        tern__wq_unlink(&e->q, &w);
+        TERN__UNLOCK(&e->q);
+        return r;
+    }
+    return w.result;
+}
+
+void tern__fdtab_forget(tern__fdtab *tab, int fd)
+{
+    entry *e = lookup(tab, fd, 0);
+    if (!e)
+        return;
+    TERN__LOCK(&e->q);
+    if (e->home) {
+        /* Any thread may edit another worker's epoll set: the kernel
+         * serialises it, and an event already taken from it only bumps seq. */
+        epoll_ctl(tern__epoll_fd(e->home), EPOLL_CTL_DEL, fd, NULL);
+        atomic_fetch_sub_explicit(&e->home->busy, 1, RELAXED);
+        e->home = NULL;
+    }
+    atomic_store_explicit(&e->nonblock, 0, RELAXED);
+    atomic_fetch_add_explicit(&e->seq, 1, RELEASE);
+    tern__waiter *post = claim_ready(e, POLLNVAL);
+    TERN__UNLOCK(&e->q);
+    post_all(post);
+}

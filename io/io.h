@@ -1,0 +1,90 @@
+/*
+ * I/O operations inside tern (never installed).
+ *
+ * Two ways to wait, one per backend:
+ *  - io_uring: the whole operation goes to the ring of the worker the task
+ *    runs on, as a tern__ioop on the task's stack whose address rides in
+ *    user_data. The ring's owner reaps the completion, stores the result
+ *    and wakes the task, wherever it runs by then. A task that gives up
+ *    (deadline, cancel) asks the owner to cancel the operation and still
+ *    waits for its completion: the kernel may be writing into its buffer
+ *    until then.
+ *  - epoll: the task makes the non-blocking system call itself and, on
+ *    EAGAIN, waits for readiness in the runtime's descriptor table
+ *    (fdtab.c): one entry per fd, registered edge-triggered in one worker's
+ *    epoll set (its "home"), with queues of waiting tasks. The home loop's
+ *    wait turns events into wake-ups; a task that gives up unlinks itself
+ *    under the entry's lock. No operation is ever in the kernel on a task's
+ *    behalf, so giving up needs nothing more.
+ */
+#ifndef TERN_IO_INTERNAL_H
+#define TERN_IO_INTERNAL_H
+
+#include <poll.h>
+#include <sys/socket.h>
+#include <sys/uio.h>
+
+#include "wait.h"
+
+enum tern__io_code {
+    IO_READ, IO_WRITE, IO_READV, IO_WRITEV, IO_RECV, IO_SEND, IO_RECVMSG, IO_SENDMSG,
+    IO_ACCEPT, IO_CONNECT, IO_POLL, IO_OPEN, IO_PREAD, IO_PWRITE, IO_FSYNC, IO_STATX,
+    IO_CLOSE,
+};
+
+typedef struct tern__ioop {
+    unsigned char kind; /* first byte: the ring's dispatch tag (uring.c) */
+    unsigned char code; /* enum tern__io_code */
+    short events;       /* IO_POLL */
+    int fd;
+    int flags;          /* recv/send/accept/open/statx/fsync flags */
+    void *buf;
+    size_t len;
+    const struct iovec *iov;
+    int iovcnt;
+    unsigned mask;      /* statx */
+    off_t off;          /* pread/pwrite; -1 for read/write: the file position */
+    struct sockaddr *addr;
+    socklen_t *addrlen; /* accept */
+    socklen_t alen;     /* connect */
+    struct msghdr *msg;
+    const char *path;
+    unsigned mode;
+    struct statx *stx;
+    /* completion */
+    tern__wake wake;          /* task, and state W_WAITING -> W_DONE */
+    _Atomic uint32_t cancel_acked; /* the owner has sent the cancel */
+    int res;
+    tern_loop *loop;          /* whose ring holds it */
+} tern__ioop;
+
+#define TERN__URING_IO 2 /* tern__ioop.kind: uring.c's tag for an operation */
+
+/* uring.c: called by the ring's owner with an operation's result. */
+void tern__io_complete(tern__ioop *op, int res);
+
+/* ---- the descriptor table (fdtab.c), for the epoll backend ------------------------ */
+
+typedef struct tern__fdtab tern__fdtab;
+
+/* Readiness seen by a loop's epoll wait for fd: wakes the waiters that
+ * care. Called by the home loop's thread. */
+void tern__fdtab_event(tern__fdtab *tab, int fd, uint32_t revents);
+/* The entry's event count, read before a non-blocking attempt: waiting
+ * starts only if nothing happened since (see tern__fdtab_wait). */
+uint32_t tern__fdtab_seq(tern__fdtab *tab, int fd);
+/* Waits until fd reports one of events (POLLIN/POLLOUT...), registering fd
+ * with d (the calling worker's driver) the first time. Returns at once (0)
+ * when an event arrived since seq was read. Returns the events seen (> 0),
+ * 0 to retry, or -ETIMEDOUT, -ECANCELED, -ENOMEM, -EBADF. */
+int tern__fdtab_wait(tern__fdtab *tab, tern__driver *d, int fd, short events, uint32_t seq,
+                     uint64_t deadline);
+/* Makes fd non-blocking once (cached until forgotten). 0 or -errno. */
+int tern__fdtab_nonblock(tern__fdtab *tab, int fd);
+/* Forgets fd (before it is closed): deregisters it and wakes its waiters. */
+void tern__fdtab_forget(tern__fdtab *tab, int fd);
+
+/* epoll.c: the epoll fd behind a driver. */
+int tern__epoll_fd(tern__driver *d);
+
+#endif

@@ -1,0 +1,176 @@
+/*
+ * tern's I/O: sockets, pipes and files as straight-line code in tasks.
+ * Included by tern.h; do not include it on its own.
+ *
+ * Conventions (on top of tern.h's):
+ *  - Every operation is called from a task and suspends it until the
+ *    operation is done; called outside a task it returns -EPERM. It returns
+ *    a count, a new descriptor or 0 on success and a negative errno on
+ *    failure; errno is never used.
+ *  - `deadline` is an absolute tern_now() time (0: none); reaching it
+ *    returns -ETIMEDOUT. A cancelled task gets -ECANCELED. Either way the
+ *    call returns only after the kernel has let go of the caller's buffer:
+ *    on io_uring the operation is cancelled and its completion reaped, on
+ *    epoll the wait is deregistered. If the operation completed anyway (it
+ *    won the race with the deadline or the cancel), its result is returned
+ *    instead, so no byte read or written is ever unaccounted for.
+ *  - A task may move to another worker between two operations (or while it
+ *    waits); that changes nothing for the caller.
+ *  - Descriptors that tern creates are close-on-exec, and non-blocking on
+ *    the epoll backend. Descriptors from elsewhere work too: on epoll tern
+ *    uses them without blocking (MSG_DONTWAIT, or O_NONBLOCK set on first
+ *    use), on io_uring as they are.
+ *  - Close descriptors used with tern through tern_close, so the epoll
+ *    backend forgets them (a number reused after a plain close(2) would
+ *    otherwise inherit a stale registration).
+ *  - SIGPIPE never kills the process: sends use MSG_NOSIGNAL, and
+ *    tern_runtime_new sets SIGPIPE to SIG_IGN when it is SIG_DFL (as Go
+ *    and Rust do), so a write to a closed peer returns -EPIPE.
+ *  - Regular files (open, pread, pwrite, fsync, statx) go through io_uring
+ *    natively; on epoll they run on the blocking pool.
+ */
+#ifndef TERN_IO_H
+#define TERN_IO_H
+
+#ifndef TERN_H
+#error "include tern.h, not tern_io.h"
+#endif
+
+#include <sys/socket.h>
+#include <sys/types.h>
+#include <sys/uio.h>
+
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+struct statx;
+struct addrinfo;
+
+/* ---- any descriptor -------------------------------------------------------- */
+
+/* read(2) / write(2) / readv(2) / writev(2). Return the count (0 from a
+ * read: end of file), or -EBADF, -EINVAL (buf NULL with len > 0, iovcnt
+ * out of range), -EPIPE, -ECONNRESET, -ETIMEDOUT, -ECANCELED, ... */
+TERN_API ssize_t tern_read(int fd, void *buf, size_t len, uint64_t deadline);
+TERN_API ssize_t tern_write(int fd, const void *buf, size_t len, uint64_t deadline);
+TERN_API ssize_t tern_readv(int fd, const struct iovec *iov, int iovcnt, uint64_t deadline);
+TERN_API ssize_t tern_writev(int fd, const struct iovec *iov, int iovcnt,
+                             uint64_t deadline);
+
+/* Reads exactly len bytes, looping over short reads. Returns len, -ENODATA
+ * when the stream ended first (the bytes read so far stay in buf; see
+ * *got), or an error. got (may be NULL) receives the count read in every
+ * case. */
+TERN_API ssize_t tern_read_exact(int fd, void *buf, size_t len, size_t *got,
+                                 uint64_t deadline);
+/* Writes all len bytes, looping over short writes. Returns len or an
+ * error; sent (may be NULL) receives the count written in every case. */
+TERN_API ssize_t tern_write_all(int fd, const void *buf, size_t len, size_t *sent,
+                                uint64_t deadline);
+
+/* Waits until fd is ready for events (POLLIN, POLLOUT, POLLPRI, POLLRDHUP;
+ * POLLERR and POLLHUP are always reported): for descriptors that a foreign
+ * library reads and writes itself. Returns the ready events (> 0),
+ * -EINVAL (no events asked), -EBADF, -ETIMEDOUT, -ECANCELED. */
+TERN_API int tern_poll(int fd, short events, uint64_t deadline);
+
+/* Closes fd after forgetting it in the I/O driver. Do not close a
+ * descriptor another task is still using. Returns 0 or -EBADF. */
+TERN_API int tern_close(int fd);
+
+/* ---- sockets: the system calls ----------------------------------------------- */
+
+/* socket(2) with SOCK_CLOEXEC (and SOCK_NONBLOCK on epoll). Returns the fd
+ * or -EAFNOSUPPORT, -EMFILE, ... Never suspends. */
+TERN_API int tern_socket(int domain, int type, int protocol);
+
+/* accept4(2): returns the connected fd (close-on-exec). addr and addrlen
+ * may be NULL. -EMFILE / -ENFILE when out of descriptors: the pending
+ * connection stays queued (back off and try again; the listener is fine). */
+TERN_API int tern_accept(int fd, struct sockaddr *addr, socklen_t *addrlen,
+                         uint64_t deadline);
+/* connect(2): returns 0 once connected, or -ECONNREFUSED, -ETIMEDOUT, ...
+ * After -ETIMEDOUT or -ECANCELED the socket is in an unspecified state:
+ * close it. */
+TERN_API int tern_connect(int fd, const struct sockaddr *addr, socklen_t addrlen,
+                          uint64_t deadline);
+
+/* recv(2) / send(2) / recvfrom / sendto / recvmsg / sendmsg. Sends add
+ * MSG_NOSIGNAL. Return the count or an error (recv 0: the peer shut down
+ * its side). */
+TERN_API ssize_t tern_recv(int fd, void *buf, size_t len, int flags, uint64_t deadline);
+TERN_API ssize_t tern_send(int fd, const void *buf, size_t len, int flags,
+                           uint64_t deadline);
+TERN_API ssize_t tern_recvfrom(int fd, void *buf, size_t len, int flags,
+                               struct sockaddr *from, socklen_t *fromlen, uint64_t deadline);
+TERN_API ssize_t tern_sendto(int fd, const void *buf, size_t len, int flags,
+                             const struct sockaddr *to, socklen_t tolen, uint64_t deadline);
+TERN_API ssize_t tern_recvmsg(int fd, struct msghdr *msg, int flags, uint64_t deadline);
+TERN_API ssize_t tern_sendmsg(int fd, const struct msghdr *msg, int flags,
+                              uint64_t deadline);
+
+/* shutdown(2). Returns 0 or -EBADF, -ENOTCONN, -EINVAL. Never suspends. */
+TERN_API int tern_shutdown(int fd, int how);
+
+/* ---- sockets: the convenient layer ---------------------------------------------- */
+
+#define TERN_REUSEPORT 1u /* SO_REUSEPORT: several listeners share a port */
+#define TERN_V6ONLY 2u    /* an IPv6 listener refuses IPv4-mapped peers */
+
+/* getaddrinfo(3) on the blocking pool. Returns 0 with *res (free it with
+ * freeaddrinfo), or -ENXIO (no such host or service), -EAGAIN (temporary
+ * failure), -EINVAL (bad flags or family), -ENOMEM, -ETIMEDOUT (the
+ * deadline passed; the lookup finishes in the background), -ECANCELED. */
+TERN_API int tern_getaddrinfo(const char *host, const char *service,
+                              const struct addrinfo *hints, struct addrinfo **res,
+                              uint64_t deadline);
+
+/* A TCP listener on host:port (host NULL or "" = every interface, IPv6
+ * and IPv4 when the system allows; a name is resolved), with SO_REUSEADDR
+ * always and TERN_REUSEPORT / TERN_V6ONLY on request. backlog <= 0 means
+ * SOMAXCONN. port 0 picks a free port (see tern_sock_local_addr). Returns
+ * the fd or a negative errno (-EADDRINUSE, -ENXIO, -EINVAL, ...). */
+TERN_API int tern_tcp_listen(const char *host, uint16_t port, int backlog, unsigned flags);
+/* Connects to host:port, trying each resolved address in turn until one
+ * answers (the deadline covers them all). Returns the fd or the last
+ * address's error. */
+TERN_API int tern_tcp_connect(const char *host, uint16_t port, uint64_t deadline);
+/* Unix-domain stream sockets. listen removes nothing: a stale socket file
+ * gives -EADDRINUSE. Paths longer than sun_path give -ENAMETOOLONG. */
+TERN_API int tern_unix_listen(const char *path, int backlog);
+TERN_API int tern_unix_connect(const char *path, uint64_t deadline);
+/* A UDP socket bound to host:port (host NULL = every interface). */
+TERN_API int tern_udp_bind(const char *host, uint16_t port);
+
+/* Socket options. nodelay: TCP_NODELAY on or off. keepalive: idle_s > 0
+ * turns keep-alive on with probes after idle_s seconds of silence, 0 turns
+ * it off. bufsizes: SO_RCVBUF / SO_SNDBUF, 0 leaves one alone. Return 0 or
+ * a negative errno. Never suspend. */
+TERN_API int tern_sock_nodelay(int fd, int on);
+TERN_API int tern_sock_keepalive(int fd, int idle_s);
+TERN_API int tern_sock_bufsizes(int fd, int rcvbuf, int sndbuf);
+/* getsockname / getpeername into *addr (*len in: its size; out: the
+ * address's). Return 0 or a negative errno. Never suspend. */
+TERN_API int tern_sock_local_addr(int fd, struct sockaddr_storage *addr, socklen_t *len);
+TERN_API int tern_sock_peer_addr(int fd, struct sockaddr_storage *addr, socklen_t *len);
+
+/* ---- regular files ------------------------------------------------------------------ */
+
+/* openat(AT_FDCWD, path, flags | O_CLOEXEC, mode). Returns the fd or a
+ * negative errno. */
+TERN_API int tern_open(const char *path, int flags, mode_t mode, uint64_t deadline);
+/* pread(2) / pwrite(2) at offset. Return the count or an error. */
+TERN_API ssize_t tern_pread(int fd, void *buf, size_t len, off_t offset, uint64_t deadline);
+TERN_API ssize_t tern_pwrite(int fd, const void *buf, size_t len, off_t offset,
+                             uint64_t deadline);
+/* fsync(2), or fdatasync(2) when datasync is non-zero. */
+TERN_API int tern_fsync(int fd, int datasync, uint64_t deadline);
+/* statx(2). Returns 0 or a negative errno. */
+TERN_API int tern_statx(int dirfd, const char *path, int flags, unsigned mask,
+                        struct statx *out, uint64_t deadline);
+
+#ifdef __cplusplus
+}
+#endif
+#endif /* TERN_IO_H */
