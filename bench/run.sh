@@ -9,6 +9,24 @@
 #                                     peer) with the peer harness of PEERS_DIR, in
 #                                     one table with ratios to tern
 #
+# Servers: tcp_echo and http run on both I/O backends (TERN_BACKEND=io_uring
+# and =epoll), each run a fresh server on a free 127.0.0.1 port, stopped with
+# SIGTERM afterwards; a run fails unless the server then exits 0.
+#  - tcp_echo (bench-contract.md): driven by bench/loadgen (TCP_CONNS
+#    connections, one 64-byte request in flight on each, every echo checked):
+#    an unmeasured TCP_WARMUP_SECS session, then the measured one (0.5 s
+#    warm-up, TCP_SECS s). Rows "tcp_echo (io_uring)" and "tcp_echo (epoll)":
+#    requests/s, p50 and p99 latency. With --peers the harness runs it with
+#    its own load generator, tern as two columns, tern-uring and tern-epoll,
+#    and the ratios are to tern-uring (the other workloads of that run get the
+#    same two columns).
+#  - http: bench/http (keep-alive "Hello, World!") loaded with
+#    `wrk -t$HTTP_THREADS -c$HTTP_CONNS -d${HTTP_SECS}s --latency` after an
+#    unmeasured HTTP_WARMUP_SECS session; any socket error or non-2xx answer
+#    fails the run. Needs wrk (Debian package `wrk`), else it is skipped with
+#    a note. The peer harness has no HTTP servers, so with --peers tern's
+#    figures are reported alone, below the harness's table.
+#
 # Workloads: those of bench-contract.md, plus tern's own `mutex`: a root task
 # spawns T tasks (default 100) that each increment one shared plain counter
 # I times (default 10000) under one mutex, lock / increment / unlock per
@@ -30,6 +48,8 @@
 #                               (it knows tokio go libuv asyncio uvloop)
 #   sizes, as in the peer harness: SPAWN_N YIELD_T YIELD_Y PP_R PP_H CHAIN_D
 #   TIMERS_K TIMERS_MAX_MS MPSC_P MPSC_M MPSC_CAP IDLE_K; and MUTEX_T MUTEX_I
+#   servers: TCP_CONNS=50 TCP_SECS=5 TCP_WARMUP_SECS=1 (also passed to the
+#   harness); HTTP_CONNS=50 HTTP_SECS=5 HTTP_WARMUP_SECS=1 HTTP_THREADS=1
 #
 # Build dependencies (Debian packages): cmake gcc make pkg-config liburing-dev
 # libck-dev check, and python3 for the table. Run as root, the script installs
@@ -50,8 +70,17 @@ PEERS_DIR=${PEERS_DIR:-$ROOT/../shared/peers}
 PEER_RUNTIMES=${PEER_RUNTIMES:-tokio go}
 WORKERS=${WORKERS:-}
 
-TERN_WORKLOADS=(spawn_many yield_many ping_pong chained_spawn timers mpsc mutex idle_tasks)
-KNOWN_WORKLOADS=(spawn_many yield_many ping_pong chained_spawn timers mpsc mutex idle_tasks tcp_echo)
+TERN_WORKLOADS=(spawn_many yield_many ping_pong chained_spawn timers mpsc mutex idle_tasks tcp_echo
+	http)
+KNOWN_WORKLOADS=("${TERN_WORKLOADS[@]}")
+BACKENDS=(io_uring epoll)
+TCP_CONNS=${TCP_CONNS:-50}
+TCP_SECS=${TCP_SECS:-5}
+TCP_WARMUP_SECS=${TCP_WARMUP_SECS:-1}
+HTTP_CONNS=${HTTP_CONNS:-50}
+HTTP_SECS=${HTTP_SECS:-5}
+HTTP_WARMUP_SECS=${HTTP_WARMUP_SECS:-1}
+HTTP_THREADS=${HTTP_THREADS:-1}
 
 usage() {
 	sed -n '2,/^set -euo/p' "${BASH_SOURCE[0]}" | sed -e '$d' -e 's/^# \{0,1\}//' >&2
@@ -80,10 +109,18 @@ if ! [[ $REPS =~ ^[1-9][0-9]*$ ]]; then
 	echo "bench/run.sh: REPS must be a positive integer" >&2
 	exit 2
 fi
-if [ -n "$WORKERS" ] && ! [[ $WORKERS =~ ^[1-9][0-9]*$ ]]; then
-	echo "bench/run.sh: WORKERS must be a positive integer" >&2
-	exit 2
-fi
+for v in WORKERS TCP_CONNS TCP_SECS HTTP_CONNS HTTP_SECS HTTP_THREADS; do
+	if [ -n "${!v}" ] && ! [[ ${!v} =~ ^[1-9][0-9]*$ ]]; then
+		echo "bench/run.sh: $v must be a positive integer" >&2
+		exit 2
+	fi
+done
+for v in TCP_WARMUP_SECS HTTP_WARMUP_SECS; do
+	if ! [[ ${!v} =~ ^[0-9]+$ ]]; then
+		echo "bench/run.sh: $v must be a whole number of seconds" >&2
+		exit 2
+	fi
+done
 
 log() { echo "bench/run.sh: $*" >&2; }
 
@@ -149,6 +186,169 @@ sizes_for() {
 	esac
 }
 
+# ---- servers: tcp_echo and http on each backend ------------------------------------
+# run_servers WORKLOAD appends one record per run to $SRAW and keeps every
+# output in $SLOGS; server_report prints their table.
+
+wflags=()
+[ -z "$WORKERS" ] || wflags=(--workers "$WORKERS")
+
+free_port() { # the kernel's pick of a free 127.0.0.1 port
+	"$PY" -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])'
+}
+
+# start_server WORKLOAD BACKEND LOG: starts it in the background (SPID, PORT)
+# and waits until it says it listens; returns 1 if it does not within 5 s.
+start_server() {
+	PORT=$(free_port)
+	TERN_BACKEND=$2 timeout "$RUN_TIMEOUT" "$BIN/$1" ${wflags[@]+"${wflags[@]}"} "$PORT" \
+		"$RUN_TIMEOUT" >"$3.server.out" 2>"$3.server.err" &
+	SPID=$!
+	for _ in $(seq 100); do
+		grep -q '^INFO .* listening' "$3.server.out" 2>/dev/null && return 0
+		kill -0 "$SPID" 2>/dev/null || return 1
+		sleep 0.05
+	done
+	return 1
+}
+
+# stop_server: SIGTERM; the server must then exit 0 (a clean stop).
+stop_server() {
+	kill -TERM "$SPID" 2>/dev/null || true
+	wait "$SPID"
+}
+
+# drive_WORKLOAD PORT LOG: the load sessions; the measured RESULT goes to LOG.out.
+drive_tcp_echo() {
+	if [ "$TCP_WARMUP_SECS" -gt 0 ]; then
+		"$BIN/loadgen" --port "$1" --conns "$TCP_CONNS" --secs "$TCP_WARMUP_SECS" \
+			--warmup-ms 0 >"$2.warmup.out" 2>"$2.err" || return
+	fi
+	"$BIN/loadgen" --port "$1" --conns "$TCP_CONNS" --secs "$TCP_SECS" >"$2.out" 2>"$2.err"
+}
+drive_http() {
+	local url=http://127.0.0.1:$1/
+	if [ "$HTTP_WARMUP_SECS" -gt 0 ]; then
+		wrk -t"$HTTP_THREADS" -c"$HTTP_CONNS" -d"${HTTP_WARMUP_SECS}s" "$url" \
+			>"$2.warmup.out" 2>"$2.err" || return
+	fi
+	wrk -t"$HTTP_THREADS" -c"$HTTP_CONNS" -d"${HTTP_SECS}s" --latency "$url" >"$2.wrk" 2>"$2.err" ||
+		return
+	wrk_result "$2.wrk" >"$2.out" 2>>"$2.err"
+}
+
+# wrk's report as a RESULT line in the loadgen's keys; fails on any socket
+# error or non-2xx/3xx answer, or when a figure is missing.
+wrk_result() {
+	"$PY" - "$1" "$HTTP_CONNS" "$HTTP_SECS" <<'PYEOF'
+import re
+import sys
+
+text = open(sys.argv[1]).read()
+scale = {"us": 1, "ms": 1e3, "s": 1e6}
+
+
+def latency(pct):
+    m = re.search(r"^\s*%s%%\s+([0-9.]+)(us|ms|s)\s*$" % pct, text, re.M)
+    return float(m.group(1)) * scale[m.group(2)] if m else None
+
+
+rps = re.search(r"^Requests/sec:\s+([0-9.]+)", text, re.M)
+total = re.search(r"^\s*(\d+) requests in ", text, re.M)
+p50, p99 = latency(50), latency(99)
+errors = sum(int(n) for n in re.findall(r"(?:connect|read|write|timeout) (\d+)", text))
+bad = re.search(r"Non-2xx or 3xx responses: (\d+)", text)
+errors += int(bad.group(1)) if bad else 0
+if None in (rps, total, p50, p99) or errors:
+    sys.exit("wrk: %s" % ("%d errors" % errors if errors else "unexpected output"))
+print(f"RESULT workload=http runtime=tern conns={sys.argv[2]} secs={sys.argv[3]} "
+      f"req_per_s={float(rps.group(1)):.0f} p50_us={p50:.0f} p99_us={p99:.0f} "
+      f"requests={total.group(1)} errors=0")
+PYEOF
+}
+
+# run_servers WORKLOAD: REPS runs on each backend, interleaved.
+run_servers() {
+	local w=$1 be rep log rc src line
+	if [ "$w" = http ] && ! command -v wrk >/dev/null 2>&1; then
+		echo "RUN workload=http backend=- rep=0 status=na note=no-wrk" >>"$SRAW"
+		log "  http: skipped: wrk is not installed (Debian package wrk)"
+		return 0
+	fi
+	for rep in $(seq "$REPS"); do
+		for be in "${BACKENDS[@]}"; do
+			log=$SLOGS/$w.$be.$rep
+			rc=0 src=0
+			if start_server "$w" "$be" "$log"; then
+				"drive_$w" "$PORT" "$log" || rc=$?
+				stop_server || src=$?
+				[ "$src" = 0 ] || [ "$rc" != 0 ] || rc=server-exit-$src
+			else
+				rc=no-listen
+				kill "$SPID" 2>/dev/null || true
+				wait "$SPID" 2>/dev/null || true
+			fi
+			line=$(grep '^RESULT ' "$log.out" 2>/dev/null | tail -n 1 || true)
+			if [ "$rc" = 0 ] && [ -n "$line" ]; then
+				echo "RUN workload=$w backend=$be rep=$rep status=ok $line" >>"$SRAW"
+				log "  $w ($be) $rep/$REPS: $(echo "$line" | grep -oE '(req_per_s|p99_us)=[0-9.]+' | tr '\n' ' ')"
+			else
+				failed=1
+				echo "RUN workload=$w backend=$be rep=$rep status=fail rc=$rc" >>"$SRAW"
+				log "  $w ($be) $rep/$REPS: FAILED (rc=$rc): $(cat "$log.err" "$log.server.err" 2>/dev/null | tail -n 3 | tr '\n' ' ')"
+			fi
+		done
+	done
+}
+
+# server_report: the markdown table of $SRAW, a row per workload and backend.
+server_report() {
+	"$PY" - "$SRAW" "$TCP_CONNS" "$TCP_SECS" "$TCP_WARMUP_SECS" \
+		"wrk -t$HTTP_THREADS -c$HTTP_CONNS -d${HTTP_SECS}s (+${HTTP_WARMUP_SECS} s warm-up session)" <<'PYEOF'
+import statistics
+import sys
+
+raw, conns, secs, warm, wrk = sys.argv[1:]
+rows = {}  # (workload, backend) -> list of dicts
+for line in open(raw):
+    kv = {}
+    for t in line.split()[1:]:
+        k, _, v = t.partition("=")
+        kv.setdefault(k, v)
+    rows.setdefault((kv["workload"], kv["backend"]), []).append(kv)
+
+
+def med(runs, key):
+    vals = [float(r[key]) for r in runs if key in r]
+    return statistics.median(vals) if vals else None
+
+
+print("| server | req/s | spread | p50 µs | p99 µs | runs ok |")
+print("| --- | ---: | ---: | ---: | ---: | ---: |")
+for (w, be), runs in rows.items():
+    if be == "-":
+        print(f"| {w} | skipped: wrk is not installed | | | | |")
+        continue
+    ok = [r for r in runs if r["status"] == "ok"]
+    if not ok:
+        print(f"| {w} ({be}) | failed | | | | 0/{len(runs)} |")
+        continue
+    rps = [float(r["req_per_s"]) for r in ok]
+    m = statistics.median(rps)
+    spread = f"{(max(rps) - min(rps)) / m * 100:.0f} %" if len(rps) > 1 and m else ""
+    print(f"| {w} ({be}) | {m:.0f} | {spread} | {med(ok, 'p50_us'):.0f} | "
+          f"{med(ok, 'p99_us'):.0f} | {len(ok)}/{len(runs)} |")
+print()
+ran = {w for (w, be) in rows if be != "-"}
+how = {"tcp_echo": f"tcp_echo: bench/loadgen, {conns} connections, 64-byte requests, "
+                   f"{secs} s measured after a {warm} s warm-up session. ",
+       "http": f"http: {wrk}. "}
+print("Medians over the successful runs; spread is (max - min) / median of req/s. "
+      + "".join(how[w] for w in ("tcp_echo", "http") if w in ran)
+      + "Load generator and server share the machine's cores.")
+PYEOF
+}
+
 # ---- 4. with --peers: the peer harness, tern as one more column ------------------
 
 if [ $want_peers -eq 1 ]; then
@@ -161,23 +361,30 @@ if [ $want_peers -eq 1 ]; then
 		exit 1
 		;;
 	esac
-	# mutex is tern's own workload, unknown to the harness: it runs the
-	# contract's workloads, this script runs mutex (see the header)
+	# mutex and http are tern's own workloads, unknown to the harness: it runs
+	# the contract's workloads, this script runs mutex and http (see the header)
 	harness_workloads=()
 	run_mutex=0
+	run_http=0
 	for w in "${workloads[@]}"; do
-		if [ "$w" = mutex ]; then run_mutex=1; else harness_workloads+=("$w"); fi
+		case $w in
+		mutex) run_mutex=1 ;;
+		http) run_http=1 ;;
+		*) harness_workloads+=("$w") ;;
+		esac
 	done
 	tmp=$(mktemp -d "${TMPDIR:-/tmp}/tern-peers.XXXXXX")
-	log "copying the peer harness $PEERS_DIR to $tmp"
-	cp -r "$PEERS_DIR/." "$tmp/"
-	rm -rf "$tmp/logs" # runs copied from PEERS_DIR: this run's logs are then alone there
-	# setup.sh builds every src/bin/*.rs of the Tokio crate, so ours with them
-	[ $run_mutex -eq 0 ] || cp "$ROOT/bench/peers/tokio_mutex.rs" "$tmp/tokio/src/bin/mutex.rs"
-	log "setting up the peers ($tmp/setup.sh; installs Debian packages, so needs root the first time)"
-	if ! (cd "$tmp" && ./setup.sh) >&2; then
-		log "peer setup failed (as a non-root user, install the packages it names first)"
-		exit 1
+	if [ ${#harness_workloads[@]} -gt 0 ] || [ $run_mutex -eq 1 ]; then
+		log "copying the peer harness $PEERS_DIR to $tmp"
+		cp -r "$PEERS_DIR/." "$tmp/"
+		rm -rf "$tmp/logs" # runs copied from PEERS_DIR: this run's logs are then alone there
+		# setup.sh builds every src/bin/*.rs of the Tokio crate, so ours with them
+		[ $run_mutex -eq 0 ] || cp "$ROOT/bench/peers/tokio_mutex.rs" "$tmp/tokio/src/bin/mutex.rs"
+		log "setting up the peers ($tmp/setup.sh; installs Debian packages, so needs root the first time)"
+		if ! (cd "$tmp" && ./setup.sh) >&2; then
+			log "peer setup failed (as a non-root user, install the packages it names first)"
+			exit 1
+		fi
 	fi
 	GO=${GO:-$(command -v go || echo /usr/lib/go-1.19/bin/go)}
 	if [ $run_mutex -eq 1 ] && ! (cd "$tmp" && GOPROXY=off GOFLAGS=-mod=mod GO111MODULE=on \
@@ -187,23 +394,55 @@ if [ $want_peers -eq 1 ]; then
 	fi
 	tmpl="$BIN/{w}"
 	[ -z "$WORKERS" ] || tmpl="$tmpl --workers $WORKERS"
+	# tern's columns: one per backend when tcp_echo runs, else one (auto)
+	declare -A tern_tmpl=([tern]="$tmpl")
+	tern_cols=(tern)
+	if [[ " ${harness_workloads[*]} " == *" tcp_echo "* ]]; then
+		tern_tmpl=([tern-uring]="env TERN_BACKEND=io_uring $tmpl"
+			[tern-epoll]="env TERN_BACKEND=epoll $tmpl")
+		tern_cols=(tern-uring tern-epoll)
+	fi
+	extra=""
+	for c in "${tern_cols[@]}"; do extra+="${extra:+;}$c=${tern_tmpl[$c]}"; done
+	ratio_to=${tern_cols[0]}
 	rc=0
 	t_start=$(date +%s)
+
+	# http (tern alone, the harness has no HTTP servers), then the report
+	finish_peers() {
+		if [ $run_http -eq 1 ]; then
+			SLOGS=$tmp/server-logs
+			SRAW=$SLOGS/raw.txt
+			mkdir -p "$SLOGS"
+			: >"$SRAW"
+			failed=0
+			log "running http: tern only; reps $REPS"
+			run_servers http
+			[ $failed -eq 0 ] || rc=1
+			{
+				echo
+				echo "## tern's HTTP server (no peer runs HTTP in the harness)"
+				echo
+				server_report
+			} >>"$tmp/report.md"
+		fi
+		cat "$tmp/report.md"
+		log "report: $tmp/report.md; every run's output: $tmp/logs/ $tmp/*-logs/"
+		exit "$rc"
+	}
+
 	if [ ${#harness_workloads[@]} -gt 0 ]; then
-		log "running the harness: peers $PEER_RUNTIMES + tern; workloads ${harness_workloads[*]}; reps $REPS"
-		(cd "$tmp" && env PEERS="$PEER_RUNTIMES" EXTRA_PEERS="tern=$tmpl" RATIO_TO=tern \
+		log "running the harness: peers $PEER_RUNTIMES + ${tern_cols[*]}; workloads ${harness_workloads[*]}; reps $REPS"
+		(cd "$tmp" && env PEERS="$PEER_RUNTIMES" EXTRA_PEERS="$extra" RATIO_TO="$ratio_to" \
 			REPS="$REPS" RUN_TIMEOUT="$RUN_TIMEOUT" OUT="$tmp/report.md" \
+			TCP_CONNS="$TCP_CONNS" TCP_SECS="$TCP_SECS" TCP_WARMUP_SECS="$TCP_WARMUP_SECS" \
 			./run.sh "${harness_workloads[@]}") >/dev/null || rc=$?
 		if [ ! -s "$tmp/report.md" ]; then
 			log "the peer harness failed (rc=$rc); its logs are under $tmp/logs"
 			exit 1
 		fi
-		if [ $run_mutex -eq 0 ]; then
-			cat "$tmp/report.md"
-			log "report: $tmp/report.md; every run's output: $tmp/logs/"
-			exit "$rc"
-		fi
 	fi
+	[ $run_mutex -eq 1 ] || finish_peers
 
 	# mutex, as the harness runs a workload: REPS fresh processes per peer,
 	# interleaved, records in its raw format, merged with its records
@@ -211,9 +450,9 @@ if [ $want_peers -eq 1 ]; then
 	mkdir -p "$mlogs"
 	raw=$mlogs/raw.txt
 	cat "$tmp"/logs/*/raw.txt >"$raw" 2>/dev/null || true
-	declare -A mutex_cmd=([tokio]="$tmp/tokio/target/release/mutex" [go]="$tmp/go/bin/mutex"
-		[tern]="${tmpl//\{w\}/mutex}")
-	read -r -a peers <<<"$PEER_RUNTIMES tern"
+	declare -A mutex_cmd=([tokio]="$tmp/tokio/target/release/mutex" [go]="$tmp/go/bin/mutex")
+	for c in "${tern_cols[@]}"; do mutex_cmd[$c]=${tern_tmpl[$c]//\{w\}/mutex}; done
+	read -r -a peers <<<"$PEER_RUNTIMES ${tern_cols[*]}"
 	read -r -a msizes <<<"$(sizes_for mutex)"
 	log "running mutex: peers ${peers[*]}; reps $REPS"
 	for rep in $(seq "$REPS"); do
@@ -252,24 +491,22 @@ if [ $want_peers -eq 1 ]; then
 		echo "reps=$REPS"
 		echo "elapsed_s=$(($(date +%s) - t_start))"
 		echo "peers=${peers[*]}"
-		echo "workloads=${workloads[*]}"
+		echo "workloads=${harness_workloads[*]} mutex"
 		sz=$(sed -n 's/^sizes=//p' "$tmp"/logs/*/meta.txt 2>/dev/null || true) # the harness's
 		echo "sizes=${sz:+$sz; }mutex T=${msizes[0]} I=${msizes[1]}"
 		echo "template.tokio=$tmp/tokio/target/release/{w}"
 		echo "template.go=$tmp/go/bin/peers-go {w} (mutex: $tmp/go/bin/mutex)"
-		echo "template.tern=$tmpl"
+		for c in "${tern_cols[@]}"; do echo "template.$c=${tern_tmpl[$c]}"; done
 	} >"$meta"
-	"$PY" - "$tmp" "$meta" "$raw" >"$tmp/report.md" <<'PYEOF'
+	"$PY" - "$tmp" "$meta" "$raw" "$ratio_to" >"$tmp/report.md" <<'PYEOF'
 import sys
 sys.path.insert(0, sys.argv[1])
 import report  # the harness's; it knows the contract's workloads only
 report.METRICS.append(("mutex", "per_op_ns", "ns per lock+unlock", "lower"))
-sys.argv = ["report.py", sys.argv[2], sys.argv[3], "tern"]
+sys.argv = ["report.py", sys.argv[2], sys.argv[3], sys.argv[4]]
 report.main()
 PYEOF
-	cat "$tmp/report.md"
-	log "report: $tmp/report.md; every run's output: $tmp/logs/ and $mlogs/"
-	exit "$rc"
+	finish_peers
 fi
 
 # ---- 3. tern's own workloads, REPS runs each --------------------------------------
@@ -278,19 +515,20 @@ STAMP=$(date +%Y-%m-%dT%H%M%S)
 LOGDIR=$BUILD/bench-logs/$STAMP
 mkdir -p "$LOGDIR"
 RAW=$LOGDIR/raw.txt
+SLOGS=$LOGDIR
+SRAW=$LOGDIR/servers.txt
 : >"$RAW"
+: >"$SRAW"
 failed=0
-wflags=()
-[ -z "$WORKERS" ] || wflags=(--workers "$WORKERS")
 
 log "workloads: ${workloads[*]}; reps: $REPS; logs: $LOGDIR"
 for w in "${workloads[@]}"; do
 	exe=$BIN/$w
-	if [ "$w" = tcp_echo ]; then
-		echo "RUN workload=$w rep=0 status=na note=server-only:use-peers" >>"$RAW"
-		log "  $w: n/a here (a server driven by the load generator: use --peers)"
+	case $w in tcp_echo | http)
+		run_servers "$w"
 		continue
-	fi
+		;;
+	esac
 	if [ ! -x "$exe" ]; then
 		echo "RUN workload=$w rep=0 status=na" >>"$RAW"
 		log "  $w: n/a (no program)"
@@ -383,14 +621,15 @@ print(f"{meta.get('date', '')}; {meta.get('cpu', '')}; Linux {meta.get('kernel',
       f"tern {meta.get('tern', '')}; workers: {meta.get('workers', '')}; "
       f"median of {meta.get('reps', '')} runs per workload.")
 print()
+if not order:
+    sys.exit(0)  # servers only: their table follows
 print("| workload | n | ns/op | spread | ops/s | secs | late_us | bytes_per_task | runs ok |")
 print("| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |")
 notes = []
 for w in order:
     rows = runs[w]
     if any(r["status"] == "na" for r in rows):
-        note = " (server only; use --peers)" if w == "tcp_echo" else ""
-        print(f"| {w} | n/a{note} | | | | | | | |")
+        print(f"| {w} | n/a | | | | | | | |")
         continue
     ok = [r for r in rows if r["status"] == "ok"]
     if not ok:
@@ -411,6 +650,12 @@ print("ns/op, ops/s, secs, late_us and bytes_per_task are medians over the succe
       "noise. late_us (timers) is the mean lateness of a wake-up in µs; bytes_per_task "
       "(idle_tasks) is the VmRSS growth per parked task.")
 PYEOF
+if [ -s "$SRAW" ]; then
+	{
+		[ ! -s "$RAW" ] || echo
+		server_report
+	} >>"$REPORT"
+fi
 cat "$REPORT"
 log "report: $REPORT"
 if [ $failed -ne 0 ]; then
