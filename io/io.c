@@ -79,6 +79,9 @@ static int uring_once(tern_loop *w, tern__ioop *op, uint64_t deadline)
     }
     if (r < 0)
         return r;
+    /* A cancel that loses to the kernel must not mark the task as having
+     * seen it (tern_join would then call a task with a result cancelled). */
+    uint8_t saw = op->wake.task->saw_cancel;
     int reason = 0;
     for (;;) {
         int done = atomic_load_explicit(&op->wake.state, ACQUIRE) == W_DONE;
@@ -90,8 +93,11 @@ static int uring_once(tern_loop *w, tern__ioop *op, uint64_t deadline)
             request_cancel(op);
         }
     }
+    if (reason && op->res == -ECANCELED)
+        return reason;
     /* The kernel finished first: its result stands, bytes included. */
-    return reason && op->res == -ECANCELED ? reason : op->res;
+    op->wake.task->saw_cancel = saw;
+    return op->res;
 }
 
 static int uring_run(tern__ioop *op, uint64_t deadline)

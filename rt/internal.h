@@ -154,7 +154,8 @@ struct tern_loop {
     tern_task *current;    /* task switched in, or NULL */
     unsigned lifo_streak;
     uint32_t rng;
-    int searching; /* counted in rt->idle.searching */
+    _Atomic int searching; /* counted in rt->idle.searching; a notifier sets it
+                              while we may be reaping I/O inside park */
     int sleeping;  /* in rt->idle.sleepers; guarded by rt->idle.lock */
 
     _Atomic uint64_t now; /* loop time: read once per turn, any thread reads */

@@ -294,7 +294,8 @@ int tern__task_new(tern_runtime *rt, tern_task_fn fn, void *arg, int kind, tern_
 static void requeue(tern_loop *w, tern_task *t)
 {
     tern__queue_push(w, t);
-    if (!w->searching && atomic_load_explicit(&w->rt->idle.nsleepers, RELAXED) &&
+    if (!atomic_load_explicit(&w->searching, RELAXED) &&
+        atomic_load_explicit(&w->rt->idle.nsleepers, RELAXED) &&
         tern__queue_len(w) > 1)
         tern__notify_work(w->rt);
 }

@@ -90,7 +90,8 @@ void tern__notify_work(tern_runtime *rt)
         v = rt->loops[rt->idle.sleepers[n - 1]];
         atomic_store_explicit(&rt->idle.nsleepers, n - 1, RELAXED);
         v->sleeping = 0;
-        v->searching = 1; /* handed over: it wakes up as a searcher */
+        atomic_store_explicit(&v->searching, 1, RELAXED); /* handed over: it wakes up
+                                                             as a searcher */
         atomic_fetch_add_explicit(&rt->idle.searching, 1, SEQ_CST);
     }
     pthread_mutex_unlock(&rt->idle.lock);
@@ -100,9 +101,9 @@ void tern__notify_work(tern_runtime *rt)
 
 static void stop_searching(tern_loop *w)
 {
-    if (!w->searching)
+    if (!atomic_load_explicit(&w->searching, RELAXED))
         return;
-    w->searching = 0;
+    atomic_store_explicit(&w->searching, 0, RELAXED);
     if (atomic_fetch_sub_explicit(&w->rt->idle.searching, 1, SEQ_CST) == 1)
         tern__notify_work(w->rt);
 }
@@ -172,11 +173,11 @@ static tern_task *find_work(tern_loop *w)
     tern_task *t = tern__inject_pull(rt, w, 0);
     if (t)
         return t;
-    if (!w->searching) {
+    if (!atomic_load_explicit(&w->searching, RELAXED)) {
         unsigned s = atomic_load_explicit(&rt->idle.searching, RELAXED);
         if (2 * s >= rt->nworkers)
             return NULL;
-        w->searching = 1;
+        atomic_store_explicit(&w->searching, 1, RELAXED);
         atomic_fetch_add_explicit(&rt->idle.searching, 1, SEQ_CST);
     }
     for (int spin = 0; spin < 3; spin++) {
@@ -229,8 +230,8 @@ static void park(tern_loop *w)
      * hand us the searching role again (it writes w->searching under the
      * lock). The look at every queue below covers work that arrives while
      * nobody searches. */
-    if (w->searching) {
-        w->searching = 0;
+    if (atomic_load_explicit(&w->searching, RELAXED)) {
+        atomic_store_explicit(&w->searching, 0, RELAXED);
         atomic_fetch_sub_explicit(&rt->idle.searching, 1, SEQ_CST);
     }
     pthread_mutex_lock(&rt->idle.lock);

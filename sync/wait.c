@@ -41,9 +41,11 @@ int tern__waiter_claim(tern__waiter *w)
 {
     uint32_t exp = W_WAITING;
     /* acquire: what the waiter wrote into its node before queueing it is
-     * ours to read (a message to take, a count of permits) */
+     * ours to read (a message to take, a count of permits); on failure
+     * too, so that whoever frees memory the waiter abandoned (a lookup on
+     * the blocking pool) sees the waiter's last touches first */
     return atomic_compare_exchange_strong_explicit(&w->wake->state, &exp, W_CLAIMED, ACQUIRE,
-                                                   RELAXED);
+                                                   ACQUIRE);
 }
 
 tern__waiter *tern__wq_claim(tern__waitq *q)
