@@ -153,6 +153,7 @@ struct tern_loop {
     tern__fiber sched;     /* the worker thread's own context */
     tern_task *current;    /* task switched in, or NULL */
     unsigned lifo_streak;
+    unsigned since_poll; /* tasks run since the driver was last asked for events */
     uint32_t rng;
     _Atomic int searching; /* counted in rt->idle.searching; a notifier sets it
                               while we may be reaping I/O inside park */
