@@ -58,7 +58,7 @@ static void request_cancel(tern__ioop *op)
      * retry; giving up would leave the kernel owning the buffer. */
     while (!(h = tern__handle_alloc(cancel_on_owner, op)) ||
            tern__handle_post(op->loop, h) < 0) {
-        free(h);
+        tern_handle_release(h);
         tern__park(tern_now() + 1000000, 1);
     }
 }

@@ -37,10 +37,13 @@ static void *blocking_main(void *arg)
             pthread_mutex_unlock(&b->lock);
             uint32_t s = atomic_fetch_xor_explicit(&t->state, TS_SCHEDULED | TS_RUNNING,
                                                    ACQUIRE);
-            if ((s & TS_CANCELLED) || atomic_load_explicit(&rt->closing, RELAXED))
+            if ((s & TS_CANCELLED) || atomic_load_explicit(&rt->closing, RELAXED)) {
                 t->status = -ECANCELED;
-            else
+            } else {
+                tern_context *prev = tern__context_enter(t->ctx);
                 t->result = t->fn(t->arg);
+                tern__context_leave(prev);
+            }
             tern__task_finish(NULL, t);
             pthread_mutex_lock(&b->lock);
             continue;

@@ -22,8 +22,10 @@ tern__sleep *tern__sleep_of(tern__timer *tm);
 
 static void handle_unref(tern_handle *h)
 {
-    if (atomic_fetch_sub_explicit(&h->refs, 1, ACQ_REL) == 1)
+    if (atomic_fetch_sub_explicit(&h->refs, 1, ACQ_REL) == 1) {
+        tern_context_release(h->ctx);
         free(h);
+    }
 }
 
 void tern_handle_release(tern_handle *h)
@@ -55,7 +57,9 @@ static void handle_run(tern_loop *w, tern_handle *h)
 {
     uint32_t exp = HS_PENDING;
     if (atomic_compare_exchange_strong_explicit(&h->state, &exp, HS_DONE, ACQ_REL, RELAXED)) {
+        tern_context *prev = tern__context_enter(h->ctx);
         h->cb(h->arg);
+        tern__context_leave(prev);
         TERN_STAT_INC(w, handles_run);
     }
     handle_unref(h);
@@ -74,6 +78,7 @@ static int handle_new(tern_loop *w, tern_callback_fn cb, void *arg, tern_handle 
     atomic_init(&h->state, HS_PENDING);
     h->cb = cb;
     h->arg = arg;
+    h->ctx = tern__context_capture();
     if (out)
         *out = h;
     *hp = h;
@@ -128,6 +133,7 @@ tern_handle *tern__handle_alloc(tern_callback_fn cb, void *arg)
     atomic_init(&h->state, HS_PENDING);
     h->cb = cb;
     h->arg = arg;
+    h->ctx = tern__context_capture();
     return h;
 }
 
@@ -170,6 +176,7 @@ int tern_call_soon_threadsafe(tern_loop *loop, tern_callback_fn cb, void *arg,
     if ((err = tern__handle_post(loop, h)) < 0) {
         if (out)
             *out = NULL;
+        tern_context_release(h->ctx);
         free(h);
     }
     return err;

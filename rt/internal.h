@@ -96,6 +96,7 @@ struct tern_task {
     uint8_t kind;       /* TERN_KIND_* */
     uint8_t unguarded;  /* its stack has a canary instead of a guard page */
     uint16_t budget;    /* cooperative budget left in this run */
+    int status;         /* 0, -ECANCELED, -ENOMEM once complete (fills padding) */
     tern__fiber fiber;  /* sp and stack still in the first line */
     /* The rest. */
     tern_runtime *rt;
@@ -103,7 +104,7 @@ struct tern_task {
     tern_task_fn fn;
     void *arg;
     void *result;
-    int status; /* 0, -ECANCELED, -ENOMEM once complete */
+    tern_context *ctx;        /* its context variables (context.c) */
     _Atomic uintptr_t joiner; /* tern_task*, thread waiter | 1, or tern_future* | 2 */
     struct tern_task *reg_prev, *reg_next; /* registry of parked tasks */
 };
@@ -128,6 +129,7 @@ struct tern_handle {
     _Atomic uint32_t state; /* HS_* */
     tern_callback_fn cb;
     void *arg;
+    tern_context *ctx;        /* current when it was scheduled: it runs in it */
     struct tern_handle *next; /* FIFO / inbox link */
     tern__timer timer;        /* call_later/call_at */
 };
@@ -310,6 +312,12 @@ enum { TERN_TIMER_SLEEP = 1, TERN_TIMER_HANDLE };
 
 /* sync/future.c: completes a task's future (tern_task_future) */
 void tern__future_task_done(tern_future *f, void *result, int status);
+
+/* context.c */
+tern_context *tern__context_capture(void);           /* a reference to the current one */
+tern_context *tern__context_enter(tern_context *c);  /* thread's current <- c; returns old */
+void tern__context_leave(tern_context *prev);
+void tern__ctxvar_set_hash(tern_ctxvar *v, uint32_t hash); /* tests: force collisions */
 
 /* io/fdtab.c */
 int tern__fdtab_new(struct tern__fdtab **out);

@@ -278,6 +278,7 @@ int tern__task_new(tern_runtime *rt, tern_task_fn fn, void *arg, int kind, tern_
     t->saw_cancel = 0;
     t->registered = 0;
     t->yielded = 0;
+    t->ctx = tern__context_capture(); /* a task starts in its spawner's context */
     t->id = new_id(w);
     count(rt, w, CNT_SPAWNED);
     if (out)
@@ -481,6 +482,8 @@ void tern__task_finish(tern_loop *w, tern_task *t)
         t->fiber.stack = NULL;
     }
     registry_remove(t);
+    tern_context_release(t->ctx);
+    t->ctx = NULL;
     /* One transition to COMPLETE: clearing RUNNING first would show an
      * idle task for an instant, and a racing wake (a cancel) would queue a
      * finished task a second time. release: result and status before

@@ -288,6 +288,66 @@ TERN_API int tern_loop_get_info(tern_loop *loop, tern_loop_info *out);
 /* Tasks alive in rt (spawned and not yet freed), or 0 when rt is NULL. */
 TERN_API uint64_t tern_runtime_live_tasks(const tern_runtime *rt);
 
+/* ---- context variables (asyncio's contextvars) ------------------------------
+ *
+ * A context maps variables to values. It is immutable and reference counted
+ * (a persistent hash array mapped trie, as CPython's), so taking a copy is
+ * O(1) and contexts are shared between threads freely. Every task has a
+ * current context; a new task starts with its spawner's, a handle
+ * scheduled with call_soon/call_later/call_at runs in the one current when
+ * it was scheduled, and a future's done callback in its adder's. Setting a
+ * variable gives the calling task a new context (O(log n)) and changes no
+ * other task's, even one that shares the old one. Outside tasks the current
+ * context is per thread. */
+
+typedef struct tern_ctxvar tern_ctxvar;
+typedef struct tern_context tern_context;
+typedef struct tern_ctxtoken tern_ctxtoken;
+
+/* Creates a variable named name (copied) whose value is deflt where it is
+ * not set. dtor, when not NULL, runs once for each value set, when the
+ * last context holding that setting is freed. Returns 0, -EINVAL (name or
+ * out NULL), -ENOMEM. Any thread. Never suspends. */
+TERN_API int tern_ctxvar_new(const char *name, void *deflt, void (*dtor)(void *value),
+                             tern_ctxvar **out);
+/* Frees a variable. No context may still hold a value of it. */
+TERN_API void tern_ctxvar_free(tern_ctxvar *v);
+/* The name given at creation ("" for NULL). */
+TERN_API const char *tern_ctxvar_name(const tern_ctxvar *v);
+
+/* The value of v in the current context, or its default (NULL for v NULL). */
+TERN_API void *tern_ctxvar_get(tern_ctxvar *v);
+/* 1 and *value (when not NULL) if v is set in the current context, else 0;
+ * -EINVAL for v NULL. */
+TERN_API int tern_ctxvar_lookup(tern_ctxvar *v, void **value);
+/* Sets v in the current context. When token is not NULL, *token receives a
+ * token that tern_ctxvar_reset can use to undo this set (free it with
+ * tern_ctxtoken_free). Returns 0, -EINVAL, -ENOMEM. Never suspends. */
+TERN_API int tern_ctxvar_set(tern_ctxvar *v, void *value, tern_ctxtoken **token);
+/* Gives v back the value (or the absence of one) it had before the set
+ * that made token. Returns 0, or -EINVAL: v or token NULL, token already
+ * used, or made by another variable. The token stays the caller's. */
+TERN_API int tern_ctxvar_reset(tern_ctxvar *v, tern_ctxtoken *token);
+TERN_API void tern_ctxtoken_free(tern_ctxtoken *token);
+
+/* A reference to the current context: O(1), whatever its size. Never NULL
+ * (an empty context when nothing is set). Give it back with
+ * tern_context_release. Any thread. */
+TERN_API tern_context *tern_context_copy(void);
+/* An empty context (a reference). */
+TERN_API tern_context *tern_context_new(void);
+TERN_API tern_context *tern_context_ref(tern_context *ctx);
+TERN_API void tern_context_release(tern_context *ctx);
+/* Variables set in ctx. */
+TERN_API size_t tern_context_len(const tern_context *ctx);
+/* 1 and *value if v is set in ctx, else 0; -EINVAL for NULL arguments. */
+TERN_API int tern_context_get(const tern_context *ctx, tern_ctxvar *v, void **value);
+/* Runs fn(arg) with ctx as the current context and restores the previous
+ * one afterwards, whatever fn returns; returns fn's result. Sets made by
+ * fn do not change ctx (it is immutable): take tern_context_copy inside fn
+ * to keep them. May suspend if fn does. */
+TERN_API void *tern_context_run(tern_context *ctx, tern_task_fn fn, void *arg);
+
 /* ---- errors ----------------------------------------------------------------- */
 
 /* A static description of a negative (or positive) errno value, worded for
