@@ -93,6 +93,11 @@ void tern_chan_release(tern_chan *ch)
     free(ch);
 }
 
+size_t tern__chan_esize(const tern_chan *ch)
+{
+    return ch->esize;
+}
+
 size_t tern_chan_cap(tern_chan *ch)
 {
     return ch ? ch->cap : 0;

@@ -455,6 +455,64 @@ TERN_API int tern_select(tern_select_case *cases, size_t n, uint64_t deadline);
 /* Performs a ready case or returns -EAGAIN (Go's select with default). */
 TERN_API int tern_try_select(tern_select_case *cases, size_t n);
 
+/* ---- async generators and streams ------------------------------------------------
+ *
+ * A generator is a producer task that yields values (void pointers) to a
+ * consumer that pulls them: tern_gen_next suspends until the next value,
+ * the end or the producer's error, and the producer suspends in
+ * tern_gen_yield until the consumer asks for the next value (back-pressure:
+ * nothing is buffered). The producer task starts at the first next, in the
+ * consumer's context (context variables). Closing the consumer side (or
+ * cancelling a consumer waiting in next) cancels the producer at its
+ * yield, and its cleanup has run when tern_gen_close returns (asyncio's
+ * aclose). One consumer at a time. */
+
+typedef struct tern_gen tern_gen;
+/* The producer's body: yields with tern_gen_yield and returns 0 at the end
+ * or a negative errno, which the consumer's next then returns. */
+typedef int (*tern_gen_fn)(tern_gen *g, void *arg);
+
+/* Creates a generator that will run fn(g, arg). Returns 0, -EINVAL, -ENOMEM,
+ * -EPERM (not on a runtime thread: the producer runs on the caller's
+ * runtime). A generator holds a task reference: free it before the
+ * runtime. */
+TERN_API int tern_gen_new(tern_gen_fn fn, void *arg, tern_gen **out);
+/* Pulls the next value: 1 with *value set, 0 at the end, the producer's
+ * error, or -ETIMEDOUT / -ECANCELED (the consumer's wait; a cancelled
+ * consumer also cancels the producer). After the end or an error every
+ * further next returns the same. Suspends; blocks a foreign thread. */
+TERN_API int tern_gen_next(tern_gen *g, void **value, uint64_t deadline);
+/* Producer side: hands value to the consumer and waits until it asks for
+ * the next one. Returns 0 (go on), or -ECANCELED when the consumer closed
+ * or was cancelled: clean up and return. -EINVAL off the producer. */
+TERN_API int tern_gen_yield(tern_gen *g, void *value);
+/* Closes the consumer side: a producer waiting at yield is cancelled there
+ * and waited for, so its cleanup has run; a value it had handed over but
+ * nobody took is dropped. Returns 0 or the producer's error (not
+ * -ECANCELED), -EDEADLK when called by the producer itself. Idempotent.
+ * Suspends; blocks a foreign thread. */
+TERN_API int tern_gen_close(tern_gen *g);
+/* Closes (if needed) and frees g. */
+TERN_API void tern_gen_free(tern_gen *g);
+
+/* Pipeline stages, each a generator pulling from src (which it owns and
+ * closes and frees with itself): map yields fn(v), filter the v for which
+ * pred(v) is non-zero, take the first n values. When a constructor fails
+ * the caller still owns src. */
+TERN_API int tern_gen_map(tern_gen *src, void *(*fn)(void *v, void *arg), void *arg,
+                          tern_gen **out);
+TERN_API int tern_gen_filter(tern_gen *src, int (*pred)(void *v, void *arg), void *arg,
+                             tern_gen **out);
+TERN_API int tern_gen_take(tern_gen *src, uint64_t n, tern_gen **out);
+/* A channel of void * elements as a stream (ends when the channel is
+ * closed and drained; holds a channel reference), and a stream drained
+ * into a channel by a task that closes the channel at the end (returns
+ * that task through *task, NULL allowed; the task owns and frees g, and
+ * returns 0, the stream's error or -EPIPE as an intptr_t). -EINVAL when
+ * the channel's elements are not pointer-sized. */
+TERN_API int tern_gen_from_chan(tern_chan *ch, tern_gen **out);
+TERN_API int tern_gen_to_chan(tern_gen *g, tern_chan *ch, tern_task **task);
+
 #ifdef __cplusplus
 }
 #endif

@@ -124,4 +124,7 @@ void tern__wake_drain(tern__wake *k, uint32_t target);
  * -ECANCELED, -ENOMEM. */
 int tern__wake_block(tern__wake *k, uint32_t seen, uint64_t deadline, int nocancel);
 
+/* chan.c: a channel's element size (streams carry pointers only). */
+size_t tern__chan_esize(const tern_chan *ch);
+
 #endif

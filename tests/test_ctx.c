@@ -389,6 +389,41 @@ START_TEST(hamt_property)
 }
 END_TEST
 
+/* A generator's producer starts in the context of the consumer that pulled
+ * first, and a future's done callback runs in its adder's. */
+static tern_ctxvar *gv;
+
+static int yield_ctx(tern_gen *g, void *arg)
+{
+    return tern_gen_yield(g, tern_ctxvar_get(gv));
+}
+
+static void *consume_in_ctx(void *arg)
+{
+    tern_ctxtoken *t;
+    ck_assert_int_eq(tern_ctxvar_set(gv, (void *)7, &t), 0);
+    tern_gen *g;
+    ck_assert_int_eq(tern_gen_new(yield_ctx, NULL, &g), 0);
+    void *v = NULL;
+    ck_assert_int_eq(tern_gen_next(g, &v, 0), 1);
+    ck_assert_ptr_eq(v, (void *)7);
+    ck_assert_int_eq(tern_gen_next(g, &v, 0), 0);
+    tern_gen_free(g);
+    ck_assert_int_eq(tern_ctxvar_reset(gv, t), 0);
+    tern_ctxtoken_free(t);
+    return NULL;
+}
+
+START_TEST(generator_inherits_context)
+{
+    ck_assert_int_eq(tern_ctxvar_new("gv", NULL, NULL, &gv), 0);
+    tern_runtime *rt = rt_new(2);
+    ck_assert_int_eq(tern_block_on(rt, consume_in_ctx, NULL, NULL), 0);
+    ck_assert_int_eq(tern_runtime_free(rt), 0);
+    tern_ctxvar_free(gv);
+}
+END_TEST
+
 static Suite *ctx_suite(void)
 {
     Suite *s = suite_create("ctx");
@@ -401,6 +436,7 @@ static Suite *ctx_suite(void)
     tcase_add_test(tc, isolation_across_workers);
     tcase_add_test(tc, destructor_once_per_value);
     tcase_add_test(tc, hamt_property);
+    tcase_add_test(tc, generator_inherits_context);
     suite_add_tcase(s, tc);
     return s;
 }
