@@ -4,6 +4,9 @@
 #   bench/run.sh                      build (Release, build-bench/) and run every
 #                                     workload REPS times; print a markdown table
 #   bench/run.sh spawn_many timers    only these workloads
+#   bench/run.sh ctxvars              context variables and generators, tern
+#                                     beside CPython (see below); not in the
+#                                     default set
 #   bench/run.sh --peers [workload...]
 #                                     run tern beside Tokio and Go (and any other
 #                                     peer) with the peer harness of PEERS_DIR, in
@@ -37,6 +40,15 @@
 # of the harness's Tokio crate) and bench/peers/go_mutex.go (sync.Mutex,
 # GOMAXPROCS=2); their runs join the harness's in one report.
 #
+# The ctxvars group: bench/ctxvar (ctxvar_get and ctxvar_set with 1 and 100
+# variables set, context_copy with 1, 100 and 10000), bench/gen (gen_handoff:
+# one item through a generator, N = GEN_N) and bench/peers/py_ctx.py (the same
+# in CPython with contextvars and an async generator, run with CPYTHON when
+# it exists, else skipped), REPS times interleaved; each program prints a
+# RESULT line per measurement. Its table: median ns/op of tern and CPython
+# per measurement and their ratio. With --peers it runs after the harness,
+# as http does (the harness does not know it).
+#
 # Environment (all optional):
 #   REPS=5              runs per workload; each cell is the median
 #   WORKERS=N           pass --workers N to tern's programs (default: theirs, 2)
@@ -48,6 +60,7 @@
 #                               (it knows tokio go libuv asyncio uvloop)
 #   sizes, as in the peer harness: SPAWN_N YIELD_T YIELD_Y PP_R PP_H CHAIN_D
 #   TIMERS_K TIMERS_MAX_MS MPSC_P MPSC_M MPSC_CAP IDLE_K; and MUTEX_T MUTEX_I
+#   ctxvars: GEN_N=1000000 (items, both runtimes), CPYTHON=/usr/bin/python3
 #   servers: TCP_CONNS=50 TCP_SECS=5 TCP_WARMUP_SECS=1 (also passed to the
 #   harness); HTTP_CONNS=50 HTTP_SECS=5 HTTP_WARMUP_SECS=1 HTTP_THREADS=1
 #
@@ -72,7 +85,9 @@ WORKERS=${WORKERS:-}
 
 TERN_WORKLOADS=(spawn_many yield_many ping_pong chained_spawn timers mpsc mutex idle_tasks tcp_echo
 	http)
-KNOWN_WORKLOADS=("${TERN_WORKLOADS[@]}")
+KNOWN_WORKLOADS=("${TERN_WORKLOADS[@]}" ctxvars) # ctxvars: only when named
+GEN_N=${GEN_N:-1000000}
+CPYTHON=${CPYTHON:-/usr/bin/python3}
 BACKENDS=(io_uring epoll)
 TCP_CONNS=${TCP_CONNS:-50}
 TCP_SECS=${TCP_SECS:-5}
@@ -109,7 +124,7 @@ if ! [[ $REPS =~ ^[1-9][0-9]*$ ]]; then
 	echo "bench/run.sh: REPS must be a positive integer" >&2
 	exit 2
 fi
-for v in WORKERS TCP_CONNS TCP_SECS HTTP_CONNS HTTP_SECS HTTP_THREADS; do
+for v in WORKERS GEN_N TCP_CONNS TCP_SECS HTTP_CONNS HTTP_SECS HTTP_THREADS; do
 	if [ -n "${!v}" ] && ! [[ ${!v} =~ ^[1-9][0-9]*$ ]]; then
 		echo "bench/run.sh: $v must be a positive integer" >&2
 		exit 2
@@ -349,6 +364,71 @@ print("Medians over the successful runs; spread is (max - min) / median of req/s
 PYEOF
 }
 
+# ---- the ctxvars group: tern's ctxvar and gen beside CPython's py_ctx.py -----------
+# run_ctxvars appends one record per RESULT line (or per failed run) to $CRAW;
+# ctxvars_report prints their table.
+
+run_ctxvars() {
+	local rep prog out rc
+	local -a cmd
+	[ -x "$CPYTHON" ] || log "  ctxvars: no $CPYTHON: tern only"
+	for rep in $(seq "$REPS"); do
+		for prog in ctxvar gen py_ctx; do
+			case $prog in
+			ctxvar) cmd=("$BIN/ctxvar" ${wflags[@]+"${wflags[@]}"}) ;;
+			gen) cmd=("$BIN/gen" ${wflags[@]+"${wflags[@]}"} "$GEN_N") ;;
+			py_ctx)
+				[ -x "$CPYTHON" ] || continue
+				cmd=("$CPYTHON" "$ROOT/bench/peers/py_ctx.py" 2000000 1000000 2000000 "$GEN_N")
+				;;
+			esac
+			out=$CLOGS/$prog.$rep
+			rc=0
+			timeout "$RUN_TIMEOUT" "${cmd[@]}" >"$out.out" 2>"$out.err" || rc=$?
+			if [ $rc -eq 0 ] && grep -q '^RESULT ' "$out.out"; then
+				sed -n "s/^RESULT /RUN prog=$prog rep=$rep status=ok /p" "$out.out" >>"$CRAW"
+				log "  $prog $rep/$REPS: $(grep -c '^RESULT ' "$out.out") measurements"
+			else
+				failed=1
+				echo "RUN prog=$prog rep=$rep status=fail rc=$rc" >>"$CRAW"
+				log "  $prog $rep/$REPS: FAILED (rc=$rc): $(tail -n 3 "$out.err" | tr '\n' ' ')"
+			fi
+		done
+	done
+}
+
+ctxvars_report() {
+	"$PY" - "$CRAW" "$GEN_N" <<'PYEOF'
+import statistics
+import sys
+
+rows, fails = {}, []  # (workload, vars) -> runtime -> [per_op_ns]
+for line in open(sys.argv[1]):
+    kv = dict(t.split("=", 1) for t in line.split()[1:] if "=" in t)
+    if kv["status"] != "ok":
+        fails.append(f"{kv['prog']} run {kv['rep']} (rc={kv.get('rc')})")
+        continue
+    key = (kv["workload"], kv.get("vars", ""))
+    rows.setdefault(key, {}).setdefault(kv["runtime"], []).append(float(kv["per_op_ns"]))
+
+print("| measurement | tern ns/op | CPython ns/op | CPython / tern |")
+print("| --- | ---: | ---: | ---: |")
+for (w, nv), by in rows.items():
+    t, c = (statistics.median(by[r]) if r in by else None for r in ("tern", "cpython"))
+    name = f"{w} (vars={nv})" if nv else w
+    ratio = f"{c / t:.2f}" if t and c else ""
+    print(f"| {name} | {'' if t is None else f'{t:.2f}'} | "
+          f"{'' if c is None else f'{c:.2f}'} | {ratio} |")
+print()
+print(f"Medians of each program's runs. gen_handoff: N={sys.argv[2]} items. A ratio above "
+      "1.00 means tern is faster. CPython's figures include its `for` loop (see the INFO "
+      "line of py_ctx.py's output).")
+if fails:
+    print()
+    print("Failed runs: " + ", ".join(fails))
+PYEOF
+}
+
 # ---- 4. with --peers: the peer harness, tern as one more column ------------------
 
 if [ $want_peers -eq 1 ]; then
@@ -366,10 +446,12 @@ if [ $want_peers -eq 1 ]; then
 	harness_workloads=()
 	run_mutex=0
 	run_http=0
+	run_ctx=0
 	for w in "${workloads[@]}"; do
 		case $w in
 		mutex) run_mutex=1 ;;
 		http) run_http=1 ;;
+		ctxvars) run_ctx=1 ;;
 		*) harness_workloads+=("$w") ;;
 		esac
 	done
@@ -408,7 +490,7 @@ if [ $want_peers -eq 1 ]; then
 	rc=0
 	t_start=$(date +%s)
 
-	# http (tern alone, the harness has no HTTP servers), then the report
+	# http (tern alone, the harness has no HTTP servers), ctxvars, then the report
 	finish_peers() {
 		if [ $run_http -eq 1 ]; then
 			SLOGS=$tmp/server-logs
@@ -424,6 +506,22 @@ if [ $want_peers -eq 1 ]; then
 				echo "## tern's HTTP server (no peer runs HTTP in the harness)"
 				echo
 				server_report
+			} >>"$tmp/report.md"
+		fi
+		if [ $run_ctx -eq 1 ]; then
+			CLOGS=$tmp/ctxvars-logs
+			CRAW=$CLOGS/raw.txt
+			mkdir -p "$CLOGS"
+			: >"$CRAW"
+			failed=0
+			log "running ctxvars: tern and CPython; reps $REPS"
+			run_ctxvars
+			[ $failed -eq 0 ] || rc=1
+			{
+				echo
+				echo "## context variables and generators: tern and CPython"
+				echo
+				ctxvars_report
 			} >>"$tmp/report.md"
 		fi
 		cat "$tmp/report.md"
@@ -517,15 +615,23 @@ mkdir -p "$LOGDIR"
 RAW=$LOGDIR/raw.txt
 SLOGS=$LOGDIR
 SRAW=$LOGDIR/servers.txt
+CLOGS=$LOGDIR
+CRAW=$LOGDIR/ctxvars.txt
 : >"$RAW"
 : >"$SRAW"
+: >"$CRAW"
 failed=0
 
 log "workloads: ${workloads[*]}; reps: $REPS; logs: $LOGDIR"
 for w in "${workloads[@]}"; do
 	exe=$BIN/$w
-	case $w in tcp_echo | http)
+	case $w in
+	tcp_echo | http)
 		run_servers "$w"
+		continue
+		;;
+	ctxvars)
+		run_ctxvars
 		continue
 		;;
 	esac
@@ -654,6 +760,12 @@ if [ -s "$SRAW" ]; then
 	{
 		[ ! -s "$RAW" ] || echo
 		server_report
+	} >>"$REPORT"
+fi
+if [ -s "$CRAW" ]; then
+	{
+		echo
+		ctxvars_report
 	} >>"$REPORT"
 fi
 cat "$REPORT"
