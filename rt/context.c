@@ -592,11 +592,21 @@ int tern_ctxvar_set(tern_ctxvar *v, void *value, tern_ctxtoken **token)
             entry_ref(tk->old);
     }
     leaf *l = leaf_new(v, value);
-    int r = l ? set_leaf(v, l) : -ENOMEM;
+    if (!l) {
+        tern_ctxtoken_free(tk);
+        return -ENOMEM;
+    }
+    /* A failed set sets nothing: keep a reference of our own, so that the
+     * failure path frees the leaf without running the destructor on a
+     * value the caller still owns. */
+    entry_ref(l);
+    int r = set_leaf(v, l);
     if (r < 0) {
+        free(l); /* ours was the last reference */
         tern_ctxtoken_free(tk);
         return r;
     }
+    atomic_fetch_sub_explicit(&l->refs, 1, RELEASE); /* the context keeps one */
     if (token)
         *token = tk;
     return 0;

@@ -322,11 +322,13 @@ TERN_API void *tern_ctxvar_get(tern_ctxvar *v);
 TERN_API int tern_ctxvar_lookup(tern_ctxvar *v, void **value);
 /* Sets v in the current context. When token is not NULL, *token receives a
  * token that tern_ctxvar_reset can use to undo this set (free it with
- * tern_ctxtoken_free). Returns 0, -EINVAL, -ENOMEM. Never suspends. */
+ * tern_ctxtoken_free). Returns 0, -EINVAL, -ENOMEM (nothing was set, and
+ * the destructor does not run on value). Never suspends. */
 TERN_API int tern_ctxvar_set(tern_ctxvar *v, void *value, tern_ctxtoken **token);
 /* Gives v back the value (or the absence of one) it had before the set
- * that made token. Returns 0, or -EINVAL: v or token NULL, token already
- * used, or made by another variable. The token stays the caller's. */
+ * that made token. Returns 0, -ENOMEM, or -EINVAL: v or token NULL, token
+ * already used, or made by another variable. The token stays the
+ * caller's. */
 TERN_API int tern_ctxvar_reset(tern_ctxvar *v, tern_ctxtoken *token);
 TERN_API void tern_ctxtoken_free(tern_ctxtoken *token);
 

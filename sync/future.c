@@ -548,6 +548,39 @@ static void cancel_children(tern_group *g)
         tern_task_cancel(c->task);
 }
 
+/* Under the group's lock. */
+static void unlink_child(tern_group *g, struct tern__gchild *c)
+{
+    if (c->prev)
+        c->prev->next = c->next;
+    else
+        g->children = c->next;
+    if (c->next)
+        c->next->prev = c->prev;
+}
+
+/* One child less (under the lock); at zero every waiter is claimed, to be
+ * posted once the lock is dropped. */
+static tern__waiter *child_gone(tern_group *g)
+{
+    tern__waiter *post = NULL, *w;
+    if (--g->live == 0)
+        while ((w = tern__wq_claim(&g->q))) {
+            w->next = post;
+            post = w;
+        }
+    return post;
+}
+
+static void post_waiters(tern__waiter *w)
+{
+    while (w) {
+        tern__waiter *next = w->next; /* g may be gone once one is posted */
+        tern__wake_post(w);
+        w = next;
+    }
+}
+
 static void child_done(tern_future *f, void *arg)
 {
     struct tern__gchild *c = arg;
@@ -556,26 +589,17 @@ static void child_done(tern_future *f, void *arg)
     int err = tern_future_result(f, &v);
     if (!err)
         err = (int)(intptr_t)v;
-    tern__waiter *w = NULL;
     TERN__LOCK(&g->q);
-    if (c->prev)
-        c->prev->next = c->next;
-    else
-        g->children = c->next;
-    if (c->next)
-        c->next->prev = c->prev;
+    unlink_child(g, c);
     /* A child that was cancelled did not fail: the failure is whatever
      * made the group cancel it. */
     if (err < 0 && err != -ECANCELED && !g->err) {
         g->err = err;
         cancel_children(g);
     }
-    if (--g->live == 0)
-        w = tern__wq_claim(&g->q);
+    tern__waiter *post = child_gone(g);
     TERN__UNLOCK(&g->q);
-    /* g may be gone once its waiter is posted or sees live == 0 */
-    if (w)
-        tern__wake_post(w);
+    post_waiters(post);
     tern_task_release(c->task);
     free(c);
 }
@@ -602,42 +626,47 @@ int tern_group_spawn(tern_group *g, tern_group_fn fn, void *arg)
     g->live++; /* before the child exists, so the group cannot close under it */
     TERN__UNLOCK(&g->q);
 
+    /* The task is made but not queued until its future and the callback
+     * that accounts for it are in place: nothing can run (or finish) in
+     * between, and on failure it is queued cancelled, so it finishes
+     * without ever running its body (which would read c). */
+    tern_task *t;
     tern_future *f = NULL;
-    int r = tern_runtime_spawn(rt, child_main, c, &c->task);
-    if (r == 0 && (r = tern_task_future(c->task, &f)) < 0)
-        tern_task_cancel(c->task); /* cannot follow it: stop it (-ENOMEM) */
+    int r = tern__task_new(rt, child_main, c, TERN_KIND_FIBER, &t, 1);
+    if (r == 0) {
+        c->task = t;
+        if ((r = tern_task_future(t, &f)) == 0) {
+            TERN__LOCK(&g->q);
+            c->next = g->children;
+            if (c->next)
+                c->next->prev = c;
+            g->children = c;
+            if (g->state == G_CANCELLING)
+                tern_task_cancel(t);
+            TERN__UNLOCK(&g->q);
+            if ((r = add_callback(f, NULL, child_done, c, 1)) < 0) {
+                TERN__LOCK(&g->q);
+                unlink_child(g, c);
+                TERN__UNLOCK(&g->q);
+            }
+        }
+        if (r < 0)
+            tern_task_cancel(t);
+        tern__schedule(rt, t, 0);
+        tern_future_release(f);
+    }
     if (r < 0) {
-        /* The child never counted: undo, and release a waiter that may
-         * now be waiting for nothing. */
-        tern__waiter *w = NULL;
+        /* The child never counted: undo, and release waiters that may now
+         * be waiting for nothing. */
         TERN__LOCK(&g->q);
-        if (--g->live == 0)
-            w = tern__wq_claim(&g->q);
+        tern__waiter *post = child_gone(g);
         TERN__UNLOCK(&g->q);
-        if (w)
-            tern__wake_post(w);
+        post_waiters(post);
         if (c->task)
             tern_task_release(c->task);
         free(c);
         return r;
     }
-    TERN__LOCK(&g->q);
-    c->next = g->children;
-    if (c->next)
-        c->next->prev = c;
-    g->children = c;
-    if (g->state == G_CANCELLING)
-        tern_task_cancel(c->task);
-    TERN__UNLOCK(&g->q);
-    r = add_callback(f, NULL, child_done, c, 1);
-    if (r < 0) {
-        /* -ENOMEM: no callback, so account for the child by waiting for it
-         * here (the group would otherwise wait forever). */
-        tern_future_cancel(f);
-        future_wait(f, 0, 1);
-        child_done(f, c);
-    }
-    tern_future_release(f);
     return 0;
 }
 

@@ -136,9 +136,9 @@ TERN_API int tern_task_future(tern_task *task, tern_future **out);
  * first error seen (with TERN_GATHER_COLLECT: 0 once all are done; read each
  * outcome with tern_future_result), -ETIMEDOUT, or -ECANCELED when the
  * caller is cancelled, in which case every future in fs still pending is
- * cancelled too (asyncio's rule for a cancelled gather). -EINVAL: fs NULL
- * with n > 0, a NULL entry, unknown flags. -ENOMEM. Suspends; blocks a
- * foreign thread. */
+ * cancelled too (asyncio's rule for a cancelled gather). -EINVAL: fs NULL,
+ * a NULL entry, unknown flags. -ENOMEM. Suspends; blocks a foreign
+ * thread. */
 TERN_API int tern_gather(tern_future *const *fs, size_t n, unsigned flags,
                          uint64_t deadline);
 
