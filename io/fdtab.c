@@ -36,17 +36,38 @@ typedef struct entry {
 
 struct tern__fdtab {
     _Atomic(entry *) chunks[MAX_CHUNKS];
+    struct tern__fdtab *next; /* on `tabs` */
 };
+
+/* Every runtime's table, so tern_close can forget a descriptor from any
+ * thread, a runtime's or not. */
+static pthread_mutex_t tabs_lock = PTHREAD_MUTEX_INITIALIZER;
+static tern__fdtab *tabs;
 
 int tern__fdtab_new(tern__fdtab **out)
 {
-    return (*out = calloc(1, sizeof **out)) ? 0 : -ENOMEM;
+    tern__fdtab *tab = calloc(1, sizeof *tab);
+    if (!tab)
+        return -ENOMEM;
+    pthread_mutex_lock(&tabs_lock);
+    tab->next = tabs;
+    tabs = tab;
+    pthread_mutex_unlock(&tabs_lock);
+    *out = tab;
+    return 0;
 }
 
 void tern__fdtab_free(tern__fdtab *tab)
 {
     if (!tab)
         return;
+    pthread_mutex_lock(&tabs_lock);
+    for (tern__fdtab **p = &tabs; *p; p = &(*p)->next)
+        if (*p == tab) {
+            *p = tab->next;
+            break;
+        }
+    pthread_mutex_unlock(&tabs_lock);
     for (unsigned i = 0; i < MAX_CHUNKS; i++)
         free(atomic_load_explicit(&tab->chunks[i], RELAXED));
     free(tab);
@@ -191,4 +212,12 @@ void tern__fdtab_forget(tern__fdtab *tab, int fd)
     tern__waiter *post = claim_ready(e, POLLNVAL);
     TERN__UNLOCK(&e->q);
     post_all(post);
+}
+
+void tern__fdtab_forget_all(int fd)
+{
+    pthread_mutex_lock(&tabs_lock);
+    for (tern__fdtab *tab = tabs; tab; tab = tab->next)
+        tern__fdtab_forget(tab, fd);
+    pthread_mutex_unlock(&tabs_lock);
 }

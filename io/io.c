@@ -93,7 +93,9 @@ static int uring_once(tern_loop *w, tern__ioop *op, uint64_t deadline)
             request_cancel(op);
         }
     }
-    if (reason && op->res == -ECANCELED)
+    /* -EINTR: the kernel interrupted work it had started in its own
+     * worker threads (io-wq), which is how those cancels end. */
+    if (reason && (op->res == -ECANCELED || op->res == -EINTR))
         return reason;
     /* The kernel finished first: its result stands, bytes included. */
     op->wake.task->saw_cancel = saw;
@@ -202,22 +204,14 @@ static int epoll_connect(tern__ioop *op, uint64_t deadline)
     uint32_t seq = tern__fdtab_seq(tab, op->fd);
     if (connect(op->fd, op->addr, op->alen) == 0)
         return 0;
-    if (errno != EINPROGRESS && errno != EAGAIN)
+    /* EAGAIN: a Unix listener's backlog is full; nothing would signal its
+     * end on this socket, so report it (as Go and Tokio do). */
+    if (errno != EINPROGRESS)
         return -errno;
-    int again = errno == EAGAIN; /* a Unix socket's full backlog: retry */
     for (;;) {
         r = tern__fdtab_wait(tab, tern__loop_self()->driver, op->fd, POLLOUT, seq, deadline);
         if (r < 0)
             return r;
-        if (again) {
-            seq = tern__fdtab_seq(tab, op->fd);
-            if (connect(op->fd, op->addr, op->alen) == 0 || errno == EISCONN)
-                return 0;
-            if (errno != EAGAIN && errno != EINPROGRESS)
-                return -errno;
-            again = errno == EAGAIN;
-            continue;
-        }
         int err = 0;
         socklen_t len = sizeof err;
         if (getsockopt(op->fd, SOL_SOCKET, SO_ERROR, &err, &len) < 0)
@@ -267,11 +261,9 @@ static void *file_job(void *arg)
 static int pool_run(tern__ioop *op)
 {
     tern__wake_init(&op->wake);
-    tern_task *job;
-    int r = tern_spawn_blocking(file_job, op, &job);
+    int r = tern__blocking_must(file_job, op);
     if (r < 0)
         return r;
-    tern_task_release(job);
     uint32_t s;
     while ((s = atomic_load_explicit(&op->wake.state, ACQUIRE)) != W_DONE)
         tern__wake_block(&op->wake, s, 0, 1);
@@ -399,9 +391,9 @@ int tern_close(int fd)
 {
     if (fd < 0)
         return -EBADF;
-    tern_loop *w = tern__loop_self();
-    if (w && w->driver->fdtab)
-        tern__fdtab_forget(w->driver->fdtab, fd);
+    /* From any thread (a blocking job, the main thread): a number reused
+     * after close must not inherit this descriptor's registration. */
+    tern__fdtab_forget_all(fd);
     /* Linux releases the descriptor even when close reports an error. */
     return close(fd) < 0 && errno == EBADF ? -EBADF : 0;
 }

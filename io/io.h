@@ -83,6 +83,8 @@ int tern__fdtab_wait(tern__fdtab *tab, tern__driver *d, int fd, short events, ui
 int tern__fdtab_nonblock(tern__fdtab *tab, int fd);
 /* Forgets fd (before it is closed): deregisters it and wakes its waiters. */
 void tern__fdtab_forget(tern__fdtab *tab, int fd);
+/* The same in every runtime's table. Any thread. */
+void tern__fdtab_forget_all(int fd);
 
 /* epoll.c: the epoll fd behind a driver. */
 int tern__epoll_fd(tern__driver *d);

@@ -122,13 +122,12 @@ int tern_getaddrinfo(const char *host, const char *service, const struct addrinf
     }
     tern__wake_init(&l->wake);
     l->node.wake = &l->wake;
-    tern_task *job;
-    int r = tern_spawn_blocking(lookup_job, l, &job);
+    /* a job that always runs, even at shutdown: it frees l if we left */
+    int r = tern__blocking_must(lookup_job, l);
     if (r < 0) {
         lookup_free(l);
         return r;
     }
-    tern_task_release(job);
     r = tern__wake_wait(&l->wake, deadline, 0);
     if (r < 0)
         return r; /* abandoned: the job frees l */
@@ -170,7 +169,9 @@ static int resolve(const char *host, uint16_t port, int socktype, int passive,
                                          AI_ADDRCONFIG};
     struct sockaddr_storage ss;
     if (host && numeric(host, port, &ss)) {
-        hints.ai_flags |= AI_NUMERICHOST; /* no lookup: works off the runtime too */
+        /* no lookup: works off the runtime too; and no AI_ADDRCONFIG, which
+         * would refuse "::1" on a host whose only IPv6 is loopback */
+        hints.ai_flags = (hints.ai_flags & ~AI_ADDRCONFIG) | AI_NUMERICHOST;
         int eai = getaddrinfo(host, service, &hints, out);
         return eai_errno(eai);
     }

@@ -27,7 +27,9 @@
  *    tern_runtime_new sets SIGPIPE to SIG_IGN when it is SIG_DFL (as Go
  *    and Rust do), so a write to a closed peer returns -EPIPE.
  *  - Regular files (open, pread, pwrite, fsync, statx) go through io_uring
- *    natively; on epoll they run on the blocking pool.
+ *    natively; on epoll they run on the blocking pool, where they cannot be
+ *    interrupted: there they always complete, and a deadline or cancel is
+ *    seen at the task's next suspension point.
  */
 #ifndef TERN_IO_H
 #define TERN_IO_H
@@ -90,9 +92,10 @@ TERN_API int tern_socket(int domain, int type, int protocol);
  * connection stays queued (back off and try again; the listener is fine). */
 TERN_API int tern_accept(int fd, struct sockaddr *addr, socklen_t *addrlen,
                          uint64_t deadline);
-/* connect(2): returns 0 once connected, or -ECONNREFUSED, -ETIMEDOUT, ...
- * After -ETIMEDOUT or -ECANCELED the socket is in an unspecified state:
- * close it. */
+/* connect(2): returns 0 once connected, or -ECONNREFUSED, -ETIMEDOUT,
+ * -EAGAIN (epoll: a Unix-domain listener's backlog is full), ... After
+ * -ETIMEDOUT or -ECANCELED the socket is in an unspecified state: close
+ * it. */
 TERN_API int tern_connect(int fd, const struct sockaddr *addr, socklen_t addrlen,
                           uint64_t deadline);
 

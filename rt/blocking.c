@@ -37,7 +37,8 @@ static void *blocking_main(void *arg)
             pthread_mutex_unlock(&b->lock);
             uint32_t s = atomic_fetch_xor_explicit(&t->state, TS_SCHEDULED | TS_RUNNING,
                                                    ACQUIRE);
-            if ((s & TS_CANCELLED) || atomic_load_explicit(&rt->closing, RELAXED)) {
+            if (t->kind != TERN_KIND_BLOCKING_MUST &&
+                ((s & TS_CANCELLED) || atomic_load_explicit(&rt->closing, RELAXED))) {
                 t->status = -ECANCELED;
             } else {
                 tern_context *prev = tern__context_enter(t->ctx);
@@ -109,13 +110,11 @@ void tern__blocking_stop(tern_runtime *rt)
     pthread_mutex_unlock(&b->lock);
 }
 
-int tern_runtime_spawn_blocking(tern_runtime *rt, tern_task_fn fn, void *arg,
-                                tern_task **out)
+static int spawn_blocking(tern_runtime *rt, tern_task_fn fn, void *arg, int kind,
+                          tern_task **out)
 {
-    if (!rt || !fn || !out)
-        return -EINVAL;
     tern_task *t;
-    int r = tern__task_new(rt, fn, arg, TERN_KIND_BLOCKING, &t, 1);
+    int r = tern__task_new(rt, fn, arg, kind, &t, 1);
     if (r < 0)
         return r;
     r = tern__blocking_submit(rt, t);
@@ -128,6 +127,26 @@ int tern_runtime_spawn_blocking(tern_runtime *rt, tern_task_fn fn, void *arg,
     }
     *out = t;
     return 0;
+}
+
+int tern_runtime_spawn_blocking(tern_runtime *rt, tern_task_fn fn, void *arg,
+                                tern_task **out)
+{
+    if (!rt || !fn || !out)
+        return -EINVAL;
+    return spawn_blocking(rt, fn, arg, TERN_KIND_BLOCKING, out);
+}
+
+int tern__blocking_must(tern_task_fn fn, void *arg)
+{
+    tern_runtime *rt = tern_runtime_current();
+    if (!rt)
+        return -EPERM;
+    tern_task *t;
+    int r = spawn_blocking(rt, fn, arg, TERN_KIND_BLOCKING_MUST, &t);
+    if (r == 0)
+        tern_task_release(t);
+    return r;
 }
 
 int tern_spawn_blocking(tern_task_fn fn, void *arg, tern_task **out)

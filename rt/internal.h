@@ -72,7 +72,10 @@ enum {
     TS_CANCELLED = 1u << 4, /* cancel requested (sticky) */
 };
 
-enum { TERN_KIND_FIBER, TERN_KIND_BLOCKING };
+/* TERN_KIND_BLOCKING_MUST: tern's own blocking jobs (file I/O on epoll, name
+ * lookups), which a task waits for deaf to cancellation: they run even when
+ * cancelled or at shutdown, or the waiter would wait forever. */
+enum { TERN_KIND_FIBER, TERN_KIND_BLOCKING, TERN_KIND_BLOCKING_MUST };
 /* Why a task's fiber switched back to its worker. */
 enum { SW_YIELD, SW_PARK, SW_DONE };
 
@@ -325,6 +328,9 @@ void tern__fdtab_free(struct tern__fdtab *tab);
 
 /* blocking.c */
 int tern__blocking_submit(tern_runtime *rt, tern_task *t);
+/* Runs fn(arg) on the current runtime's blocking pool, detached, as a job
+ * that is never skipped (TERN_KIND_BLOCKING_MUST). 0 or -EPERM/-ENOMEM/... */
+int tern__blocking_must(tern_task_fn fn, void *arg);
 void tern__blocking_stop(tern_runtime *rt);
 
 #endif
