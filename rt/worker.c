@@ -325,8 +325,10 @@ static void loop_run(tern_loop *w)
         }
         w->since_poll += ran;
         if (ran == TERN_EVENT_INTERVAL) {
-            if ((t = tern__inject_pull(w->rt, w, 1)))
+            if ((t = tern__inject_pull(w->rt, w, 1))) {
                 tern__task_run(w, t);
+                w->since_poll++;
+            }
             continue;
         }
         if (ran)
@@ -335,6 +337,7 @@ static void loop_run(tern_loop *w)
         if ((t = find_work(w))) {
             stop_searching(w);
             tern__task_run(w, t);
+            w->since_poll++; /* a worker fed only by steals still polls */
             continue;
         }
         if (tern__handles_pending(w))
