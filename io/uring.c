@@ -298,8 +298,11 @@ static int uring_submit(tern__driver *d, tern__ioop *op) {
 static void uring_cancel(tern__driver *d, uintptr_t key) {
     uring *u = (uring *)d;
     struct io_uring_sqe *sqe;
-    while (!(sqe = get_sqe(u)))
-        io_uring_submit_and_get_events(&u->ring); /* a full SQ drains as we reap */
+    /* The kernel may refuse submissions while the CQ is full: reap too. */
+    while (!(sqe = get_sqe(u))) {
+        io_uring_submit_and_get_events(&u->ring);
+        reap(u);
+    }
     io_uring_prep_cancel(sqe, (void *)key, 0);
     io_uring_sqe_set_data64(sqe, 0);
 }

@@ -87,7 +87,12 @@ static void fcb_fire(fcb *c)
     if (c->loop && tern__handle_post(c->loop, h) == 0)
         return;
     c->h = h;
+    /* The loop is gone: run here, but in the adder's context, as the
+     * loop would have. */
+    tern_context *prev = h ? tern__context_enter(h->ctx) : NULL;
     fcb_run(c);
+    if (h)
+        tern__context_leave(prev);
 }
 
 static int add_callback(tern_future *f, tern_loop *loop, tern_future_cb cb, void *arg,
