@@ -145,6 +145,56 @@ void bench_runtime_free(tern_runtime *rt)
         bench_die("tern_runtime_free", rc);
 }
 
+typedef struct root_arg {
+    tern_task_fn fn;
+    void *arg;
+    uint64_t elapsed_ns;
+} root_arg;
+
+static void *timed_root(void *arg)
+{
+    root_arg *r = arg;
+    uint64_t start = bench_now_ns();
+    tern_task *t;
+    int rc = tern_spawn(r->fn, r->arg, &t);
+    if (rc < 0)
+        bench_die("spawn the root task", rc);
+    rc = tern_join(t, NULL);
+    if (rc < 0)
+        bench_die("join the root task", rc);
+    r->elapsed_ns = bench_now_ns() - start;
+    return NULL;
+}
+
+uint64_t bench_run_root(unsigned workers, tern_task_fn fn, void *arg)
+{
+    root_arg r = {.fn = fn, .arg = arg};
+    tern_runtime *rt = bench_runtime_new(workers);
+    int rc = tern_block_on(rt, timed_root, &r, NULL);
+    if (rc < 0)
+        bench_die("tern_block_on", rc);
+    bench_runtime_free(rt);
+    return r.elapsed_ns;
+}
+
+void bench_spawn_join(uint64_t n, tern_task_fn fn, void *arg)
+{
+    tern_task **h = malloc(n * sizeof *h);
+    if (!h)
+        bench_die("malloc", -ENOMEM);
+    for (uint64_t i = 0; i < n; i++) {
+        int rc = tern_spawn(fn, arg, &h[i]);
+        if (rc < 0)
+            bench_die("tern_spawn", rc);
+    }
+    for (uint64_t i = 0; i < n; i++) {
+        int rc = tern_join(h[i], NULL);
+        if (rc < 0)
+            bench_die("tern_join", rc);
+    }
+    free(h);
+}
+
 void bench_check(int ok, const char *what)
 {
     if (!ok) {

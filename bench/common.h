@@ -41,6 +41,15 @@ tern_runtime *bench_runtime_new(unsigned workers);
 /* Shuts the runtime down; exits 1 with a message on failure. */
 void bench_runtime_free(tern_runtime *rt);
 
+/* Runs fn(arg) as the root task of a fresh runtime with `workers` workers,
+ * timed from before its spawn until it is joined, then frees the runtime.
+ * Returns the elapsed ns; exits 1 on any failure. */
+uint64_t bench_run_root(unsigned workers, tern_task_fn fn, void *arg);
+
+/* From a task: spawns n tasks running fn(arg) and joins them all; exits 1
+ * on any failure. */
+void bench_spawn_join(uint64_t n, tern_task_fn fn, void *arg);
+
 /* Exits 1 with "error: verification failed: what" when ok is false. */
 void bench_check(int ok, const char *what);
 

@@ -62,26 +62,6 @@ static void *consumer(void *arg)
     return NULL;
 }
 
-typedef struct main_arg {
-    state *st;
-    uint64_t elapsed_ns;
-} main_arg;
-
-static void *root(void *arg)
-{
-    main_arg *m = arg;
-    uint64_t start = bench_now_ns();
-    tern_task *c;
-    int rc = tern_spawn(consumer, m->st, &c);
-    if (rc < 0)
-        bench_die("spawn the consumer", rc);
-    rc = tern_join(c, NULL);
-    if (rc < 0)
-        bench_die("join the consumer", rc);
-    m->elapsed_ns = bench_now_ns() - start;
-    return NULL;
-}
-
 int main(int argc, char **argv)
 {
     static const char *const names[] = {"P", "M", "CAP"};
@@ -102,16 +82,11 @@ int main(int argc, char **argv)
         fprintf(stderr, "error: P*M*(M+1)/2 does not fit in 64 bits\n");
         return 2;
     }
-    main_arg m = {.st = &st};
-    tern_runtime *rt = bench_runtime_new(a.workers);
-    int rc = tern_block_on(rt, root, &m, NULL);
-    if (rc < 0)
-        bench_die("tern_block_on", rc);
-    bench_runtime_free(rt);
+    uint64_t elapsed_ns = bench_run_root(a.workers, consumer, &st);
 
     uint64_t total = st.p * st.m;
     bench_check(st.count == total, "P*M messages received");
     bench_check(st.sum == (uint64_t)want_sum, "sum of the messages is P*M*(M+1)/2");
-    bench_result("mpsc", total, m.elapsed_ns, NULL);
+    bench_result("mpsc", total, elapsed_ns, NULL);
     return 0;
 }

@@ -35,40 +35,7 @@ static void *incrementer(void *arg)
 static void *spawner(void *arg)
 {
     state *st = arg;
-    tern_task **h = malloc(st->t * sizeof *h);
-    if (!h)
-        bench_die("malloc", -ENOMEM);
-    for (uint64_t i = 0; i < st->t; i++) {
-        int rc = tern_spawn(incrementer, st, &h[i]);
-        if (rc < 0)
-            bench_die("tern_spawn", rc);
-    }
-    for (uint64_t i = 0; i < st->t; i++) {
-        int rc = tern_join(h[i], NULL);
-        if (rc < 0)
-            bench_die("tern_join", rc);
-    }
-    free(h);
-    return NULL;
-}
-
-typedef struct main_arg {
-    state *st;
-    uint64_t elapsed_ns;
-} main_arg;
-
-static void *root(void *arg)
-{
-    main_arg *m = arg;
-    uint64_t start = bench_now_ns();
-    tern_task *r;
-    int rc = tern_spawn(spawner, m->st, &r);
-    if (rc < 0)
-        bench_die("spawn the root task", rc);
-    rc = tern_join(r, NULL);
-    if (rc < 0)
-        bench_die("join the root task", rc);
-    m->elapsed_ns = bench_now_ns() - start;
+    bench_spawn_join(st->t, incrementer, st);
     return NULL;
 }
 
@@ -88,16 +55,11 @@ int main(int argc, char **argv)
         return 2;
     }
     tern_mutex_init(&st.mu);
-    main_arg m = {.st = &st};
-    tern_runtime *rt = bench_runtime_new(a.workers);
-    int rc = tern_block_on(rt, root, &m, NULL);
-    if (rc < 0)
-        bench_die("tern_block_on", rc);
-    bench_runtime_free(rt);
+    uint64_t elapsed_ns = bench_run_root(a.workers, spawner, &st);
 
     uint64_t total = st.t * st.iters;
     bench_check(st.counter == total, "counter == T*I (no increment lost)");
     bench_check(tern_mutex_destroy(&st.mu) == 0, "the mutex is unlocked and unwaited at the end");
-    bench_result("mutex", total, m.elapsed_ns, NULL);
+    bench_result("mutex", total, elapsed_ns, NULL);
     return 0;
 }

@@ -97,40 +97,7 @@ static void *round_task(void *arg)
 static void *spawner(void *arg)
 {
     state *st = arg;
-    tern_task **h = malloc(st->r * sizeof *h);
-    if (!h)
-        bench_die("malloc", -ENOMEM);
-    for (uint64_t i = 0; i < st->r; i++) {
-        int rc = tern_spawn(round_task, st, &h[i]);
-        if (rc < 0)
-            bench_die("tern_spawn", rc);
-    }
-    for (uint64_t i = 0; i < st->r; i++) {
-        int rc = tern_join(h[i], NULL);
-        if (rc < 0)
-            bench_die("tern_join", rc);
-    }
-    free(h);
-    return NULL;
-}
-
-typedef struct main_arg {
-    state *st;
-    uint64_t elapsed_ns;
-} main_arg;
-
-static void *root(void *arg)
-{
-    main_arg *m = arg;
-    uint64_t start = bench_now_ns();
-    tern_task *r;
-    int rc = tern_spawn(spawner, m->st, &r);
-    if (rc < 0)
-        bench_die("spawn the root task", rc);
-    rc = tern_join(r, NULL);
-    if (rc < 0)
-        bench_die("join the root task", rc);
-    m->elapsed_ns = bench_now_ns() - start;
+    bench_spawn_join(st->r, round_task, st);
     return NULL;
 }
 
@@ -150,15 +117,10 @@ int main(int argc, char **argv)
         fprintf(stderr, "error: R*H does not fit in 64 bits\n");
         return 2;
     }
-    main_arg m = {.st = &st};
-    tern_runtime *rt = bench_runtime_new(a.workers);
-    int rc = tern_block_on(rt, root, &m, NULL);
-    if (rc < 0)
-        bench_die("tern_block_on", rc);
-    bench_runtime_free(rt);
+    uint64_t elapsed_ns = bench_run_root(a.workers, spawner, &st);
 
     uint64_t total = st.r * st.h;
     bench_check(atomic_load(&st.hops) == total, "R*H sends counted");
-    bench_result("ping_pong", total, m.elapsed_ns, NULL);
+    bench_result("ping_pong", total, elapsed_ns, NULL);
     return 0;
 }

@@ -31,40 +31,7 @@ static void *yielder(void *arg)
 static void *spawner(void *arg)
 {
     state *st = arg;
-    tern_task **h = malloc(st->t * sizeof *h);
-    if (!h)
-        bench_die("malloc", -ENOMEM);
-    for (uint64_t i = 0; i < st->t; i++) {
-        int rc = tern_spawn(yielder, st, &h[i]);
-        if (rc < 0)
-            bench_die("tern_spawn", rc);
-    }
-    for (uint64_t i = 0; i < st->t; i++) {
-        int rc = tern_join(h[i], NULL);
-        if (rc < 0)
-            bench_die("tern_join", rc);
-    }
-    free(h);
-    return NULL;
-}
-
-typedef struct main_arg {
-    state *st;
-    uint64_t elapsed_ns;
-} main_arg;
-
-static void *root(void *arg)
-{
-    main_arg *m = arg;
-    uint64_t start = bench_now_ns();
-    tern_task *r;
-    int rc = tern_spawn(spawner, m->st, &r);
-    if (rc < 0)
-        bench_die("spawn the root task", rc);
-    rc = tern_join(r, NULL);
-    if (rc < 0)
-        bench_die("join the root task", rc);
-    m->elapsed_ns = bench_now_ns() - start;
+    bench_spawn_join(st->t, yielder, st);
     return NULL;
 }
 
@@ -83,15 +50,10 @@ int main(int argc, char **argv)
         fprintf(stderr, "error: T*Y does not fit in 64 bits\n");
         return 2;
     }
-    main_arg m = {.st = &st};
-    tern_runtime *rt = bench_runtime_new(a.workers);
-    int rc = tern_block_on(rt, root, &m, NULL);
-    if (rc < 0)
-        bench_die("tern_block_on", rc);
-    bench_runtime_free(rt);
+    uint64_t elapsed_ns = bench_run_root(a.workers, spawner, &st);
 
     uint64_t total = st.t * st.y;
     bench_check(atomic_load(&st.yields) == total, "every task yielded Y times");
-    bench_result("yield_many", total, m.elapsed_ns, NULL);
+    bench_result("yield_many", total, elapsed_ns, NULL);
     return 0;
 }

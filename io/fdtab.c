@@ -131,15 +131,6 @@ static tern__waiter *claim_ready(entry *e, uint32_t revents)
     return post;
 }
 
-static void post_all(tern__waiter *w)
-{
-    while (w) {
-        tern__waiter *next = w->next;
-        tern__wake_post(w);
-        w = next;
-    }
-}
-
 void tern__fdtab_event(tern__fdtab *tab, int fd, uint32_t revents)
 {
     entry *e = lookup(tab, fd, 0);
@@ -149,7 +140,7 @@ void tern__fdtab_event(tern__fdtab *tab, int fd, uint32_t revents)
     atomic_fetch_add_explicit(&e->seq, 1, RELEASE);
     tern__waiter *post = claim_ready(e, revents);
     TERN__UNLOCK(&e->q);
-    post_all(post);
+    tern__wake_post_all(post);
 }
 
 int tern__fdtab_wait(tern__fdtab *tab, tern__driver *d, int fd, short events, uint32_t seq,
@@ -211,7 +202,7 @@ void tern__fdtab_forget(tern__fdtab *tab, int fd)
     atomic_fetch_add_explicit(&e->seq, 1, RELEASE);
     tern__waiter *post = claim_ready(e, POLLNVAL);
     TERN__UNLOCK(&e->q);
-    post_all(post);
+    tern__wake_post_all(post);
 }
 
 void tern__fdtab_forget_all(int fd)

@@ -120,31 +120,15 @@ static unsigned char *slot(tern_chan *ch, size_t i)
     return ch->buf + ((ch->head + i) % ch->size) * ch->esize;
 }
 
-static void post_later(tern__waiter **list, tern__waiter *w, int result)
-{
-    w->result = result;
-    w->next = *list;
-    *list = w;
-}
-
-static void post_all(tern__waiter *list)
-{
-    while (list) {
-        tern__waiter *next = list->next; /* read before the waiter may go */
-        tern__wake_post(list);
-        list = next;
-    }
-}
-
 static void close_locked(tern_chan *ch, tern__waiter **post)
 {
     tern__waiter *w;
     ch->closed = 1;
     while ((w = tern__wq_claim(&ch->sendq)))
-        post_later(post, w, -EPIPE);
+        tern__waiter_defer(post, w, -EPIPE);
     if (ch->count == 0)
         while ((w = tern__wq_claim(&ch->recvq)))
-            post_later(post, w, 0);
+            tern__waiter_defer(post, w, 0);
 }
 
 static int grow(tern_chan *ch)
@@ -172,7 +156,7 @@ static int send_now(tern_chan *ch, const void *elem, tern__waiter **post)
     tern__waiter *w = tern__wq_claim(&ch->recvq);
     if (w) {
         memcpy(w->elem, elem, ch->esize);
-        post_later(post, w, 1);
+        tern__waiter_defer(post, w, 1);
     } else {
         if (ch->count == ch->size) {
             if (ch->cap != TERN_CHAN_UNBOUNDED)
@@ -200,13 +184,13 @@ static int recv_now(tern_chan *ch, void *elem, tern__waiter **post)
         if ((w = tern__wq_claim(&ch->sendq))) {
             memcpy(slot(ch, ch->count), w->elem, ch->esize);
             ch->count++;
-            post_later(post, w, 0);
+            tern__waiter_defer(post, w, 0);
         }
         return 1;
     }
     if ((w = tern__wq_claim(&ch->sendq))) { /* rendezvous */
         memcpy(elem, w->elem, ch->esize);
-        post_later(post, w, 0);
+        tern__waiter_defer(post, w, 0);
         return 1;
     }
     return ch->closed ? 0 : -EAGAIN;
@@ -226,7 +210,7 @@ static int chan_op(tern_chan *ch, int op, void *elem, uint64_t deadline, int mod
                                    : recv_now(ch, elem, &post);
     if (r != -EAGAIN || mode == NOWAIT) {
         TERN__UNLOCK(&ch->recvq);
-        post_all(post);
+        tern__wake_post_all(post);
         return r;
     }
     tern__wake k;
@@ -285,7 +269,7 @@ int tern_chan_close(tern_chan *ch)
     if (!was)
         close_locked(ch, &post);
     TERN__UNLOCK(&ch->recvq);
-    post_all(post);
+    tern__wake_post_all(post);
     return was ? -EALREADY : 0;
 }
 
@@ -364,7 +348,7 @@ static int select_impl(tern_select_case *cases, size_t n, uint64_t deadline, int
         if (r != -EAGAIN) {
             for (size_t j = 0; j < m; j++)
                 TERN__UNLOCK(&chans[j]->recvq);
-            post_all(post);
+            tern__wake_post_all(post);
             c->result = r;
             return order[k];
         }

@@ -201,11 +201,7 @@ static int complete(tern_future *f, void *value, int err)
     /* Keep f alive through the callbacks: one may drop the last other
      * reference. */
     tern_future_ref(f);
-    while (post) {
-        w = post;
-        post = w->next;
-        tern__wake_post(w);
-    }
+    tern__wake_post_all(post);
     while (count) {
         w = count;
         count = w->next;
@@ -577,15 +573,6 @@ static tern__waiter *child_gone(tern_group *g)
     return post;
 }
 
-static void post_waiters(tern__waiter *w)
-{
-    while (w) {
-        tern__waiter *next = w->next; /* g may be gone once one is posted */
-        tern__wake_post(w);
-        w = next;
-    }
-}
-
 static void child_done(tern_future *f, void *arg)
 {
     struct tern__gchild *c = arg;
@@ -604,7 +591,7 @@ static void child_done(tern_future *f, void *arg)
     }
     tern__waiter *post = child_gone(g);
     TERN__UNLOCK(&g->q);
-    post_waiters(post);
+    tern__wake_post_all(post);
     tern_task_release(c->task);
     free(c);
 }
@@ -666,7 +653,7 @@ int tern_group_spawn(tern_group *g, tern_group_fn fn, void *arg)
         TERN__LOCK(&g->q);
         tern__waiter *post = child_gone(g);
         TERN__UNLOCK(&g->q);
-        post_waiters(post);
+        tern__wake_post_all(post);
         if (c->task)
             tern_task_release(c->task);
         free(c);

@@ -57,27 +57,11 @@ typedef struct stage {
 } stage;
 
 
-static void post_later(tern__waiter **list, tern__waiter *w, int result)
-{
-    w->result = result;
-    w->next = *list;
-    *list = w;
-}
-
-static void post_all(tern__waiter *list)
-{
-    while (list) {
-        tern__waiter *next = list->next; /* read before the waiter may go */
-        tern__wake_post(list);
-        list = next;
-    }
-}
-
 static void claim_all(tern__waitq *q, tern__waiter **post, int result)
 {
     tern__waiter *w;
     while ((w = tern__wq_claim(q)))
-        post_later(post, w, result);
+        tern__waiter_defer(post, w, result);
 }
 
 static int gen_make(tern_runtime *rt, tern_gen_fn fn, void *arg, void (*drop)(void *),
@@ -121,7 +105,7 @@ static void finish(tern_gen *g, int status)
     claim_all(&g->q, &post, r);
     claim_all(&g->doneq, &post, 0);
     TERN__UNLOCK(&g->q);
-    post_all(post);
+    tern__wake_post_all(post);
 }
 
 static void producer_done(tern_future *f, void *arg)
@@ -224,7 +208,7 @@ int tern_gen_next(tern_gen *g, void **value, uint64_t deadline)
         g->asked = 1;
         tern__waiter *p = tern__wq_claim(&g->yieldq);
         if (p)
-            post_later(&post, p, 0);
+            tern__waiter_defer(&post, p, 0);
         else if (!g->started)
             spawn = g->started = 1;
     }
@@ -233,7 +217,7 @@ int tern_gen_next(tern_gen *g, void **value, uint64_t deadline)
     tern__wake_init(&k);
     tern__wq_push(&g->q, &w);
     TERN__UNLOCK(&g->q);
-    post_all(post);
+    tern__wake_post_all(post);
     if (spawn)
         start(g);
     int r = tern__wake_wait(&k, deadline, 0);
@@ -277,7 +261,7 @@ int tern_gen_close(tern_gen *g)
     tern__wake_init(&k);
     tern__wq_push(&g->doneq, &w);
     TERN__UNLOCK(&g->q);
-    post_all(post);
+    tern__wake_post_all(post);
     if (t) {
         /* what the producer waits on other than yield lets go too */
         tern_task_cancel(t);
@@ -323,7 +307,7 @@ int tern_gen_yield(tern_gen *g, void *value)
     }
     if ((c = tern__wq_claim(&g->q))) {
         *(void **)c->elem = value;
-        post_later(&post, c, 1);
+        tern__waiter_defer(&post, c, 1);
     } else {
         g->value = value;
         g->full = 1;
@@ -332,7 +316,7 @@ int tern_gen_yield(tern_gen *g, void *value)
     g->asked = tern__wq_peek(&g->q) != NULL;
     if (g->asked) {
         TERN__UNLOCK(&g->q);
-        post_all(post);
+        tern__wake_post_all(post);
         return 0;
     }
     tern__wake k;
@@ -340,7 +324,7 @@ int tern_gen_yield(tern_gen *g, void *value)
     tern__wake_init(&k);
     tern__wq_push(&g->yieldq, &w);
     TERN__UNLOCK(&g->q);
-    post_all(post);
+    tern__wake_post_all(post);
     int r = tern__wake_wait(&k, 0, 0);
     if (r < 0) {
         TERN__LOCK(&g->q);

@@ -64,15 +64,6 @@ static tern__waiter *claim_all(tern__waitq *q)
     return head;
 }
 
-static void post_all(tern__waiter *w)
-{
-    while (w) {
-        tern__waiter *next = w->next; /* w is gone once posted */
-        tern__wake_post(w);
-        w = next;
-    }
-}
-
 /* Anyone queued, live or leaving: a leaving waiter still has to take the
  * lock to unlink itself, so the object must not go away under it. */
 static int has_waiters(tern__waitq *q)
@@ -209,7 +200,7 @@ int tern_mutex_unlock(tern_mutex *m)
         return -EINVAL;
     tern__waiter *next;
     int r = mutex_release(m, &next);
-    post_all(next);
+    tern__wake_post_all(next);
     return r;
 }
 
@@ -283,7 +274,7 @@ static int rw_lock(tern_rwlock *rw, int wr, uint64_t deadline, int try)
     tern__wq_unlink(&rw->q, &w);
     tern__waiter *granted = rw_grant(rw); /* readers we were holding back */
     TERN__UNLOCK(&rw->q);
-    post_all(granted);
+    tern__wake_post_all(granted);
     return r;
 }
 
@@ -322,7 +313,7 @@ int tern_rwlock_unlock(tern_rwlock *rw)
     }
     tern__waiter *granted = rw_grant(rw);
     TERN__UNLOCK(&rw->q);
-    post_all(granted);
+    tern__wake_post_all(granted);
     return 0;
 }
 
@@ -384,7 +375,7 @@ static int sem_take(tern_sem *s, uint64_t n, uint64_t deadline, int try)
     tern__wq_unlink(&s->q, &w);
     tern__waiter *granted = sem_grant(s); /* smaller requests we blocked */
     TERN__UNLOCK(&s->q);
-    post_all(granted);
+    tern__wake_post_all(granted);
     return r;
 }
 
@@ -410,7 +401,7 @@ int tern_sem_release(tern_sem *s, uint64_t n)
     s->permits += n;
     tern__waiter *granted = sem_grant(s);
     TERN__UNLOCK(&s->q);
-    post_all(granted);
+    tern__wake_post_all(granted);
     return 0;
 }
 
@@ -449,7 +440,7 @@ int tern_event_set(tern_event *e)
     atomic_store_explicit(&e->set, 1, RELEASE);
     tern__waiter *all = claim_all(&e->q);
     TERN__UNLOCK(&e->q);
-    post_all(all);
+    tern__wake_post_all(all);
     return 0;
 }
 
@@ -519,7 +510,7 @@ int tern_notify_one(tern_notify *n)
         n->permit = 1; /* at most one: notifies do not add up */
     }
     TERN__UNLOCK(&n->q);
-    post_all(w);
+    tern__wake_post_all(w);
     return 0;
 }
 
@@ -530,7 +521,7 @@ int tern_notify_all(tern_notify *n)
     TERN__LOCK(&n->q);
     tern__waiter *all = claim_all(&n->q);
     TERN__UNLOCK(&n->q);
-    post_all(all);
+    tern__wake_post_all(all);
     return 0;
 }
 
@@ -586,7 +577,7 @@ int tern_cond_wait(tern_cond *c, tern_mutex *m, uint64_t deadline)
     if (r == 0)
         tern__wq_push(&c->q, &w);
     TERN__UNLOCK(&c->q);
-    post_all(next);
+    tern__wake_post_all(next);
     if (r)
         return r;
     r = tern__wake_wait(&k, deadline, 0);
@@ -612,7 +603,7 @@ int tern_cond_signal(tern_cond *c)
         w->next = NULL;
     }
     TERN__UNLOCK(&c->q);
-    post_all(w);
+    tern__wake_post_all(w);
     return 0;
 }
 
@@ -623,7 +614,7 @@ int tern_cond_broadcast(tern_cond *c)
     TERN__LOCK(&c->q);
     tern__waiter *all = claim_all(&c->q);
     TERN__UNLOCK(&c->q);
-    post_all(all);
+    tern__wake_post_all(all);
     return 0;
 }
 
@@ -666,7 +657,7 @@ int tern_barrier_wait(tern_barrier *b, uint64_t deadline)
         b->generation++;
         tern__waiter *all = claim_all(&b->q);
         TERN__UNLOCK(&b->q);
-        post_all(all);
+        tern__wake_post_all(all);
         return 1;
     }
     tern__waiter w;
@@ -713,7 +704,7 @@ int tern_waitgroup_add(tern_waitgroup *wg, int64_t delta)
     wg->count = c + delta;
     tern__waiter *all = wg->count == 0 ? claim_all(&wg->q) : NULL;
     TERN__UNLOCK(&wg->q);
-    post_all(all);
+    tern__wake_post_all(all);
     return 0;
 }
 

@@ -90,6 +90,15 @@ void tern__wake_post(tern__waiter *w)
     tern__wake_done(w->wake);
 }
 
+void tern__wake_post_all(tern__waiter *list)
+{
+    while (list) {
+        tern__waiter *next = list->next; /* read before the waiter may go */
+        tern__wake_post(list);
+        list = next;
+    }
+}
+
 void tern__wake_done(tern__wake *k)
 {
     tern_task *t = k->task;

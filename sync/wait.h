@@ -98,6 +98,16 @@ int tern__waiter_claim(tern__waiter *w);
 void tern__wake_init(tern__wake *k);
 /* Posts DONE for a claimed node (w->wake's index <- w->index). */
 void tern__wake_post(tern__waiter *w);
+/* Wakers claim under an object's lock and post after dropping it: a claimed
+ * node (now unlinked) is chained through its next field with its result,
+ * and the whole chain posted at once. */
+static inline void tern__waiter_defer(tern__waiter **list, tern__waiter *w, int result)
+{
+    w->result = result;
+    w->next = *list;
+    *list = w;
+}
+void tern__wake_post_all(tern__waiter *list);
 /* Posts DONE on a record directly (a record without nodes: an I/O
  * operation, a blocking job). Last touch of k. */
 void tern__wake_done(tern__wake *k);
