@@ -270,12 +270,36 @@ static int pool_run(tern__ioop *op)
     return op->res;
 }
 
+const char *tern__io_name(int code)
+{
+    static const char *const names[] = {
+        [IO_READ] = "read",       [IO_WRITE] = "write",     [IO_READV] = "readv",
+        [IO_WRITEV] = "writev",   [IO_RECV] = "recv",       [IO_SEND] = "send",
+        [IO_RECVMSG] = "recvmsg", [IO_SENDMSG] = "sendmsg", [IO_ACCEPT] = "accept",
+        [IO_CONNECT] = "connect", [IO_POLL] = "poll",       [IO_OPEN] = "open",
+        [IO_PREAD] = "pread",     [IO_PWRITE] = "pwrite",   [IO_FSYNC] = "fsync",
+        [IO_STATX] = "statx",     [IO_CLOSE] = "close",
+    };
+    return code >= 0 && code <= IO_CLOSE && names[code] ? names[code] : "io";
+}
+
 /* ---- dispatch --------------------------------------------------------------------------- */
 
 static int is_file_op(int code)
 {
     return code == IO_OPEN || code == IO_PREAD || code == IO_PWRITE || code == IO_FSYNC ||
            code == IO_STATX;
+}
+
+static ssize_t run_on(tern_loop *w, tern__ioop *op, uint64_t deadline)
+{
+    if (w->driver->ops->submit)
+        return uring_run(op, deadline);
+    if (is_file_op(op->code))
+        return pool_run(op);
+    if (op->code == IO_CONNECT)
+        return epoll_connect(op, deadline);
+    return epoll_run(op, deadline);
 }
 
 static ssize_t run(tern__ioop *op, short events, uint64_t deadline)
@@ -286,13 +310,12 @@ static ssize_t run(tern__ioop *op, short events, uint64_t deadline)
     if (tern__cancelled())
         return -ECANCELED;
     op->events = events;
-    if (w->driver->ops->submit)
-        return uring_run(op, deadline);
-    if (is_file_op(op->code))
-        return pool_run(op);
-    if (op->code == IO_CONNECT)
-        return epoll_connect(op, deadline);
-    return epoll_run(op, deadline);
+    TERN_STAT_INC(w, io_submitted);
+    tern__wait_note(TERN__W_IO, (uintptr_t)(unsigned)op->fd | (uintptr_t)op->code << 32);
+    ssize_t r = run_on(w, op, deadline);
+    w = tern__loop_self(); /* it may have moved */
+    TERN_STAT_INC(w, io_completed);
+    return r;
 }
 
 /* ---- the public operations --------------------------------------------------------------- */

@@ -32,6 +32,9 @@ enum tern__io_code {
     IO_CLOSE,
 };
 
+/* The operation's name ("read", "accept", ...), for tern_dump. */
+const char *tern__io_name(int code);
+
 typedef struct tern__ioop {
     unsigned char kind; /* first byte: the ring's dispatch tag (uring.c) */
     unsigned char code; /* enum tern__io_code */

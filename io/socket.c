@@ -128,6 +128,7 @@ int tern_getaddrinfo(const char *host, const char *service, const struct addrinf
         lookup_free(l);
         return r;
     }
+    tern__wait_note(TERN__W_BLOCKING, (uintptr_t)l);
     r = tern__wake_wait(&l->wake, deadline, 0);
     if (r < 0)
         return r; /* abandoned: the job frees l */

@@ -114,7 +114,7 @@ static int spawn_blocking(tern_runtime *rt, tern_task_fn fn, void *arg, int kind
                           tern_task **out)
 {
     tern_task *t;
-    int r = tern__task_new(rt, fn, arg, kind, &t, 1);
+    int r = tern__task_new(rt, fn, arg, kind, &t, 1, NULL, 0);
     if (r < 0)
         return r;
     r = tern__blocking_submit(rt, t);
@@ -155,4 +155,18 @@ int tern_spawn_blocking(tern_task_fn fn, void *arg, tern_task **out)
     if (!w)
         return -EPERM;
     return tern_runtime_spawn_blocking(w->rt, fn, arg, out);
+}
+
+void tern__blocking_counts(tern_runtime *rt, unsigned *threads, unsigned *idle,
+                           unsigned *queued)
+{
+    tern__blocking *b = &rt->blocking;
+    unsigned n = 0;
+    pthread_mutex_lock(&b->lock);
+    for (tern_task *t = b->head; t; t = t->next)
+        n++;
+    *threads = b->threads;
+    *idle = b->idle;
+    *queued = n;
+    pthread_mutex_unlock(&b->lock);
 }

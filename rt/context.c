@@ -469,6 +469,25 @@ int tern_context_get(const tern_context *c, tern_ctxvar *v, void **value)
     return l != NULL;
 }
 
+static void each(const node *n, void (*fn)(tern_ctxvar *, void *, void *), void *arg)
+{
+    for (unsigned i = 0; n && i < n->n; i++) {
+        if (is_node(n->e[i])) {
+            each(as_node(n->e[i]), fn, arg);
+        } else {
+            leaf *l = n->e[i];
+            fn(l->var, l->value, arg);
+        }
+    }
+}
+
+void tern__context_each(const tern_context *c, void (*fn)(tern_ctxvar *, void *, void *),
+                        void *arg)
+{
+    if (c)
+        each(c->root, fn, arg);
+}
+
 /* Where the caller's current context lives. Re-read after any suspension:
  * the task may be on another thread by then. */
 static tern_context **current_slot(void)
@@ -486,7 +505,13 @@ static tern_context *current(void)
 /* Makes c (a reference, taken over) the caller's current context. */
 static void replace_current(tern_context *c)
 {
-    tern_context **slot = current_slot();
+    tern_task *t = tern_task_current();
+    if (t) {
+        /* under the registry lock: tern_dump may be reading the old one */
+        tern_context_release(tern__task_swap_ctx(t, c));
+        return;
+    }
+    tern_context **slot = &tls_ctx;
     tern_context *old = *slot;
     *slot = c;
     if (slot == &tls_ctx && c && !c->pinned) {

@@ -58,9 +58,11 @@ static void handle_run(tern_loop *w, tern_handle *h)
     uint32_t exp = HS_PENDING;
     if (atomic_compare_exchange_strong_explicit(&h->state, &exp, HS_DONE, ACQ_REL, RELAXED)) {
         tern_context *prev = tern__context_enter(h->ctx);
+        TERN_STAT_INC(w, handles_run); /* first: the watchdog's sign of progress */
+        atomic_store_explicit(&w->busy_cb, (uintptr_t)h->cb, RELAXED);
         h->cb(h->arg);
+        atomic_store_explicit(&w->busy_cb, 0, RELAXED);
         tern__context_leave(prev);
-        TERN_STAT_INC(w, handles_run);
     }
     handle_unref(h);
 }

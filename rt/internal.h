@@ -19,7 +19,9 @@
 #ifndef TERN_INTERNAL_H
 #define TERN_INTERNAL_H
 
+#include <ck_pr.h>
 #include <pthread.h>
+#include <sched.h>
 #include <stdatomic.h>
 #include <stdint.h>
 
@@ -54,6 +56,27 @@ extern _Atomic unsigned tern__fence_word;
 #define TERN_FENCE() atomic_thread_fence(SEQ_CST)
 #endif
 
+/* A spinlock for critical sections of a few dozen instructions that never
+ * suspend (wait queues, the task registry). Spins politely, then yields the
+ * CPU so that a preempted holder can finish. Unlocking is a plain release
+ * store, where a mutex's unlock is a locked instruction. */
+static inline void tern__spin_lock(_Atomic unsigned *l)
+{
+    for (unsigned n = 0;; n++) {
+        if (!atomic_load_explicit(l, RELAXED) && !atomic_exchange_explicit(l, 1, ACQUIRE))
+            return;
+        if (n < 100)
+            ck_pr_stall();
+        else
+            sched_yield();
+    }
+}
+
+static inline void tern__spin_unlock(_Atomic unsigned *l)
+{
+    atomic_store_explicit(l, 0, RELEASE);
+}
+
 
 #define TERN_LOCAL_QUEUE 256 /* power of two */
 #define TERN_EVENT_INTERVAL 61 /* tasks run between two looks at timers/inject */
@@ -82,7 +105,7 @@ enum { SW_YIELD, SW_PARK, SW_DONE };
 typedef struct tern__sleep tern__sleep;
 
 #if !defined(TERN_TSAN) && !defined(TERN_ASAN)
-/* two cache lines: see header_get in task.c */
+/* three cache lines: see header_get in task.c */
 #define TERN_TASK_SIZE_CHECK 1
 #endif
 struct tern_task {
@@ -95,7 +118,7 @@ struct tern_task {
     uint8_t started;
     uint8_t yielded;    /* queued by a yield, state left RUNNING (task.c) */
     uint8_t saw_cancel; /* a suspension point returned -ECANCELED to it */
-    uint8_t registered; /* in the registry of parked tasks (task.c) */
+    uint8_t spare;
     uint8_t kind;       /* TERN_KIND_* */
     uint8_t unguarded;  /* its stack has a canary instead of a guard page */
     uint16_t budget;    /* cooperative budget left in this run */
@@ -109,11 +132,34 @@ struct tern_task {
     void *result;
     tern_context *ctx;        /* its context variables (context.c) */
     _Atomic uintptr_t joiner; /* tern_task*, thread waiter | 1, or tern_future* | 2 */
-    struct tern_task *reg_prev, *reg_next; /* registry of parked tasks */
+    uint64_t pad1[2];
+    /* Third line: what the registry, tern_dump and the watchdog read. The
+     * registry lock of its shard guards the links, name and ctx swaps. */
+    struct tern_task *reg_prev, *reg_next; /* registry of live tasks */
+    const char *file;                      /* spawned at file:line, or NULL */
+    char *name;                            /* tern_task_set_name's copy, or NULL */
+    _Atomic uintptr_t wait_obj;            /* what it waits on (TERN__W_* says how) */
+    _Atomic uint64_t wait_since;           /* loop time when that wait began */
+    uint32_t line;
+    _Atomic uint8_t wait_kind;             /* TERN__W_* */
 };
 #ifdef TERN_TASK_SIZE_CHECK
-_Static_assert(sizeof(struct tern_task) <= 128, "a task header fits two cache lines");
+_Static_assert(sizeof(struct tern_task) <= 192, "a task header fits three cache lines");
 #endif
+
+/* What a waiting task waits on, for tern_dump (tern__wait_note). */
+enum {
+    TERN__W_NONE, TERN__W_PARK, TERN__W_SLEEP, TERN__W_JOIN, TERN__W_FUTURE,
+    TERN__W_CHAN_SEND, TERN__W_CHAN_RECV, TERN__W_SELECT, TERN__W_MUTEX, TERN__W_RWLOCK,
+    TERN__W_SEM, TERN__W_EVENT, TERN__W_NOTIFY, TERN__W_COND, TERN__W_BARRIER,
+    TERN__W_WAITGROUP, TERN__W_GROUP, TERN__W_GEN, TERN__W_IO, TERN__W_FD,
+    TERN__W_BLOCKING, TERN__W_COUNT
+};
+/* Records what the calling task is about to wait on (obj: an object
+ * address, a deadline, a task id, or for TERN__W_IO fd | op << 32) and
+ * since when. Owner-written relaxed stores: a few moves, no fence. A no-op
+ * outside tasks. */
+void tern__wait_note(int kind, uintptr_t obj);
 
 /* A thread outside the runtime blocked on something (join, block_on). */
 typedef struct tern__thread_waiter {
@@ -141,8 +187,14 @@ struct tern_handle {
 
 typedef struct tern__stats {
     _Atomic uint64_t tasks_run, steals, stolen_tasks, parks, wakes, inject_pulls,
-        lifo_hits, budget_yields, handles_run, timers_fired;
+        lifo_hits, local_hits, budget_yields, handles_run, timers_fired, busy_ns,
+        io_submitted, io_completed, stalls;
 } tern__stats;
+
+/* Poll times are sampled one poll in TERN_POLL_SAMPLE (two clock reads per
+ * sampled poll: timing every poll would double yield_many's cost). */
+#define TERN_POLL_SAMPLE 64
+#define TERN_POLL_HIST 16 /* = TERN_POLL_BUCKETS in tern.h */
 
 struct tern_loop {
     /* Local queue: the owner writes tail, anyone CASes head (Go's runq). */
@@ -181,6 +233,13 @@ struct tern_loop {
     int closed; /* inbox refuses new handles; guarded by inbox_lock */
 
     tern__stats stats;
+    /* What the worker runs right now, for the watchdog and tern_dump: the
+     * task switched in, or the callback being run (0 in the loop itself). */
+    _Atomic(tern_task *) busy_task;
+    _Atomic uintptr_t busy_cb;
+    uint64_t busy_since; /* when the worker left its last park (busy_ns) */
+    uint32_t poll_countdown; /* polls until the next timed one */
+    _Atomic uint64_t poll_hist[TERN_POLL_HIST];
     _Atomic uint64_t counts[3]; /* spawned, finished, freed here (task.c) */
     unsigned nfree;             /* recycled task headers (owner only) */
     tern_task *free_tasks[TERN_TASK_CACHE];
@@ -204,8 +263,9 @@ typedef struct tern__chunk {
 } tern__chunk;
 
 typedef struct tern__shard {
-    pthread_mutex_t lock;
+    _Atomic unsigned lock; /* tern__spin_lock */
     tern_task *head;
+    char pad[48];
 } tern__shard;
 
 typedef struct tern__blocking {
@@ -241,7 +301,8 @@ struct tern_runtime {
         _Atomic unsigned searching;
     } idle;
 
-    /* Live tasks, sharded by id so spawn and exit rarely meet on a lock. */
+    /* Live tasks, sharded by id so spawn and exit rarely meet on a lock
+     * (the registry, task.c). */
     tern__shard *shards;
     unsigned nshards;
     _Atomic uint64_t foreign_counts[3]; /* task counts from non-worker threads */
@@ -254,6 +315,9 @@ struct tern_runtime {
     pthread_cond_t done_cond; /* a task finished while closing */
 
     tern__blocking blocking;
+    struct tern_runtime *next_rt; /* all runtimes (monitor.c) */
+    struct tern__watch *watch;    /* the watchdog's view of each worker (monitor.c) */
+    _Atomic uint64_t stalls;
     struct tern__fdtab *fdtab; /* the epoll backend's descriptor table (io/) */
 
     /* start-up hand-shake with the workers */
@@ -272,8 +336,10 @@ tern_loop *tern__loop_self(void);
 /* task.c */
 uint64_t tern__unfinished(tern_runtime *rt);
 void tern__task_cache_free(tern_runtime *rt);
+/* file:line: where it was spawned (NULL, 0 when unknown); set before the
+ * task becomes visible in the registry. */
 int tern__task_new(tern_runtime *rt, tern_task_fn fn, void *arg, int kind, tern_task **out,
-                   int handle);
+                   int handle, const char *file, int line);
 void tern__task_unref(tern_task *t);
 void tern__task_run(tern_loop *w, tern_task *t);
 void tern__task_finish(tern_loop *w, tern_task *t);
@@ -321,10 +387,31 @@ tern_context *tern__context_capture(void);           /* a reference to the curre
 tern_context *tern__context_enter(tern_context *c);  /* thread's current <- c; returns old */
 void tern__context_leave(tern_context *prev);
 void tern__ctxvar_set_hash(tern_ctxvar *v, uint32_t hash); /* tests: force collisions */
+/* Calls fn(var, value, arg) for every variable set in c (tern_dump). */
+void tern__context_each(const tern_context *c, void (*fn)(tern_ctxvar *, void *, void *),
+                        void *arg);
 
 /* io/fdtab.c */
 int tern__fdtab_new(struct tern__fdtab **out);
 void tern__fdtab_free(struct tern__fdtab *tab);
+
+/* task.c: the registry of live tasks. tern__registry_lock(rt, i) locks
+ * shard i (0 <= i < rt->nshards); under it the shard's tasks stay alive and
+ * their names and contexts stay put. */
+void tern__registry_lock(tern_runtime *rt, unsigned i);
+void tern__registry_unlock(tern_runtime *rt, unsigned i);
+/* Swaps the running task t's context for c (a reference, taken over);
+ * returns the old one for the caller to release. */
+tern_context *tern__task_swap_ctx(tern_task *t, tern_context *c);
+
+/* dump.c / monitor.c */
+int tern__monitor_add(tern_runtime *rt);     /* runtime_new, once running: 0 or -errno */
+void tern__monitor_remove(tern_runtime *rt); /* runtime_free, first thing */
+/* Finds the task that worker w is running if it is still t (the watchdog's
+ * suspect) and fills the stall record from it under the registry lock.
+ * Returns 1 when found. */
+int tern__stall_describe(tern_runtime *rt, tern_task *t, tern_stall *s, char *name,
+                         size_t namelen);
 
 /* blocking.c */
 int tern__blocking_submit(tern_runtime *rt, tern_task *t);
@@ -332,5 +419,8 @@ int tern__blocking_submit(tern_runtime *rt, tern_task *t);
  * that is never skipped (TERN_KIND_BLOCKING_MUST). 0 or -EPERM/-ENOMEM/... */
 int tern__blocking_must(tern_task_fn fn, void *arg);
 void tern__blocking_stop(tern_runtime *rt);
+/* The pool's threads, idle threads and queued jobs, for the metrics. */
+void tern__blocking_counts(tern_runtime *rt, unsigned *threads, unsigned *idle,
+                           unsigned *queued);
 
 #endif

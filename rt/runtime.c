@@ -37,6 +37,42 @@ static unsigned cpu_count(void)
     return n > 0 ? (unsigned)n : 1;
 }
 
+/* A signal by number or name ("USR1", "SIGUSR2"); 0 when unknown. */
+static int signal_parse(const char *s)
+{
+    static const struct { const char *name; int sig; } names[] = {
+        {"USR1", SIGUSR1}, {"USR2", SIGUSR2}, {"QUIT", SIGQUIT}, {"HUP", SIGHUP},
+        {"PWR", SIGPWR},   {"WINCH", SIGWINCH},
+    };
+    char *end;
+    long n = strtol(s, &end, 10);
+    if (*s && !*end)
+        return n > 0 && n < NSIG ? (int)n : 0;
+    if (!strncmp(s, "SIG", 3))
+        s += 3;
+    for (size_t i = 0; i < sizeof names / sizeof names[0]; i++)
+        if (!strcmp(s, names[i].name))
+            return names[i].sig;
+    return 0;
+}
+
+/* The environment switches production aids on without a rebuild (a
+ * service started with TERN_WATCHDOG=100 at 3 a.m.). */
+static void config_env(tern_config *c)
+{
+    const char *s;
+    if ((s = getenv("TERN_WATCHDOG")) && *s) {
+        long ms = strtol(s, NULL, 10);
+        c->watchdog = ms > 0;
+        if (ms > 0)
+            c->stall_ms = (unsigned)ms;
+    }
+    if ((s = getenv("TERN_METRICS")) && *s)
+        c->metrics = strcmp(s, "0") != 0;
+    if ((s = getenv("TERN_DUMP_SIGNAL")) && *s)
+        c->dump_signal = signal_parse(s);
+}
+
 static int config_resolve(const tern_config *in, tern_config *out)
 {
     tern_config_init(out);
@@ -44,8 +80,17 @@ static int config_resolve(const tern_config *in, tern_config *out)
         in = out;
     if (in->workers > TERN_MAX_WORKERS || in->backend > TERN_BACKEND_EPOLL ||
         (in->stack_size && (in->stack_size < 16384 || in->stack_size > (1u << 30))) ||
-        in->budget > 65535 || in->blocking_threads > 4096)
+        in->budget > 65535 || in->blocking_threads > 4096 || in->dump_signal < 0 ||
+        in->dump_signal >= NSIG || in->dump_signal == SIGKILL || in->dump_signal == SIGSTOP ||
+        in->stall_ms > 3600000)
         return -EINVAL;
+    out->watchdog = in->watchdog != 0;
+    out->stall_ms = in->stall_ms ? in->stall_ms : 100;
+    out->on_stall = in->on_stall;
+    out->stall_arg = in->stall_arg;
+    out->metrics = in->metrics != 0;
+    out->dump_signal = in->dump_signal;
+    config_env(out);
     out->workers = in->workers ? in->workers : cpu_count();
     out->backend = in->backend;
     if (in->stack_size)
@@ -69,8 +114,6 @@ static void runtime_destroy(tern_runtime *rt)
         free(rt->loops ? rt->loops[i] : NULL);
     }
     free(rt->loops);
-    for (unsigned i = 0; rt->shards && i < rt->nshards; i++)
-        pthread_mutex_destroy(&rt->shards[i].lock);
     free(rt->shards);
     free(rt->idle.sleepers);
     if (rt->stacks)
@@ -96,12 +139,12 @@ static int runtime_alloc(tern_runtime *rt)
     while (rt->nshards < 4 * n)
         rt->nshards <<= 1;
     rt->loops = calloc(n, sizeof *rt->loops);
-    rt->shards = calloc(rt->nshards, sizeof *rt->shards);
+    rt->shards = aligned_alloc(64, rt->nshards * sizeof *rt->shards);
     rt->idle.sleepers = calloc(n, sizeof *rt->idle.sleepers);
     if (!rt->loops || !rt->shards || !rt->idle.sleepers)
         return -ENOMEM;
-    for (unsigned i = 0; i < rt->nshards; i++)
-        pthread_mutex_init(&rt->shards[i].lock, NULL);
+    if (rt->shards)
+        memset(rt->shards, 0, rt->nshards * sizeof *rt->shards);
     for (unsigned i = 0; i < n; i++) {
         tern_loop *w = aligned_alloc(64, (sizeof *w + 63) & ~(size_t)63);
         if (!w)
@@ -203,6 +246,12 @@ int tern_runtime_new(const tern_config *cfg, tern_runtime **out)
         runtime_destroy(rt);
         return err;
     }
+    if ((err = tern__monitor_add(rt)) < 0) {
+        atomic_store_explicit(&rt->closing, 1, SEQ_CST);
+        workers_stop(rt, rt->nworkers);
+        runtime_destroy(rt);
+        return err;
+    }
     *out = rt;
     return 0;
 }
@@ -211,11 +260,10 @@ int tern_runtime_new(const tern_config *cfg, tern_runtime **out)
 static void cancel_all(tern_runtime *rt)
 {
     for (unsigned i = 0; i < rt->nshards; i++) {
-        tern__shard *sh = &rt->shards[i];
-        pthread_mutex_lock(&sh->lock);
-        for (tern_task *t = sh->head; t; t = t->reg_next)
+        tern__registry_lock(rt, i);
+        for (tern_task *t = rt->shards[i].head; t; t = t->reg_next)
             tern__task_wake(t, TS_CANCELLED);
-        pthread_mutex_unlock(&sh->lock);
+        tern__registry_unlock(rt, i);
     }
 }
 
@@ -226,6 +274,7 @@ int tern_runtime_free(tern_runtime *rt)
     tern_loop *self = tern__loop_self();
     if (self && self->rt == rt)
         return -EDEADLK;
+    tern__monitor_remove(rt);
     atomic_store_explicit(&rt->closing, 1, SEQ_CST);
     cancel_all(rt);
     /* Finishing tasks signal done_cond while closing; the timed wait covers
@@ -304,7 +353,27 @@ uint64_t tern_loop_time(tern_loop *loop)
 }
 
 
-#define STAT(f) atomic_load_explicit(&w->stats.f, RELAXED)
+#define STAT(f) s->f = atomic_load_explicit(&w->stats.f, RELAXED)
+_Static_assert(TERN_POLL_BUCKETS == TERN_POLL_HIST, "one histogram layout");
+
+static void stats_read(tern_loop *w, tern_worker_stats *s)
+{
+    STAT(tasks_run);
+    STAT(steals);
+    STAT(stolen_tasks);
+    STAT(parks);
+    STAT(wakes);
+    STAT(inject_pulls);
+    STAT(lifo_hits);
+    STAT(local_hits);
+    STAT(budget_yields);
+    STAT(handles_run);
+    STAT(timers_fired);
+    STAT(busy_ns);
+    STAT(io_submitted);
+    STAT(io_completed);
+    STAT(stalls);
+}
 
 int tern_loop_get_info(tern_loop *loop, tern_loop_info *out)
 {
@@ -321,17 +390,43 @@ int tern_loop_get_info(tern_loop *loop, tern_loop_info *out)
                          (uint64_t)atomic_load_explicit(&w->inbox_nonempty, RELAXED);
     out->scheduled = w == tern__loop_self() ? w->wheel.count
                                             : atomic_load_explicit(&w->scheduled, RELAXED);
-    tern_worker_stats *s = &out->stats;
-    s->tasks_run = STAT(tasks_run);
-    s->steals = STAT(steals);
-    s->stolen_tasks = STAT(stolen_tasks);
-    s->parks = STAT(parks);
-    s->wakes = STAT(wakes);
-    s->inject_pulls = STAT(inject_pulls);
-    s->lifo_hits = STAT(lifo_hits);
-    s->budget_yields = STAT(budget_yields);
-    s->handles_run = STAT(handles_run);
-    s->timers_fired = STAT(timers_fired);
+    stats_read(w, &out->stats);
+    return 0;
+}
+
+int tern_worker_metrics(tern_runtime *rt, unsigned i, tern_worker_stats *out)
+{
+    if (!rt || !out || i >= rt->nworkers)
+        return -EINVAL;
+    stats_read(rt->loops[i], out);
+    return 0;
+}
+
+int tern_runtime_metrics(tern_runtime *rt, tern_metrics *out)
+{
+    if (!rt || !out)
+        return -EINVAL;
+    memset(out, 0, sizeof *out);
+    out->workers = rt->nworkers;
+    out->backend = rt->backend == TERN_BACKEND_EPOLL ? "epoll" : "io_uring";
+    out->live_tasks = tern_runtime_live_tasks(rt);
+    out->inject_depth = atomic_load_explicit(&rt->inject_len, RELAXED);
+    out->stalls = atomic_load_explicit(&rt->stalls, RELAXED);
+    tern__blocking_counts(rt, &out->blocking_threads, &out->blocking_idle,
+                          &out->blocking_queued);
+    for (unsigned i = 0; i < rt->nworkers; i++) {
+        tern_loop *w = rt->loops[i];
+        tern_worker_stats s;
+        stats_read(w, &s);
+        uint64_t *sum = (uint64_t *)&out->total;
+        const uint64_t *add = (const uint64_t *)&s;
+        for (size_t k = 0; k < sizeof s / sizeof(uint64_t); k++)
+            sum[k] += add[k];
+        out->ready_tasks += tern__queue_len(w) + (atomic_load_explicit(&w->lifo, RELAXED) != NULL);
+        out->timers_armed += atomic_load_explicit(&w->scheduled, RELAXED);
+        for (unsigned b = 0; b < TERN_POLL_BUCKETS; b++)
+            out->poll_hist[b] += atomic_load_explicit(&w->poll_hist[b], RELAXED);
+    }
     return 0;
 }
 

@@ -197,45 +197,136 @@ void tern_task_release(tern_task *t)
         tern__task_unref(t);
 }
 
-/* ---- the registry of parked tasks ---------------------------------------------------
+/* ---- the registry of live tasks ----------------------------------------------------
  *
- * Shutdown must find every task to cancel it. Queued and running tasks are
- * found by the workers (a task run while the runtime closes is marked
- * cancelled); only tasks that wait somewhere are invisible, so a task joins
- * the registry the first time it parks, and leaves when it finishes. */
+ * Every task is linked into one shard of the registry (by id) from spawn
+ * to finish, as Tokio's OwnedTasks: shutdown walks it to cancel every task,
+ * tern_dump to list them, the watchdog to name a stalled one. Under a
+ * shard's lock its tasks cannot be freed (finish unlinks first), and their
+ * name and context pointers do not change (both are swapped under it). */
 
-/* Registers t, which just parked for the first time. Under the shard lock,
- * the same lock the shutdown walk takes: a task that registers after the
- * walk sees `closing` and is cancelled here instead. */
+static tern__shard *shard_of(const tern_task *t)
+{
+    return &t->rt->shards[t->id & (t->rt->nshards - 1)];
+}
+
+void tern__registry_lock(tern_runtime *rt, unsigned i)
+{
+    tern__spin_lock(&rt->shards[i].lock);
+}
+
+void tern__registry_unlock(tern_runtime *rt, unsigned i)
+{
+    tern__spin_unlock(&rt->shards[i].lock);
+}
+
+/* A task that registers after the shutdown walk sees `closing` here, under
+ * the lock the walk takes, and is cancelled instead. */
 static void registry_add(tern_task *t)
 {
-    tern_runtime *rt = t->rt;
-    tern__shard *sh = &rt->shards[t->id & (rt->nshards - 1)];
-    pthread_mutex_lock(&sh->lock);
+    tern__shard *sh = shard_of(t);
+    tern__spin_lock(&sh->lock);
     t->reg_prev = NULL;
     t->reg_next = sh->head;
     if (sh->head)
         sh->head->reg_prev = t;
     sh->head = t;
-    t->registered = 1;
-    if (atomic_load_explicit(&rt->closing, RELAXED))
-        atomic_fetch_or_explicit(&t->state, TS_CANCELLED | TS_NOTIFIED, RELAXED);
-    pthread_mutex_unlock(&sh->lock);
+    if (atomic_load_explicit(&t->rt->closing, RELAXED))
+        atomic_fetch_or_explicit(&t->state, TS_CANCELLED, RELAXED);
+    tern__spin_unlock(&sh->lock);
 }
 
+/* Unlinks t and takes its context and name away from readers. */
 static void registry_remove(tern_task *t)
 {
-    if (!t->registered)
-        return;
-    tern__shard *sh = &t->rt->shards[t->id & (t->rt->nshards - 1)];
-    pthread_mutex_lock(&sh->lock);
+    tern__shard *sh = shard_of(t);
+    tern__spin_lock(&sh->lock);
     if (t->reg_prev)
         t->reg_prev->reg_next = t->reg_next;
     else
         sh->head = t->reg_next;
     if (t->reg_next)
         t->reg_next->reg_prev = t->reg_prev;
-    pthread_mutex_unlock(&sh->lock);
+    tern_context *ctx = t->ctx;
+    char *name = t->name;
+    t->ctx = NULL;
+    t->name = NULL;
+    tern__spin_unlock(&sh->lock);
+    tern_context_release(ctx);
+    free(name);
+}
+
+tern_context *tern__task_swap_ctx(tern_task *t, tern_context *c)
+{
+    tern__shard *sh = shard_of(t);
+    tern__spin_lock(&sh->lock);
+    tern_context *old = t->ctx;
+    t->ctx = c;
+    tern__spin_unlock(&sh->lock);
+    return old;
+}
+
+int tern_task_set_name(tern_task *t, const char *name)
+{
+    if (!t && !(t = tern_task_current()))
+        return -EINVAL;
+    char *copy = NULL;
+    if (name) {
+        size_t n = strlen(name);
+        if (n > 255)
+            return -ENAMETOOLONG;
+        if (!(copy = malloc(n + 1)))
+            return -ENOMEM;
+        memcpy(copy, name, n + 1);
+    }
+    tern__shard *sh = shard_of(t);
+    tern__spin_lock(&sh->lock);
+    char *old = t->name;
+    t->name = copy;
+    tern__spin_unlock(&sh->lock);
+    free(old);
+    return 0;
+}
+
+int tern_task_get_name(const tern_task *ct, char *buf, size_t len)
+{
+    tern_task *t = (tern_task *)ct;
+    if ((!t && !(t = tern_task_current())) || (!buf && len))
+        return -EINVAL;
+    tern__shard *sh = shard_of(t);
+    tern__spin_lock(&sh->lock);
+    size_t n = t->name ? strlen(t->name) : 0;
+    if (len) {
+        size_t k = n < len - 1 ? n : len - 1;
+        memcpy(buf, t->name ? t->name : "", k);
+        buf[k] = 0;
+    }
+    tern__spin_unlock(&sh->lock);
+    return (int)n;
+}
+
+int tern_task_location(const tern_task *t, const char **file, int *line)
+{
+    if (!t)
+        return -EINVAL;
+    if (!t->file)
+        return -ENOENT;
+    if (file)
+        *file = t->file;
+    if (line)
+        *line = (int)t->line;
+    return 0;
+}
+
+void tern__wait_note(int kind, uintptr_t obj)
+{
+    tern_loop *w = tern__loop_self();
+    tern_task *t = w ? w->current : NULL;
+    if (!t)
+        return;
+    atomic_store_explicit(&t->wait_obj, obj, RELAXED);
+    atomic_store_explicit(&t->wait_since, atomic_load_explicit(&w->now, RELAXED), RELAXED);
+    atomic_store_explicit(&t->wait_kind, (uint8_t)kind, RELAXED);
 }
 
 static uint64_t new_id(tern_loop *w)
@@ -250,7 +341,7 @@ static uint64_t new_id(tern_loop *w)
 }
 
 int tern__task_new(tern_runtime *rt, tern_task_fn fn, void *arg, int kind, tern_task **out,
-                   int handle)
+                   int handle, const char *file, int line)
 {
     if (atomic_load_explicit(&rt->closing, RELAXED))
         return -ESHUTDOWN;
@@ -276,11 +367,17 @@ int tern__task_new(tern_runtime *rt, tern_task_fn fn, void *arg, int kind, tern_
     t->kind = (uint8_t)kind;
     t->started = 0;
     t->saw_cancel = 0;
-    t->registered = 0;
     t->yielded = 0;
     t->ctx = tern__context_capture(); /* a task starts in its spawner's context */
     t->id = new_id(w);
+    t->file = file;
+    t->line = line > 0 ? (uint32_t)line : 0;
+    t->name = NULL;
+    atomic_init(&t->wait_kind, TERN__W_NONE);
+    atomic_init(&t->wait_obj, 0);
+    atomic_init(&t->wait_since, 0);
     count(rt, w, CNT_SPAWNED);
+    registry_add(t);
     if (out)
         *out = t;
     return 0;
@@ -326,12 +423,13 @@ void tern__schedule(tern_runtime *rt, tern_task *t, int lifo)
 
 static void switch_out(tern_task *t, int reason);
 
-int tern_runtime_spawn(tern_runtime *rt, tern_task_fn fn, void *arg, tern_task **out)
+int tern_runtime_spawn_at(tern_runtime *rt, tern_task_fn fn, void *arg, tern_task **out,
+                          const char *file, int line)
 {
     if (!rt || !fn)
         return -EINVAL;
     tern_task *t;
-    int r = tern__task_new(rt, fn, arg, TERN_KIND_FIBER, &t, out != NULL);
+    int r = tern__task_new(rt, fn, arg, TERN_KIND_FIBER, &t, out != NULL, file, line);
     if (r < 0)
         return r;
     if (out)
@@ -350,12 +448,22 @@ int tern_runtime_spawn(tern_runtime *rt, tern_task_fn fn, void *arg, tern_task *
     return 0;
 }
 
-int tern_spawn(tern_task_fn fn, void *arg, tern_task **out)
+int tern_spawn_at(tern_task_fn fn, void *arg, tern_task **out, const char *file, int line)
 {
     tern_loop *w = tern__loop_self();
     if (!w)
         return -EPERM;
-    return tern_runtime_spawn(w->rt, fn, arg, out);
+    return tern_runtime_spawn_at(w->rt, fn, arg, out, file, line);
+}
+
+int(tern_runtime_spawn)(tern_runtime *rt, tern_task_fn fn, void *arg, tern_task **out)
+{
+    return tern_runtime_spawn_at(rt, fn, arg, out, NULL, 0);
+}
+
+int(tern_spawn)(tern_task_fn fn, void *arg, tern_task **out)
+{
+    return tern_spawn_at(fn, arg, out, NULL, 0);
 }
 
 /* ---- the state machine -------------------------------------------------------- */
@@ -482,8 +590,6 @@ void tern__task_finish(tern_loop *w, tern_task *t)
         t->fiber.stack = NULL;
     }
     registry_remove(t);
-    tern_context_release(t->ctx);
-    t->ctx = NULL;
     /* One transition to COMPLETE: clearing RUNNING first would show an
      * idle task for an instant, and a racing wake (a cancel) would queue a
      * finished task a second time. release: result and status before
@@ -511,6 +617,26 @@ void tern__task_finish(tern_loop *w, tern_task *t)
         pthread_mutex_unlock(&rt->done_lock);
     }
     tern__task_unref(t); /* the scheduler's reference */
+}
+
+/* One poll in TERN_POLL_SAMPLE (when tern_config.metrics is on) is timed
+ * into the histogram; the countdown costs every other poll one decrement. */
+static __attribute__((noinline)) void poll_timed(tern_loop *w, tern_task *t)
+{
+    if (!w->rt->cfg.metrics) {
+        w->poll_countdown = UINT32_MAX;
+        tern__fiber_switch(&w->sched, &t->fiber, 0);
+        return;
+    }
+    w->poll_countdown = TERN_POLL_SAMPLE;
+    uint64_t t0 = tern_now();
+    tern__fiber_switch(&w->sched, &t->fiber, 0);
+    uint64_t us = (tern_now() - t0) / 1000;
+    unsigned b = us ? 64 - (unsigned)__builtin_clzll(us) : 0;
+    if (b >= TERN_POLL_HIST)
+        b = TERN_POLL_HIST - 1;
+    atomic_store_explicit(&w->poll_hist[b],
+                          atomic_load_explicit(&w->poll_hist[b], RELAXED) + 1, RELAXED);
 }
 
 /* Worker side: runs t (popped from a queue, state SCHEDULED) until it
@@ -557,7 +683,14 @@ void tern__task_run(tern_loop *w, tern_task *t)
     w->current = t;
     tern__fiber_set_current(t->fiber.stack, t->id);
     TERN_STAT_INC(w, tasks_run);
-    tern__fiber_switch(&w->sched, &t->fiber, 0);
+    /* release: the watchdog reads the task's spawn fields through it */
+    atomic_store_explicit(&w->busy_task, t, RELEASE);
+    if (__builtin_expect(--w->poll_countdown == 0, 0)) {
+        poll_timed(w, t);
+    } else {
+        tern__fiber_switch(&w->sched, &t->fiber, 0);
+    }
+    atomic_store_explicit(&w->busy_task, NULL, RELAXED);
     tern__fiber_set_current(NULL, 0);
     w->current = NULL;
     /* Without a guard page (old kernels, past the mapping budget) an
@@ -578,8 +711,6 @@ void tern__task_run(tern_loop *w, tern_task *t)
         requeue(w, t);
         return;
     }
-    if (!t->registered)
-        registry_add(t);
     s = atomic_load_explicit(&t->state, RELAXED);
     for (;;) {
         uint32_t n = s & ~(uint32_t)(TS_RUNNING | TS_NOTIFIED);
@@ -739,6 +870,7 @@ int tern__park(uint64_t deadline, int nocancel)
 
 int tern_park(uint64_t deadline)
 {
+    tern__wait_note(TERN__W_PARK, (uintptr_t)deadline);
     return tern__park(deadline, 0);
 }
 
@@ -746,8 +878,9 @@ int tern_sleep_until(uint64_t deadline)
 {
     if (!self_task())
         return -EPERM;
+    tern__wait_note(TERN__W_SLEEP, (uintptr_t)deadline);
     for (;;) {
-        int r = tern_park(deadline ? deadline : 1);
+        int r = tern__park(deadline ? deadline : 1, 0);
         if (r == -ETIMEDOUT)
             return 0;
         if (r < 0)
@@ -807,8 +940,9 @@ int tern_join(tern_task *t, void **result)
         return -EBUSY;
     }
     int r = 0;
+    tern__wait_note(TERN__W_JOIN, (uintptr_t)t->id);
     while (!(atomic_load_explicit(&t->state, SEQ_CST) & TS_COMPLETE)) {
-        r = tern_park(0);
+        r = tern__park(0, 0);
         if (r == -ECANCELED)
             break;
     }

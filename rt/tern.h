@@ -22,6 +22,7 @@
 
 #include <stddef.h>
 #include <stdint.h>
+#include <stdio.h>
 
 #ifdef __cplusplus
 extern "C" {
@@ -52,6 +53,18 @@ typedef enum tern_backend {
     TERN_BACKEND_EPOLL,
 } tern_backend;
 
+/* What the watchdog reports when a worker has not returned to its loop for
+ * longer than tern_config.stall_ms (see tern_config.watchdog). */
+typedef struct tern_stall {
+    unsigned worker;   /* index of the stalled worker */
+    uint64_t task_id;  /* the task holding it, or 0 when it is a loop callback */
+    const char *name;  /* the task's name ("" when unnamed); valid during the call */
+    const char *file;  /* where it was spawned, or "" when unknown */
+    int line;
+    uint64_t held_ns;  /* how long it has held the worker so far (sampled:
+                          accurate to a quarter of the threshold) */
+} tern_stall;
+
 /* Runtime configuration. Zero-initialise it (or call tern_config_init) and
  * set what you need: every zero field means "the default". */
 typedef struct tern_config {
@@ -62,6 +75,21 @@ typedef struct tern_config {
     unsigned blocking_threads; /* blocking pool maximum; 0 = 64 */
     unsigned budget;           /* cooperative budget: suspension points a task may
                                   pass before it is made to yield; 0 = 128 */
+    /* Production aids, all off by default. Environment variables switch
+     * them on without a rebuild: TERN_WATCHDOG=<ms> (watchdog with that
+     * threshold), TERN_METRICS=1, TERN_DUMP_SIGNAL=<number or name, e.g.
+     * USR1>. */
+    int watchdog;              /* 1: a monitor thread reports, once per stall, a
+                                  worker held by one task or callback for more
+                                  than stall_ms, and counts it (metrics) */
+    unsigned stall_ms;         /* watchdog threshold; 0 = 100 ms */
+    void (*on_stall)(const tern_stall *stall, void *arg); /* called on the monitor
+                                  thread; NULL = one line on stderr */
+    void *stall_arg;
+    int metrics;               /* 1: also time one poll in 64 into the poll-time
+                                  histogram (the counters are always kept) */
+    int dump_signal;           /* a signal number (e.g. SIGUSR1) on which the
+                                  monitor thread prints tern_dump to stderr; 0 = none */
 } tern_config;
 
 /* Sets every field of cfg to its default. Any thread. Never suspends. */
@@ -123,6 +151,34 @@ TERN_API int tern_runtime_spawn(tern_runtime *rt, tern_task_fn fn, void *arg,
 /* tern_runtime_spawn on the calling thread's runtime; -EPERM when the caller
  * is not on a runtime thread. */
 TERN_API int tern_spawn(tern_task_fn fn, void *arg, tern_task **out);
+
+/* The same, recording file:line as where the task was spawned (tern_dump
+ * and the watchdog show it; file must stay valid, as __FILE__ does). The
+ * macros below make every tern_spawn and tern_runtime_spawn record its
+ * caller's location; (tern_spawn)(...) calls the plain function. */
+TERN_API int tern_runtime_spawn_at(tern_runtime *rt, tern_task_fn fn, void *arg,
+                                   tern_task **out, const char *file, int line);
+TERN_API int tern_spawn_at(tern_task_fn fn, void *arg, tern_task **out, const char *file,
+                           int line);
+#define tern_runtime_spawn(rt, fn, arg, out)                                             \
+    tern_runtime_spawn_at((rt), (fn), (arg), (out), __FILE__, __LINE__)
+#define tern_spawn(fn, arg, out) tern_spawn_at((fn), (arg), (out), __FILE__, __LINE__)
+
+/* Names a task (task NULL = the calling task) for tern_dump and the
+ * watchdog; name is copied (at most 255 bytes); NULL clears it. Returns 0,
+ * -EINVAL (task NULL outside a task), -ENAMETOOLONG, -ENOMEM. Any thread.
+ * Never suspends. */
+TERN_API int tern_task_set_name(tern_task *task, const char *name);
+
+/* Copies task's name (task NULL = the calling task) into buf (len bytes,
+ * always NUL-terminated when len > 0, truncated if need be). Returns the
+ * name's full length (0 when unnamed) or -EINVAL. Any thread. */
+TERN_API int tern_task_get_name(const tern_task *task, char *buf, size_t len);
+
+/* Where task was spawned: *file and *line (either may be NULL). Returns 0,
+ * -ENOENT (spawned without a location, e.g. through (tern_spawn)), or
+ * -EINVAL. Any thread. */
+TERN_API int tern_task_location(const tern_task *task, const char **file, int *line);
 
 /* Waits for task to finish and gives back the caller's reference to it.
  * Returns 0 with *result (when result is not NULL) set to the task's return
@@ -261,12 +317,17 @@ typedef struct tern_worker_stats {
     uint64_t steals;        /* successful steal operations */
     uint64_t stolen_tasks;  /* tasks moved by them */
     uint64_t parks;         /* times the worker slept in its driver */
-    uint64_t wakes;         /* times another thread woke it */
+    uint64_t wakes;         /* times another thread woke it (unparks) */
     uint64_t inject_pulls;  /* tasks taken from the global inject queue */
     uint64_t lifo_hits;     /* tasks run from the LIFO slot */
+    uint64_t local_hits;    /* tasks run from the local queue */
     uint64_t budget_yields; /* tasks forced to yield by the budget */
     uint64_t handles_run;   /* call_soon/later/at callbacks run */
     uint64_t timers_fired;  /* timer entries that expired */
+    uint64_t busy_ns;       /* time spent outside its driver wait */
+    uint64_t io_submitted;  /* I/O operations started by tasks on this worker */
+    uint64_t io_completed;  /* I/O operations that finished on this worker */
+    uint64_t stalls;        /* watchdog reports about this worker */
 } tern_worker_stats;
 
 /* asyncio's view of one loop. */
@@ -287,6 +348,60 @@ TERN_API int tern_loop_get_info(tern_loop *loop, tern_loop_info *out);
 
 /* Tasks alive in rt (spawned and not yet freed), or 0 when rt is NULL. */
 TERN_API uint64_t tern_runtime_live_tasks(const tern_runtime *rt);
+
+/* ---- metrics, task dump ------------------------------------------------------ */
+
+/* Poll-time histogram buckets: bucket 0 counts polls under 1 us, bucket i
+ * (1 <= i < 15) polls of [2^(i-1), 2^i) us, bucket 15 polls of 16.384 ms
+ * or more. */
+#define TERN_POLL_BUCKETS 16
+
+/* A snapshot of a whole runtime. Every value is read without stopping
+ * anything, so each is recent but they are not one instant. */
+typedef struct tern_metrics {
+    unsigned workers;
+    const char *backend;       /* "io_uring" or "epoll" */
+    uint64_t live_tasks;       /* spawned and not yet freed */
+    uint64_t inject_depth;     /* tasks in the global inject queue */
+    uint64_t ready_tasks;      /* tasks in the workers' local queues */
+    uint64_t timers_armed;     /* timer entries on every wheel */
+    unsigned blocking_threads; /* blocking pool threads alive */
+    unsigned blocking_idle;    /* of which idle */
+    unsigned blocking_queued;  /* jobs waiting for a blocking thread */
+    uint64_t stalls;           /* watchdog reports */
+    tern_worker_stats total;   /* the sum over the workers */
+    /* Poll times, when tern_config.metrics is on: sampled polls per bucket
+     * (one poll in 64 is timed). */
+    uint64_t poll_hist[TERN_POLL_BUCKETS];
+} tern_metrics;
+
+/* Fills *out for rt. Returns 0 or -EINVAL (NULL argument). Any thread.
+ * Never suspends. */
+TERN_API int tern_runtime_metrics(tern_runtime *rt, tern_metrics *out);
+
+/* Fills *out with worker i's counters. Returns 0 or -EINVAL (NULL, or i out
+ * of range). Any thread. Never suspends. */
+TERN_API int tern_worker_metrics(tern_runtime *rt, unsigned i, tern_worker_stats *out);
+
+enum {
+    TERN_DUMP_JSON = 1,    /* one JSON object per line instead of text */
+    TERN_DUMP_CONTEXT = 2, /* add each task's context variables */
+};
+
+/* Writes every live task of rt to out, like Go's goroutine dump: id, name,
+ * spawn location, state (running on worker k, ready, waiting, or a blocking
+ * job queued or running) and, for a waiting task, what it waits on and for
+ * how long; with TERN_DUMP_CONTEXT its context variables (name = value as
+ * a pointer). Text by default, JSON lines with TERN_DUMP_JSON. Returns the
+ * number of tasks written or -EINVAL / -ENOMEM / -EIO. Safe from any
+ * thread, a task of rt included, while rt is busy: spawns and exits wait
+ * for a moment on the shard being read, nothing stops. Not from a signal
+ * handler (see tern_config.dump_signal). */
+TERN_API int tern_runtime_dump(tern_runtime *rt, FILE *out, int flags);
+
+/* tern_runtime_dump for every runtime of the process. Returns the total
+ * number of tasks written or a negative errno. */
+TERN_API int tern_dump(FILE *out, int flags);
 
 /* ---- context variables (asyncio's contextvars) ------------------------------
  *

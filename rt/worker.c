@@ -139,8 +139,10 @@ static tern_task *next_local(tern_loop *w)
         return t;
     }
     w->lifo_streak = 0;
-    if ((t = tern__queue_pop(w)))
+    if ((t = tern__queue_pop(w))) {
+        TERN_STAT_INC(w, local_hits);
         return t;
+    }
     return take_lifo(w);
 }
 
@@ -255,7 +257,10 @@ static void park(tern_loop *w)
         timeout = 0;
     if (timeout != 0)
         TERN_STAT_INC(w, parks);
+    uint64_t t0 = tern_now();
+    TERN_STAT_ADD(w, busy_ns, t0 - w->busy_since);
     w->driver->ops->wait(w->driver, timeout);
+    w->busy_since = tern_now();
     w->since_poll = 0;
     atomic_store_explicit(&w->parked, 0, RELAXED);
     unregister_sleeper(w);
@@ -365,6 +370,8 @@ void *tern__worker_main(void *arg)
     w->backend_note = rt->backend_note;
     tern__wheel_init(&w->wheel, tern_now(), 1000000);
     atomic_store_explicit(&w->now, tern_now(), RELAXED);
+    w->busy_since = tern_now();
+    w->poll_countdown = rt->cfg.metrics ? TERN_POLL_SAMPLE : UINT32_MAX;
 
     pthread_mutex_lock(&rt->start_lock);
     if (err && !rt->start_error)

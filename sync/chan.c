@@ -219,6 +219,8 @@ static int chan_op(tern_chan *ch, int op, void *elem, uint64_t deadline, int mod
     tern__wake_init(&k);
     tern__wq_push(q, &w);
     TERN__UNLOCK(&ch->recvq);
+    tern__wait_note(op == TERN_SELECT_SEND ? TERN__W_CHAN_SEND : TERN__W_CHAN_RECV,
+                    (uintptr_t)ch);
     r = tern__wake_wait(&k, deadline, 0);
     if (r < 0) {
         TERN__LOCK(&ch->recvq);
@@ -371,6 +373,7 @@ static int select_impl(tern_select_case *cases, size_t n, uint64_t deadline, int
     for (size_t j = 0; j < m; j++)
         TERN__UNLOCK(&chans[j]->recvq);
 
+    tern__wait_note(TERN__W_SELECT, (uintptr_t)n);
     int r = tern__wake_wait(&k, deadline, 0);
     for (size_t i = 0; i < n; i++) {
         if (!cases[i].chan)

@@ -327,6 +327,7 @@ static int future_wait(tern_future *f, uint64_t deadline, int nocancel)
     }
     tern__wq_push(&f->q, &w);
     TERN__UNLOCK(&f->q);
+    tern__wait_note(TERN__W_FUTURE, (uintptr_t)f);
     int r = tern__wake_wait(&k, deadline, nocancel);
     if (r < 0) {
         TERN__LOCK(&f->q);
@@ -402,8 +403,10 @@ int tern_gather(tern_future *const *fs, size_t n, unsigned flags, uint64_t deadl
         TERN__UNLOCK(&f->q);
     }
     int r = 0;
-    if (failed < 0)
+    if (failed < 0) {
+        tern__wait_note(TERN__W_FUTURE, (uintptr_t)fs[0]);
         r = tern__wake_wait_count(&k, queued, deadline, collect ? NULL : first_failure, NULL);
+    }
     /* Take back the nodes no future has fired yet; wait for the firings
      * already under way, which still touch k. */
     uint32_t mine = 0;
@@ -455,6 +458,7 @@ int tern_wait_any(tern_future *const *fs, size_t n, uint64_t deadline)
     }
     int r;
     uint32_t exp = W_WAITING;
+    tern__wait_note(TERN__W_FUTURE, (uintptr_t)fs[0]);
     if (found >= 0 && atomic_compare_exchange_strong_explicit(&k.state, &exp, W_ABANDONED,
                                                               ACQ_REL, ACQUIRE))
         r = 1; /* we settled it: the future we found done */
@@ -624,7 +628,7 @@ int tern_group_spawn(tern_group *g, tern_group_fn fn, void *arg)
      * without ever running its body (which would read c). */
     tern_task *t;
     tern_future *f = NULL;
-    int r = tern__task_new(rt, child_main, c, TERN_KIND_FIBER, &t, 1);
+    int r = tern__task_new(rt, child_main, c, TERN_KIND_FIBER, &t, 1, NULL, 0);
     if (r == 0) {
         c->task = t;
         if ((r = tern_task_future(t, &f)) == 0) {
@@ -707,6 +711,7 @@ int tern_group_wait(tern_group *g)
         TERN__UNLOCK(&g->q);
         /* Once cancelled, keep waiting, deaf to further cancels: no child
          * may outlive the group. */
+        tern__wait_note(TERN__W_GROUP, (uintptr_t)g);
         int r = tern__wake_wait(&k, 0, cancelled);
         if (r < 0) {
             TERN__LOCK(&g->q);

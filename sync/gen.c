@@ -220,6 +220,7 @@ int tern_gen_next(tern_gen *g, void **value, uint64_t deadline)
     tern__wake_post_all(post);
     if (spawn)
         start(g);
+    tern__wait_note(TERN__W_GEN, (uintptr_t)g);
     int r = tern__wake_wait(&k, deadline, 0);
     if (r < 0) {
         TERN__LOCK(&g->q);
@@ -325,6 +326,7 @@ int tern_gen_yield(tern_gen *g, void *value)
     tern__wq_push(&g->yieldq, &w);
     TERN__UNLOCK(&g->q);
     tern__wake_post_all(post);
+    tern__wait_note(TERN__W_GEN, (uintptr_t)g);
     int r = tern__wake_wait(&k, 0, 0);
     if (r < 0) {
         TERN__LOCK(&g->q);

@@ -37,8 +37,10 @@ static void waiter_init(tern__waiter *w, tern__wake *k, uint64_t n)
 /* Queues w on q (locked by the caller), drops the lock and waits. On failure
  * the lock is held again on return, w possibly still linked: the caller
  * unlinks it and repairs its object. */
-static int wait_queued(tern__waitq *q, tern__waiter *w, uint64_t deadline, int nocancel)
+static int wait_queued(tern__waitq *q, tern__waiter *w, uint64_t deadline, int nocancel,
+                       int kind, const void *obj)
 {
+    tern__wait_note(kind, (uintptr_t)obj);
     tern__wq_push(q, w);
     TERN__UNLOCK(q);
     int r = tern__wake_wait(w->wake, deadline, nocancel);
@@ -121,7 +123,7 @@ static int mutex_lock_slow(tern_mutex *m, uint64_t deadline, int nocancel)
             break;
         }
     }
-    int r = wait_queued(&m->q, &w, deadline, nocancel);
+    int r = wait_queued(&m->q, &w, deadline, nocancel, TERN__W_MUTEX, m);
     if (r == 0)
         return 0; /* the unlocker left the word LOCKED for us */
     tern__wq_unlink(&m->q, &w);
@@ -268,7 +270,7 @@ static int rw_lock(tern_rwlock *rw, int wr, uint64_t deadline, int try)
     tern__waiter w;
     tern__wake k;
     waiter_init(&w, &k, (uint64_t)wr);
-    int r = wait_queued(&rw->q, &w, deadline, 0);
+    int r = wait_queued(&rw->q, &w, deadline, 0, TERN__W_RWLOCK, rw);
     if (r == 0)
         return 0;
     tern__wq_unlink(&rw->q, &w);
@@ -369,7 +371,7 @@ static int sem_take(tern_sem *s, uint64_t n, uint64_t deadline, int try)
     tern__waiter w;
     tern__wake k;
     waiter_init(&w, &k, n);
-    int r = wait_queued(&s->q, &w, deadline, 0);
+    int r = wait_queued(&s->q, &w, deadline, 0, TERN__W_SEM, s);
     if (r == 0)
         return 0;
     tern__wq_unlink(&s->q, &w);
@@ -474,7 +476,7 @@ int tern_event_wait(tern_event *e, uint64_t deadline)
         TERN__UNLOCK(&e->q);
         return 0;
     }
-    int r = wait_queued(&e->q, &w, deadline, 0);
+    int r = wait_queued(&e->q, &w, deadline, 0, TERN__W_EVENT, e);
     if (r) {
         tern__wq_unlink(&e->q, &w);
         TERN__UNLOCK(&e->q);
@@ -538,7 +540,7 @@ int tern_notify_wait(tern_notify *n, uint64_t deadline)
     tern__waiter w;
     tern__wake k;
     waiter_init(&w, &k, 0);
-    int r = wait_queued(&n->q, &w, deadline, 0);
+    int r = wait_queued(&n->q, &w, deadline, 0, TERN__W_NOTIFY, n);
     if (r) {
         /* An abandoned node was never claimed, so no notify is lost: the
          * next notify_one finds the next waiter or stores the permit. */
@@ -580,6 +582,7 @@ int tern_cond_wait(tern_cond *c, tern_mutex *m, uint64_t deadline)
     tern__wake_post_all(next);
     if (r)
         return r;
+    tern__wait_note(TERN__W_COND, (uintptr_t)c);
     r = tern__wake_wait(&k, deadline, 0);
     if (r) {
         TERN__LOCK(&c->q);
@@ -663,7 +666,7 @@ int tern_barrier_wait(tern_barrier *b, uint64_t deadline)
     tern__waiter w;
     tern__wake k;
     waiter_init(&w, &k, 0);
-    int r = wait_queued(&b->q, &w, deadline, 0);
+    int r = wait_queued(&b->q, &w, deadline, 0, TERN__W_BARRIER, b);
     if (r == 0)
         return 0;
     if (w.linked) {
@@ -725,7 +728,7 @@ int tern_waitgroup_wait(tern_waitgroup *wg, uint64_t deadline)
     tern__waiter w;
     tern__wake k;
     waiter_init(&w, &k, 0);
-    int r = wait_queued(&wg->q, &w, deadline, 0);
+    int r = wait_queued(&wg->q, &w, deadline, 0, TERN__W_WAITGROUP, wg);
     if (r) {
         tern__wq_unlink(&wg->q, &w);
         TERN__UNLOCK(&wg->q);

@@ -53,27 +53,7 @@ struct tern__waiter {
 };
 typedef struct tern__waiter tern__waiter;
 
-/* ---- the spinlock of a wait queue ----------------------------------------
- * Critical sections are a few dozen instructions and never suspend. Spins
- * politely, then yields the CPU so a preempted holder can finish. */
-static inline void tern__spin_lock(_Atomic unsigned *l)
-{
-    for (unsigned n = 0;; n++) {
-        if (!atomic_load_explicit(l, RELAXED) &&
-            !atomic_exchange_explicit(l, 1, ACQUIRE))
-            return;
-        if (n < 100)
-            ck_pr_stall();
-        else
-            sched_yield();
-    }
-}
-
-static inline void tern__spin_unlock(_Atomic unsigned *l)
-{
-    atomic_store_explicit(l, 0, RELEASE);
-}
-
+/* ---- the spinlock of a wait queue (tern__spin_lock, internal.h) ---------- */
 #define TERN__LOCK(q) tern__spin_lock(&(q)->lock)
 #define TERN__UNLOCK(q) tern__spin_unlock(&(q)->lock)
 

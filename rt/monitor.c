@@ -1,0 +1,248 @@
+/*
+ * The monitor: the list of every runtime in the process (tern_dump), and
+ * one thread, alive while some runtime asks for a watchdog or a dump
+ * signal, that does what a stalled worker cannot do for itself.
+ *
+ * The watchdog costs the workers nothing beyond what they publish anyway:
+ * a worker stores the task (or callback) it switches into and counts its
+ * polls. The monitor samples those every quarter threshold; a worker seen
+ * in the same poll of the same task for a whole threshold is stalled. It
+ * is reported once, named through the registry (under whose lock the task
+ * cannot be freed), and only if the same poll still runs afterwards, so a
+ * name is never taken from a header that was freed and reused meanwhile.
+ *
+ * A dump signal's handler only posts a semaphore (async-signal-safe); the
+ * monitor thread prints the dump.
+ */
+#define _GNU_SOURCE
+#include <errno.h>
+#include <semaphore.h>
+#include <signal.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+
+#include "internal.h"
+
+struct tern__watch {
+    uint64_t seq;    /* polls + callbacks of the worker when last sampled */
+    tern_task *task; /* what it ran then */
+    uintptr_t cb;
+    uint64_t since;  /* when that poll was first seen */
+    int reported;
+};
+
+static pthread_mutex_t list_lock = PTHREAD_MUTEX_INITIALIZER; /* the list, a tick */
+static pthread_mutex_t life_lock = PTHREAD_MUTEX_INITIALIZER; /* thread start/stop */
+static tern_runtime *runtimes;
+static unsigned users; /* runtimes that want the thread; guarded by life_lock */
+static pthread_t thread;
+static int stop; /* guarded by list_lock */
+static sem_t sem;
+static _Atomic int dump_pending;
+static __thread int on_monitor; /* the monitor thread holds list_lock already */
+
+static struct {
+    unsigned users;
+    struct sigaction old;
+} sigs[NSIG]; /* guarded by life_lock */
+
+static int wants_thread(const tern_runtime *rt)
+{
+    return rt->cfg.watchdog || rt->cfg.dump_signal;
+}
+
+static void on_signal(int sig)
+{
+    (void)sig;
+    atomic_store_explicit(&dump_pending, 1, RELAXED);
+    sem_post(&sem);
+}
+
+static void stall_print(const tern_stall *s, void *arg)
+{
+    (void)arg;
+    if (s->task_id)
+        fprintf(stderr,
+                "tern: worker %u stalled: task %llu%s%s%s (spawned at %s:%d) has held it "
+                "for %llu ms\n",
+                s->worker, (unsigned long long)s->task_id, *s->name ? " \"" : "", s->name,
+                *s->name ? "\"" : "", *s->file ? s->file : "?", s->line,
+                (unsigned long long)(s->held_ns / 1000000));
+    else
+        fprintf(stderr, "tern: worker %u stalled: a loop callback has held it for %llu ms\n",
+                s->worker, (unsigned long long)(s->held_ns / 1000000));
+}
+
+static uint64_t seq_of(tern_loop *w)
+{
+    return atomic_load_explicit(&w->stats.tasks_run, RELAXED) +
+           atomic_load_explicit(&w->stats.handles_run, RELAXED);
+}
+
+static void watch_worker(tern_runtime *rt, unsigned i, uint64_t now)
+{
+    tern_loop *w = rt->loops[i];
+    struct tern__watch *st = &rt->watch[i];
+    uint64_t seq = seq_of(w);
+    /* acquire: the task's spawn fields, written before it was queued */
+    tern_task *t = atomic_load_explicit(&w->busy_task, ACQUIRE);
+    uintptr_t cb = atomic_load_explicit(&w->busy_cb, RELAXED);
+    if (seq != st->seq || t != st->task || cb != st->cb || (!t && !cb)) {
+        *st = (struct tern__watch){.seq = seq, .task = t, .cb = cb, .since = now};
+        return;
+    }
+    uint64_t limit = (uint64_t)rt->cfg.stall_ms * 1000000;
+    if (st->reported || now - st->since < limit)
+        return;
+    st->reported = 1;
+    char name[64] = "";
+    tern_stall s = {.worker = i, .name = name, .file = "", .held_ns = now - st->since};
+    if (t && !tern__stall_describe(rt, t, &s, name, sizeof name))
+        return; /* finished meanwhile: the stall is over */
+    if (seq_of(w) != seq || atomic_load_explicit(&w->busy_task, RELAXED) != t)
+        return; /* it moved on while we looked: what we read may be another task */
+    atomic_fetch_add_explicit(&w->stats.stalls, 1, RELAXED);
+    atomic_fetch_add_explicit(&rt->stalls, 1, RELAXED);
+    (rt->cfg.on_stall ? rt->cfg.on_stall : stall_print)(&s, rt->cfg.stall_arg);
+}
+
+/* The sampling period: a quarter of the smallest threshold, 1 ms at least;
+ * 0 when no runtime has a watchdog. Under list_lock. */
+static uint64_t period_ns(void)
+{
+    uint64_t p = 0;
+    for (tern_runtime *rt = runtimes; rt; rt = rt->next_rt) {
+        if (!rt->cfg.watchdog)
+            continue;
+        uint64_t q = (uint64_t)rt->cfg.stall_ms * 1000000 / 4;
+        if (q < 1000000)
+            q = 1000000;
+        if (!p || q < p)
+            p = q;
+    }
+    return p;
+}
+
+static void *monitor_main(void *arg)
+{
+    (void)arg;
+    on_monitor = 1;
+    pthread_mutex_lock(&list_lock);
+    while (!stop) {
+        uint64_t p = period_ns();
+        pthread_mutex_unlock(&list_lock);
+        if (p) {
+            struct timespec ts;
+            clock_gettime(CLOCK_MONOTONIC, &ts);
+            uint64_t until = (uint64_t)ts.tv_sec * 1000000000u + (uint64_t)ts.tv_nsec + p;
+            ts.tv_sec = (time_t)(until / 1000000000u);
+            ts.tv_nsec = (long)(until % 1000000000u);
+            while (sem_clockwait(&sem, CLOCK_MONOTONIC, &ts) < 0 && errno == EINTR)
+                ;
+        } else {
+            while (sem_wait(&sem) < 0 && errno == EINTR)
+                ;
+        }
+        pthread_mutex_lock(&list_lock);
+        if (stop)
+            break;
+        int dump = atomic_exchange_explicit(&dump_pending, 0, RELAXED);
+        uint64_t now = tern_now();
+        for (tern_runtime *rt = runtimes; rt; rt = rt->next_rt) {
+            if (dump && rt->cfg.dump_signal)
+                tern_runtime_dump(rt, stderr, 0);
+            for (unsigned i = 0; rt->cfg.watchdog && i < rt->nworkers; i++)
+                watch_worker(rt, i, now);
+        }
+    }
+    pthread_mutex_unlock(&list_lock);
+    return NULL;
+}
+
+int tern__monitor_add(tern_runtime *rt)
+{
+    if (rt->cfg.watchdog && !(rt->watch = calloc(rt->nworkers, sizeof *rt->watch)))
+        return -ENOMEM;
+    pthread_mutex_lock(&life_lock);
+    int err = 0;
+    if (wants_thread(rt) && users++ == 0) {
+        sem_init(&sem, 0, 0);
+        stop = 0;
+        if ((err = -pthread_create(&thread, NULL, monitor_main, NULL)) < 0) {
+            users--;
+            sem_destroy(&sem);
+        }
+    }
+    int sig = rt->cfg.dump_signal;
+    if (!err && sig && sigs[sig].users++ == 0) {
+        struct sigaction sa;
+        memset(&sa, 0, sizeof sa);
+        sa.sa_handler = on_signal;
+        sa.sa_flags = SA_RESTART;
+        sigemptyset(&sa.sa_mask);
+        sigaction(sig, &sa, &sigs[sig].old);
+    }
+    if (!err) {
+        pthread_mutex_lock(&list_lock);
+        rt->next_rt = runtimes;
+        runtimes = rt;
+        pthread_mutex_unlock(&list_lock);
+        /* the thread may be in a wait computed before this runtime came
+         * (or in one without a timeout): have it compute its period again */
+        if (rt->cfg.watchdog)
+            sem_post(&sem);
+    }
+    pthread_mutex_unlock(&life_lock);
+    if (err) {
+        free(rt->watch);
+        rt->watch = NULL;
+    }
+    return err;
+}
+
+void tern__monitor_remove(tern_runtime *rt)
+{
+    pthread_mutex_lock(&life_lock);
+    pthread_mutex_lock(&list_lock);
+    tern_runtime **p = &runtimes;
+    while (*p && *p != rt)
+        p = &(*p)->next_rt;
+    int listed = *p == rt;
+    if (listed)
+        *p = rt->next_rt;
+    int last = listed && wants_thread(rt) && --users == 0;
+    if (last)
+        stop = 1;
+    pthread_mutex_unlock(&list_lock);
+    int sig = rt->cfg.dump_signal;
+    if (listed && sig && --sigs[sig].users == 0)
+        sigaction(sig, &sigs[sig].old, NULL);
+    if (last) {
+        sem_post(&sem);
+        pthread_join(thread, NULL);
+        sem_destroy(&sem);
+    }
+    pthread_mutex_unlock(&life_lock);
+    free(rt->watch);
+    rt->watch = NULL;
+}
+
+int tern_dump(FILE *f, int flags)
+{
+    if (!f)
+        return -EINVAL;
+    if (!on_monitor)
+        pthread_mutex_lock(&list_lock);
+    int total = 0, err = 0;
+    for (tern_runtime *rt = runtimes; rt && !err; rt = rt->next_rt) {
+        int n = tern_runtime_dump(rt, f, flags);
+        if (n < 0)
+            err = n;
+        else
+            total += n;
+    }
+    if (!on_monitor)
+        pthread_mutex_unlock(&list_lock);
+    return err ? err : total;
+}
