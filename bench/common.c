@@ -138,8 +138,47 @@ tern_runtime *bench_runtime_new(unsigned workers)
     return rt;
 }
 
+void bench_print_metrics(tern_runtime *rt)
+{
+    tern_metrics m;
+    if (tern_runtime_metrics(rt, &m) < 0)
+        return;
+    const tern_worker_stats *s = &m.total;
+    printf("INFO metrics backend=%s tasks_run=%llu steals=%llu stolen_tasks=%llu parks=%llu "
+           "wakes=%llu inject_pulls=%llu lifo_hits=%llu local_hits=%llu budget_yields=%llu "
+           "handles_run=%llu timers_fired=%llu busy_ms=%.1f io_submitted=%llu "
+           "io_completed=%llu stalls=%llu",
+           m.backend, (unsigned long long)s->tasks_run, (unsigned long long)s->steals,
+           (unsigned long long)s->stolen_tasks, (unsigned long long)s->parks,
+           (unsigned long long)s->wakes, (unsigned long long)s->inject_pulls,
+           (unsigned long long)s->lifo_hits, (unsigned long long)s->local_hits,
+           (unsigned long long)s->budget_yields, (unsigned long long)s->handles_run,
+           (unsigned long long)s->timers_fired, (double)s->busy_ns / 1e6,
+           (unsigned long long)s->io_submitted, (unsigned long long)s->io_completed,
+           (unsigned long long)m.stalls);
+    uint64_t sampled = 0;
+    for (int b = 0; b < TERN_POLL_BUCKETS; b++)
+        sampled += m.poll_hist[b];
+    if (sampled) { /* the bucket holding the median and the 99th sampled poll */
+        uint64_t seen = 0;
+        int p50 = -1, p99 = -1;
+        for (int b = 0; b < TERN_POLL_BUCKETS; b++) {
+            seen += m.poll_hist[b];
+            if (p50 < 0 && seen * 2 >= sampled)
+                p50 = b;
+            if (p99 < 0 && seen * 100 >= sampled * 99)
+                p99 = b;
+        }
+        printf(" polls_sampled=%llu poll_p50_lt_us=%u poll_p99_lt_us=%u",
+               (unsigned long long)sampled, 1u << p50, 1u << p99);
+    }
+    printf("\n");
+    fflush(stdout);
+}
+
 void bench_runtime_free(tern_runtime *rt)
 {
+    bench_print_metrics(rt);
     int rc = tern_runtime_free(rt);
     if (rc < 0)
         bench_die("tern_runtime_free", rc);

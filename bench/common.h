@@ -38,7 +38,12 @@ uint64_t bench_vm_rss_bytes(void);
  * a message on failure. */
 tern_runtime *bench_runtime_new(unsigned workers);
 
-/* Shuts the runtime down; exits 1 with a message on failure. */
+/* Prints the runtime's counters as one "INFO metrics key=value ..." line
+ * (bench/run.sh shows them beside each result). */
+void bench_print_metrics(tern_runtime *rt);
+
+/* Prints the metrics line, then shuts the runtime down; exits 1 with a
+ * message on failure. */
 void bench_runtime_free(tern_runtime *rt);
 
 /* Runs fn(arg) as the root task of a fresh runtime with `workers` workers,

@@ -656,8 +656,10 @@ for w in "${workloads[@]}"; do
 			echo "RUN workload=$w rep=$rep status=fail rc=$rc" >>"$RAW"
 			log "  $w $rep/$REPS: FAILED (rc=$rc): $(tail -n 3 "$out.err" | tr '\n' ' ')"
 		else
-			echo "RUN workload=$w rep=$rep status=ok $line" >>"$RAW"
-			log "  $w $rep/$REPS: $(echo "$line" | grep -oE '(per_op_ns|late_us|bytes_per_task)=[0-9.-]+' | tr '\n' ' ')"
+			# the runtime's counters of this run, keys prefixed "m_"
+			mline=$(sed -n 's/^INFO metrics //p' "$out.out" | tail -n 1 | sed 's/\([^ =]*\)=/m_\1=/g')
+			echo "RUN workload=$w rep=$rep status=ok $line $mline" >>"$RAW"
+			log "  $w $rep/$REPS: $(echo "$line" | grep -oE '(per_op_ns|late_us|bytes_per_task)=[0-9.-]+' | tr '\n' ' ')$(echo "$mline" | grep -oE 'm_(steals|parks|budget_yields)=[0-9]+' | tr '\n' ' ')"
 		fi
 	done
 done
@@ -755,6 +757,26 @@ print("ns/op, ops/s, secs, late_us and bytes_per_task are medians over the succe
       "runs; spread is (max - min) / median of ns/op: differences smaller than it are "
       "noise. late_us (timers) is the mean lateness of a wake-up in µs; bytes_per_task "
       "(idle_tasks) is the VmRSS growth per parked task.")
+
+# The runtime's counters of each workload's median run, to explain a change.
+keys = ["tasks_run", "steals", "stolen_tasks", "parks", "wakes", "inject_pulls", "lifo_hits",
+        "local_hits", "budget_yields", "busy_ms", "io_submitted", "stalls"]
+mrows = []
+for w in order:
+    ok = [r for r in runs[w] if r["status"] == "ok" and "m_tasks_run" in r]
+    if not ok:
+        continue
+    ok.sort(key=lambda r: num(r.get("per_op_ns")) or 0)
+    r = ok[(len(ok) - 1) // 2]
+    mrows.append([w] + [r.get("m_" + k, "") for k in keys])
+if mrows:
+    print()
+    print("Runtime counters of the median run (tern_runtime_metrics, summed over workers):")
+    print()
+    print("| workload | " + " | ".join(keys) + " |")
+    print("| --- |" + " ---: |" * len(keys))
+    for row in mrows:
+        print("| " + " | ".join(row) + " |")
 PYEOF
 if [ -s "$SRAW" ]; then
 	{
