@@ -202,7 +202,12 @@ int tern_runtime_new(const tern_config *cfg, tern_runtime **out)
     pthread_cond_broadcast(&rt->start_cond);
     pthread_mutex_unlock(&rt->start_lock);
     if (err) {
-        workers_stop(rt, started);
+        /* start_error is set, so no worker enters its loop and none needs
+         * a wake: join them. workers_stop would read each loop's driver,
+         * which a worker still inside its driver open is writing (found by
+         * the fault suite under TSan: a thread that failed to start). */
+        for (unsigned i = 0; i < started; i++)
+            pthread_join(rt->loops[i]->thread, NULL);
         runtime_destroy(rt);
         return err;
     }
