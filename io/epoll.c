@@ -20,6 +20,7 @@
 #include <unistd.h>
 
 #include "driver.h"
+#include "fault.h"
 #include "io.h"
 
 #define MAX_EVENTS 64
@@ -44,19 +45,19 @@ int tern__epoll_fd(tern__driver *d) {
 }
 
 static int epoll_open(tern__driver **out) {
-    epoll_driver *e = calloc(1, sizeof *e);
+    epoll_driver *e = TERN_FAULT_ALLOC(calloc(1, sizeof *e));
     if (!e)
         return -ENOMEM;
     int rc;
     e->efd = -1;
-    e->epfd = epoll_create1(EPOLL_CLOEXEC);
+    e->epfd = TERN_FAULT_SYS(EPOLL_CREATE, -1, epoll_create1(EPOLL_CLOEXEC));
     if (e->epfd < 0)
         goto fail;
-    e->efd = eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK);
+    e->efd = TERN_FAULT_SYS(EVENTFD, -1, eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK));
     if (e->efd < 0)
         goto fail;
     struct epoll_event ev = {.events = EPOLLIN, .data.u64 = WAKE_KEY};
-    if (epoll_ctl(e->epfd, EPOLL_CTL_ADD, e->efd, &ev) < 0)
+    if (TERN_FAULT_SYS(EPOLL_CTL, -1, epoll_ctl(e->epfd, EPOLL_CTL_ADD, e->efd, &ev)) < 0)
         goto fail;
     e->base.ops = &tern__epoll_ops;
     *out = &e->base;
@@ -76,6 +77,11 @@ fail:
  * it is missing, the timeout is rounded up to whole ms, so the wait may
  * overshoot by up to 1 ms but never returns before the timeout. */
 static int poll_events(epoll_driver *e, struct epoll_event *evs, int64_t timeout_ns) {
+    int err = TERN_FAULT(EPOLL_WAIT);
+    if (err) {
+        errno = err;
+        return -1;
+    }
     if (timeout_ns <= 0)
         return epoll_wait(e->epfd, evs, MAX_EVENTS, timeout_ns < 0 ? -1 : 0);
 #ifdef HAVE_EPOLL_PWAIT2

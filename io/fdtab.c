@@ -22,6 +22,7 @@
 #include <stdlib.h>
 #include <sys/epoll.h>
 
+#include "fault.h"
 #include "io.h"
 
 #define CHUNK 1024
@@ -46,7 +47,7 @@ static tern__fdtab *tabs;
 
 int tern__fdtab_new(tern__fdtab **out)
 {
-    tern__fdtab *tab = calloc(1, sizeof *tab);
+    tern__fdtab *tab = TERN_FAULT_ALLOC(calloc(1, sizeof *tab));
     if (!tab)
         return -ENOMEM;
     pthread_mutex_lock(&tabs_lock);
@@ -80,7 +81,7 @@ static entry *lookup(tern__fdtab *tab, int fd, int create)
     _Atomic(entry *) *slot = &tab->chunks[fd / CHUNK];
     entry *c = atomic_load_explicit(slot, ACQUIRE);
     if (!c && create) {
-        entry *fresh = calloc(CHUNK, sizeof *fresh);
+        entry *fresh = TERN_FAULT_ALLOC(calloc(CHUNK, sizeof *fresh));
         if (!fresh)
             return NULL;
         if (atomic_compare_exchange_strong_explicit(slot, &c, fresh, ACQ_REL, ACQUIRE))
@@ -160,7 +161,8 @@ int tern__fdtab_wait(tern__fdtab *tab, tern__driver *d, int fd, short events, ui
             .events = EPOLLIN | EPOLLOUT | EPOLLPRI | EPOLLRDHUP | EPOLLET,
             .data.u64 = (uint64_t)fd,
         };
-        if (epoll_ctl(tern__epoll_fd(d), EPOLL_CTL_ADD, fd, &ev) < 0) {
+        if (TERN_FAULT_SYS(EPOLL_CTL, -1,
+                           epoll_ctl(tern__epoll_fd(d), EPOLL_CTL_ADD, fd, &ev)) < 0) {
             int err = errno;
             TERN__UNLOCK(&e->q);
             /* A regular file cannot be polled: it is always ready. */

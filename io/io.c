@@ -14,6 +14,7 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
+#include "fault.h"
 #include "io.h"
 
 #define MAX_LEN 0x7ffff000u /* what Linux moves in one call at most */
@@ -21,6 +22,26 @@
 static size_t clamp(size_t len)
 {
     return len > MAX_LEN ? MAX_LEN : len;
+}
+
+/* The fault seam of op's system call (TERN_FAULTS builds): 0, or the errno
+ * op fails with instead of reaching the kernel. Checked per attempt, so an
+ * epoll retry after EAGAIN can fail as a real call could. */
+static int io_fault(const tern__ioop *op)
+{
+#ifdef TERN_FAULTS
+    switch ((enum tern__io_code)op->code) {
+    case IO_READ: case IO_READV: return TERN_FAULT(READ);
+    case IO_WRITE: case IO_WRITEV: return TERN_FAULT(WRITE);
+    case IO_RECV: case IO_RECVMSG: return TERN_FAULT(RECV);
+    case IO_SEND: case IO_SENDMSG: return TERN_FAULT(SEND);
+    case IO_ACCEPT: return TERN_FAULT(ACCEPT);
+    case IO_CONNECT: return TERN_FAULT(CONNECT);
+    default: break;
+    }
+#endif
+    (void)op;
+    return 0;
 }
 
 /* ---- io_uring: the operation goes to the ring ------------------------------------ */
@@ -69,7 +90,9 @@ static int uring_once(tern_loop *w, tern__ioop *op, uint64_t deadline)
     op->loop = w;
     tern__wake_init(&op->wake);
     atomic_init(&op->cancel_acked, 0);
-    int r;
+    int r = io_fault(op);
+    if (r)
+        return -r; /* as if the completion had carried -r */
     while ((r = w->driver->ops->submit(w->driver, op)) == -EAGAIN) {
         /* the ring is full even after a submit: let completions drain */
         if ((r = tern_yield()) < 0)
@@ -123,6 +146,9 @@ static ssize_t sys_now(tern__ioop *op)
 {
     ssize_t r = -1;
     int fd = op->fd;
+    int err = io_fault(op);
+    if (err)
+        return -err;
     switch ((enum tern__io_code)op->code) {
     case IO_READ:
         r = read(fd, op->buf, op->len);
@@ -202,6 +228,8 @@ static int epoll_connect(tern__ioop *op, uint64_t deadline)
     if (r < 0)
         return r;
     uint32_t seq = tern__fdtab_seq(tab, op->fd);
+    if ((r = io_fault(op)))
+        return -r;
     if (connect(op->fd, op->addr, op->alen) == 0)
         return 0;
     /* EAGAIN: a Unix listener's backlog is full; nothing would signal its

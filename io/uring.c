@@ -31,6 +31,7 @@
 #include <unistd.h>
 
 #include "driver.h"
+#include "fault.h"
 #include "io.h"
 
 #ifdef TERN_TSAN
@@ -98,7 +99,8 @@ static int setup_ring(struct io_uring *ring) {
     int rc = -EINVAL;
     for (size_t i = 0; i < sizeof setup_tiers / sizeof setup_tiers[0]; i++) {
         struct io_uring_params p = {.flags = setup_tiers[i]};
-        rc = io_uring_queue_init_params(RING_ENTRIES, ring, &p);
+        rc = TERN_FAULT_NEG(URING_INIT,
+                            io_uring_queue_init_params(RING_ENTRIES, ring, &p));
         if (rc != -EINVAL)
             break;
     }
@@ -110,7 +112,7 @@ static int setup_ring(struct io_uring *ring) {
 static struct io_uring_sqe *get_sqe(uring *u) {
     struct io_uring_sqe *sqe = io_uring_get_sqe(&u->ring);
     if (!sqe) {
-        io_uring_submit(&u->ring);
+        (void)TERN_FAULT_NEG(URING_SUBMIT, io_uring_submit(&u->ring));
         sqe = io_uring_get_sqe(&u->ring);
     }
     return sqe;
@@ -126,7 +128,7 @@ static void arm_wake(uring *u) {
 }
 
 static int uring_open(tern__driver **out) {
-    uring *u = calloc(1, sizeof *u);
+    uring *u = TERN_FAULT_ALLOC(calloc(1, sizeof *u));
     if (!u)
         return -ENOMEM;
     int rc = setup_ring(&u->ring);
@@ -138,7 +140,7 @@ static int uring_open(tern__driver **out) {
      * io_uring (5.x), a read on an O_NONBLOCK eventfd completed at once with
      * -EAGAIN instead of waiting. Nothing else reads it, and a write blocks
      * only when the counter nears 2^64. */
-    u->efd = eventfd(0, EFD_CLOEXEC);
+    u->efd = TERN_FAULT_SYS(EVENTFD, -1, eventfd(0, EFD_CLOEXEC));
     if (u->efd < 0) {
         rc = -errno;
         io_uring_queue_exit(&u->ring);
@@ -212,15 +214,17 @@ static int uring_wait(tern__driver *d, int64_t timeout_ns) {
         /* Do not sleep: submit and collect what is ready, in at most one
          * syscall, and none when there is nothing to submit or collect. */
         if (must_enter(u))
-            rc = io_uring_submit_and_get_events(&u->ring);
+            rc = TERN_FAULT_NEG(URING_SUBMIT, io_uring_submit_and_get_events(&u->ring));
     } else if (timeout_ns < 0) {
-        rc = io_uring_submit_and_wait_timeout(&u->ring, &cqe, 1, NULL, NULL);
+        rc = TERN_FAULT_NEG(URING_SUBMIT,
+                            io_uring_submit_and_wait_timeout(&u->ring, &cqe, 1, NULL, NULL));
     } else {
         struct __kernel_timespec ts = {
             .tv_sec = timeout_ns / 1000000000,
             .tv_nsec = timeout_ns % 1000000000,
         };
-        rc = io_uring_submit_and_wait_timeout(&u->ring, &cqe, 1, &ts, NULL);
+        rc = TERN_FAULT_NEG(URING_SUBMIT,
+                            io_uring_submit_and_wait_timeout(&u->ring, &cqe, 1, &ts, NULL));
     }
     int n = reap(u);
     /* -ETIME: the timeout passed. -EINTR: a signal. -EAGAIN/-EBUSY: the

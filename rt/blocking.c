@@ -11,6 +11,7 @@
 #include <stdlib.h>
 #include <time.h>
 
+#include "fault.h"
 #include "internal.h"
 
 #define TERN_BLOCKING_KEEPALIVE_S 10
@@ -82,7 +83,7 @@ int tern__blocking_submit(tern_runtime *rt, tern_task *t)
         pthread_attr_t attr;
         pthread_attr_init(&attr);
         pthread_attr_setdetachstate(&attr, PTHREAD_CREATE_DETACHED);
-        err = -pthread_create(&th, &attr, blocking_main, rt);
+        err = -TERN_FAULT_POS(THREAD, pthread_create(&th, &attr, blocking_main, rt));
         pthread_attr_destroy(&attr);
         if (err == 0)
             b->threads++;

@@ -13,6 +13,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "fault.h"
 #include "internal.h"
 
 /* task.c: sleep entries share the wheel with handles */
@@ -72,7 +73,7 @@ static int handle_new(tern_loop *w, tern_callback_fn cb, void *arg, tern_handle 
 {
     if (!cb || !w)
         return -EINVAL;
-    tern_handle *h = malloc(sizeof *h);
+    tern_handle *h = TERN_FAULT_ALLOC(malloc(sizeof *h));
     if (!h)
         return -ENOMEM;
     memset(h, 0, sizeof *h);
@@ -127,7 +128,7 @@ int tern_call_soon(tern_loop *loop, tern_callback_fn cb, void *arg, tern_handle 
 
 tern_handle *tern__handle_alloc(tern_callback_fn cb, void *arg)
 {
-    tern_handle *h = malloc(sizeof *h);
+    tern_handle *h = TERN_FAULT_ALLOC(malloc(sizeof *h));
     if (!h)
         return NULL;
     memset(h, 0, sizeof *h);

@@ -22,6 +22,7 @@
 #include <string.h>
 #include <time.h>
 
+#include "fault.h"
 #include "internal.h"
 
 struct tern__watch {
@@ -162,14 +163,16 @@ static void *monitor_main(void *arg)
 
 int tern__monitor_add(tern_runtime *rt)
 {
-    if (rt->cfg.watchdog && !(rt->watch = calloc(rt->nworkers, sizeof *rt->watch)))
+    if (rt->cfg.watchdog &&
+        !(rt->watch = TERN_FAULT_ALLOC(calloc(rt->nworkers, sizeof *rt->watch))))
         return -ENOMEM;
     pthread_mutex_lock(&life_lock);
     int err = 0;
     if (wants_thread(rt) && users++ == 0) {
         sem_init(&sem, 0, 0);
         stop = 0;
-        if ((err = -pthread_create(&thread, NULL, monitor_main, NULL)) < 0) {
+        if ((err = -TERN_FAULT_POS(THREAD, pthread_create(&thread, NULL, monitor_main,
+                                                          NULL))) < 0) {
             users--;
             sem_destroy(&sem);
         }

@@ -31,6 +31,7 @@
  */
 #include <stdlib.h>
 
+#include "fault.h"
 #include "internal.h"
 
 #define MASK (TERN_LOCAL_QUEUE - 1)
@@ -50,7 +51,7 @@ static inline void slot_set(tern_loop *w, uint32_t i, tern_task *t)
 static int push_overflow(tern_loop *w, tern_task *t, uint32_t head, uint32_t tail)
 {
     uint32_t n = (tail - head) / 2;
-    tern__chunk *c = malloc(sizeof *c);
+    tern__chunk *c = TERN_FAULT_ALLOC(malloc(sizeof *c));
     tern_task *stack_batch[TERN_CHUNK];
     tern_task **batch = c ? c->task : stack_batch;
 

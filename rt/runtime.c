@@ -11,6 +11,7 @@
 #include <time.h>
 #include <unistd.h>
 
+#include "fault.h"
 #include "internal.h"
 
 #define TERN_DEFAULT_STACK (64u * 1024)
@@ -138,15 +139,15 @@ static int runtime_alloc(tern_runtime *rt)
     rt->nshards = 1;
     while (rt->nshards < 4 * n)
         rt->nshards <<= 1;
-    rt->loops = calloc(n, sizeof *rt->loops);
-    rt->shards = aligned_alloc(64, rt->nshards * sizeof *rt->shards);
-    rt->idle.sleepers = calloc(n, sizeof *rt->idle.sleepers);
+    rt->loops = TERN_FAULT_ALLOC(calloc(n, sizeof *rt->loops));
+    rt->shards = TERN_FAULT_ALLOC(aligned_alloc(64, rt->nshards * sizeof *rt->shards));
+    rt->idle.sleepers = TERN_FAULT_ALLOC(calloc(n, sizeof *rt->idle.sleepers));
+    if (rt->shards) /* before the check: runtime_destroy reads them */
+        memset(rt->shards, 0, rt->nshards * sizeof *rt->shards);
     if (!rt->loops || !rt->shards || !rt->idle.sleepers)
         return -ENOMEM;
-    if (rt->shards)
-        memset(rt->shards, 0, rt->nshards * sizeof *rt->shards);
     for (unsigned i = 0; i < n; i++) {
-        tern_loop *w = aligned_alloc(64, (sizeof *w + 63) & ~(size_t)63);
+        tern_loop *w = TERN_FAULT_ALLOC(aligned_alloc(64, (sizeof *w + 63) & ~(size_t)63));
         if (!w)
             return -ENOMEM;
         memset(w, 0, sizeof *w);
@@ -186,7 +187,7 @@ int tern_runtime_new(const tern_config *cfg, tern_runtime **out)
 {
     if (!out)
         return -EINVAL;
-    tern_runtime *rt = calloc(1, sizeof *rt);
+    tern_runtime *rt = TERN_FAULT_ALLOC(calloc(1, sizeof *rt));
     if (!rt)
         return -ENOMEM;
     int err = config_resolve(cfg, &rt->cfg);
@@ -226,7 +227,9 @@ int tern_runtime_new(const tern_config *cfg, tern_runtime **out)
     unsigned started = 0;
     for (; started < rt->nworkers; started++) {
         tern_loop *w = rt->loops[started];
-        if ((err = -pthread_create(&w->thread, NULL, tern__worker_main, w)) < 0)
+        err = -TERN_FAULT_POS(THREAD,
+                              pthread_create(&w->thread, NULL, tern__worker_main, w));
+        if (err < 0)
             break;
     }
     /* Release the workers together (each opened its own driver on its own
@@ -242,7 +245,12 @@ int tern_runtime_new(const tern_config *cfg, tern_runtime **out)
     pthread_cond_broadcast(&rt->start_cond);
     pthread_mutex_unlock(&rt->start_lock);
     if (err) {
-        workers_stop(rt, started);
+        /* start_error is set, so no worker enters its loop and none needs
+         * a wake: join them. workers_stop would read each loop's driver,
+         * which a worker still inside its driver open is writing (found by
+         * the fault suite under TSan: a thread that failed to start). */
+        for (unsigned i = 0; i < started; i++)
+            pthread_join(rt->loops[i]->thread, NULL);
         runtime_destroy(rt);
         return err;
     }

@@ -39,6 +39,7 @@
 #include <sys/mman.h>
 #include <unistd.h>
 
+#include "fault.h"
 #include "fiber.h"
 
 #ifndef MADV_GUARD_INSTALL
@@ -135,7 +136,8 @@ static int take_budget(long n)
 static int guard_madvise(char *p, size_t page)
 {
     for (int tries = 0; tries < 4; tries++) {
-        if (madvise(p, page, MADV_GUARD_INSTALL) == 0) return 0;
+        if (TERN_FAULT_SYS(MADVISE, -1, madvise(p, page, MADV_GUARD_INSTALL)) == 0)
+            return 0;
         if (errno == EINVAL || errno == ENOSYS || errno == EPERM) {
             atomic_store_explicit(&madvise_guard_missing, 1, memory_order_relaxed);
             return -1;
@@ -158,7 +160,7 @@ static void guard_stack(tern__stack_pool *pool, region *r, tern__stack *s)
         return;
     }
     if (kind != TERN_GUARD_CANARY && take_budget(2)) {
-        if (mprotect(s->base, page, PROT_NONE) == 0) {
+        if (TERN_FAULT_SYS(MPROTECT, -1, mprotect(s->base, page, PROT_NONE)) == 0) {
             s->guarded = 1;
             r->mprotected++;
             return;
@@ -177,10 +179,11 @@ static region *region_new(tern__stack_pool *pool)
 {
     size_t size = pool->stack_size;
     for (size_t n = pool->next_region; n >= 1; n /= 2) {
-        region *r = malloc(sizeof(*r) + n * sizeof(tern__stack));
+        region *r = TERN_FAULT_ALLOC(malloc(sizeof(*r) + n * sizeof(tern__stack)));
         if (!r) continue;
-        void *p = mmap(NULL, n * size, PROT_READ | PROT_WRITE,
-                       MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE, -1, 0);
+        void *p = TERN_FAULT_SYS(MMAP, MAP_FAILED,
+                                 mmap(NULL, n * size, PROT_READ | PROT_WRITE,
+                                      MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE, -1, 0));
         if (p == MAP_FAILED) {
             free(r);
             continue;
@@ -261,7 +264,7 @@ int tern__stack_pool_new(size_t stack_size, unsigned ncaches, tern__stack_pool *
     if (stack_size < TERN_STACK_MIN || stack_size > TERN_STACK_MAX || ncaches == 0 ||
         ncaches > TERN_STACK_MAX_CACHES)
         return -EINVAL;
-    tern__stack_pool *pool = calloc(1, sizeof(*pool));
+    tern__stack_pool *pool = TERN_FAULT_ALLOC(calloc(1, sizeof(*pool)));
     if (!pool) return -ENOMEM;
     if (posix_memalign((void **)&pool->caches, 64, ncaches * sizeof(cache))) {
         free(pool);

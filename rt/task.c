@@ -32,6 +32,7 @@
 #include <string.h>
 #include <unistd.h>
 
+#include "fault.h"
 #include "internal.h"
 
 static _Atomic uint64_t next_id = 1;
@@ -187,6 +188,8 @@ void tern__task_unref(tern_task *t)
         return;
     tern_runtime *rt = t->rt;
     tern_loop *w = tern__loop_self();
+    free(t->name); /* named after it finished (registry_remove freed any before) */
+    t->name = NULL;
     count(rt, w, CNT_FREED);
     header_put(rt, w, t);
 }
@@ -348,7 +351,9 @@ int tern__task_new(tern_runtime *rt, tern_task_fn fn, void *arg, int kind, tern_
     tern_loop *w = tern__loop_self();
     if (w && w->rt != rt)
         w = NULL;
-    tern_task *t = header_get(rt, w);
+    /* The seam covers recycled headers too: a spawn must cope whether or
+     * not its header came from malloc. */
+    tern_task *t = TERN_FAULT_ALLOC(header_get(rt, w));
     if (!t)
         return -ENOMEM;
     atomic_init(&t->state, TS_SCHEDULED);
@@ -775,7 +780,7 @@ tern__sleep *tern__sleep_of(tern__timer *tm)
 /* Arms a timer on the current worker's wheel that wakes t at deadline. */
 static tern__sleep *sleep_arm(tern_task *t, uint64_t deadline)
 {
-    tern__sleep *sl = malloc(sizeof *sl);
+    tern__sleep *sl = TERN_FAULT_ALLOC(malloc(sizeof *sl));
     if (!sl)
         return NULL;
     memset(&sl->timer, 0, sizeof sl->timer);

@@ -21,6 +21,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "fault.h"
 #include "wait.h"
 
 struct tern_chan {
@@ -49,12 +50,13 @@ static int chan_new(size_t esize, size_t cap, int oneshot, tern_chan **out)
      * allocation per channel, and its first slots share the header's
      * cache lines. An unbounded one grows into its own buffer. */
     int inline_buf = cap != TERN_CHAN_UNBOUNDED;
-    tern_chan *ch = calloc(1, sizeof *ch + (inline_buf ? size * esize : 0));
+    size_t bytes = sizeof(tern_chan) + (inline_buf ? size * esize : 0);
+    tern_chan *ch = TERN_FAULT_ALLOC(calloc(1, bytes));
     if (!ch)
         return -ENOMEM;
     if (inline_buf)
         ch->buf = (unsigned char *)(ch + 1);
-    else if (!(ch->buf = malloc(size * esize))) {
+    else if (!(ch->buf = TERN_FAULT_ALLOC(malloc(size * esize)))) {
         free(ch);
         return -ENOMEM;
     }
@@ -136,7 +138,7 @@ static int grow(tern_chan *ch)
     size_t size = ch->size * 2;
     if (size > SIZE_MAX / ch->esize)
         return -ENOMEM;
-    unsigned char *buf = malloc(size * ch->esize);
+    unsigned char *buf = TERN_FAULT_ALLOC(malloc(size * ch->esize));
     if (!buf)
         return -ENOMEM;
     for (size_t i = 0; i < ch->count; i++)

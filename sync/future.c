@@ -14,6 +14,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "fault.h"
 #include "wait.h"
 
 #define COUNTING 1 /* a node's n: counting mode */
@@ -42,7 +43,7 @@ int tern_future_new(tern_future **out)
 {
     if (!out)
         return -EINVAL;
-    tern_future *f = calloc(1, sizeof *f);
+    tern_future *f = TERN_FAULT_ALLOC(calloc(1, sizeof *f));
     if (!f)
         return -ENOMEM;
     atomic_init(&f->refs, 1);
@@ -102,7 +103,7 @@ static int add_callback(tern_future *f, tern_loop *loop, tern_future_cb cb, void
         return -EINVAL;
     if (!internal && !loop && !(loop = tern_loop_current()))
         return -EINVAL;
-    fcb *c = calloc(1, sizeof *c);
+    fcb *c = TERN_FAULT_ALLOC(calloc(1, sizeof *c));
     if (!c)
         return -ENOMEM;
     c->cb = cb;
@@ -362,7 +363,7 @@ static int check_list(tern_future *const *fs, size_t n)
 
 static tern__waiter *nodes_get(size_t n, tern__waiter *small)
 {
-    return n <= SMALL ? small : malloc(n * sizeof(tern__waiter));
+    return n <= SMALL ? small : TERN_FAULT_ALLOC(malloc(n * sizeof(tern__waiter)));
 }
 
 static void nodes_put(tern__waiter *w, tern__waiter *small)
@@ -607,7 +608,7 @@ int tern_group_spawn(tern_group *g, tern_group_fn fn, void *arg)
     tern_runtime *rt = tern_runtime_current();
     if (!rt)
         return -EPERM;
-    struct tern__gchild *c = calloc(1, sizeof *c);
+    struct tern__gchild *c = TERN_FAULT_ALLOC(calloc(1, sizeof *c));
     if (!c)
         return -ENOMEM;
     c->g = g;

@@ -1,7 +1,9 @@
 #!/usr/bin/env bash
 # The whole test suite: a plain build, a ThreadSanitizer build and an
 # AddressSanitizer+UBSan build, each running every Check suite under ctest
-# (the I/O suites once per backend). Exits non-zero when any suite fails.
+# (the I/O suites once per backend). The address build is also the fault
+# injection build (-DTERN_FAULTS=ON), which adds the fault suite. Exits
+# non-zero when any suite fails.
 #
 #   tests/run.sh            all three builds
 #   tests/run.sh plain      only some: plain, thread, address
@@ -22,7 +24,11 @@ for b in "${builds[@]}"; do
     esac
     dir="build-test-$b"
     echo "== $b build in $dir"
+    # The address build also carries the fault seams (rt/fault.h): idle
+    # unless configured, so every suite runs as usual, while the fault
+    # suite drives them with ASan watching for leaks.
     cmake -S . -B "$dir" -DCMAKE_BUILD_TYPE=RelWithDebInfo -DTERN_SANITIZE="$san" \
+        -DTERN_FAULTS=$([ "$b" = address ] && echo ON || echo OFF) \
         -DTERN_BUILD_BENCH=$([ "$b" = plain ] && echo ON || echo OFF) >/dev/null
     cmake --build "$dir" -j "$jobs" >/dev/null
     if ! (cd "$dir" && ctest --output-on-failure -j "$jobs"); then
