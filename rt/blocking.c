@@ -4,17 +4,90 @@
  *
  * A job is a tern_task of kind TERN_KIND_BLOCKING without a fiber: it is
  * joined, released and cancelled like any task. Threads are started on
- * demand, when a job arrives and no thread is idle, up to the configured
- * maximum; a thread idle for TERN_BLOCKING_KEEPALIVE retires.
+ * demand, when a job arrives and more jobs wait than threads are idle, up
+ * to cfg.blocking_threads; a thread idle for cfg.blocking_keepalive_ms
+ * retires. When every thread is busy and the maximum is reached, at most
+ * cfg.blocking_queue jobs wait; one more is refused with -EAGAIN.
+ *
+ * tern's own jobs (TERN_KIND_BLOCKING_MUST: file ops on epoll, name lookups)
+ * bypass that bound. A task that submits one waits for it, so they are
+ * bounded by the tasks doing I/O, each of which already owns a stack; failing
+ * them would turn a user's flood of jobs into -EAGAIN from tern_read on a
+ * regular file, which no caller expects from a file.
+ *
+ * Lifetime. The pool's state (this struct) is its own allocation, reference
+ * counted: one reference for the runtime, one per thread. Shutdown may give
+ * up on jobs that still run (tern__blocking_abandon); their threads keep the
+ * pool alive and, when fn returns, touch nothing else: not the task header,
+ * not the runtime. The pool lock decides, once per job, whether the job is
+ * finished by its thread or abandoned by shutdown: a job's thread unlinks
+ * its record under the lock and only then finishes the task; shutdown marks
+ * records under the same lock.
  */
 #include <errno.h>
+#include <stdio.h>
 #include <stdlib.h>
+#include <string.h>
 #include <time.h>
 
 #include "fault.h"
 #include "internal.h"
 
-#define TERN_BLOCKING_KEEPALIVE_S 10
+/* A job being run: on its thread's stack, linked while fn runs. */
+typedef struct running {
+    struct running *prev, *next;
+    tern_task *task;
+    tern_task_fn fn;
+    uint64_t id, since;
+    int abandoned; /* shutdown gave up on it: the thread must not touch task */
+} running;
+
+struct tern__blocking {
+    pthread_mutex_t lock;
+    pthread_cond_t cond; /* jobs arrived / stopping (CLOCK_MONOTONIC) */
+    pthread_cond_t gone; /* a thread exited */
+    unsigned refs;       /* the runtime's + one per thread */
+    tern_task *head, *tail;
+    running *running;
+    unsigned threads, idle, queued, abandoned_threads;
+    unsigned max, queue_max;
+    uint64_t keepalive_ns;
+    int closing;  /* shutdown began: plain jobs that have not started never run */
+    int stopping; /* threads exit once the queue is empty */
+};
+
+int tern__blocking_new(const tern_config *cfg, tern__blocking **out)
+{
+    tern__blocking *b = calloc(1, sizeof *b);
+    if (!b)
+        return -ENOMEM;
+    pthread_condattr_t ca;
+    pthread_condattr_init(&ca);
+    pthread_condattr_setclock(&ca, CLOCK_MONOTONIC);
+    pthread_mutex_init(&b->lock, NULL);
+    pthread_cond_init(&b->cond, &ca);
+    pthread_cond_init(&b->gone, NULL);
+    pthread_condattr_destroy(&ca);
+    b->refs = 1;
+    b->max = cfg->blocking_threads;
+    b->queue_max = cfg->blocking_queue;
+    b->keepalive_ns = (uint64_t)cfg->blocking_keepalive_ms * 1000000u;
+    *out = b;
+    return 0;
+}
+
+/* Drops a reference; called with b->lock held, returns with it released. */
+static void pool_unref_unlock(tern__blocking *b)
+{
+    int last = --b->refs == 0;
+    pthread_mutex_unlock(&b->lock);
+    if (!last)
+        return;
+    pthread_mutex_destroy(&b->lock);
+    pthread_cond_destroy(&b->cond);
+    pthread_cond_destroy(&b->gone);
+    free(b);
+}
 
 static tern_task *take_job(tern__blocking *b)
 {
@@ -23,110 +96,283 @@ static tern_task *take_job(tern__blocking *b)
         b->head = t->next;
         if (!b->head)
             b->tail = NULL;
+        b->queued--;
     }
     return t;
 }
 
+/* Runs job t (taken from the queue, b->lock held) and returns with the lock
+ * held again. me->abandoned is set on return if shutdown gave up on it. */
+static void run_job(tern__blocking *b, tern_task *t, running *me)
+{
+    /* acquire: the spawner's writes to the header and to arg */
+    uint32_t s = atomic_fetch_xor_explicit(&t->state, TS_SCHEDULED | TS_RUNNING, ACQUIRE);
+    /* t->rt is alive: shutdown waits for this job, or abandons it under
+     * the lock we hold */
+    int skip = t->kind != TERN_KIND_BLOCKING_MUST &&
+               ((s & TS_CANCELLED) || atomic_load_explicit(&t->rt->closing, RELAXED));
+    tern_task_fn fn = t->fn;
+    void *arg = t->arg;
+    *me = (running){.task = t, .fn = fn, .id = t->id, .since = tern_now(), .next = b->running};
+    if (b->running)
+        b->running->prev = me;
+    b->running = me;
+    pthread_mutex_unlock(&b->lock);
+
+    void *result = NULL;
+    if (!skip) {
+        /* The thread's context slot holds its own reference, so the
+         * context outlives the task header if the job is abandoned. */
+        tern_context *prev = tern__context_enter(t->ctx);
+        result = fn(arg);
+        tern__context_leave(prev);
+    }
+
+    pthread_mutex_lock(&b->lock);
+    if (me->prev)
+        me->prev->next = me->next;
+    else
+        b->running = me->next;
+    if (me->next)
+        me->next->prev = me->prev;
+    if (me->abandoned)
+        return; /* t belongs to shutdown now (and may be gone with the runtime) */
+    pthread_mutex_unlock(&b->lock);
+    if (skip)
+        t->status = -ECANCELED;
+    else
+        t->result = result;
+    tern__task_finish(NULL, t);
+    pthread_mutex_lock(&b->lock);
+}
+
 static void *blocking_main(void *arg)
 {
-    tern_runtime *rt = arg;
-    tern__blocking *b = &rt->blocking;
+    tern__blocking *b = arg;
+    running me = {0};
     pthread_mutex_lock(&b->lock);
     for (;;) {
         tern_task *t = take_job(b);
         if (t) {
-            pthread_mutex_unlock(&b->lock);
-            uint32_t s = atomic_fetch_xor_explicit(&t->state, TS_SCHEDULED | TS_RUNNING,
-                                                   ACQUIRE);
-            if (t->kind != TERN_KIND_BLOCKING_MUST &&
-                ((s & TS_CANCELLED) || atomic_load_explicit(&rt->closing, RELAXED))) {
-                t->status = -ECANCELED;
-            } else {
-                tern_context *prev = tern__context_enter(t->ctx);
-                t->result = t->fn(t->arg);
-                tern__context_leave(prev);
-            }
-            tern__task_finish(NULL, t);
-            pthread_mutex_lock(&b->lock);
+            run_job(b, t, &me);
+            if (me.abandoned)
+                break;
             continue;
         }
         if (b->stopping)
             break;
-        struct timespec until;
-        clock_gettime(CLOCK_REALTIME, &until);
-        until.tv_sec += TERN_BLOCKING_KEEPALIVE_S;
+        uint64_t until = tern_now() + b->keepalive_ns;
+        struct timespec ts = {.tv_sec = (time_t)(until / 1000000000u),
+                              .tv_nsec = (long)(until % 1000000000u)};
         b->idle++;
-        int r = pthread_cond_timedwait(&b->cond, &b->lock, &until);
+        int r = pthread_cond_timedwait(&b->cond, &b->lock, &ts);
         b->idle--;
         if (r == ETIMEDOUT && !b->head)
             break;
     }
     b->threads--;
+    if (me.abandoned)
+        b->abandoned_threads--;
     pthread_cond_broadcast(&b->gone);
-    pthread_mutex_unlock(&b->lock);
+    pool_unref_unlock(b);
     return NULL;
 }
 
 int tern__blocking_submit(tern_runtime *rt, tern_task *t)
 {
-    tern__blocking *b = &rt->blocking;
-    int err = 0;
+    tern__blocking *b = rt->blocking;
+    int must = t->kind == TERN_KIND_BLOCKING_MUST;
     t->next = NULL;
     pthread_mutex_lock(&b->lock);
+    if (b->stopping || (b->closing && !must)) {
+        pthread_mutex_unlock(&b->lock);
+        return -ESHUTDOWN;
+    }
+    /* Full: every thread busy or spoken for, no more may start, and
+     * queue_max jobs already wait for one. */
+    if (!must && b->threads >= b->max && b->queued >= b->idle + b->queue_max) {
+        pthread_mutex_unlock(&b->lock);
+        return -EAGAIN;
+    }
     if (b->tail)
         b->tail->next = t;
     else
         b->head = t;
     b->tail = t;
-    if (b->idle == 0 && b->threads < b->max) {
+    b->queued++;
+    int err = 0;
+    if (b->queued > b->idle && b->threads < b->max) {
         pthread_t th;
         pthread_attr_t attr;
         pthread_attr_init(&attr);
         pthread_attr_setdetachstate(&attr, PTHREAD_CREATE_DETACHED);
-        err = -TERN_FAULT_POS(THREAD, pthread_create(&th, &attr, blocking_main, rt));
+        err = -TERN_FAULT_POS(THREAD, pthread_create(&th, &attr, blocking_main, b));
         pthread_attr_destroy(&attr);
-        if (err == 0)
+        if (err == 0) {
             b->threads++;
-        else if (b->threads > 0)
+            b->refs++;
+        } else if (b->threads > 0) {
             err = 0; /* the running threads will get to it */
-        else
-            take_job(b); /* nobody to run it: take it back */
-    } else {
-        pthread_cond_signal(&b->cond);
+        } else {
+            /* nobody to run it: take it back (with no thread, t is the
+             * only job: threads retire only with an empty queue) */
+            b->head = b->tail = NULL;
+            b->queued = 0;
+        }
     }
+    if (b->idle)
+        pthread_cond_signal(&b->cond);
     pthread_mutex_unlock(&b->lock);
     return err;
 }
 
-/* Waits for every pool thread to exit. The runtime has no unfinished tasks
- * left when this runs, so the queue is empty. */
-void tern__blocking_stop(tern_runtime *rt)
+/* Shutdown, first step: no plain job that has not started will run. Takes
+ * them out of the queue and finishes them with -ECANCELED. */
+void tern__blocking_close(tern_runtime *rt)
 {
-    tern__blocking *b = &rt->blocking;
+    tern__blocking *b = rt->blocking;
+    tern_task *cancelled = NULL, **keep = &b->head;
+    pthread_mutex_lock(&b->lock);
+    b->closing = 1;
+    b->tail = NULL;
+    for (tern_task *t = b->head, *next; t; t = next) {
+        next = t->next;
+        if (t->kind == TERN_KIND_BLOCKING_MUST) {
+            *keep = t;
+            keep = &t->next;
+            b->tail = t;
+        } else {
+            t->next = cancelled;
+            cancelled = t;
+            b->queued--;
+        }
+    }
+    *keep = NULL;
+    pthread_mutex_unlock(&b->lock);
+    while (cancelled) {
+        tern_task *t = cancelled;
+        cancelled = t->next;
+        atomic_fetch_xor_explicit(&t->state, TS_SCHEDULED | TS_RUNNING, ACQUIRE);
+        t->status = -ECANCELED;
+        tern__task_finish(NULL, t);
+    }
+}
+
+/*
+ * Shutdown past its timeout: gives up on every job still running and drops
+ * tern's own jobs still queued (plain ones were cancelled by close). Each is
+ * reported on stderr and handed to give_up(t, arg), which must not finish
+ * the task (the thread may still write to what fn was given; the caller
+ * keeps the header). Returns how many. No job starts after this.
+ */
+unsigned tern__blocking_abandon(tern_runtime *rt, void (*give_up)(tern_task *, void *),
+                                void *arg)
+{
+    tern__blocking *b = rt->blocking;
+    unsigned n = 0;
+    uint64_t now = tern_now();
     pthread_mutex_lock(&b->lock);
     b->stopping = 1;
     pthread_cond_broadcast(&b->cond);
-    while (b->threads > 0)
+    for (running *r = b->running; r; r = r->next) {
+        r->abandoned = 1;
+        b->abandoned_threads++;
+        fprintf(stderr,
+                "tern: shutdown abandoned blocking job %llu running for %llu ms (fn %p%s)\n",
+                (unsigned long long)r->id, (unsigned long long)((now - r->since) / 1000000u),
+                (void *)(uintptr_t)r->fn,
+                r->task->kind == TERN_KIND_BLOCKING_MUST ? ", tern's own" : "");
+        give_up(r->task, arg);
+        n++;
+    }
+    tern_task *t;
+    while ((t = take_job(b))) {
+        fprintf(stderr, "tern: shutdown dropped blocking job %llu before it started (fn %p)\n",
+                (unsigned long long)t->id, (void *)(uintptr_t)t->fn);
+        give_up(t, arg);
+        n++;
+    }
+    pthread_mutex_unlock(&b->lock);
+    return n;
+}
+
+/* Shutdown, last step: waits for every thread that is not running an
+ * abandoned job to exit, then drops the runtime's reference to the pool.
+ * Those threads are idle or about to be: no job is queued or starts now. */
+void tern__blocking_stop(tern_runtime *rt)
+{
+    tern__blocking *b = rt->blocking;
+    if (!b)
+        return;
+    rt->blocking = NULL;
+    pthread_mutex_lock(&b->lock);
+    b->stopping = 1;
+    pthread_cond_broadcast(&b->cond);
+    while (b->threads > b->abandoned_threads)
         pthread_cond_wait(&b->gone, &b->lock);
+    pool_unref_unlock(b);
+}
+
+void tern__blocking_counts(tern_runtime *rt, unsigned *threads, unsigned *idle,
+                           unsigned *queued)
+{
+    tern__blocking *b = rt->blocking;
+    pthread_mutex_lock(&b->lock);
+    if (threads)
+        *threads = b->threads;
+    if (idle)
+        *idle = b->idle;
+    if (queued)
+        *queued = b->queued;
     pthread_mutex_unlock(&b->lock);
 }
 
+int tern_runtime_blocking_info(tern_runtime *rt, tern_blocking_info *out)
+{
+    if (!rt || !out)
+        return -EINVAL;
+    tern__blocking *b = rt->blocking;
+    memset(out, 0, sizeof *out);
+    pthread_mutex_lock(&b->lock);
+    out->threads = b->threads;
+    out->idle = b->idle;
+    out->busy = b->threads - b->idle;
+    out->queued = b->queued;
+    out->max_threads = b->max;
+    out->max_queued = b->queue_max;
+    pthread_mutex_unlock(&b->lock);
+    return 0;
+}
+
+/* Makes a job task; with fut, attaches a future to it before it is queued,
+ * so that an error leaves nothing running. */
 static int spawn_blocking(tern_runtime *rt, tern_task_fn fn, void *arg, int kind,
-                          tern_task **out)
+                          tern_task **out, tern_future **fut)
 {
     tern_task *t;
     int r = tern__task_new(rt, fn, arg, kind, &t, 1, NULL, 0);
     if (r < 0)
         return r;
-    r = tern__blocking_submit(rt, t);
+    if (fut)
+        r = tern_task_future(t, fut);
+    if (r == 0)
+        r = tern__blocking_submit(rt, t);
     if (r < 0) {
+        /* never queued: finish it here (a future completes with r) */
         t->status = r;
         atomic_fetch_xor_explicit(&t->state, TS_SCHEDULED | TS_RUNNING, RELAXED);
         tern__task_finish(NULL, t);
         tern__task_unref(t);
+        if (fut && *fut) {
+            tern_future_release(*fut);
+            *fut = NULL;
+        }
         return r;
     }
-    *out = t;
+    if (out)
+        *out = t;
+    else
+        tern__task_unref(t);
     return 0;
 }
 
@@ -135,7 +381,16 @@ int tern_runtime_spawn_blocking(tern_runtime *rt, tern_task_fn fn, void *arg,
 {
     if (!rt || !fn || !out)
         return -EINVAL;
-    return spawn_blocking(rt, fn, arg, TERN_KIND_BLOCKING, out);
+    return spawn_blocking(rt, fn, arg, TERN_KIND_BLOCKING, out, NULL);
+}
+
+int tern_runtime_spawn_blocking_future(tern_runtime *rt, tern_task_fn fn, void *arg,
+                                       tern_future **out)
+{
+    if (!rt || !fn || !out)
+        return -EINVAL;
+    *out = NULL;
+    return spawn_blocking(rt, fn, arg, TERN_KIND_BLOCKING, NULL, out);
 }
 
 int tern__blocking_must(tern_task_fn fn, void *arg)
@@ -143,11 +398,7 @@ int tern__blocking_must(tern_task_fn fn, void *arg)
     tern_runtime *rt = tern_runtime_current();
     if (!rt)
         return -EPERM;
-    tern_task *t;
-    int r = spawn_blocking(rt, fn, arg, TERN_KIND_BLOCKING_MUST, &t);
-    if (r == 0)
-        tern_task_release(t);
-    return r;
+    return spawn_blocking(rt, fn, arg, TERN_KIND_BLOCKING_MUST, NULL, NULL);
 }
 
 int tern_spawn_blocking(tern_task_fn fn, void *arg, tern_task **out)
@@ -158,16 +409,10 @@ int tern_spawn_blocking(tern_task_fn fn, void *arg, tern_task **out)
     return tern_runtime_spawn_blocking(w->rt, fn, arg, out);
 }
 
-void tern__blocking_counts(tern_runtime *rt, unsigned *threads, unsigned *idle,
-                           unsigned *queued)
+int tern_spawn_blocking_future(tern_task_fn fn, void *arg, tern_future **out)
 {
-    tern__blocking *b = &rt->blocking;
-    unsigned n = 0;
-    pthread_mutex_lock(&b->lock);
-    for (tern_task *t = b->head; t; t = t->next)
-        n++;
-    *threads = b->threads;
-    *idle = b->idle;
-    *queued = n;
-    pthread_mutex_unlock(&b->lock);
+    tern_loop *w = tern__loop_self();
+    if (!w)
+        return -EPERM;
+    return tern_runtime_spawn_blocking_future(w->rt, fn, arg, out);
 }

@@ -268,14 +268,10 @@ typedef struct tern__shard {
     char pad[48];
 } tern__shard;
 
-typedef struct tern__blocking {
-    pthread_mutex_t lock;
-    pthread_cond_t cond; /* jobs arrived / stopping */
-    pthread_cond_t gone; /* a thread exited */
-    tern_task *head, *tail;
-    unsigned threads, idle, max;
-    int stopping;
-} tern__blocking;
+/* The blocking pool's state: its own reference-counted allocation, which
+ * threads running abandoned jobs keep after the runtime is freed
+ * (blocking.c). */
+typedef struct tern__blocking tern__blocking;
 
 struct tern_runtime {
     tern_config cfg;
@@ -314,7 +310,7 @@ struct tern_runtime {
     pthread_mutex_t done_lock;
     pthread_cond_t done_cond; /* a task finished while closing */
 
-    tern__blocking blocking;
+    tern__blocking *blocking;
     struct tern_runtime *next_rt; /* all runtimes (monitor.c) */
     struct tern__watch *watch;    /* the watchdog's view of each worker (monitor.c) */
     _Atomic uint64_t stalls;
@@ -414,12 +410,23 @@ int tern__stall_describe(tern_runtime *rt, tern_task *t, tern_stall *s, char *na
                          size_t namelen);
 
 /* blocking.c */
+int tern__blocking_new(const tern_config *cfg, tern__blocking **out);
+/* Queues job t. 0, -EAGAIN (the queue is full; never for MUST jobs),
+ * -ESHUTDOWN, or pthread_create's error when no thread could run it. */
 int tern__blocking_submit(tern_runtime *rt, tern_task *t);
 /* Runs fn(arg) on the current runtime's blocking pool, detached, as a job
- * that is never skipped (TERN_KIND_BLOCKING_MUST). 0 or -EPERM/-ENOMEM/... */
+ * that is never skipped (TERN_KIND_BLOCKING_MUST) and not bounded by
+ * cfg.blocking_queue. 0 or -EPERM/-ENOMEM/-ESHUTDOWN/... */
 int tern__blocking_must(tern_task_fn fn, void *arg);
+/* Shutdown: close cancels queued plain jobs; abandon gives up on running
+ * jobs and drops queued MUST ones (past the timeout), handing each task to
+ * give_up; stop waits for the threads that are not abandoned and lets go
+ * of the pool. */
+void tern__blocking_close(tern_runtime *rt);
+unsigned tern__blocking_abandon(tern_runtime *rt, void (*give_up)(tern_task *, void *),
+                                void *arg);
 void tern__blocking_stop(tern_runtime *rt);
-/* The pool's threads, idle threads and queued jobs, for the metrics. */
+/* The pool's counts right now (for metrics); NULL pointers are skipped. */
 void tern__blocking_counts(tern_runtime *rt, unsigned *threads, unsigned *idle,
                            unsigned *queued);
 

@@ -5,6 +5,7 @@
 #define _GNU_SOURCE
 #include <errno.h>
 #include <signal.h>
+#include <stdio.h>
 #include <sched.h>
 #include <stdlib.h>
 #include <string.h>
@@ -17,6 +18,10 @@
 #define TERN_DEFAULT_STACK (64u * 1024)
 #define TERN_DEFAULT_BLOCKING 64
 #define TERN_DEFAULT_BUDGET 128
+#define TERN_DEFAULT_BLOCKING_QUEUE 1024
+#define TERN_DEFAULT_KEEPALIVE_MS 10000
+#define TERN_MAX_BLOCKING_QUEUE (1u << 20)
+#define TERN_MAX_MS 86400000u /* a day: keep-alive and shutdown timeout */
 #define TERN_MAX_WORKERS 1024
 
 void tern_config_init(tern_config *cfg)
@@ -27,6 +32,8 @@ void tern_config_init(tern_config *cfg)
     cfg->stack_size = TERN_DEFAULT_STACK;
     cfg->blocking_threads = TERN_DEFAULT_BLOCKING;
     cfg->budget = TERN_DEFAULT_BUDGET;
+    cfg->blocking_queue = TERN_DEFAULT_BLOCKING_QUEUE;
+    cfg->blocking_keepalive_ms = TERN_DEFAULT_KEEPALIVE_MS;
 }
 
 static unsigned cpu_count(void)
@@ -81,7 +88,9 @@ static int config_resolve(const tern_config *in, tern_config *out)
         in = out;
     if (in->workers > TERN_MAX_WORKERS || in->backend > TERN_BACKEND_EPOLL ||
         (in->stack_size && (in->stack_size < 16384 || in->stack_size > (1u << 30))) ||
-        in->budget > 65535 || in->blocking_threads > 4096 || in->dump_signal < 0 ||
+        in->budget > 65535 || in->blocking_threads > 4096 ||
+        in->blocking_queue > TERN_MAX_BLOCKING_QUEUE || in->blocking_keepalive_ms > TERN_MAX_MS ||
+        in->shutdown_timeout_ms > TERN_MAX_MS || in->dump_signal < 0 ||
         in->dump_signal >= NSIG || in->dump_signal == SIGKILL || in->dump_signal == SIGSTOP ||
         in->stall_ms > 3600000)
         return -EINVAL;
@@ -100,11 +109,18 @@ static int config_resolve(const tern_config *in, tern_config *out)
         out->blocking_threads = in->blocking_threads;
     if (in->budget)
         out->budget = in->budget;
+    if (in->blocking_queue)
+        out->blocking_queue = in->blocking_queue;
+    if (in->blocking_keepalive_ms)
+        out->blocking_keepalive_ms = in->blocking_keepalive_ms;
+    out->shutdown_timeout_ms = in->shutdown_timeout_ms;
     return 0;
 }
 
 static void runtime_destroy(tern_runtime *rt)
 {
+    /* First: a thread that just finished a job still touches rt. */
+    tern__blocking_stop(rt);
     if (rt->loops)
         tern__task_cache_free(rt);
     for (unsigned i = 0; i < rt->nworkers && rt->loops; i++) {
@@ -127,9 +143,6 @@ static void runtime_destroy(tern_runtime *rt)
     pthread_cond_destroy(&rt->done_cond);
     pthread_mutex_destroy(&rt->start_lock);
     pthread_cond_destroy(&rt->start_cond);
-    pthread_mutex_destroy(&rt->blocking.lock);
-    pthread_cond_destroy(&rt->blocking.cond);
-    pthread_cond_destroy(&rt->blocking.gone);
     free(rt);
 }
 
@@ -199,10 +212,8 @@ int tern_runtime_new(const tern_config *cfg, tern_runtime **out)
     pthread_cond_init(&rt->done_cond, NULL);
     pthread_mutex_init(&rt->start_lock, NULL);
     pthread_cond_init(&rt->start_cond, NULL);
-    pthread_mutex_init(&rt->blocking.lock, NULL);
-    pthread_cond_init(&rt->blocking.cond, NULL);
-    pthread_cond_init(&rt->blocking.gone, NULL);
-    rt->blocking.max = rt->cfg.blocking_threads;
+    if (err == 0)
+        err = tern__blocking_new(&rt->cfg, &rt->blocking);
     if (err == 0)
         err = runtime_alloc(rt);
     if (err == 0)
@@ -275,20 +286,113 @@ static void cancel_all(tern_runtime *rt)
     }
 }
 
-int tern_runtime_free(tern_runtime *rt)
+/* ---- shutdown past its timeout ----------------------------------------------------
+ *
+ * When the timeout passes with blocking jobs still running, their threads
+ * cannot be stopped: they will return from fn some time later. What they
+ * may touch then must outlive the runtime:
+ *  1. the job's task header: the thread does not touch it once abandoned
+ *     (blocking.c), but its joiner may (a future holds a reference), and a
+ *     header is only ever freed by the last reference, which here is the
+ *     scheduler's, never dropped;
+ *  2. for tern's own jobs, the waiting task: a file op writes its result
+ *     into the task's stack and then wakes the task. Such a task, parked
+ *     deaf to cancellation, is "frozen": marked COMPLETE without finishing,
+ *     so the late wake returns without touching the runtime, and its header
+ *     and every fiber stack of the runtime (the stack pool) are kept.
+ * The job's futures and joins complete with -ECANCELED now. All of that is
+ * kept for ever, reachable from `remains` below, so a leak checker sees it
+ * as kept, not lost. The pool's own state is reference counted and goes
+ * with the last thread. */
+
+typedef struct tern__remains {
+    struct tern__remains *next;
+    tern__stack_pool *stacks; /* when a frozen task may be written to */
+    size_t n, cap;
+    tern_task **task;
+} tern__remains;
+
+static tern__remains *remains;
+static pthread_mutex_t remains_lock = PTHREAD_MUTEX_INITIALIZER;
+
+static void remember(tern_task *t, void *arg)
 {
-    if (!rt)
-        return -EINVAL;
-    tern_loop *self = tern__loop_self();
-    if (self && self->rt == rt)
-        return -EDEADLK;
-    tern__monitor_remove(rt);
-    atomic_store_explicit(&rt->closing, 1, SEQ_CST);
-    cancel_all(rt);
+    tern__remains *rm = arg;
+    if (rm->n == rm->cap) {
+        size_t cap = rm->cap ? 2 * rm->cap : 16;
+        tern_task **a = realloc(rm->task, cap * sizeof *a);
+        if (!a)
+            return; /* kept all the same, only not reachable */
+        rm->task = a;
+        rm->cap = cap;
+    }
+    rm->task[rm->n++] = t;
+}
+
+/* The joiner half of tern__task_finish, for a task that never finishes:
+ * -ECANCELED, COMPLETE (later wakes return at once), the joiner told; no
+ * count, no reference dropped. The caller owns t's state: an abandoned job
+ * (RUNNING or still SCHEDULED, its thread gone from it) or a frozen task. */
+static void give_up(tern_task *t)
+{
+    t->status = -ECANCELED;
+    t->result = NULL;
+    uint32_t s = atomic_load_explicit(&t->state, RELAXED);
+    /* seq_cst: the same pairing with a joiner as in tern__task_finish */
+    while (!atomic_compare_exchange_weak_explicit(&t->state, &s,
+                                                  s | TS_COMPLETE | TS_CANCELLED, SEQ_CST,
+                                                  RELAXED))
+        ;
+    uintptr_t j = atomic_exchange_explicit(&t->joiner, 0, SEQ_CST);
+    if (j & 1) {
+        tern__thread_wake((tern__thread_waiter *)(j & ~(uintptr_t)1));
+    } else if (j & 2) {
+        tern__future_task_done((tern_future *)(j & ~(uintptr_t)2), NULL, -ECANCELED);
+    } else if (j) {
+        tern__task_wake((tern_task *)j, 0);
+        tern__task_unref((tern_task *)j);
+    }
+}
+
+/* Freezes the tasks parked deaf to cancellation (waiting for one of tern's
+ * own jobs). Idle is the only state in which nobody else moves a task: the
+ * claim to RUNNING makes later wakes only set NOTIFIED. Returns how many. */
+static unsigned freeze_parked(tern_runtime *rt, tern__remains *rm)
+{
+    const uint32_t busy = TS_SCHEDULED | TS_RUNNING | TS_NOTIFIED | TS_COMPLETE;
+    size_t first = rm->n;
+    unsigned n = 0;
+    for (unsigned i = 0; i < rt->nshards; i++) {
+        tern__registry_lock(rt, i);
+        for (tern_task *t = rt->shards[i].head; t; t = t->reg_next) {
+            uint32_t s = atomic_load_explicit(&t->state, RELAXED);
+            while (!(s & busy) &&
+                   !atomic_compare_exchange_weak_explicit(&t->state, &s, s | TS_RUNNING,
+                                                          ACQUIRE, RELAXED))
+                ;
+            if (s & busy)
+                continue;
+            fprintf(stderr, "tern: shutdown abandoned task %llu waiting for a blocking job\n",
+                    (unsigned long long)t->id);
+            remember(t, rm);
+            n++;
+        }
+        tern__registry_unlock(rt, i);
+    }
+    for (size_t k = first; k < rm->n; k++)
+        give_up(rm->task[k]);
+    return n;
+}
+
+/* Waits until at most `left` tasks are unfinished, or deadline (0: none)
+ * passes. Returns 1 in the first case. */
+static int wait_unfinished(tern_runtime *rt, uint64_t left, uint64_t deadline)
+{
     /* Finishing tasks signal done_cond while closing; the timed wait covers
      * a finish that read `closing` just before it was set. */
+    int ok;
     pthread_mutex_lock(&rt->done_lock);
-    while (tern__unfinished(rt) != 0) {
+    while (!(ok = tern__unfinished(rt) <= left) && (!deadline || tern_now() < deadline)) {
         struct timespec until;
         clock_gettime(CLOCK_REALTIME, &until);
         until.tv_nsec += 1000000;
@@ -299,10 +403,80 @@ int tern_runtime_free(tern_runtime *rt)
         pthread_cond_timedwait(&rt->done_cond, &rt->done_lock, &until);
     }
     pthread_mutex_unlock(&rt->done_lock);
+    return ok;
+}
+
+/* Gives up on the blocking jobs still running; returns how many. */
+static int abandon(tern_runtime *rt, tern__remains *rm)
+{
+    unsigned jobs = tern__blocking_abandon(rt, remember, rm);
+    for (size_t k = 0; k < rm->n; k++)
+        give_up(rm->task[k]);
+    /* Tasks woken by what was just given up (its joiners) finish; those
+     * parked deaf on an abandoned job are frozen. Bounded: nothing new
+     * starts, and a cancelled task parks deaf only for tern's own jobs. */
+    uint64_t stuck = jobs, frozen = 0;
+    /* A grace for tasks in a short deaf wait (an io_uring cancel being
+     * acknowledged), so that only those waiting on abandoned jobs freeze. */
+    if (wait_unfinished(rt, stuck, tern_now() + 10000000))
+        goto done;
+    do {
+        unsigned n = freeze_parked(rt, rm);
+        stuck += n;
+        frozen += n;
+    } while (!wait_unfinished(rt, stuck, tern_now() + 1000000));
+done:
+    if (frozen) {
+        rm->stacks = rt->stacks;
+        rt->stacks = NULL;
+    }
+    return (int)jobs;
+}
+
+static void keep_remains(tern__remains *rm)
+{
+    if (!rm->n && !rm->stacks)
+        return;
+    tern__remains *kept = malloc(sizeof *kept);
+    if (!kept)
+        return;
+    *kept = *rm;
+    pthread_mutex_lock(&remains_lock);
+    kept->next = remains;
+    remains = kept;
+    pthread_mutex_unlock(&remains_lock);
+}
+
+int tern_runtime_shutdown_timeout(tern_runtime *rt, uint64_t timeout_ns)
+{
+    if (!rt)
+        return -EINVAL;
+    tern_loop *self = tern__loop_self();
+    if (self && self->rt == rt)
+        return -EDEADLK;
+    uint64_t now = tern_now();
+    uint64_t deadline = timeout_ns > UINT64_MAX - now ? 0 : now + timeout_ns;
+    tern__monitor_remove(rt);
+    atomic_store_explicit(&rt->closing, 1, SEQ_CST);
+    cancel_all(rt);
+    tern__blocking_close(rt);
+    int abandoned = 0;
+    tern__remains rm = {0};
+    if (!wait_unfinished(rt, 0, deadline))
+        abandoned = abandon(rt, &rm);
     workers_stop(rt, rt->nworkers);
-    tern__blocking_stop(rt);
-    runtime_destroy(rt);
-    return 0;
+    keep_remains(&rm);
+    runtime_destroy(rt); /* stops the blocking pool */
+    return abandoned;
+}
+
+int tern_runtime_free(tern_runtime *rt)
+{
+    if (!rt)
+        return -EINVAL;
+    uint64_t ms = rt->cfg.shutdown_timeout_ms;
+    int r = tern_runtime_shutdown_timeout(rt, ms ? ms * 1000000u : UINT64_MAX);
+    return r < 0 ? r : 0;
 }
 
 int tern_block_on(tern_runtime *rt, tern_task_fn fn, void *arg, void **result)

@@ -72,9 +72,19 @@ typedef struct tern_config {
     size_t stack_size;         /* fiber stack bytes; 0 = 64 KiB. Committed lazily:
                                   an idle task costs the pages it touched */
     tern_backend backend;      /* I/O driver; see tern_backend */
-    unsigned blocking_threads; /* blocking pool maximum; 0 = 64 */
+    unsigned blocking_threads; /* blocking pool maximum (<= 4096); 0 = 64 */
     unsigned budget;           /* cooperative budget: suspension points a task may
                                   pass before it is made to yield; 0 = 128 */
+    unsigned blocking_queue;   /* blocking jobs that may wait for a thread once
+                                  blocking_threads are all busy; one more is
+                                  refused with -EAGAIN. <= 1048576; 0 = 1024 */
+    unsigned blocking_keepalive_ms; /* a blocking thread idle this long retires;
+                                       <= 86400000 (a day); 0 = 10000 */
+    unsigned shutdown_timeout_ms;   /* how long tern_runtime_free waits for
+                                       blocking jobs still running before it
+                                       abandons them (see
+                                       tern_runtime_shutdown_timeout);
+                                       <= 86400000; 0 = wait for ever */
     /* Production aids, all off by default. Environment variables switch
      * them on without a rebuild: TERN_WATCHDOG=<ms> (watchdog with that
      * threshold), TERN_METRICS=1, TERN_DUMP_SIGNAL=<number or name, e.g.
@@ -106,13 +116,35 @@ TERN_API void tern_config_init(tern_config *cfg);
 TERN_API int tern_runtime_new(const tern_config *cfg, tern_runtime **out);
 
 /* Shuts rt down and frees it: every task still waiting is woken with
- * -ECANCELED and left to finish, pending call_soon handles run, timed
- * handles that are not due are dropped, worker threads and blocking threads
- * are joined, and all memory and descriptors are released. Tasks still
- * referenced by a tern_task pointer the caller holds must be joined or
- * released before this call. Returns 0 or -EINVAL (rt NULL) or -EDEADLK
- * (called from one of rt's own threads). Blocks the calling thread. */
+ * -ECANCELED and left to finish, blocking jobs that have not started are
+ * cancelled (they never run; their join gives -ECANCELED), running ones
+ * are waited for, pending call_soon handles run, timed handles that are not
+ * due are dropped, worker threads and blocking threads are joined, and all
+ * memory and descriptors are released. With cfg.shutdown_timeout_ms set it
+ * is tern_runtime_shutdown_timeout with that timeout (abandoned jobs are
+ * reported on stderr only). Tasks still referenced by a tern_task pointer
+ * the caller holds must be joined or released before this call. Returns 0
+ * or -EINVAL (rt NULL) or -EDEADLK (called from one of rt's own threads).
+ * Blocks the calling thread. */
 TERN_API int tern_runtime_free(tern_runtime *rt);
+
+/* Tokio's Runtime::shutdown_timeout: tern_runtime_free, but waits at most
+ * timeout_ns for the blocking jobs still running (0: not at all,
+ * UINT64_MAX: for ever). Past it, each job still running, and each of
+ * tern's own jobs (file I/O on epoll, name lookups) still queued, is
+ * abandoned: reported on stderr in one line ("tern: shutdown abandoned
+ * blocking job <id> running for <ms> ms (fn <address>)"), its join or
+ * future gives -ECANCELED, and its thread is left to return from fn on its
+ * own, after which it exits touching nothing of rt. rt is freed anyway.
+ * What an abandoned job may still write stays allocated for ever: its task
+ * header and, when a task still waits for one of tern's own jobs (a file
+ * read into its stack), that task and every fiber stack of rt. Everything
+ * fn uses is the caller's to keep alive until fn returns. The wait is
+ * bounded by the timeout except for a task that never gives its worker back.
+ * Returns the number of jobs abandoned (>= 0), or -EINVAL (rt NULL),
+ * -EDEADLK (called from one of rt's own threads). Blocks the calling
+ * thread. */
+TERN_API int tern_runtime_shutdown_timeout(tern_runtime *rt, uint64_t timeout_ns);
 
 /* asyncio.run(): creates a runtime from cfg (NULL = defaults), runs
  * fn(arg) as its main task, waits for it, shuts the runtime down and
@@ -298,16 +330,34 @@ TERN_API void tern_handle_release(tern_handle *h);
 /* ---- blocking pool -------------------------------------------------------- */
 
 /* Runs fn(arg) on one of the runtime's blocking threads (the pool grows on
- * demand up to tern_config.blocking_threads; idle threads retire after 10 s).
- * *out receives a task-like reference: tern_join() waits for fn and yields
- * its return value, tern_task_release() detaches. A blocking job cannot be
- * cancelled once it started. Returns 0, -EINVAL (fn or out NULL), -EPERM (no
- * current runtime), -ENOMEM, -ESHUTDOWN. Any runtime thread. Never suspends.
- * tern_runtime_spawn_blocking does the same for an explicit runtime from any
- * thread. */
+ * demand up to tern_config.blocking_threads; a thread idle for
+ * blocking_keepalive_ms retires). *out receives a task-like reference:
+ * tern_join() waits for fn and yields its return value,
+ * tern_task_release() detaches, tern_task_future() makes it a future (or
+ * use tern_spawn_blocking_future). A blocking job cannot be cancelled once
+ * it started; one cancelled before never runs (-ECANCELED). Returns 0,
+ * -EINVAL (fn or out NULL), -EPERM (no current runtime), -EAGAIN (every
+ * thread is busy, no more may start and blocking_queue jobs already wait:
+ * nothing was queued), -ENOMEM, -ESHUTDOWN. Any runtime thread. Never
+ * suspends. tern_runtime_spawn_blocking does the same for an explicit
+ * runtime from any thread. */
 TERN_API int tern_spawn_blocking(tern_task_fn fn, void *arg, tern_task **out);
 TERN_API int tern_runtime_spawn_blocking(tern_runtime *rt, tern_task_fn fn, void *arg,
                                          tern_task **out);
+
+/* The blocking pool of one runtime, right now. */
+typedef struct tern_blocking_info {
+    unsigned threads;     /* threads alive: idle + busy */
+    unsigned idle;        /* waiting for a job (they retire after the keep-alive) */
+    unsigned busy;        /* running a job, or about to take one */
+    unsigned queued;      /* jobs waiting for a thread */
+    unsigned max_threads; /* cfg.blocking_threads, resolved */
+    unsigned max_queued;  /* cfg.blocking_queue, resolved */
+} tern_blocking_info;
+
+/* Fills *out for rt. Returns 0 or -EINVAL (NULL). Any thread. Never
+ * suspends. */
+TERN_API int tern_runtime_blocking_info(tern_runtime *rt, tern_blocking_info *out);
 
 /* ---- introspection --------------------------------------------------------- */
 
