@@ -7,6 +7,10 @@
 #   bench/run.sh ctxvars              context variables and generators, tern
 #                                     beside CPython (see below); not in the
 #                                     default set
+#   bench/run.sh observe              the cost of the stall watchdog and the
+#                                     poll-time histogram: the core workloads
+#                                     with TERN_WATCHDOG=100 TERN_METRICS=1 and
+#                                     without, interleaved; not in the default set
 #   bench/run.sh --peers [workload...]
 #                                     run tern beside Tokio and Go (and any other
 #                                     peer) with the peer harness of PEERS_DIR, in
@@ -85,7 +89,8 @@ WORKERS=${WORKERS:-}
 
 TERN_WORKLOADS=(spawn_many yield_many ping_pong chained_spawn timers mpsc mutex idle_tasks tcp_echo
 	http)
-KNOWN_WORKLOADS=("${TERN_WORKLOADS[@]}" ctxvars) # ctxvars: only when named
+KNOWN_WORKLOADS=("${TERN_WORKLOADS[@]}" ctxvars observe) # these two: only when named
+OBSERVE_WORKLOADS=(spawn_many yield_many chained_spawn ping_pong mpsc)
 GEN_N=${GEN_N:-1000000}
 CPYTHON=${CPYTHON:-/usr/bin/python3}
 BACKENDS=(io_uring epoll)
@@ -429,6 +434,68 @@ if fails:
 PYEOF
 }
 
+# ---- the observe group: watchdog and metrics on against off ----------------------
+# run_observe appends one record per run to $ORAW; observe_report prints the
+# medians and the overhead of "on".
+
+run_observe() {
+	local rep w mode out rc line
+	local -a sizes envs
+	for w in "${OBSERVE_WORKLOADS[@]}"; do
+		read -r -a sizes <<<"$(sizes_for "$w")"
+		for rep in $(seq "$REPS"); do
+			for mode in off on; do
+				envs=()
+				[ $mode = off ] || envs=(TERN_WATCHDOG=100 TERN_METRICS=1)
+				out=$OLOGS/observe.$w.$mode.$rep
+				rc=0
+				env ${envs[@]+"${envs[@]}"} timeout "$RUN_TIMEOUT" "$BIN/$w" \
+					${wflags[@]+"${wflags[@]}"} "${sizes[@]}" >"$out.out" 2>"$out.err" || rc=$?
+				line=$(grep '^RESULT ' "$out.out" | tail -n 1 || true)
+				if [ $rc -eq 0 ] && [ -n "$line" ]; then
+					echo "RUN mode=$mode rep=$rep status=ok ${line#RESULT }" >>"$ORAW"
+					log "  observe $w $mode $rep/$REPS: $(echo "$line" | grep -oE 'per_op_ns=[0-9.]+')"
+				else
+					failed=1
+					echo "RUN mode=$mode rep=$rep status=fail workload=$w rc=$rc" >>"$ORAW"
+					log "  observe $w $mode $rep/$REPS: FAILED (rc=$rc): $(tail -n 3 "$out.err" | tr '\n' ' ')"
+				fi
+			done
+		done
+	done
+}
+
+observe_report() {
+	"$PY" - "$ORAW" <<'PYEOF'
+import statistics
+import sys
+
+by = {}  # workload -> mode -> [per_op_ns]
+order = []
+for line in open(sys.argv[1]):
+    kv = dict(t.split("=", 1) for t in line.split()[1:] if "=" in t)
+    if kv["status"] != "ok":
+        continue
+    w = kv["workload"]
+    if w not in by:
+        by[w] = {}
+        order.append(w)
+    by[w].setdefault(kv["mode"], []).append(float(kv["per_op_ns"]))
+print("| workload | off ns/op | on ns/op | on / off | runs |")
+print("| --- | ---: | ---: | ---: | ---: |")
+for w in order:
+    off, on = (by[w].get(m, []) for m in ("off", "on"))
+    if not off or not on:
+        continue
+    a, b = statistics.median(off), statistics.median(on)
+    print(f"| {w} | {a:.2f} | {b:.2f} | {b / a:.3f} | {len(off)}+{len(on)} |")
+print()
+print("on: TERN_WATCHDOG=100 (the stall watchdog's monitor thread, 100 ms threshold) and "
+      "TERN_METRICS=1 (one poll in 64 timed into the histogram); off: neither (the "
+      "counters are always kept). Medians of interleaved runs; on / off above 1 is the cost.")
+PYEOF
+}
+
 # ---- 4. with --peers: the peer harness, tern as one more column ------------------
 
 if [ $want_peers -eq 1 ]; then
@@ -447,11 +514,13 @@ if [ $want_peers -eq 1 ]; then
 	run_mutex=0
 	run_http=0
 	run_ctx=0
+	run_obs=0
 	for w in "${workloads[@]}"; do
 		case $w in
 		mutex) run_mutex=1 ;;
 		http) run_http=1 ;;
 		ctxvars) run_ctx=1 ;;
+		observe) run_obs=1 ;;
 		*) harness_workloads+=("$w") ;;
 		esac
 	done
@@ -522,6 +591,22 @@ if [ $want_peers -eq 1 ]; then
 				echo "## context variables and generators: tern and CPython"
 				echo
 				ctxvars_report
+			} >>"$tmp/report.md"
+		fi
+		if [ $run_obs -eq 1 ]; then
+			OLOGS=$tmp/observe-logs
+			ORAW=$OLOGS/raw.txt
+			mkdir -p "$OLOGS"
+			: >"$ORAW"
+			failed=0
+			log "running observe: tern with and without the watchdog and metrics; reps $REPS"
+			run_observe
+			[ $failed -eq 0 ] || rc=1
+			{
+				echo
+				echo "## tern's watchdog and metrics: on against off"
+				echo
+				observe_report
 			} >>"$tmp/report.md"
 		fi
 		cat "$tmp/report.md"
@@ -617,6 +702,9 @@ SLOGS=$LOGDIR
 SRAW=$LOGDIR/servers.txt
 CLOGS=$LOGDIR
 CRAW=$LOGDIR/ctxvars.txt
+OLOGS=$LOGDIR
+ORAW=$LOGDIR/observe.txt
+: >"$ORAW"
 : >"$RAW"
 : >"$SRAW"
 : >"$CRAW"
@@ -632,6 +720,10 @@ for w in "${workloads[@]}"; do
 		;;
 	ctxvars)
 		run_ctxvars
+		continue
+		;;
+	observe)
+		run_observe
 		continue
 		;;
 	esac
@@ -788,6 +880,12 @@ if [ -s "$CRAW" ]; then
 	{
 		echo
 		ctxvars_report
+	} >>"$REPORT"
+fi
+if [ -s "$ORAW" ]; then
+	{
+		echo
+		observe_report
 	} >>"$REPORT"
 fi
 cat "$REPORT"
