@@ -309,6 +309,16 @@ static void take(peer *c, const msg *m)
     c->sum += m->check;
 }
 
+/* A select on ch and a nil case (which never fires): what the plain call
+ * would return (send 0 / -EPIPE, recv 1 / 0), or the select's error. */
+static int select_one(tern_chan *ch, int op, void *elem, uint64_t deadline)
+{
+    tern_select_case cs[2] = {{NULL, op, elem, 0}, {ch, op, elem, 0}};
+    int r = tern_select(cs, 2, deadline);
+    ck_assert_int_ne(r, 0);
+    return r == 1 ? cs[1].result : r;
+}
+
 static void *producer(void *arg)
 {
     peer *p = arg;
@@ -316,11 +326,14 @@ static void *producer(void *arg)
     for (uint64_t seq = 1; seq <= ROUND_MSGS && !atomic_load(p->halt); seq++) {
         msg m = {(uint64_t)p->idx << 48 | seq, 0};
         m.check = mix(m.id);
-        int r, how = (int)below(&p->rs, 3);
+        int r, how = (int)below(&p->rs, 4);
+        uint64_t dl = tern_now() + below(&p->rs, 2 * MS);
         if (how == 0)
             r = tern_chan_send(p->ch, &m);
         else if (how == 1)
-            r = tern_chan_send_until(p->ch, &m, tern_now() + below(&p->rs, 2 * MS));
+            r = tern_chan_send_until(p->ch, &m, dl);
+        else if (how == 2)
+            r = select_one(p->ch, TERN_SELECT_SEND, &m, dl);
         else if ((r = tern_chan_try_send(p->ch, &m)) == -EAGAIN &&
                  tern_yield() == -ECANCELED)
             r = -ECANCELED;
@@ -344,11 +357,14 @@ static void *consumer(void *arg)
     c->p.entered = 1;
     for (;;) { /* ends: the channel is always closed at the end of a round */
         msg m;
-        int r, how = (int)below(&c->rs, 3);
+        int r, how = (int)below(&c->rs, 4);
+        uint64_t dl = tern_now() + below(&c->rs, 2 * MS);
         if (how == 0)
             r = tern_chan_recv(c->ch, &m);
         else if (how == 1)
-            r = tern_chan_recv_until(c->ch, &m, tern_now() + below(&c->rs, 2 * MS));
+            r = tern_chan_recv_until(c->ch, &m, dl);
+        else if (how == 2)
+            r = select_one(c->ch, TERN_SELECT_RECV, &m, dl);
         else if ((r = tern_chan_try_recv(c->ch, &m)) == -EAGAIN &&
                  tern_yield() == -ECANCELED)
             r = -ECANCELED;
