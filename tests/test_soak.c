@@ -490,6 +490,7 @@ static void *feeder(void *arg)
 {
     uintptr_t i = (uintptr_t)arg;
     uint64_t *acct = calloc(2, sizeof *acct);
+    ck_assert_ptr_nonnull(acct);
     for (uint64_t seq = 1; !stopping(); seq++) {
         msg m = {i << 48 | seq, 0};
         m.check = mix(m.id);
@@ -810,6 +811,64 @@ static void *soak_main(void *arg)
     return NULL;
 }
 
+/* ---- shutdown: tasks still waiting when the runtime is freed ------------- */
+
+enum { LINGERERS = 10 };
+static _Atomic int lingering, lingered;
+static tern_chan *limbo;   /* never sent to */
+static tern_future *never; /* never completed */
+
+/* Waits for what never comes, as a service's idle tasks do at shutdown:
+ * tern_runtime_free must wake each with -ECANCELED and let it finish. */
+static void *lingerer(void *arg)
+{
+    int sv[2] = {-1, -1}, r = 0;
+    uint64_t x;
+    char c;
+    atomic_fetch_add(&lingering, 1);
+    switch ((uintptr_t)arg % 5) {
+    case 0:
+        r = tern_sleep(3600 * SEC);
+        break;
+    case 1:
+        r = tern_chan_recv(limbo, &x);
+        break;
+    case 2:
+        r = tern_mutex_lock(&lock);
+        break; /* the test thread holds it */
+    case 3:
+        r = tern_future_await(never, 0, NULL);
+        break;
+    default:
+        ck_assert_int_eq(socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, sv), 0);
+        r = (int)tern_recv(sv[0], &c, 1, 0, 0);
+        ck_assert_int_eq(tern_close(sv[0]), 0);
+        ck_assert_int_eq(tern_close(sv[1]), 0);
+    }
+    ck_assert_int_eq(r, -ECANCELED);
+    atomic_fetch_add(&lingered, 1);
+    return NULL;
+}
+
+/* Leaves LINGERERS tasks waiting and frees rt under them. */
+static void free_with_lingerers(tern_runtime *rt)
+{
+    ck_assert_int_eq(tern_chan_new(sizeof(uint64_t), 1, &limbo), 0);
+    ck_assert_int_eq(tern_future_new(&never), 0);
+    ck_assert_int_eq(tern_mutex_trylock(&lock), 0);
+    for (uintptr_t i = 0; i < LINGERERS; i++)
+        ck_assert_int_eq(tern_runtime_spawn(rt, lingerer, (void *)i, NULL), 0);
+    /* all started: one cancelled before it starts would never run its body */
+    for (int i = 0; i < 10000 && atomic_load(&lingering) < LINGERERS; i++)
+        usleep(1000);
+    ck_assert_int_eq(atomic_load(&lingering), LINGERERS);
+    ck_assert_int_eq(tern_runtime_free(rt), 0);
+    ck_assert_int_eq(atomic_load(&lingered), LINGERERS);
+    ck_assert_int_eq(tern_mutex_unlock(&lock), 0);
+    tern_future_release(never);
+    tern_chan_release(limbo);
+}
+
 static void check_books(void)
 {
     ck_assert_uint_eq(st.spawned, st.ran + st.unstarted);
@@ -867,7 +926,7 @@ START_TEST(soak)
     for (int i = 0; i < 5000 && tern_runtime_live_tasks(rt) > 0; i++)
         usleep(1000);
     ck_assert_uint_eq(tern_runtime_live_tasks(rt), 0);
-    ck_assert_int_eq(tern_runtime_free(rt), 0);
+    free_with_lingerers(rt);
     ck_assert_int_eq(fd_count(), fds);
     check_books();
 }
