@@ -4,6 +4,7 @@
  *
  *   TERN_SOAK_SECS  how long the workload runs (default 5: the ctest run)
  *   TERN_SOAK_SEED  the PRNG seed to replay (printed at the start)
+ *   TERN_SOAK_WORKERS  worker threads (default 4)
  *
  * The seed fixes every random choice each task makes; the interleaving of
  * the workers is the machine's, so a replay repeats the workload, not the
@@ -911,7 +912,7 @@ START_TEST(soak)
     tern_mutex_init(&lock);
     tern_config cfg;
     tern_config_init(&cfg);
-    cfg.workers = 4;
+    cfg.workers = (unsigned)env_u64("TERN_SOAK_WORKERS", 4);
     tern_runtime *rt = NULL;
     int r = tern_runtime_new(&cfg, &rt);
     const char *be = getenv("TERN_BACKEND");
