@@ -576,7 +576,9 @@ static _Atomic int a_reader_in;
 
 static void *abandon_writer(void *arg)
 {
-    uint64_t deadline = arg ? tern_now() + 20 * MS : 0;
+    /* long enough for the readers to queue behind it on a loaded machine
+     * (20 ms was not, under TSan beside other suites) */
+    uint64_t deadline = arg ? tern_now() + 1000 * MS : 0;
     int r = tern_rwlock_wrlock(&arw, deadline);
     ck_assert_int_eq(r, arg ? -ETIMEDOUT : -ECANCELED);
     return NULL;
@@ -763,7 +765,8 @@ static tern_sem bs;
 
 static void *sem_big(void *arg)
 {
-    int r = tern_sem_acquire(&bs, 5, arg ? tern_now() + 20 * MS : 0);
+    /* long enough for the small one to queue behind it (see abandon_writer) */
+    int r = tern_sem_acquire(&bs, 5, arg ? tern_now() + 1000 * MS : 0);
     ck_assert_int_eq(r, arg ? -ETIMEDOUT : -ECANCELED);
     return NULL;
 }
