@@ -15,6 +15,16 @@
 #include "internal.h"
 #include "io.h"
 
+/* A task's context variables are copied too, under the lock: a reference
+ * to its context kept past the lock could outlive the task, and with it
+ * the variables (tern_ctxvar_free after the join) and the values (their
+ * destructors would run on the dumping thread). */
+#define SNAP_VARS 16 /* variables shown per task */
+typedef struct snap_var {
+    char name[32];
+    void *value;
+} snap_var;
+
 typedef struct snap {
     tern_task *task; /* for the running check only; never dereferenced unlocked */
     uint64_t id;
@@ -25,9 +35,16 @@ typedef struct snap {
     uint8_t wkind;
     uintptr_t wobj;
     uint64_t wsince;
-    tern_context *ctx; /* a reference, with TERN_DUMP_CONTEXT */
-    char name[64];
+    size_t var0, nvars; /* its variables in the snapshot's var array */
+    char name[64];      /* cut at 63 bytes */
 } snap;
+
+typedef struct snapbuf {
+    snap *s;
+    size_t cap;
+    snap_var *v;
+    size_t vcap, nv;
+} snapbuf;
 
 static const char *const wait_names[TERN__W_COUNT] = {
     [TERN__W_NONE] = "unknown",      [TERN__W_PARK] = "park",
@@ -43,9 +60,38 @@ static const char *const wait_names[TERN__W_COUNT] = {
     [TERN__W_BLOCKING] = "blocking job",
 };
 
-/* Copies what a snapshot needs; the caller holds t's shard lock. */
-static void snap_fill(snap *s, tern_task *t, int flags)
+static void copy_str(char *dst, size_t len, const char *src)
 {
+    size_t n = src ? strnlen(src, len - 1) : 0;
+    memcpy(dst, src ? src : "", n);
+    dst[n] = 0;
+}
+
+static void var_copy(tern_ctxvar *v, void *value, void *arg)
+{
+    snapbuf *b = arg;
+    snap *s = &b->s[-1]; /* the snapshot being filled (see snap_fill) */
+    if (s->nvars == SNAP_VARS)
+        return;
+    snap_var *sv = &b->v[s->var0 + s->nvars++];
+    copy_str(sv->name, sizeof sv->name, tern_ctxvar_name(v));
+    sv->value = value;
+    b->nv++;
+}
+
+static size_t vars_of(const tern_task *t, int flags)
+{
+    if (!(flags & TERN_DUMP_CONTEXT) || !t->ctx)
+        return 0;
+    size_t n = tern_context_len(t->ctx);
+    return n < SNAP_VARS ? n : SNAP_VARS;
+}
+
+/* Copies what a snapshot needs into b->s[0]; the caller holds t's shard
+ * lock and made room for vars_of(t) variables. */
+static void snap_fill(snapbuf *b, tern_task *t, int flags)
+{
+    snap *s = b->s;
     s->task = t;
     s->id = t->id;
     s->file = t->file;
@@ -55,32 +101,51 @@ static void snap_fill(snap *s, tern_task *t, int flags)
     s->wkind = atomic_load_explicit(&t->wait_kind, RELAXED);
     s->wobj = atomic_load_explicit(&t->wait_obj, RELAXED);
     s->wsince = atomic_load_explicit(&t->wait_since, RELAXED);
-    s->ctx = flags & TERN_DUMP_CONTEXT && t->ctx ? tern_context_ref(t->ctx) : NULL;
-    snprintf(s->name, sizeof s->name, "%s", t->name ? t->name : "");
+    copy_str(s->name, sizeof s->name, t->name);
+    s->var0 = b->nv;
+    s->nvars = 0;
+    b->s++;
+    if (vars_of(t, flags))
+        tern__context_each(t->ctx, var_copy, b);
 }
 
-/* Snapshots shard i into *buf (grown as needed). Returns the count or -1. */
-static long shard_snap(tern_runtime *rt, unsigned i, snap **buf, size_t *cap, int flags)
+static int grow(void **p, size_t *cap, size_t need, size_t size)
+{
+    if (need <= *cap)
+        return 0;
+    size_t ncap = need + need / 2 + 16;
+    void *np = realloc(*p, ncap * size);
+    if (!np)
+        return -1;
+    *p = np;
+    *cap = ncap;
+    return 0;
+}
+
+/* Snapshots shard i into b (grown as needed: counted under the lock, grown
+ * without it, then again). Returns the count or -1. */
+static long shard_snap(tern_runtime *rt, unsigned i, snapbuf *b, int flags)
 {
     for (;;) {
-        size_t n = 0;
+        size_t n = 0, nv = 0;
         tern__registry_lock(rt, i);
-        for (tern_task *t = rt->shards[i].head; t; t = t->reg_next)
+        for (tern_task *t = rt->shards[i].head; t; t = t->reg_next) {
             n++;
-        if (n <= *cap) {
-            n = 0;
+            nv += vars_of(t, flags);
+        }
+        if (n <= b->cap && nv <= b->vcap) {
+            snap *first = b->s;
+            b->nv = 0;
             for (tern_task *t = rt->shards[i].head; t; t = t->reg_next)
-                snap_fill(&(*buf)[n++], t, flags);
+                snap_fill(b, t, flags);
             tern__registry_unlock(rt, i);
+            b->s = first;
             return (long)n;
         }
         tern__registry_unlock(rt, i);
-        size_t ncap = n + n / 2 + 16;
-        snap *nb = realloc(*buf, ncap * sizeof *nb);
-        if (!nb)
+        if (grow((void **)&b->s, &b->cap, n, sizeof *b->s) < 0 ||
+            grow((void **)&b->v, &b->vcap, nv, sizeof *b->v) < 0)
             return -1;
-        *buf = nb;
-        *cap = ncap;
     }
 }
 
@@ -100,23 +165,18 @@ static void json_str(FILE *f, const char *s)
     fputc('"', f);
 }
 
-typedef struct ctx_print {
-    FILE *f;
-    int json;
-    int first;
-} ctx_print;
-
-static void ctx_var(tern_ctxvar *v, void *value, void *arg)
+/* Text: a name on one line, quotes and control bytes escaped. */
+static void text_str(FILE *f, const char *s)
 {
-    ctx_print *p = arg;
-    if (p->json) {
-        fputs(p->first ? "" : ",", p->f);
-        json_str(p->f, tern_ctxvar_name(v));
-        fprintf(p->f, ":\"%p\"", value);
-    } else {
-        fprintf(p->f, "%s%s=%p", p->first ? "" : " ", tern_ctxvar_name(v), value);
+    for (; *s; s++) {
+        unsigned char c = (unsigned char)*s;
+        if (c == '"' || c == '\\')
+            fprintf(f, "\\%c", c);
+        else if (c < 0x20 || c == 0x7f)
+            fprintf(f, "\\x%02x", c);
+        else
+            fputc(c, f);
     }
-    p->first = 0;
 }
 
 /* The state in words, and the worker when running. */
@@ -183,8 +243,8 @@ static void print_wait_json(FILE *f, const snap *s, uint64_t now)
         fprintf(f, ",\"object\":\"%p\"", (void *)s->wobj);
 }
 
-static void print_snap(FILE *f, tern_runtime *rt, const snap *s, int flags,
-                       tern_task *const *busy, uint64_t now)
+static void print_snap(FILE *f, tern_runtime *rt, const snap *s, const snap_var *vars,
+                       int flags, tern_task *const *busy, uint64_t now)
 {
     int worker;
     const char *state = state_name(s, &worker, busy, rt->nworkers);
@@ -203,18 +263,24 @@ static void print_snap(FILE *f, tern_runtime *rt, const snap *s, int flags,
             fprintf(f, ",\"worker\":%d", worker);
         if (waiting)
             print_wait_json(f, s, now);
-        if (s->ctx) {
-            ctx_print p = {f, 1, 1};
+        if (flags & TERN_DUMP_CONTEXT) {
             fputs(",\"context\":{", f);
-            tern__context_each(s->ctx, ctx_var, &p);
+            for (size_t k = 0; k < s->nvars; k++) {
+                fputs(k ? "," : "", f);
+                json_str(f, vars[s->var0 + k].name);
+                fprintf(f, ":\"%p\"", vars[s->var0 + k].value);
+            }
             fputc('}', f);
         }
         fputs("}\n", f);
         return;
     }
     fprintf(f, "task %llu", (unsigned long long)s->id);
-    if (s->name[0])
-        fprintf(f, " \"%s\"", s->name);
+    if (s->name[0]) {
+        fputs(" \"", f);
+        text_str(f, s->name);
+        fputc('"', f);
+    }
     fprintf(f, " [%s", state);
     if (worker >= 0)
         fprintf(f, " on worker %d", worker);
@@ -224,10 +290,13 @@ static void print_snap(FILE *f, tern_runtime *rt, const snap *s, int flags,
     if (s->file)
         fprintf(f, " spawned at %s:%u", s->file, s->line);
     fputc('\n', f);
-    if (s->ctx && tern_context_len(s->ctx)) {
-        ctx_print p = {f, 0, 1};
-        fputs("    context: ", f);
-        tern__context_each(s->ctx, ctx_var, &p);
+    if (s->nvars) {
+        fputs("    context:", f);
+        for (size_t k = 0; k < s->nvars; k++) {
+            fputc(' ', f);
+            text_str(f, vars[s->var0 + k].name);
+            fprintf(f, "=%p", vars[s->var0 + k].value);
+        }
         fputc('\n', f);
     }
 }
@@ -249,27 +318,25 @@ int tern_runtime_dump(tern_runtime *rt, FILE *f, int flags)
                 (unsigned long long)m.ready_tasks, (unsigned long long)m.inject_depth,
                 (unsigned long long)m.timers_armed, m.blocking_threads, m.blocking_idle,
                 m.blocking_queued);
-    snap *buf = NULL;
-    size_t cap = 0;
+    snapbuf b = {0};
     long total = 0;
     int err = 0;
     for (unsigned i = 0; i < rt->nshards && !err; i++) {
         /* which task each worker runs, read just before its shard is copied */
         for (unsigned k = 0; k < rt->nworkers; k++)
             busy[k] = atomic_load_explicit(&rt->loops[k]->busy_task, RELAXED);
-        long n = shard_snap(rt, i, &buf, &cap, flags);
+        long n = shard_snap(rt, i, &b, flags);
         if (n < 0) {
             err = -ENOMEM;
             break;
         }
         uint64_t now = tern_now();
-        for (long j = 0; j < n; j++) {
-            print_snap(f, rt, &buf[j], flags, busy, now);
-            tern_context_release(buf[j].ctx);
-        }
+        for (long j = 0; j < n; j++)
+            print_snap(f, rt, &b.s[j], b.v, flags, busy, now);
         total += n;
     }
-    free(buf);
+    free(b.s);
+    free(b.v);
     free(busy);
     if (!err && (fflush(f) != 0 || ferror(f)))
         err = -EIO;
@@ -287,7 +354,7 @@ int tern__stall_describe(tern_runtime *rt, tern_task *t, tern_stall *s, char *na
             s->task_id = u->id;
             s->file = u->file ? u->file : "";
             s->line = (int)u->line;
-            snprintf(name, namelen, "%s", u->name ? u->name : "");
+            copy_str(name, namelen, u->name);
             s->name = name;
             tern__registry_unlock(rt, i);
             return 1;

@@ -403,6 +403,7 @@ tern_context *tern__task_swap_ctx(tern_task *t, tern_context *c);
 /* dump.c / monitor.c */
 int tern__monitor_add(tern_runtime *rt);     /* runtime_new, once running: 0 or -errno */
 void tern__monitor_remove(tern_runtime *rt); /* runtime_free, first thing */
+int tern__on_monitor(void); /* 1 on the monitor thread (an on_stall callback) */
 /* Finds the task that worker w is running if it is still t (the watchdog's
  * suspect) and fills the stall record from it under the registry lock.
  * Returns 1 when found. */

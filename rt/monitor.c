@@ -13,6 +13,12 @@
  *
  * A dump signal's handler only posts a semaphore (async-signal-safe); the
  * monitor thread prints the dump.
+ *
+ * on_stall callbacks run with no lock held (a slow one holds up nobody but
+ * the watchdog); tern__monitor_remove waits for a callback of its runtime
+ * to return, so the callback's argument stays valid until the free ends.
+ * Runtimes cannot be created or freed from the monitor thread (-EDEADLK):
+ * freeing the last one would join the thread itself.
  */
 #define _GNU_SOURCE
 #include <errno.h>
@@ -35,13 +41,17 @@ struct tern__watch {
 
 static pthread_mutex_t list_lock = PTHREAD_MUTEX_INITIALIZER; /* the list, a tick */
 static pthread_mutex_t life_lock = PTHREAD_MUTEX_INITIALIZER; /* thread start/stop */
+static pthread_cond_t called = PTHREAD_COND_INITIALIZER;      /* calling went NULL */
 static tern_runtime *runtimes;
+static tern_runtime *calling; /* whose on_stall runs now; guarded by list_lock */
 static unsigned users; /* runtimes that want the thread; guarded by life_lock */
 static pthread_t thread;
 static int stop; /* guarded by list_lock */
+/* Initialised once and never destroyed: a handler may post it at any time. */
 static sem_t sem;
-static _Atomic int dump_pending;
-static __thread int on_monitor; /* the monitor thread holds list_lock already */
+static pthread_once_t sem_once = PTHREAD_ONCE_INIT;
+static _Atomic int dump_pending[NSIG];
+static __thread int on_monitor;
 
 static struct {
     unsigned users;
@@ -53,11 +63,22 @@ static int wants_thread(const tern_runtime *rt)
     return rt->cfg.watchdog || rt->cfg.dump_signal;
 }
 
+static void sem_make(void)
+{
+    sem_init(&sem, 0, 0);
+}
+
 static void on_signal(int sig)
 {
-    (void)sig;
-    atomic_store_explicit(&dump_pending, 1, RELAXED);
+    int saved = errno;
+    atomic_store_explicit(&dump_pending[sig], 1, RELAXED);
     sem_post(&sem);
+    errno = saved;
+}
+
+int tern__on_monitor(void)
+{
+    return on_monitor;
 }
 
 static void stall_print(const tern_stall *s, void *arg)
@@ -97,7 +118,7 @@ static void watch_worker(tern_runtime *rt, unsigned i, uint64_t now)
     if (st->reported || now - st->since < limit)
         return;
     st->reported = 1;
-    char name[64] = "";
+    char name[256] = "";
     tern_stall s = {.worker = i, .name = name, .file = "", .held_ns = now - st->since};
     if (t && !tern__stall_describe(rt, t, &s, name, sizeof name))
         return; /* finished meanwhile: the stall is over */
@@ -105,7 +126,13 @@ static void watch_worker(tern_runtime *rt, unsigned i, uint64_t now)
         return; /* it moved on while we looked: what we read may be another task */
     atomic_fetch_add_explicit(&w->stats.stalls, 1, RELAXED);
     atomic_fetch_add_explicit(&rt->stalls, 1, RELAXED);
+    /* rt stays listed while calling == rt (tern__monitor_remove waits) */
+    calling = rt;
+    pthread_mutex_unlock(&list_lock);
     (rt->cfg.on_stall ? rt->cfg.on_stall : stall_print)(&s, rt->cfg.stall_arg);
+    pthread_mutex_lock(&list_lock);
+    calling = NULL;
+    pthread_cond_broadcast(&called);
 }
 
 /* The sampling period: a quarter of the smallest threshold, 1 ms at least;
@@ -148,10 +175,18 @@ static void *monitor_main(void *arg)
         pthread_mutex_lock(&list_lock);
         if (stop)
             break;
-        int dump = atomic_exchange_explicit(&dump_pending, 0, RELAXED);
-        uint64_t now = tern_now();
+        /* the signals that arrived, each taken once for every runtime on it */
+        unsigned char got[NSIG] = {0};
         for (tern_runtime *rt = runtimes; rt; rt = rt->next_rt) {
-            if (dump && rt->cfg.dump_signal)
+            int sig = rt->cfg.dump_signal;
+            if (sig && !got[sig])
+                got[sig] = atomic_exchange_explicit(&dump_pending[sig], 0, RELAXED) ? 1 : 2;
+        }
+        uint64_t now = tern_now();
+        /* rt->next_rt is read with the lock held again after a callback:
+         * rt itself cannot have left meanwhile (calling) */
+        for (tern_runtime *rt = runtimes; rt; rt = rt->next_rt) {
+            if (rt->cfg.dump_signal && got[rt->cfg.dump_signal] == 1)
                 tern_runtime_dump(rt, stderr, 0);
             for (unsigned i = 0; rt->cfg.watchdog && i < rt->nworkers; i++)
                 watch_worker(rt, i, now);
@@ -163,28 +198,33 @@ static void *monitor_main(void *arg)
 
 int tern__monitor_add(tern_runtime *rt)
 {
+    if (on_monitor)
+        return -EDEADLK;
+    pthread_once(&sem_once, sem_make);
     if (rt->cfg.watchdog &&
         !(rt->watch = TERN_FAULT_ALLOC(calloc(rt->nworkers, sizeof *rt->watch))))
         return -ENOMEM;
     pthread_mutex_lock(&life_lock);
     int err = 0;
-    if (wants_thread(rt) && users++ == 0) {
-        sem_init(&sem, 0, 0);
-        stop = 0;
-        if ((err = -TERN_FAULT_POS(THREAD, pthread_create(&thread, NULL, monitor_main,
-                                                          NULL))) < 0) {
-            users--;
-            sem_destroy(&sem);
-        }
-    }
     int sig = rt->cfg.dump_signal;
-    if (!err && sig && sigs[sig].users++ == 0) {
+    if (sig && sigs[sig].users == 0) {
         struct sigaction sa;
         memset(&sa, 0, sizeof sa);
         sa.sa_handler = on_signal;
         sa.sa_flags = SA_RESTART;
         sigemptyset(&sa.sa_mask);
-        sigaction(sig, &sa, &sigs[sig].old);
+        if (sigaction(sig, &sa, &sigs[sig].old) < 0)
+            err = -errno;
+    }
+    if (!err && wants_thread(rt) && users == 0) {
+        stop = 0;
+        err = -TERN_FAULT_POS(THREAD, pthread_create(&thread, NULL, monitor_main, NULL));
+        if (err && sig && sigs[sig].users == 0)
+            sigaction(sig, &sigs[sig].old, NULL);
+    }
+    if (!err) {
+        users += wants_thread(rt) != 0;
+        sigs[sig].users += sig != 0;
     }
     if (!err) {
         pthread_mutex_lock(&list_lock);
@@ -208,6 +248,8 @@ void tern__monitor_remove(tern_runtime *rt)
 {
     pthread_mutex_lock(&life_lock);
     pthread_mutex_lock(&list_lock);
+    while (calling == rt)
+        pthread_cond_wait(&called, &list_lock);
     tern_runtime **p = &runtimes;
     while (*p && *p != rt)
         p = &(*p)->next_rt;
@@ -224,7 +266,6 @@ void tern__monitor_remove(tern_runtime *rt)
     if (last) {
         sem_post(&sem);
         pthread_join(thread, NULL);
-        sem_destroy(&sem);
     }
     pthread_mutex_unlock(&life_lock);
     free(rt->watch);
@@ -235,8 +276,7 @@ int tern_dump(FILE *f, int flags)
 {
     if (!f)
         return -EINVAL;
-    if (!on_monitor)
-        pthread_mutex_lock(&list_lock);
+    pthread_mutex_lock(&list_lock);
     int total = 0, err = 0;
     for (tern_runtime *rt = runtimes; rt && !err; rt = rt->next_rt) {
         int n = tern_runtime_dump(rt, f, flags);
@@ -245,7 +285,6 @@ int tern_dump(FILE *f, int flags)
         else
             total += n;
     }
-    if (!on_monitor)
-        pthread_mutex_unlock(&list_lock);
+    pthread_mutex_unlock(&list_lock);
     return err ? err : total;
 }

@@ -23,6 +23,7 @@
 #define TERN_MAX_BLOCKING_QUEUE (1u << 20)
 #define TERN_MAX_MS 86400000u /* a day: keep-alive and shutdown timeout */
 #define TERN_MAX_WORKERS 1024
+#define TERN_MAX_STALL_MS 3600000
 
 void tern_config_init(tern_config *cfg)
 {
@@ -65,20 +66,42 @@ static int signal_parse(const char *s)
 }
 
 /* The environment switches production aids on without a rebuild (a
- * service started with TERN_WATCHDOG=100 at 3 a.m.). */
-static void config_env(tern_config *c)
+ * service started with TERN_WATCHDOG=100 at 3 a.m.); it never switches off
+ * what the program asked for. A value that makes no sense is -EINVAL, like
+ * the same value in the config. */
+static int config_env(tern_config *c)
 {
     const char *s;
+    char *end;
     if ((s = getenv("TERN_WATCHDOG")) && *s) {
-        long ms = strtol(s, NULL, 10);
-        c->watchdog = ms > 0;
-        if (ms > 0)
+        long ms = strtol(s, &end, 10);
+        if (*end || ms < 0 || ms > TERN_MAX_STALL_MS)
+            return -EINVAL;
+        if (ms > 0) {
+            c->watchdog = 1;
             c->stall_ms = (unsigned)ms;
+        }
     }
-    if ((s = getenv("TERN_METRICS")) && *s)
-        c->metrics = strcmp(s, "0") != 0;
-    if ((s = getenv("TERN_DUMP_SIGNAL")) && *s)
-        c->dump_signal = signal_parse(s);
+    if ((s = getenv("TERN_METRICS")) && *s && strcmp(s, "0") != 0)
+        c->metrics = 1;
+    if ((s = getenv("TERN_DUMP_SIGNAL")) && *s && strcmp(s, "0") != 0 &&
+        !(c->dump_signal = signal_parse(s)))
+        return -EINVAL;
+    return 0;
+}
+
+/* A signal the dump may take: not one the kernel raises for a fault (the
+ * handler would return into the faulting instruction for ever) and not one
+ * that cannot be caught. */
+static int dump_signal_ok(int sig)
+{
+    switch (sig) {
+    case SIGKILL: case SIGSTOP: case SIGSEGV: case SIGBUS: case SIGFPE: case SIGILL:
+    case SIGABRT: case SIGTRAP: case SIGSYS:
+        return 0;
+    default:
+        return sig >= 0 && sig < NSIG;
+    }
 }
 
 static int config_resolve(const tern_config *in, tern_config *out)
@@ -90,9 +113,8 @@ static int config_resolve(const tern_config *in, tern_config *out)
         (in->stack_size && (in->stack_size < 16384 || in->stack_size > (1u << 30))) ||
         in->budget > 65535 || in->blocking_threads > 4096 ||
         in->blocking_queue > TERN_MAX_BLOCKING_QUEUE || in->blocking_keepalive_ms > TERN_MAX_MS ||
-        in->shutdown_timeout_ms > TERN_MAX_MS || in->dump_signal < 0 ||
-        in->dump_signal >= NSIG || in->dump_signal == SIGKILL || in->dump_signal == SIGSTOP ||
-        in->stall_ms > 3600000)
+        in->shutdown_timeout_ms > TERN_MAX_MS || !dump_signal_ok(in->dump_signal) ||
+        in->stall_ms > TERN_MAX_STALL_MS)
         return -EINVAL;
     out->watchdog = in->watchdog != 0;
     out->stall_ms = in->stall_ms ? in->stall_ms : 100;
@@ -100,7 +122,8 @@ static int config_resolve(const tern_config *in, tern_config *out)
     out->stall_arg = in->stall_arg;
     out->metrics = in->metrics != 0;
     out->dump_signal = in->dump_signal;
-    config_env(out);
+    if (config_env(out) < 0 || !dump_signal_ok(out->dump_signal))
+        return -EINVAL;
     out->workers = in->workers ? in->workers : cpu_count();
     out->backend = in->backend;
     if (in->stack_size)
@@ -200,6 +223,8 @@ int tern_runtime_new(const tern_config *cfg, tern_runtime **out)
 {
     if (!out)
         return -EINVAL;
+    if (tern__on_monitor())
+        return -EDEADLK; /* from an on_stall callback */
     tern_runtime *rt = TERN_FAULT_ALLOC(calloc(1, sizeof *rt));
     if (!rt)
         return -ENOMEM;
@@ -354,10 +379,13 @@ static void give_up(tern_task *t)
     }
 }
 
-/* Freezes the tasks parked deaf to cancellation (waiting for one of tern's
- * own jobs). Idle is the only state in which nobody else moves a task: the
- * claim to RUNNING makes later wakes only set NOTIFIED. Returns how many. */
-static unsigned freeze_parked(tern_runtime *rt, tern__remains *rm)
+/* Freezes the tasks parked deaf to cancellation: with `all` clear only
+ * those whose wait note says they wait on I/O or a blocking job (tern's own
+ * jobs), so that a task waiting deaf on one of those (a group leaving, a
+ * generator closing) gets the chance to finish once they are given up.
+ * Idle is the only state in which nobody else moves a task: the claim to
+ * RUNNING makes later wakes only set NOTIFIED. Returns how many. */
+static unsigned freeze_parked(tern_runtime *rt, tern__remains *rm, int all)
 {
     const uint32_t busy = TS_SCHEDULED | TS_RUNNING | TS_NOTIFIED | TS_COMPLETE;
     size_t first = rm->n;
@@ -365,6 +393,11 @@ static unsigned freeze_parked(tern_runtime *rt, tern__remains *rm)
     for (unsigned i = 0; i < rt->nshards; i++) {
         tern__registry_lock(rt, i);
         for (tern_task *t = rt->shards[i].head; t; t = t->reg_next) {
+            /* decided before the claim: a claim undone would lose a wake
+             * that found it RUNNING and only set NOTIFIED */
+            int k = atomic_load_explicit(&t->wait_kind, RELAXED);
+            if (!all && k != TERN__W_IO && k != TERN__W_BLOCKING)
+                continue; /* not yet: what it waits on may still end */
             uint32_t s = atomic_load_explicit(&t->state, RELAXED);
             while (!(s & busy) &&
                    !atomic_compare_exchange_weak_explicit(&t->state, &s, s | TS_RUNNING,
@@ -420,11 +453,17 @@ static int abandon(tern_runtime *rt, tern__remains *rm)
      * acknowledged), so that only those waiting on abandoned jobs freeze. */
     if (wait_unfinished(rt, stuck, tern_now() + 10000000))
         goto done;
-    do {
-        unsigned n = freeze_parked(rt, rm);
+    /* Passes that freeze nothing and see nothing finish for 100 ms: then
+     * whatever is still parked deaf waits on something frozen; take it all. */
+    for (int idle = 0;; ) {
+        unsigned n = freeze_parked(rt, rm, idle >= 100);
         stuck += n;
         frozen += n;
-    } while (!wait_unfinished(rt, stuck, tern_now() + 1000000));
+        uint64_t before = tern__unfinished(rt);
+        if (wait_unfinished(rt, stuck, tern_now() + 1000000))
+            break;
+        idle = n || tern__unfinished(rt) < before ? 0 : idle + 1;
+    }
 done:
     if (frozen) {
         rm->stacks = rt->stacks;
@@ -455,6 +494,8 @@ int tern_runtime_shutdown_timeout(tern_runtime *rt, uint64_t timeout_ns)
     if (self && self->rt == rt)
         return -EDEADLK;
     uint64_t now = tern_now();
+    if (tern__on_monitor())
+        return -EDEADLK; /* from an on_stall callback: it would join itself */
     uint64_t deadline = timeout_ns > UINT64_MAX - now ? 0 : now + timeout_ns;
     tern__monitor_remove(rt);
     atomic_store_explicit(&rt->closing, 1, SEQ_CST);
@@ -487,7 +528,7 @@ int tern_block_on(tern_runtime *rt, tern_task_fn fn, void *arg, void **result)
     if (self && self->rt == rt)
         return -EDEADLK;
     tern_task *t;
-    int r = tern_runtime_spawn(rt, fn, arg, &t);
+    int r = (tern_runtime_spawn)(rt, fn, arg, &t); /* no location: it would be here */
     if (r < 0)
         return r;
     return tern_join(t, result);

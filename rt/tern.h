@@ -94,12 +94,18 @@ typedef struct tern_config {
                                   than stall_ms, and counts it (metrics) */
     unsigned stall_ms;         /* watchdog threshold; 0 = 100 ms */
     void (*on_stall)(const tern_stall *stall, void *arg); /* called on the monitor
-                                  thread; NULL = one line on stderr */
+                                  thread with no lock held; NULL = one line on
+                                  stderr. It may call tern_dump, not create or
+                                  free runtimes (-EDEADLK); tern_runtime_free
+                                  waits for a call in progress to return */
     void *stall_arg;
     int metrics;               /* 1: also time one poll in 64 into the poll-time
                                   histogram (the counters are always kept) */
     int dump_signal;           /* a signal number (e.g. SIGUSR1) on which the
-                                  monitor thread prints tern_dump to stderr; 0 = none */
+                                  monitor thread prints this runtime's dump to
+                                  stderr; 0 = none. Not one the kernel raises
+                                  for a fault (SEGV, BUS, FPE, ILL, ABRT, TRAP,
+                                  SYS) nor KILL or STOP: -EINVAL */
 } tern_config;
 
 /* Sets every field of cfg to its default. Any thread. Never suspends. */
@@ -204,12 +210,14 @@ TERN_API int tern_task_set_name(tern_task *task, const char *name);
 
 /* Copies task's name (task NULL = the calling task) into buf (len bytes,
  * always NUL-terminated when len > 0, truncated if need be). Returns the
- * name's full length (0 when unnamed) or -EINVAL. Any thread. */
+ * name's full length (0 when unnamed) or -EINVAL. Any thread. Never
+ * suspends. */
 TERN_API int tern_task_get_name(const tern_task *task, char *buf, size_t len);
 
 /* Where task was spawned: *file and *line (either may be NULL). Returns 0,
- * -ENOENT (spawned without a location, e.g. through (tern_spawn)), or
- * -EINVAL. Any thread. */
+ * -ENOENT (spawned without a location, e.g. through (tern_spawn), or the
+ * main task of tern_run / tern_block_on), or -EINVAL. Any thread. Never
+ * suspends. */
 TERN_API int tern_task_location(const tern_task *task, const char **file, int *line);
 
 /* Waits for task to finish and gives back the caller's reference to it.
@@ -368,13 +376,15 @@ typedef struct tern_worker_stats {
     uint64_t stolen_tasks;  /* tasks moved by them */
     uint64_t parks;         /* times the worker slept in its driver */
     uint64_t wakes;         /* times another thread woke it (unparks) */
-    uint64_t inject_pulls;  /* tasks taken from the global inject queue */
+    uint64_t inject_pulls;  /* tasks moved from the global inject queue */
     uint64_t lifo_hits;     /* tasks run from the LIFO slot */
-    uint64_t local_hits;    /* tasks run from the local queue */
+    uint64_t local_hits;    /* tasks popped from the local queue (those moved there
+                               by an inject pull or a steal count here too, but
+                               for the one a steal runs at once) */
     uint64_t budget_yields; /* tasks forced to yield by the budget */
     uint64_t handles_run;   /* call_soon/later/at callbacks run */
     uint64_t timers_fired;  /* timer entries that expired */
-    uint64_t busy_ns;       /* time spent outside its driver wait */
+    uint64_t busy_ns;       /* time spent outside its driver wait (to its last turn) */
     uint64_t io_submitted;  /* I/O operations started by tasks on this worker */
     uint64_t io_completed;  /* I/O operations that finished on this worker */
     uint64_t stalls;        /* watchdog reports about this worker */
@@ -442,15 +452,19 @@ enum {
  * spawn location, state (running on worker k, ready, waiting, or a blocking
  * job queued or running) and, for a waiting task, what it waits on and for
  * how long; with TERN_DUMP_CONTEXT its context variables (name = value as
- * a pointer). Text by default, JSON lines with TERN_DUMP_JSON. Returns the
- * number of tasks written or -EINVAL / -ENOMEM / -EIO. Safe from any
- * thread, a task of rt included, while rt is busy: spawns and exits wait
- * for a moment on the shard being read, nothing stops. Not from a signal
- * handler (see tern_config.dump_signal). */
+ * a pointer; 16 per task). Text by default, JSON lines with
+ * TERN_DUMP_JSON; names are cut at 63 bytes. Returns the number of tasks
+ * written or -EINVAL / -ENOMEM / -EIO. Safe from any thread, a task of rt
+ * included, while rt is busy; it blocks the calling thread while it writes
+ * (from a task, its worker) and never suspends. Spawns and exits of the
+ * tasks of one registry shard wait while that shard is copied; nothing else
+ * stops. Not from a signal handler (see tern_config.dump_signal). */
 TERN_API int tern_runtime_dump(tern_runtime *rt, FILE *out, int flags);
 
-/* tern_runtime_dump for every runtime of the process. Returns the total
- * number of tasks written or a negative errno. */
+/* tern_runtime_dump for every runtime of the process (runtimes being
+ * created or freed meanwhile wait). Returns the total number of tasks
+ * written or a negative errno. Any thread; blocks it while it writes, never
+ * suspends. */
 TERN_API int tern_dump(FILE *out, int flags);
 
 /* ---- context variables (asyncio's contextvars) ------------------------------

@@ -273,6 +273,9 @@ static void maintain(tern_loop *w)
 {
     uint64_t now = tern_now();
     atomic_store_explicit(&w->now, now, RELAXED);
+    /* busy time accrues every turn, so a worker that never parks shows it */
+    TERN_STAT_ADD(w, busy_ns, now - w->busy_since);
+    w->busy_since = now;
     tern__handles_run(w);
     /* I/O in flight (or descriptors homed here): a worker that stays busy
      * still submits and collects, once per interval of tasks, without

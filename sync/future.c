@@ -601,7 +601,8 @@ static void child_done(tern_future *f, void *arg)
     free(c);
 }
 
-int tern_group_spawn(tern_group *g, tern_group_fn fn, void *arg)
+int tern_group_spawn_at(tern_group *g, tern_group_fn fn, void *arg, const char *file,
+                        int line)
 {
     if (!g || !fn)
         return -EINVAL;
@@ -629,7 +630,7 @@ int tern_group_spawn(tern_group *g, tern_group_fn fn, void *arg)
      * without ever running its body (which would read c). */
     tern_task *t;
     tern_future *f = NULL;
-    int r = tern__task_new(rt, child_main, c, TERN_KIND_FIBER, &t, 1, NULL, 0);
+    int r = tern__task_new(rt, child_main, c, TERN_KIND_FIBER, &t, 1, file, line);
     if (r == 0) {
         c->task = t;
         if ((r = tern_task_future(t, &f)) == 0) {
@@ -665,6 +666,11 @@ int tern_group_spawn(tern_group *g, tern_group_fn fn, void *arg)
         return r;
     }
     return 0;
+}
+
+int(tern_group_spawn)(tern_group *g, tern_group_fn fn, void *arg)
+{
+    return tern_group_spawn_at(g, fn, arg, NULL, 0);
 }
 
 int tern_group_cancel(tern_group *g)

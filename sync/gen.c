@@ -144,7 +144,7 @@ static void start(tern_gen *g)
 {
     tern_task *t;
     tern_future *f = NULL;
-    int r = tern_runtime_spawn(g->rt, producer_main, g, &t);
+    int r = (tern_runtime_spawn)(g->rt, producer_main, g, &t);
     if (r < 0) {
         finish(g, r);
         return;
@@ -455,7 +455,7 @@ int tern_gen_to_chan(tern_gen *g, tern_chan *ch, tern_task **task)
         return -ENOMEM;
     p->g = g;
     p->ch = tern_chan_ref(ch);
-    int r = tern_runtime_spawn(g->rt, pump_main, p, task);
+    int r = (tern_runtime_spawn)(g->rt, pump_main, p, task);
     if (r < 0) {
         tern_chan_release(ch);
         free(p);

@@ -208,6 +208,11 @@ TERN_API void tern_group_init(tern_group *g);
  * -EPERM (caller not on a runtime thread), -ENOMEM, or tern_spawn's errors.
  * Any runtime thread, a child of g included. Never suspends. */
 TERN_API int tern_group_spawn(tern_group *g, tern_group_fn fn, void *arg);
+/* The same, recording file:line as the child's spawn site (tern_dump); the
+ * macro makes every tern_group_spawn record its caller's. */
+TERN_API int tern_group_spawn_at(tern_group *g, tern_group_fn fn, void *arg, const char *file,
+                                 int line);
+#define tern_group_spawn(g, fn, arg) tern_group_spawn_at((g), (fn), (arg), __FILE__, __LINE__)
 
 /* Cancels every child still running and refuses new ones; tern_group_wait
  * will return -ECANCELED unless a child had failed first. Returns 0,

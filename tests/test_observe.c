@@ -695,7 +695,7 @@ START_TEST(test_config_errors)
 {
     tern_config cfg;
     tern_runtime *rt = NULL;
-    int bad_signals[] = {-1, SIGKILL, SIGSTOP, 65};
+    int bad_signals[] = {-1, SIGKILL, SIGSTOP, SIGSEGV, SIGBUS, SIGFPE, SIGILL, SIGABRT, 65};
     for (size_t i = 0; i < sizeof bad_signals / sizeof bad_signals[0]; i++) {
         tern_config_init(&cfg);
         cfg.dump_signal = bad_signals[i];
@@ -705,6 +705,104 @@ START_TEST(test_config_errors)
     cfg.watchdog = 1;
     cfg.stall_ms = 3600001;
     ck_assert_int_eq(tern_runtime_new(&cfg, &rt), -EINVAL);
+    /* the environment is checked as strictly */
+    const char *bad_env[][2] = {{"TERN_DUMP_SIGNAL", "SEGV"}, {"TERN_DUMP_SIGNAL", "NOPE"},
+                                {"TERN_DUMP_SIGNAL", "9"},    {"TERN_WATCHDOG", "abc"},
+                                {"TERN_WATCHDOG", "-5"},      {"TERN_WATCHDOG", "3600001"}};
+    for (size_t i = 0; i < sizeof bad_env / sizeof bad_env[0]; i++) {
+        setenv(bad_env[i][0], bad_env[i][1], 1);
+        tern_config_init(&cfg);
+        int r = tern_runtime_new(&cfg, &rt);
+        unsetenv(bad_env[i][0]);
+        ck_assert_msg(r == -EINVAL, "%s=%s: %d", bad_env[i][0], bad_env[i][1], r);
+    }
+    /* it only ever switches on: TERN_WATCHDOG=0 leaves the program's watchdog */
+    setenv("TERN_WATCHDOG", "0", 1);
+    tern_config_init(&cfg);
+    cfg.watchdog = 1;
+    ck_assert_int_eq(tern_runtime_new(&cfg, &rt), 0);
+    unsetenv("TERN_WATCHDOG");
+    tern_runtime_free(rt);
+}
+END_TEST
+
+/* An on_stall callback may dump; it may not make or free runtimes. */
+static _Atomic int cb_new_result = 1, cb_dump_result = -1;
+
+static void on_stall_reentrant(const tern_stall *s, void *arg)
+{
+    tern_runtime *rt = NULL;
+    atomic_store(&cb_new_result, tern_runtime_new(NULL, &rt));
+    FILE *f = fopen("/dev/null", "w");
+    atomic_store(&cb_dump_result, tern_dump(f, 0));
+    fclose(f);
+}
+
+START_TEST(test_on_stall_reentrant)
+{
+    tern_config cfg;
+    tern_config_init(&cfg);
+    cfg.watchdog = 1;
+    cfg.stall_ms = 50;
+    cfg.on_stall = on_stall_reentrant;
+    tern_runtime *rt = rt_with(&cfg, 1);
+    tern_task *t;
+    ck_assert_int_eq(tern_runtime_spawn(rt, spinner, NULL, &t), 0);
+    ck_assert_int_eq(tern_join(t, NULL), 0);
+    for (int i = 0; i < 200 && atomic_load(&cb_dump_result) < 0; i++)
+        usleep(5000);
+    ck_assert_int_eq(atomic_load(&cb_new_result), -EDEADLK);
+    ck_assert_int_ge(atomic_load(&cb_dump_result), 0);
+    tern_runtime_free(rt);
+}
+END_TEST
+
+/* Group children record where they were spawned; odd names stay on one line. */
+static int child_wait(void *arg)
+{
+    return tern_event_wait(arg, 0);
+}
+
+static void *group_body(void *arg)
+{
+    tern_event *ev = arg;
+    tern_group g;
+    tern_group_init(&g);
+    int line = __LINE__ + 1;
+    ck_assert_int_eq(tern_group_spawn(&g, child_wait, ev), 0);
+    tern_task_set_name(NULL, "two\nlines \"quoted\"");
+    char *d = NULL;
+    char want[300];
+    snprintf(want, sizeof want, "[waiting ");
+    for (int i = 0; i < 200; i++) {
+        free(d);
+        d = dump_str(tern_runtime_current(), 0, NULL);
+        char key[300];
+        snprintf(key, sizeof key, "spawned at %s:%d", __FILE__, line);
+        char l[1024];
+        if (find_line(d, key, l, sizeof l) && strstr(l, want))
+            break;
+        tern_sleep(5 * MS);
+    }
+    snprintf(want, sizeof want, "spawned at %s:%d", __FILE__, line);
+    ck_assert_msg(strstr(d, want), "%s", d);
+    ck_assert_msg(strstr(d, "\"two\\x0alines \\\"quoted\\\"\""), "%s", d);
+    free(d);
+    d = dump_str(tern_runtime_current(), TERN_DUMP_JSON, NULL);
+    ck_assert_msg(strstr(d, "\"name\":\"two\\u000alines \\\"quoted\\\"\""), "%s", d);
+    free(d);
+    tern_event_set(ev);
+    ck_assert_int_eq(tern_group_wait(&g), 0);
+    return NULL;
+}
+
+START_TEST(test_group_location_and_escapes)
+{
+    tern_runtime *rt = rt_new(2);
+    tern_event ev;
+    tern_event_init(&ev);
+    ck_assert_int_eq(tern_block_on(rt, group_body, &ev, NULL), 0);
+    tern_runtime_free(rt);
 }
 END_TEST
 
@@ -862,6 +960,8 @@ int main(void)
     tcase_add_test(tc, test_watchdog_env);
     tcase_add_test(tc, test_dump_signal);
     tcase_add_test(tc, test_config_errors);
+    tcase_add_test(tc, test_on_stall_reentrant);
+    tcase_add_test(tc, test_group_location_and_escapes);
     tcase_add_test(tc, test_metrics);
     suite_add_tcase(s, tc);
     return run_suite(s);
