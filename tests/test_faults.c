@@ -385,6 +385,81 @@ START_TEST(channels)
 END_TEST
 
 /* ======================================================================= */
+/* 3b. A generator pumped into a channel by a task that gets no stack: its
+ * body never runs, and still the channel is closed and g freed. */
+
+#define HOLD 100
+static _Atomic int hold_go, holding;
+
+static void *holder(void *arg)
+{
+    (void)arg;
+    atomic_fetch_add(&holding, 1);
+    for (uint64_t until = tern_now() + 10 * SEC;
+         !atomic_load(&hold_go) && tern_now() < until;)
+        ck_assert_int_eq(tern_sleep(MS), 0);
+    return NULL;
+}
+
+static int never(tern_gen *g, void *arg)
+{
+    (void)g;
+    atomic_store((_Atomic int *)arg, 1);
+    return 0;
+}
+
+static void *pump_main(void *arg)
+{
+    (void)arg;
+    tern_task *h[HOLD];
+    atomic_store(&hold_go, 0);
+    atomic_store(&holding, 0);
+    for (int i = 0; i < HOLD; i++)
+        h[i] = spawn_retry(holder, NULL);
+    /* until each holder holds a stack or has finished without one: then
+     * the pool is dry (more holders than its first region has stacks) */
+    for (int i = 0;; i++) {
+        int n = atomic_load(&holding);
+        for (int k = 0; k < HOLD; k++)
+            n += tern_task_done(h[k]);
+        if (n == HOLD) break;
+        ck_assert_int_lt(i, 10000);
+        ck_assert_int_eq(tern_sleep(MS), 0);
+    }
+    _Atomic int ran = 0;
+    tern_gen *g;
+    tern_chan *out;
+    tern_task *pump;
+    ck_assert_int_eq(tern_gen_new(never, &ran, &g), 0);
+    ck_assert_int_eq(tern_chan_new(sizeof(void *), 1, &out), 0);
+    ck_assert_int_eq(tern_gen_to_chan(g, out, &pump), 0);
+    void *v;
+    ck_assert_int_eq(tern_chan_recv_until(out, &v, tern_now() + 5 * SEC), 0);
+    ck_assert_int_eq(tern_join(pump, NULL), -ENOMEM);
+    ck_assert_int_eq(atomic_load(&ran), 0);
+    tern_chan_release(out);
+    atomic_store(&hold_go, 1);
+    int nostack = 0;
+    for (int i = 0; i < HOLD; i++) {
+        int r = tern_join(h[i], NULL);
+        ck_assert_msg(r == 0 || r == -ENOMEM, "join holder: %s", tern_strerror(r));
+        nostack += r == -ENOMEM;
+    }
+    ck_assert_int_eq(nostack, HOLD - atomic_load(&holding));
+    ck_assert_int_gt(nostack, 0);
+    return NULL;
+}
+
+START_TEST(pump_without_stack)
+{
+    if (run_faulty(_i ? 2 : 1, "mmap:ENOMEM", pump_main, NULL) < 0)
+        return;
+    ck_assert_uint_gt(tern__fault_count(TERN_FAULT_MMAP), 0);
+    tern__fault_set(NULL);
+}
+END_TEST
+
+/* ======================================================================= */
 /* 4. Runtime creation: each failing seam gives its errno and leaks nothing. */
 
 /* tern_runtime_new with spec in force; frees a runtime that was made.
@@ -801,6 +876,7 @@ Suite *faults_suite(void)
     tcase_add_loop_test(tc, spawn_stress, 0, 2);
     tcase_add_loop_test(tc, timers, 0, 2);
     tcase_add_loop_test(tc, channels, 0, 3);
+    tcase_add_loop_test(tc, pump_without_stack, 0, 2);
     tcase_add_test(tc, runtime_creation);
     tcase_add_loop_test(tc, echo_service, 0, 2);
     tcase_add_test(tc, connect_faults);
