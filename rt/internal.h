@@ -322,6 +322,7 @@ struct tern_runtime {
     pthread_cond_t start_cond;
     unsigned started;
     int start_error;
+    int driver_error; /* the first worker's driver open that failed */
 };
 
 /* ---- functions shared between rt/ files ------------------------------------ */

@@ -481,7 +481,13 @@ static int try_new(tern_backend be, unsigned workers, const char *spec,
     if (fired) *fired = n;
     if (r == 0) {
         tern_loop_info info;
-        ck_assert_int_eq(tern_loop_get_info(tern_runtime_loop(rt, 0), &info), 0);
+        /* every worker on one backend, the one the note names first */
+        for (unsigned i = workers; i-- > 0;) {
+            ck_assert_int_eq(tern_loop_get_info(tern_runtime_loop(rt, i), &info), 0);
+            ck_assert_msg(!strncmp(info.backend_note, info.backend, strlen(info.backend)),
+                          "worker %u runs %s, note \"%s\"", i, info.backend,
+                          info.backend_note);
+        }
         if (note) *note = info.backend_note; /* static strings */
         ck_assert_int_eq(tern_runtime_free(rt), 0);
     } else {
@@ -548,13 +554,33 @@ START_TEST(runtime_creation)
         ck_assert_int_eq(
             try_new(TERN_BACKEND_AUTO, 2, "io_uring_queue_init:EMFILE", NULL, NULL),
             -EMFILE);
-        /* A ring refused to a worker after the probe got one is an error
-         * of runtime creation: the workers must agree on one backend. */
+        /* A ring refused to a worker after the probe got one (an older
+         * kernel's locked-memory limit): every worker starts over on epoll,
+         * and the note says why. after=2: one worker had opened a ring. */
         ck_assert_int_eq(try_new(TERN_BACKEND_AUTO, 2,
+                                 "io_uring_queue_init:ENOMEM:after=1", NULL, &note),
+                         0);
+        ck_assert_str_eq(note, "epoll: io_uring worker ring refused (-ENOMEM)");
+        ck_assert_int_eq(try_new(TERN_BACKEND_AUTO, 3,
+                                 "io_uring_queue_init:EPERM:after=2", NULL, &note),
+                         0);
+        ck_assert_str_eq(note, "epoll: io_uring worker ring refused (-EPERM)");
+        ck_assert_int_eq(try_new(TERN_BACKEND_AUTO, 2,
+                                 "io_uring_queue_init:ENOSYS:after=1", NULL, &note),
+                         0);
+        ck_assert_str_eq(note, "epoll: io_uring worker ring refused (-ENOSYS)");
+        /* not for other errors, nor for a forced backend */
+        ck_assert_int_eq(try_new(TERN_BACKEND_AUTO, 2,
+                                 "io_uring_queue_init:EMFILE:after=1", NULL, NULL),
+                         -EMFILE);
+        ck_assert_int_eq(try_new(TERN_BACKEND_IO_URING, 2,
                                  "io_uring_queue_init:ENOMEM:after=1", NULL, NULL),
                          -ENOMEM);
         setenv("TERN_BACKEND", saved, 1);
         free(saved);
+        ck_assert_int_eq(try_new(TERN_BACKEND_AUTO, 2,
+                                 "io_uring_queue_init:ENOMEM:after=1", NULL, NULL),
+                         -ENOMEM);
     } else {
         sweep(env, 3, "epoll_create", EMFILE);
         sweep(env, 3, "epoll_ctl", ENOMEM);
