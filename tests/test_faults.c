@@ -417,7 +417,8 @@ static void *pump_main(void *arg)
     for (int i = 0; i < HOLD; i++)
         h[i] = spawn_retry(holder, NULL);
     /* until each holder holds a stack or has finished without one: then
-     * the pool is dry (more holders than its first region has stacks) */
+     * the pool is dry (more holders than its first region has stacks, and
+     * no stack can be mapped) */
     for (int i = 0;; i++) {
         int n = atomic_load(&holding);
         for (int k = 0; k < HOLD; k++)
@@ -452,7 +453,9 @@ static void *pump_main(void *arg)
 
 START_TEST(pump_without_stack)
 {
-    if (run_faulty(_i ? 2 : 1, "mmap:ENOMEM", pump_main, NULL) < 0)
+    /* one worker: with more, another worker's stack cache may still hold
+     * a stack when the pump runs there */
+    if (run_faulty(1, "mmap:ENOMEM", pump_main, NULL) < 0)
         return;
     ck_assert_uint_gt(tern__fault_count(TERN_FAULT_MMAP), 0);
     tern__fault_set(NULL);
@@ -902,7 +905,7 @@ Suite *faults_suite(void)
     tcase_add_loop_test(tc, spawn_stress, 0, 2);
     tcase_add_loop_test(tc, timers, 0, 2);
     tcase_add_loop_test(tc, channels, 0, 3);
-    tcase_add_loop_test(tc, pump_without_stack, 0, 2);
+    tcase_add_test(tc, pump_without_stack);
     tcase_add_test(tc, runtime_creation);
     tcase_add_loop_test(tc, echo_service, 0, 2);
     tcase_add_test(tc, connect_faults);
