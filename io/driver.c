@@ -23,6 +23,9 @@ static const char *fallback_note(int err) {
     }
 }
 
+/* AUTO chose io_uring (compared by address in tern__driver_refused). */
+static const char auto_uring[] = "io_uring";
+
 /* TERN_BACKEND: 1 and *want set, 0 when unset or empty, -EINVAL otherwise. */
 static int env_backend(tern_backend *want) {
     const char *s = getenv("TERN_BACKEND");
@@ -71,7 +74,7 @@ int tern__driver_open(tern_backend want, tern__driver **out, const char **note) 
     rc = tern__uring_ops.open(out);
     if (rc == 0) {
         if (note)
-            *note = "io_uring";
+            *note = auto_uring;
         return 0;
     }
     const char *why = fallback_note(rc);
@@ -81,4 +84,19 @@ int tern__driver_open(tern_backend want, tern__driver **out, const char **note) 
     if (rc == 0 && note)
         *note = why;
     return rc;
+}
+
+const char *tern__driver_refused(const char *note, int err) {
+    if (note != auto_uring) /* forced by config or TERN_BACKEND: no fallback */
+        return NULL;
+    switch (err) {
+    case -ENOSYS:
+        return "epoll: io_uring worker ring refused (-ENOSYS)";
+    case -EPERM:
+        return "epoll: io_uring worker ring refused (-EPERM)";
+    case -ENOMEM:
+        return "epoll: io_uring worker ring refused (-ENOMEM)";
+    default:
+        return NULL;
+    }
 }

@@ -80,6 +80,13 @@ extern const tern__driver_ops tern__epoll_ops;
  * tern__driver_backend(first). */
 int tern__driver_open(tern_backend want, tern__driver **out, const char **note);
 
+/* When AUTO's probe chose io_uring (note is the note it gave) and a worker's
+ * ring was then refused with err (-ENOSYS, -EPERM, -ENOMEM: an older
+ * kernel's locked-memory limit can admit the probe's ring and not a later
+ * one), the note for starting over on epoll; NULL when the runtime must
+ * fail instead (a forced backend, or another error). */
+const char *tern__driver_refused(const char *note, int err);
+
 /* The backend d runs (never TERN_BACKEND_AUTO). */
 static inline tern_backend tern__driver_backend(const tern__driver *d) {
     return d->ops == &tern__uring_ops ? TERN_BACKEND_IO_URING : TERN_BACKEND_EPOLL;

@@ -118,7 +118,6 @@ struct tern_task {
     uint8_t started;
     uint8_t yielded;    /* queued by a yield, state left RUNNING (task.c) */
     uint8_t saw_cancel; /* a suspension point returned -ECANCELED to it */
-    uint8_t spare;
     uint8_t kind;       /* TERN_KIND_* */
     uint8_t unguarded;  /* its stack has a canary instead of a guard page */
     uint16_t budget;    /* cooperative budget left in this run */
@@ -132,7 +131,8 @@ struct tern_task {
     void *result;
     tern_context *ctx;        /* its context variables (context.c) */
     _Atomic uintptr_t joiner; /* tern_task*, thread waiter | 1, or tern_future* | 2 */
-    uint64_t pad1[2];
+    void (*on_exit)(void *arg); /* tern__spawn_on_exit's, or NULL */
+    uint64_t pad1;
     /* Third line: what the registry, tern_dump and the watchdog read. The
      * registry lock of its shard guards the links, name and ctx swaps. */
     struct tern_task *reg_prev, *reg_next; /* registry of live tasks */
@@ -321,6 +321,7 @@ struct tern_runtime {
     pthread_cond_t start_cond;
     unsigned started;
     int start_error;
+    int driver_error; /* the first worker's driver open that failed */
 };
 
 /* ---- functions shared between rt/ files ------------------------------------ */
@@ -336,6 +337,14 @@ void tern__task_cache_free(tern_runtime *rt);
  * task becomes visible in the registry. */
 int tern__task_new(tern_runtime *rt, tern_task_fn fn, void *arg, int kind, tern_task **out,
                    int handle, const char *file, int line);
+/* tern_runtime_spawn whose task calls on_exit(arg) as it finishes, whether
+ * its body ran or not (cancelled before it started, no stack): once, on the
+ * finishing thread outside any task (so it must not suspend), before a
+ * joiner hears of the end. For cleanup a task's arg needs either way; a done
+ * callback on tern_task_future would do too, but would take the join slot
+ * from the caller's tern_join. */
+int tern__spawn_on_exit(tern_runtime *rt, tern_task_fn fn, void *arg,
+                        void (*on_exit)(void *arg), tern_task **out);
 void tern__task_unref(tern_task *t);
 void tern__task_run(tern_loop *w, tern_task *t);
 void tern__task_finish(tern_loop *w, tern_task *t);

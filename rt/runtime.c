@@ -219,6 +219,54 @@ static void workers_stop(tern_runtime *rt, unsigned n)
         pthread_join(rt->loops[i]->thread, NULL);
 }
 
+/* Starts the workers, each of which opens its own driver on its own thread
+ * (as io_uring's single-issuer mode wants), and releases them together; or,
+ * when one failed, joins them all and returns the first error. */
+static int workers_start(tern_runtime *rt)
+{
+    int err = 0;
+    unsigned started = 0;
+    for (; started < rt->nworkers; started++) {
+        tern_loop *w = rt->loops[started];
+        err = -TERN_FAULT_POS(THREAD,
+                              pthread_create(&w->thread, NULL, tern__worker_main, w));
+        if (err < 0)
+            break;
+    }
+    pthread_mutex_lock(&rt->start_lock);
+    while (rt->started < started && !err)
+        pthread_cond_wait(&rt->start_cond, &rt->start_lock);
+    if (err && !rt->start_error)
+        rt->start_error = err;
+    rt->started++;
+    err = rt->start_error;
+    pthread_cond_broadcast(&rt->start_cond);
+    pthread_mutex_unlock(&rt->start_lock);
+    if (err) {
+        /* start_error is set, so no worker enters its loop and none needs
+         * a wake: join them. workers_stop would read each loop's driver,
+         * which a worker still inside its driver open is writing (found by
+         * the fault suite under TSan: a thread that failed to start). */
+        for (unsigned i = 0; i < started; i++)
+            pthread_join(rt->loops[i]->thread, NULL);
+        return err;
+    }
+    return 0;
+}
+
+/* Undoes a failed workers_start (its threads joined) for another try. */
+static void workers_reset(tern_runtime *rt)
+{
+    for (unsigned i = 0; i < rt->nworkers; i++) {
+        tern_loop *w = rt->loops[i];
+        if (w->driver)
+            w->driver->ops->close(w->driver);
+        w->driver = NULL;
+    }
+    rt->started = 0;
+    rt->start_error = rt->driver_error = 0;
+}
+
 int tern_runtime_new(const tern_config *cfg, tern_runtime **out)
 {
     if (!out)
@@ -260,33 +308,19 @@ int tern_runtime_new(const tern_config *cfg, tern_runtime **out)
         return err;
     }
 
-    unsigned started = 0;
-    for (; started < rt->nworkers; started++) {
-        tern_loop *w = rt->loops[started];
-        err = -TERN_FAULT_POS(THREAD,
-                              pthread_create(&w->thread, NULL, tern__worker_main, w));
-        if (err < 0)
-            break;
+    err = workers_start(rt);
+    const char *why =
+        err && err == rt->driver_error ? tern__driver_refused(rt->backend_note, err) : NULL;
+    if (why) {
+        /* AUTO, and a worker's ring was refused after the probe's was not:
+         * the workers must agree on one backend, so all start over on
+         * epoll (DESIGN.md, "When io_uring is unavailable"). */
+        workers_reset(rt);
+        rt->backend = TERN_BACKEND_EPOLL;
+        rt->backend_note = why;
+        err = workers_start(rt);
     }
-    /* Release the workers together (each opened its own driver on its own
-     * thread, as io_uring's single-issuer mode wants) or, when one failed,
-     * stop them all. */
-    pthread_mutex_lock(&rt->start_lock);
-    while (rt->started < started && !err)
-        pthread_cond_wait(&rt->start_cond, &rt->start_lock);
-    if (err && !rt->start_error)
-        rt->start_error = err;
-    rt->started++;
-    err = rt->start_error;
-    pthread_cond_broadcast(&rt->start_cond);
-    pthread_mutex_unlock(&rt->start_lock);
     if (err) {
-        /* start_error is set, so no worker enters its loop and none needs
-         * a wake: join them. workers_stop would read each loop's driver,
-         * which a worker still inside its driver open is writing (found by
-         * the fault suite under TSan: a thread that failed to start). */
-        for (unsigned i = 0; i < started; i++)
-            pthread_join(rt->loops[i]->thread, NULL);
         runtime_destroy(rt);
         return err;
     }

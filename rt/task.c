@@ -367,6 +367,7 @@ int tern__task_new(tern_runtime *rt, tern_task_fn fn, void *arg, int kind, tern_
     t->rt = rt;
     t->fn = fn;
     t->arg = arg;
+    t->on_exit = NULL;
     t->result = NULL;
     t->status = 0;
     t->kind = (uint8_t)kind;
@@ -450,6 +451,20 @@ int tern_runtime_spawn_at(tern_runtime *rt, tern_task_fn fn, void *arg, tern_tas
         TERN_STAT_INC(w, budget_yields);
         switch_out(me, SW_YIELD);
     }
+    return 0;
+}
+
+int tern__spawn_on_exit(tern_runtime *rt, tern_task_fn fn, void *arg,
+                        void (*on_exit)(void *arg), tern_task **out)
+{
+    tern_task *t;
+    int r = tern__task_new(rt, fn, arg, TERN_KIND_FIBER, &t, out != NULL, NULL, 0);
+    if (r < 0)
+        return r;
+    t->on_exit = on_exit; /* before it is queued: only a worker finishes it */
+    if (out)
+        *out = t;
+    tern__schedule(rt, t, 0);
     return 0;
 }
 
@@ -594,6 +609,8 @@ void tern__task_finish(tern_loop *w, tern_task *t)
         tern__stack_put(rt->stacks, w ? w->index : TERN_STACK_NO_CACHE, t->fiber.stack);
         t->fiber.stack = NULL;
     }
+    if (t->on_exit)
+        t->on_exit(t->arg);
     registry_remove(t);
     /* One transition to COMPLETE: clearing RUNNING first would show an
      * idle task for an instant, and a racing wake (a cancel) would queue a

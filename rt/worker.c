@@ -365,9 +365,9 @@ void *tern__worker_main(void *arg)
     tls_loop = w;
     w->rng = 0x9e3779b9u * (w->index + 1);
     tern__fiber_init_thread(&w->sched);
-    int err = tern__fiber_thread_init();
+    int err = tern__fiber_thread_init(), ring_err = 0;
     if (err == 0)
-        err = tern__driver_open(rt->backend, &w->driver, NULL);
+        err = ring_err = tern__driver_open(rt->backend, &w->driver, NULL);
     if (err == 0)
         w->driver->fdtab = rt->fdtab;
     w->backend_note = rt->backend_note;
@@ -379,6 +379,8 @@ void *tern__worker_main(void *arg)
     pthread_mutex_lock(&rt->start_lock);
     if (err && !rt->start_error)
         rt->start_error = err;
+    if (ring_err && !rt->driver_error)
+        rt->driver_error = ring_err;
     rt->started++;
     pthread_cond_broadcast(&rt->start_cond);
     while (rt->started < rt->nworkers + 1 && !rt->start_error)

@@ -40,6 +40,7 @@ struct tern_gen {
     tern_future *fut; /* the producer's join handle */
     void *value;      /* the slot, while full */
     int full, asked, started, closed, done, ran;
+    int orphan; /* closed by gen_free_nowait: finish frees g */
     int ret; /* what fn returned (when ran) */
     int err; /* once done: 0 (the end) or the error next keeps returning */
 };
@@ -90,12 +91,16 @@ int tern_gen_new(tern_gen_fn fn, void *arg, tern_gen **out)
 
 /* ---- the producer's life ------------------------------------------------------ */
 
+static void gen_destroy(tern_gen *g);
+
 /* Marks g done with the producer's outcome and wakes every consumer and
- * closer. Its unlock is its last touch of g: a closer may free g then. */
+ * closer. Its unlock is its last touch of g (a closer may free g then),
+ * unless g is an orphan, which nobody else frees. */
 static void finish(tern_gen *g, int status)
 {
     tern__waiter *post = NULL;
     TERN__LOCK(&g->q);
+    int orphan = g->orphan;
     int r = g->ran ? g->ret : status;
     if (g->closed && r == -ECANCELED)
         r = 0; /* closed: the cancel was ours, the stream simply ended */
@@ -106,6 +111,8 @@ static void finish(tern_gen *g, int status)
     claim_all(&g->doneq, &post, 0);
     TERN__UNLOCK(&g->q);
     tern__wake_post_all(post);
+    if (orphan)
+        gen_destroy(g);
 }
 
 static void producer_done(tern_future *f, void *arg)
@@ -275,10 +282,8 @@ int tern_gen_close(tern_gen *g)
     return r;
 }
 
-void tern_gen_free(tern_gen *g)
+static void gen_destroy(tern_gen *g)
 {
-    if (!g || tern_gen_close(g) == -EDEADLK)
-        return; /* the producer freeing its own g: refuse rather than crash */
     if (g->drop)
         g->drop(g->arg);
     if (g->fut)
@@ -286,6 +291,41 @@ void tern_gen_free(tern_gen *g)
     if (g->task)
         tern_task_release(g->task);
     free(g);
+}
+
+void tern_gen_free(tern_gen *g)
+{
+    if (!g || tern_gen_close(g) == -EDEADLK)
+        return; /* the producer freeing its own g: refuse rather than crash */
+    gen_destroy(g);
+}
+
+/* tern_gen_free for a caller that must not wait (a task's on_exit): closes
+ * g as tern_gen_close does, but a producer still running is left to
+ * finish, which then frees g. The caller owns g and nobody else uses it. */
+static void gen_free_nowait(tern_gen *g)
+{
+    tern__waiter *post = NULL;
+    tern_task *t = NULL;
+    TERN__LOCK(&g->q);
+    g->closed = 1;
+    if (!g->started)
+        g->started = g->done = 1; /* never ran: nothing to clean up */
+    int done = g->done;
+    if (!done) {
+        g->orphan = 1;
+        claim_all(&g->yieldq, &post, -ECANCELED);
+        t = g->task ? tern_task_ref(g->task) : NULL;
+    }
+    TERN__UNLOCK(&g->q);
+    /* not done: g may be gone from here on */
+    tern__wake_post_all(post);
+    if (t) {
+        tern_task_cancel(t);
+        tern_task_release(t);
+    }
+    if (done)
+        gen_destroy(g);
 }
 
 /* ---- producer side ------------------------------------------------------------------ */
@@ -427,9 +467,21 @@ int tern_gen_from_chan(tern_chan *ch, tern_gen **out)
 /* ---- a stream into a channel ------------------------------------------------------------ */
 
 typedef struct pump {
-    tern_gen *g;
+    tern_gen *g; /* NULL once the body has freed it */
     tern_chan *ch;
 } pump;
+
+/* The pump task's on_exit: the end of the stream, whether the body ran or
+ * not (cancelled before it started, or no stack). Must not suspend. */
+static void pump_exit(void *arg)
+{
+    pump *p = arg;
+    if (p->g)
+        gen_free_nowait(p->g);
+    tern_chan_close(p->ch);
+    tern_chan_release(p->ch);
+    free(p);
+}
 
 static void *pump_main(void *arg)
 {
@@ -439,10 +491,9 @@ static void *pump_main(void *arg)
     while ((r = tern_gen_next(p->g, &v, 0)) == 1)
         if ((r = tern_chan_send(p->ch, &v)) < 0)
             break; /* -EPIPE: nobody reads any more; close g */
+    /* here, where waiting for g's cleanup is allowed; pump_exit does the rest */
     tern_gen_free(p->g);
-    tern_chan_close(p->ch);
-    tern_chan_release(p->ch);
-    free(p);
+    p->g = NULL;
     return (void *)(intptr_t)r;
 }
 
@@ -455,7 +506,7 @@ int tern_gen_to_chan(tern_gen *g, tern_chan *ch, tern_task **task)
         return -ENOMEM;
     p->g = g;
     p->ch = tern_chan_ref(ch);
-    int r = (tern_runtime_spawn)(g->rt, pump_main, p, task);
+    int r = tern__spawn_on_exit(g->rt, pump_main, p, pump_exit, task);
     if (r < 0) {
         tern_chan_release(ch);
         free(p);

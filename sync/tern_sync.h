@@ -526,8 +526,10 @@ TERN_API int tern_gen_take(tern_gen *src, uint64_t n, tern_gen **out);
  * closed and drained; holds a channel reference), and a stream drained
  * into a channel by a task that closes the channel at the end (returns
  * that task through *task, NULL allowed; the task owns and frees g, and
- * returns 0, the stream's error or -EPIPE as an intptr_t). -EINVAL when
- * the channel's elements are not pointer-sized. */
+ * returns 0, the stream's error or -EPIPE as an intptr_t; a task whose body
+ * never ran, cancelled before it started or without a stack, still closes
+ * the channel and frees g, and its join gives -ECANCELED or -ENOMEM).
+ * -EINVAL when the channel's elements are not pointer-sized. */
 TERN_API int tern_gen_from_chan(tern_chan *ch, tern_gen **out);
 TERN_API int tern_gen_to_chan(tern_gen *g, tern_chan *ch, tern_task **task);
 

@@ -385,6 +385,84 @@ START_TEST(channels)
 END_TEST
 
 /* ======================================================================= */
+/* 3b. A generator pumped into a channel by a task that gets no stack: its
+ * body never runs, and still the channel is closed and g freed. */
+
+#define HOLD 100
+static _Atomic int hold_go, holding;
+
+static void *holder(void *arg)
+{
+    (void)arg;
+    atomic_fetch_add(&holding, 1);
+    for (uint64_t until = tern_now() + 10 * SEC;
+         !atomic_load(&hold_go) && tern_now() < until;)
+        ck_assert_int_eq(tern_sleep(MS), 0);
+    return NULL;
+}
+
+static int never(tern_gen *g, void *arg)
+{
+    (void)g;
+    atomic_store((_Atomic int *)arg, 1);
+    return 0;
+}
+
+static void *pump_main(void *arg)
+{
+    (void)arg;
+    tern_task *h[HOLD];
+    atomic_store(&hold_go, 0);
+    atomic_store(&holding, 0);
+    for (int i = 0; i < HOLD; i++)
+        h[i] = spawn_retry(holder, NULL);
+    /* until each holder holds a stack or has finished without one: then
+     * the pool is dry (more holders than its first region has stacks, and
+     * no stack can be mapped) */
+    for (int i = 0;; i++) {
+        int n = atomic_load(&holding);
+        for (int k = 0; k < HOLD; k++)
+            n += tern_task_done(h[k]);
+        if (n == HOLD) break;
+        ck_assert_int_lt(i, 10000);
+        ck_assert_int_eq(tern_sleep(MS), 0);
+    }
+    _Atomic int ran = 0;
+    tern_gen *g;
+    tern_chan *out;
+    tern_task *pump;
+    ck_assert_int_eq(tern_gen_new(never, &ran, &g), 0);
+    ck_assert_int_eq(tern_chan_new(sizeof(void *), 1, &out), 0);
+    ck_assert_int_eq(tern_gen_to_chan(g, out, &pump), 0);
+    void *v;
+    ck_assert_int_eq(tern_chan_recv_until(out, &v, tern_now() + 5 * SEC), 0);
+    ck_assert_int_eq(tern_join(pump, NULL), -ENOMEM);
+    ck_assert_int_eq(atomic_load(&ran), 0);
+    tern_chan_release(out);
+    atomic_store(&hold_go, 1);
+    int nostack = 0;
+    for (int i = 0; i < HOLD; i++) {
+        int r = tern_join(h[i], NULL);
+        ck_assert_msg(r == 0 || r == -ENOMEM, "join holder: %s", tern_strerror(r));
+        nostack += r == -ENOMEM;
+    }
+    ck_assert_int_eq(nostack, HOLD - atomic_load(&holding));
+    ck_assert_int_gt(nostack, 0);
+    return NULL;
+}
+
+START_TEST(pump_without_stack)
+{
+    /* one worker: with more, another worker's stack cache may still hold
+     * a stack when the pump runs there */
+    if (run_faulty(1, "mmap:ENOMEM", pump_main, NULL) < 0)
+        return;
+    ck_assert_uint_gt(tern__fault_count(TERN_FAULT_MMAP), 0);
+    tern__fault_set(NULL);
+}
+END_TEST
+
+/* ======================================================================= */
 /* 4. Runtime creation: each failing seam gives its errno and leaks nothing. */
 
 /* tern_runtime_new with spec in force; frees a runtime that was made.
@@ -406,7 +484,13 @@ static int try_new(tern_backend be, unsigned workers, const char *spec,
     if (fired) *fired = n;
     if (r == 0) {
         tern_loop_info info;
-        ck_assert_int_eq(tern_loop_get_info(tern_runtime_loop(rt, 0), &info), 0);
+        /* every worker on one backend, the one the note names first */
+        for (unsigned i = workers; i-- > 0;) {
+            ck_assert_int_eq(tern_loop_get_info(tern_runtime_loop(rt, i), &info), 0);
+            ck_assert_msg(!strncmp(info.backend_note, info.backend, strlen(info.backend)),
+                          "worker %u runs %s, note \"%s\"", i, info.backend,
+                          info.backend_note);
+        }
         if (note) *note = info.backend_note; /* static strings */
         ck_assert_int_eq(tern_runtime_free(rt), 0);
     } else {
@@ -473,13 +557,33 @@ START_TEST(runtime_creation)
         ck_assert_int_eq(
             try_new(TERN_BACKEND_AUTO, 2, "io_uring_queue_init:EMFILE", NULL, NULL),
             -EMFILE);
-        /* A ring refused to a worker after the probe got one is an error
-         * of runtime creation: the workers must agree on one backend. */
+        /* A ring refused to a worker after the probe got one (an older
+         * kernel's locked-memory limit): every worker starts over on epoll,
+         * and the note says why. after=2: one worker had opened a ring. */
         ck_assert_int_eq(try_new(TERN_BACKEND_AUTO, 2,
+                                 "io_uring_queue_init:ENOMEM:after=1", NULL, &note),
+                         0);
+        ck_assert_str_eq(note, "epoll: io_uring worker ring refused (-ENOMEM)");
+        ck_assert_int_eq(try_new(TERN_BACKEND_AUTO, 3,
+                                 "io_uring_queue_init:EPERM:after=2", NULL, &note),
+                         0);
+        ck_assert_str_eq(note, "epoll: io_uring worker ring refused (-EPERM)");
+        ck_assert_int_eq(try_new(TERN_BACKEND_AUTO, 2,
+                                 "io_uring_queue_init:ENOSYS:after=1", NULL, &note),
+                         0);
+        ck_assert_str_eq(note, "epoll: io_uring worker ring refused (-ENOSYS)");
+        /* not for other errors, nor for a forced backend */
+        ck_assert_int_eq(try_new(TERN_BACKEND_AUTO, 2,
+                                 "io_uring_queue_init:EMFILE:after=1", NULL, NULL),
+                         -EMFILE);
+        ck_assert_int_eq(try_new(TERN_BACKEND_IO_URING, 2,
                                  "io_uring_queue_init:ENOMEM:after=1", NULL, NULL),
                          -ENOMEM);
         setenv("TERN_BACKEND", saved, 1);
         free(saved);
+        ck_assert_int_eq(try_new(TERN_BACKEND_AUTO, 2,
+                                 "io_uring_queue_init:ENOMEM:after=1", NULL, NULL),
+                         -ENOMEM);
     } else {
         sweep(env, 3, "epoll_create", EMFILE);
         sweep(env, 3, "epoll_ctl", ENOMEM);
@@ -801,6 +905,7 @@ Suite *faults_suite(void)
     tcase_add_loop_test(tc, spawn_stress, 0, 2);
     tcase_add_loop_test(tc, timers, 0, 2);
     tcase_add_loop_test(tc, channels, 0, 3);
+    tcase_add_test(tc, pump_without_stack);
     tcase_add_test(tc, runtime_creation);
     tcase_add_loop_test(tc, echo_service, 0, 2);
     tcase_add_test(tc, connect_faults);

@@ -613,6 +613,56 @@ START_TEST(chan_round_trip)
 }
 END_TEST
 
+/* A pump cancelled before its body ran still closes the channel and frees
+ * the generator (ASan sees the rest). With one worker the pump cannot start
+ * before the cancel; with four it may, and the outcome must be the same.
+ * Twice: a generator nobody pulled from, and one whose producer already
+ * waits at its yield (closed without waiting: the pump's end must not). */
+static void *pump_cancel_body(void *arg)
+{
+    int one_worker = arg != NULL;
+    for (int pulled = 0; pulled < 2; pulled++) {
+        counter *c = counter_new(1, 10);
+        tern_gen *g = gen_of(c);
+        void *v;
+        if (pulled)
+            ck_assert_int_eq(tern_gen_next(g, &v, 0), 1);
+        tern_chan *out;
+        tern_task *pump;
+        ck_assert_int_eq(tern_chan_new(sizeof(void *), 1, &out), 0);
+        ck_assert_int_eq(tern_gen_to_chan(g, out, &pump), 0);
+        ck_assert_int_eq(tern_task_cancel(pump), 0);
+        /* closed promptly (the deadline only turns a hang into a failure);
+         * a pump that did start may have passed on a value first */
+        int r;
+        uint64_t until = tern_now() + 5000 * MS;
+        while ((r = tern_chan_recv_until(out, &v, until)) == 1)
+            ck_assert(!one_worker);
+        ck_assert_int_eq(r, 0);
+        ck_assert_int_eq(tern_join(pump, NULL), -ECANCELED);
+        if (one_worker && !pulled)
+            ck_assert_int_eq(atomic_load(&c->started), 0);
+        /* a producer that was waiting is cancelled and cleans up */
+        for (int i = 0; pulled && !atomic_load(&c->cleaned) && i < 5000; i++)
+            tern_sleep(MS);
+        if (pulled || one_worker)
+            ck_assert_int_eq(atomic_load(&c->cleaned), pulled);
+        tern_chan_release(out);
+        /* the cleaned mark comes before the producer's end: let g go */
+        for (int i = 0; tern_runtime_live_tasks(tern_runtime_current()) > 1 && i < 5000; i++)
+            tern_sleep(MS);
+        free(c);
+    }
+    return NULL;
+}
+
+START_TEST(pump_cancelled_before_start)
+{
+    run_checked(1, pump_cancel_body, (void *)1);
+    run_checked(4, pump_cancel_body, NULL);
+}
+END_TEST
+
 /* ---- stress ----------------------------------------------------------------------- */
 
 static _Atomic uint64_t stress_sum, stress_cleaned;
@@ -691,6 +741,7 @@ static Suite *gen_suite(void)
     tcase_add_test(tc, foreign_thread_consumer);
     tcase_add_test(tc, pipeline_element_by_element);
     tcase_add_test(tc, chan_round_trip);
+    tcase_add_test(tc, pump_cancelled_before_start);
     tcase_add_test(tc, many_generators_stress);
     suite_add_tcase(s, tc);
     return s;
