@@ -142,6 +142,7 @@ struct tern_task {
     _Atomic uint64_t wait_since;           /* loop time when that wait began */
     uint32_t line;
     _Atomic uint8_t wait_kind;             /* TERN__W_* */
+    uint16_t shard;                        /* its registry shard (task.c) */
 };
 #ifdef TERN_TASK_SIZE_CHECK
 _Static_assert(sizeof(struct tern_task) <= 192, "a task header fits three cache lines");
@@ -297,8 +298,8 @@ struct tern_runtime {
         _Atomic unsigned searching;
     } idle;
 
-    /* Live tasks, sharded by id so spawn and exit rarely meet on a lock
-     * (the registry, task.c). */
+    /* Live tasks (the registry, task.c): one shard per worker, for the tasks
+     * it spawned, and one for tasks spawned by other threads. */
     tern__shard *shards;
     unsigned nshards;
     _Atomic uint64_t foreign_counts[3]; /* task counts from non-worker threads */

@@ -172,9 +172,7 @@ static void runtime_destroy(tern_runtime *rt)
 static int runtime_alloc(tern_runtime *rt)
 {
     unsigned n = rt->nworkers;
-    rt->nshards = 1;
-    while (rt->nshards < 4 * n)
-        rt->nshards <<= 1;
+    rt->nshards = n + 1; /* one per worker, one for other threads (task.c) */
     rt->loops = TERN_FAULT_ALLOC(calloc(n, sizeof *rt->loops));
     rt->shards = TERN_FAULT_ALLOC(aligned_alloc(64, rt->nshards * sizeof *rt->shards));
     rt->idle.sleepers = TERN_FAULT_ALLOC(calloc(n, sizeof *rt->idle.sleepers));

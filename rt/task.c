@@ -202,7 +202,7 @@ void tern_task_release(tern_task *t)
 
 /* ---- the registry of live tasks ----------------------------------------------------
  *
- * Every task is linked into one shard of the registry (by id) from spawn
+ * Every task is linked into one shard of the registry (its spawner's) from spawn
  * to finish, as Tokio's OwnedTasks: shutdown walks it to cancel every task,
  * tern_dump to list them, the watchdog to name a stalled one. Under a
  * shard's lock its tasks cannot be freed (finish unlinks first), and their
@@ -210,7 +210,7 @@ void tern_task_release(tern_task *t)
 
 static tern__shard *shard_of(const tern_task *t)
 {
-    return &t->rt->shards[t->id & (t->rt->nshards - 1)];
+    return &t->rt->shards[t->shard];
 }
 
 void tern__registry_lock(tern_runtime *rt, unsigned i)
@@ -379,6 +379,9 @@ int tern__task_new(tern_runtime *rt, tern_task_fn fn, void *arg, int kind, tern_
     t->file = file;
     t->line = line > 0 ? (uint32_t)line : 0;
     t->name = NULL;
+    /* The spawning worker's shard: a task is mostly finished where it was
+     * spawned, so its registry line stays in that core's cache. */
+    t->shard = (uint16_t)(w ? w->index : rt->nworkers);
     atomic_init(&t->wait_kind, TERN__W_NONE);
     atomic_init(&t->wait_obj, 0);
     atomic_init(&t->wait_since, 0);
