@@ -115,9 +115,12 @@ TERN_API void tern_config_init(tern_config *cfg);
 
 /* Creates a runtime and starts its worker threads.
  * Returns 0 and sets *out, or -EINVAL (out is NULL, a field is out of range:
- * workers > 1024, stack_size < 16 KiB or > 1 GiB, unknown backend),
- * -ENOMEM, -EAGAIN (a thread could not be started), or the error of the I/O
- * backend forced by cfg/TERN_BACKEND (-ENOSYS, -EPERM, ...). cfg may be NULL.
+ * workers > 1024, stack_size < 16 KiB or > 1 GiB, unknown backend, a dump
+ * signal the kernel raises for faults; or a TERN_WATCHDOG /
+ * TERN_DUMP_SIGNAL value that makes no sense), -ENOMEM, -EAGAIN (a thread
+ * could not be started), -EDEADLK (from an on_stall callback), or the error
+ * of the I/O backend forced by cfg/TERN_BACKEND (-ENOSYS, -EPERM, ...). cfg
+ * may be NULL.
  * Any thread that is not a worker of another runtime. Never suspends. */
 TERN_API int tern_runtime_new(const tern_config *cfg, tern_runtime **out);
 
@@ -130,8 +133,8 @@ TERN_API int tern_runtime_new(const tern_config *cfg, tern_runtime **out);
  * is tern_runtime_shutdown_timeout with that timeout (abandoned jobs are
  * reported on stderr only). Tasks still referenced by a tern_task pointer
  * the caller holds must be joined or released before this call. Returns 0
- * or -EINVAL (rt NULL) or -EDEADLK (called from one of rt's own threads).
- * Blocks the calling thread. */
+ * or -EINVAL (rt NULL) or -EDEADLK (called from one of rt's own threads or
+ * from an on_stall callback). Blocks the calling thread. */
 TERN_API int tern_runtime_free(tern_runtime *rt);
 
 /* Tokio's Runtime::shutdown_timeout: tern_runtime_free, but waits at most
@@ -148,8 +151,8 @@ TERN_API int tern_runtime_free(tern_runtime *rt);
  * fn uses is the caller's to keep alive until fn returns. The wait is
  * bounded by the timeout except for a task that never gives its worker back.
  * Returns the number of jobs abandoned (>= 0), or -EINVAL (rt NULL),
- * -EDEADLK (called from one of rt's own threads). Blocks the calling
- * thread. */
+ * -EDEADLK (called from one of rt's own threads, or from an on_stall
+ * callback). Blocks the calling thread. */
 TERN_API int tern_runtime_shutdown_timeout(tern_runtime *rt, uint64_t timeout_ns);
 
 /* asyncio.run(): creates a runtime from cfg (NULL = defaults), runs
