@@ -279,8 +279,15 @@ static void *file_job(void *arg)
         errno = EINVAL;
         break;
     }
-    tern__io_complete(op, r < 0 ? -errno : (int)r);
+    op->res = r < 0 ? -errno : (int)r;
     return NULL;
+}
+
+/* After file_job, unless shutdown abandoned it (blocking.c). */
+static void file_deliver(void *arg)
+{
+    tern__ioop *op = arg;
+    tern__wake_done(&op->wake); /* last touch: the task may return now */
 }
 
 /* A blocking thread cannot be interrupted, so the task waits for the job
@@ -289,7 +296,7 @@ static void *file_job(void *arg)
 static int pool_run(tern__ioop *op)
 {
     tern__wake_init(&op->wake);
-    int r = tern__blocking_must(file_job, op);
+    int r = tern__blocking_must(file_job, file_deliver, op);
     if (r < 0)
         return r;
     uint32_t s;

@@ -91,12 +91,18 @@ static void *lookup_job(void *arg)
     l->err = eai_errno(eai);
     if (eai)
         l->res = NULL;
+    return NULL;
+}
+
+/* After lookup_job, unless shutdown abandoned it (then l is kept). */
+static void lookup_deliver(void *arg)
+{
+    lookup *l = arg;
     if (!tern__waiter_claim(&l->node)) {
         lookup_free(l); /* the task gave up: nobody will read it */
-        return NULL;
+        return;
     }
     tern__wake_post(&l->node);
-    return NULL;
 }
 
 int tern_getaddrinfo(const char *host, const char *service, const struct addrinfo *hints,
@@ -123,7 +129,7 @@ int tern_getaddrinfo(const char *host, const char *service, const struct addrinf
     tern__wake_init(&l->wake);
     l->node.wake = &l->wake;
     /* a job that always runs, even at shutdown: it frees l if we left */
-    int r = tern__blocking_must(lookup_job, l);
+    int r = tern__blocking_must(lookup_job, lookup_deliver, l);
     if (r < 0) {
         lookup_free(l);
         return r;

@@ -22,7 +22,9 @@
  * not the runtime. The pool lock decides, once per job, whether the job is
  * finished by its thread or abandoned by shutdown: a job's thread unlinks
  * its record under the lock and only then finishes the task; shutdown marks
- * records under the same lock.
+ * records under the same lock. tern's own jobs tell their waiter from the
+ * finish (the task's on_exit hook), never from fn: a wake-up from fn could
+ * land after an abandoning shutdown had freed the waiter's runtime.
  */
 #include <errno.h>
 #include <stdio.h>
@@ -146,10 +148,18 @@ static void run_job(tern__blocking *b, tern_task *t, running *me)
     pthread_mutex_lock(&b->lock);
 }
 
+static __thread tern__blocking *tls_pool; /* the pool this thread works for */
+
+int tern__blocking_self(tern_runtime *rt)
+{
+    return tls_pool && tls_pool == rt->blocking;
+}
+
 static void *blocking_main(void *arg)
 {
     tern__blocking *b = arg;
     running me = {0};
+    tls_pool = b;
     pthread_mutex_lock(&b->lock);
     for (;;) {
         tern_task *t = take_job(b);
@@ -347,18 +357,21 @@ int tern_runtime_blocking_info(tern_runtime *rt, tern_blocking_info *out)
 /* Makes a job task; with fut, attaches a future to it before it is queued,
  * so that an error leaves nothing running. */
 static int spawn_blocking(tern_runtime *rt, tern_task_fn fn, void *arg, int kind,
-                          tern_task **out, tern_future **fut)
+                          void (*deliver)(void *), tern_task **out, tern_future **fut)
 {
     tern_task *t;
     int r = tern__task_new(rt, fn, arg, kind, &t, 1, NULL, 0);
     if (r < 0)
         return r;
+    t->on_exit = deliver; /* before it is queued: a thread may finish it at once */
     if (fut)
         r = tern_task_future(t, fut);
     if (r == 0)
         r = tern__blocking_submit(rt, t);
     if (r < 0) {
-        /* never queued: finish it here (a future completes with r) */
+        /* never queued: finish it here (a future completes with r); there
+         * is nothing to deliver, the caller hears r */
+        t->on_exit = NULL;
         t->status = r;
         atomic_fetch_xor_explicit(&t->state, TS_SCHEDULED | TS_RUNNING, RELAXED);
         tern__task_finish(NULL, t);
@@ -381,7 +394,7 @@ int tern_runtime_spawn_blocking(tern_runtime *rt, tern_task_fn fn, void *arg,
 {
     if (!rt || !fn || !out)
         return -EINVAL;
-    return spawn_blocking(rt, fn, arg, TERN_KIND_BLOCKING, out, NULL);
+    return spawn_blocking(rt, fn, arg, TERN_KIND_BLOCKING, NULL, out, NULL);
 }
 
 int tern_runtime_spawn_blocking_future(tern_runtime *rt, tern_task_fn fn, void *arg,
@@ -390,15 +403,15 @@ int tern_runtime_spawn_blocking_future(tern_runtime *rt, tern_task_fn fn, void *
     if (!rt || !fn || !out)
         return -EINVAL;
     *out = NULL;
-    return spawn_blocking(rt, fn, arg, TERN_KIND_BLOCKING, NULL, out);
+    return spawn_blocking(rt, fn, arg, TERN_KIND_BLOCKING, NULL, NULL, out);
 }
 
-int tern__blocking_must(tern_task_fn fn, void *arg)
+int tern__blocking_must(tern_task_fn fn, void (*deliver)(void *), void *arg)
 {
     tern_runtime *rt = tern_runtime_current();
     if (!rt)
         return -EPERM;
-    return spawn_blocking(rt, fn, arg, TERN_KIND_BLOCKING_MUST, NULL, NULL);
+    return spawn_blocking(rt, fn, arg, TERN_KIND_BLOCKING_MUST, deliver, NULL, NULL);
 }
 
 int tern_spawn_blocking(tern_task_fn fn, void *arg, tern_task **out)

@@ -427,8 +427,12 @@ int tern__blocking_new(const tern_config *cfg, tern__blocking **out);
 int tern__blocking_submit(tern_runtime *rt, tern_task *t);
 /* Runs fn(arg) on the current runtime's blocking pool, detached, as a job
  * that is never skipped (TERN_KIND_BLOCKING_MUST) and not bounded by
- * cfg.blocking_queue. 0 or -EPERM/-ENOMEM/-ESHUTDOWN/... */
-int tern__blocking_must(tern_task_fn fn, void *arg);
+ * cfg.blocking_queue; then deliver(arg) (may be NULL) tells the waiter.
+ * fn must touch nothing but arg's own data: when shutdown abandons the job
+ * deliver never runs (the waiter and its runtime may be gone), and the job
+ * decides that under the pool lock as it finishes. 0 or
+ * -EPERM/-ENOMEM/-ESHUTDOWN/... */
+int tern__blocking_must(tern_task_fn fn, void (*deliver)(void *), void *arg);
 /* Shutdown: close cancels queued plain jobs; abandon gives up on running
  * jobs and drops queued MUST ones (past the timeout), handing each task to
  * give_up; stop waits for the threads that are not abandoned and lets go
@@ -437,6 +441,8 @@ void tern__blocking_close(tern_runtime *rt);
 unsigned tern__blocking_abandon(tern_runtime *rt, void (*give_up)(tern_task *, void *),
                                 void *arg);
 void tern__blocking_stop(tern_runtime *rt);
+/* 1 when the caller is one of rt's blocking threads. */
+int tern__blocking_self(tern_runtime *rt);
 /* The pool's counts right now (for metrics); NULL pointers are skipped. */
 void tern__blocking_counts(tern_runtime *rt, unsigned *threads, unsigned *idle,
                            unsigned *queued);

@@ -260,6 +260,7 @@ static void workers_reset(tern_runtime *rt)
         if (w->driver)
             w->driver->ops->close(w->driver);
         w->driver = NULL;
+        w->closed = 0; /* the first start's exit closed the inbox */
     }
     rt->started = 0;
     rt->start_error = rt->driver_error = 0;
@@ -523,8 +524,8 @@ int tern_runtime_shutdown_timeout(tern_runtime *rt, uint64_t timeout_ns)
     if (!rt)
         return -EINVAL;
     tern_loop *self = tern__loop_self();
-    if (self && self->rt == rt)
-        return -EDEADLK;
+    if ((self && self->rt == rt) || tern__blocking_self(rt))
+        return -EDEADLK; /* it would wait for itself */
     uint64_t now = tern_now();
     if (tern__on_monitor())
         return -EDEADLK; /* from an on_stall callback: it would join itself */

@@ -275,6 +275,7 @@ int tern_gen_close(tern_gen *g)
         tern_task_cancel(t);
         tern_task_release(t);
     }
+    tern__wait_note(TERN__W_GEN, (uintptr_t)g);
     tern__wake_wait(&k, 0, 1);
     TERN__LOCK(&g->q);
     int r = g->err == -ECANCELED ? 0 : g->err;

@@ -13,7 +13,7 @@
 #include "helpers.h"
 
 /* tern's own jobs (rt/internal.h): never bounded by blocking_queue. */
-int tern__blocking_must(tern_task_fn fn, void *arg);
+int tern__blocking_must(tern_task_fn fn, void (*deliver)(void *), void *arg);
 
 #define MS 1000000ull
 
@@ -170,7 +170,7 @@ static _Atomic int must_ran;
 static void *submit_must(void *arg)
 {
     (void)arg;
-    return (void *)(intptr_t)tern__blocking_must(must_job, &must_ran);
+    return (void *)(intptr_t)tern__blocking_must(must_job, NULL, &must_ran);
 }
 
 START_TEST(full_queue_refuses)
@@ -450,6 +450,12 @@ static void *shut_self(void *arg)
     return (void *)(intptr_t)tern_runtime_shutdown_timeout(tern_runtime_current(), 0);
 }
 
+/* From one of its blocking threads: it would wait for itself for ever. */
+static void *free_from_job(void *rt)
+{
+    return (void *)(intptr_t)tern_runtime_free(rt);
+}
+
 START_TEST(bad_arguments)
 {
     tern_runtime *rt = NULL;
@@ -473,6 +479,10 @@ START_TEST(bad_arguments)
     ck_assert_int_eq(tern_runtime_blocking_info(rt, NULL), -EINVAL);
     void *v;
     ck_assert_int_eq(tern_block_on(rt, shut_self, NULL, &v), 0);
+    ck_assert_int_eq((int)(intptr_t)v, -EDEADLK);
+    tern_task *job;
+    ck_assert_int_eq(tern_runtime_spawn_blocking(rt, free_from_job, rt, &job), 0);
+    ck_assert_int_eq(tern_join(job, &v), 0);
     ck_assert_int_eq((int)(intptr_t)v, -EDEADLK);
     /* nothing running: nothing abandoned, even with no wait at all */
     ck_assert_int_eq(tern_runtime_shutdown_timeout(rt, 0), 0);

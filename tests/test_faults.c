@@ -465,6 +465,14 @@ END_TEST
 /* ======================================================================= */
 /* 4. Runtime creation: each failing seam gives its errno and leaks nothing. */
 
+static _Atomic unsigned posted_ran;
+
+static void posted(void *arg)
+{
+    (void)arg;
+    atomic_fetch_add(&posted_ran, 1);
+}
+
 /* tern_runtime_new with spec in force; frees a runtime that was made.
  * Returns its result; *fired, when not NULL, gets the faults injected. */
 static int try_new(tern_backend be, unsigned workers, const char *spec,
@@ -482,7 +490,17 @@ static int try_new(tern_backend be, unsigned workers, const char *spec,
     for (int s = 0; s < TERN_FAULT_NSEAMS; s++)
         n += tern__fault_count(s);
     if (fired) *fired = n;
+    tern__fault_set(NULL); /* creation is what is under test */
     if (r == 0) {
+        /* every loop takes work from other threads (a fallback restarts
+         * the workers: their inboxes must be open again) */
+        atomic_store(&posted_ran, 0);
+        for (unsigned i = 0; i < workers; i++)
+            ck_assert_int_eq(
+                tern_call_soon_threadsafe(tern_runtime_loop(rt, i), posted, NULL, NULL), 0);
+        for (int k = 0; k < 5000 && atomic_load(&posted_ran) < workers; k++)
+            usleep(1000);
+        ck_assert_uint_eq(atomic_load(&posted_ran), workers);
         tern_loop_info info;
         /* every worker on one backend, the one the note names first */
         for (unsigned i = workers; i-- > 0;) {
