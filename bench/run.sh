@@ -559,56 +559,36 @@ if [ $want_peers -eq 1 ]; then
 	rc=0
 	t_start=$(date +%s)
 
-	# http (tern alone, the harness has no HTTP servers), ctxvars, then the report
+	# tern_only NAME LOGVAR RAWVAR WHAT TITLE RUN REPORT: one of tern's own
+	# groups, which the harness does not know, run after it into the report
+	tern_only() {
+		local dir=$tmp/$1-logs
+		mkdir -p "$dir"
+		: >"$dir/raw.txt"
+		printf -v "$2" '%s' "$dir"
+		printf -v "$3" '%s' "$dir/raw.txt"
+		failed=0
+		log "running $1: $4; reps $REPS"
+		$6
+		[ $failed -eq 0 ] || rc=1
+		{
+			echo
+			echo "## $5"
+			echo
+			$7
+		} >>"$tmp/report.md"
+	}
+
+	# http (tern alone, the harness has no HTTP servers), ctxvars, observe,
+	# then the report
 	finish_peers() {
-		if [ $run_http -eq 1 ]; then
-			SLOGS=$tmp/server-logs
-			SRAW=$SLOGS/raw.txt
-			mkdir -p "$SLOGS"
-			: >"$SRAW"
-			failed=0
-			log "running http: tern only; reps $REPS"
-			run_servers http
-			[ $failed -eq 0 ] || rc=1
-			{
-				echo
-				echo "## tern's HTTP server (no peer runs HTTP in the harness)"
-				echo
-				server_report
-			} >>"$tmp/report.md"
-		fi
-		if [ $run_ctx -eq 1 ]; then
-			CLOGS=$tmp/ctxvars-logs
-			CRAW=$CLOGS/raw.txt
-			mkdir -p "$CLOGS"
-			: >"$CRAW"
-			failed=0
-			log "running ctxvars: tern and CPython; reps $REPS"
-			run_ctxvars
-			[ $failed -eq 0 ] || rc=1
-			{
-				echo
-				echo "## context variables and generators: tern and CPython"
-				echo
-				ctxvars_report
-			} >>"$tmp/report.md"
-		fi
-		if [ $run_obs -eq 1 ]; then
-			OLOGS=$tmp/observe-logs
-			ORAW=$OLOGS/raw.txt
-			mkdir -p "$OLOGS"
-			: >"$ORAW"
-			failed=0
-			log "running observe: tern with and without the watchdog and metrics; reps $REPS"
-			run_observe
-			[ $failed -eq 0 ] || rc=1
-			{
-				echo
-				echo "## tern's watchdog and metrics: on against off"
-				echo
-				observe_report
-			} >>"$tmp/report.md"
-		fi
+		[ $run_http -eq 0 ] || tern_only server SLOGS SRAW "tern only" \
+			"tern's HTTP server (no peer runs HTTP in the harness)" "run_servers http" server_report
+		[ $run_ctx -eq 0 ] || tern_only ctxvars CLOGS CRAW "tern and CPython" \
+			"context variables and generators: tern and CPython" run_ctxvars ctxvars_report
+		[ $run_obs -eq 0 ] || tern_only observe OLOGS ORAW \
+			"tern with and without the watchdog and metrics" \
+			"tern's watchdog and metrics: on against off" run_observe observe_report
 		cat "$tmp/report.md"
 		log "report: $tmp/report.md; every run's output: $tmp/logs/ $tmp/*-logs/"
 		exit "$rc"

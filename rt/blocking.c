@@ -323,20 +323,6 @@ void tern__blocking_stop(tern_runtime *rt)
     pool_unref_unlock(b);
 }
 
-void tern__blocking_counts(tern_runtime *rt, unsigned *threads, unsigned *idle,
-                           unsigned *queued)
-{
-    tern__blocking *b = rt->blocking;
-    pthread_mutex_lock(&b->lock);
-    if (threads)
-        *threads = b->threads;
-    if (idle)
-        *idle = b->idle;
-    if (queued)
-        *queued = b->queued;
-    pthread_mutex_unlock(&b->lock);
-}
-
 int tern_runtime_blocking_info(tern_runtime *rt, tern_blocking_info *out)
 {
     if (!rt || !out)

@@ -56,7 +56,7 @@ static const char *const wait_names[TERN__W_COUNT] = {
     [TERN__W_NOTIFY] = "notify",     [TERN__W_COND] = "condition",
     [TERN__W_BARRIER] = "barrier",   [TERN__W_WAITGROUP] = "waitgroup",
     [TERN__W_GROUP] = "task group",  [TERN__W_GEN] = "generator",
-    [TERN__W_IO] = "io",             [TERN__W_FD] = "fd",
+    [TERN__W_IO] = "io",
     [TERN__W_BLOCKING] = "blocking job",
 };
 

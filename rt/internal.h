@@ -153,7 +153,7 @@ enum {
     TERN__W_NONE, TERN__W_PARK, TERN__W_SLEEP, TERN__W_JOIN, TERN__W_FUTURE,
     TERN__W_CHAN_SEND, TERN__W_CHAN_RECV, TERN__W_SELECT, TERN__W_MUTEX, TERN__W_RWLOCK,
     TERN__W_SEM, TERN__W_EVENT, TERN__W_NOTIFY, TERN__W_COND, TERN__W_BARRIER,
-    TERN__W_WAITGROUP, TERN__W_GROUP, TERN__W_GEN, TERN__W_IO, TERN__W_FD,
+    TERN__W_WAITGROUP, TERN__W_GROUP, TERN__W_GEN, TERN__W_IO,
     TERN__W_BLOCKING, TERN__W_COUNT
 };
 /* Records what the calling task is about to wait on (obj: an object
@@ -443,8 +443,5 @@ unsigned tern__blocking_abandon(tern_runtime *rt, void (*give_up)(tern_task *, v
 void tern__blocking_stop(tern_runtime *rt);
 /* 1 when the caller is one of rt's blocking threads. */
 int tern__blocking_self(tern_runtime *rt);
-/* The pool's counts right now (for metrics); NULL pointers are skipped. */
-void tern__blocking_counts(tern_runtime *rt, unsigned *threads, unsigned *idle,
-                           unsigned *queued);
 
 #endif

@@ -526,9 +526,9 @@ int tern_runtime_shutdown_timeout(tern_runtime *rt, uint64_t timeout_ns)
     tern_loop *self = tern__loop_self();
     if ((self && self->rt == rt) || tern__blocking_self(rt))
         return -EDEADLK; /* it would wait for itself */
-    uint64_t now = tern_now();
     if (tern__on_monitor())
         return -EDEADLK; /* from an on_stall callback: it would join itself */
+    uint64_t now = tern_now();
     uint64_t deadline = timeout_ns > UINT64_MAX - now ? 0 : now + timeout_ns;
     tern__monitor_remove(rt);
     atomic_store_explicit(&rt->closing, 1, SEQ_CST);
@@ -668,8 +668,11 @@ int tern_runtime_metrics(tern_runtime *rt, tern_metrics *out)
     out->live_tasks = tern_runtime_live_tasks(rt);
     out->inject_depth = atomic_load_explicit(&rt->inject_len, RELAXED);
     out->stalls = atomic_load_explicit(&rt->stalls, RELAXED);
-    tern__blocking_counts(rt, &out->blocking_threads, &out->blocking_idle,
-                          &out->blocking_queued);
+    tern_blocking_info bi;
+    tern_runtime_blocking_info(rt, &bi);
+    out->blocking_threads = bi.threads;
+    out->blocking_idle = bi.idle;
+    out->blocking_queued = bi.queued;
     for (unsigned i = 0; i < rt->nworkers; i++) {
         tern_loop *w = rt->loops[i];
         tern_worker_stats s;
