@@ -162,6 +162,13 @@ enum {
  * outside tasks. */
 void tern__wait_note(int kind, uintptr_t obj);
 
+/* For tests that must wait until a task has reached its wait rather than
+ * sleep and hope: the TERN__W_* kind the task is parked in (switched out,
+ * neither queued nor running), or -1 while it runs, is queued or is done. */
+int tern__task_parked(const tern_task *t);
+/* 1 while a joiner (task, thread or future) holds t's join slot. */
+int tern__task_has_joiner(const tern_task *t);
+
 /* A thread outside the runtime blocked on something (join, block_on). */
 typedef struct tern__thread_waiter {
     _Atomic uint32_t done;

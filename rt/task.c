@@ -332,6 +332,21 @@ void tern__wait_note(int kind, uintptr_t obj)
     atomic_store_explicit(&t->wait_kind, (uint8_t)kind, RELAXED);
 }
 
+int tern__task_parked(const tern_task *t)
+{
+    /* acquire: pairs with the release of the switch-out, so a caller that
+     * sees the task idle also sees the wait it noted before parking */
+    uint32_t st = atomic_load_explicit(&((tern_task *)t)->state, ACQUIRE);
+    if (st & (TS_SCHEDULED | TS_RUNNING | TS_NOTIFIED | TS_COMPLETE))
+        return -1;
+    return atomic_load_explicit(&((tern_task *)t)->wait_kind, RELAXED);
+}
+
+int tern__task_has_joiner(const tern_task *t)
+{
+    return atomic_load_explicit(&((tern_task *)t)->joiner, SEQ_CST) != 0;
+}
+
 static uint64_t new_id(tern_loop *w)
 {
     if (!w)

@@ -198,6 +198,14 @@ static int recv_now(tern_chan *ch, void *elem, tern__waiter **post)
     return ch->closed ? 0 : -EAGAIN;
 }
 
+size_t tern__chan_waiting(tern_chan *ch, int op)
+{
+    TERN__LOCK(&ch->recvq); /* it guards both queues */
+    size_t n = tern__wq_count(op == TERN_SELECT_SEND ? &ch->sendq : &ch->recvq);
+    TERN__UNLOCK(&ch->recvq);
+    return n;
+}
+
 /* ---- send and receive ---------------------------------------------------------- */
 
 enum { WAIT, NOWAIT };

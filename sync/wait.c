@@ -70,6 +70,22 @@ tern__waiter *tern__wq_peek(tern__waitq *q)
     return NULL;
 }
 
+size_t tern__wq_count(const tern__waitq *q)
+{
+    size_t n = 0;
+    for (tern__waiter *w = q->head; w; w = w->next)
+        n += atomic_load_explicit(&w->wake->state, RELAXED) == W_WAITING;
+    return n;
+}
+
+size_t tern__wq_waiting(tern__waitq *q)
+{
+    TERN__LOCK(q);
+    size_t n = tern__wq_count(q);
+    TERN__UNLOCK(q);
+    return n;
+}
+
 void tern__wake_init(tern__wake *k)
 {
     k->task = tern_task_current();

@@ -72,6 +72,12 @@ tern__waiter *tern__wq_peek(tern__waitq *q);
 /* Claims w itself (after tern__wq_peek). 1 on success. */
 int tern__waiter_claim(tern__waiter *w);
 
+/* Waiters on q still WAITING: tern__wq_count with q's lock held by the
+ * caller, tern__wq_waiting taking it. For tests that must know a caller has
+ * queued before they act, instead of sleeping and hoping. */
+size_t tern__wq_count(const tern__waitq *q);
+size_t tern__wq_waiting(tern__waitq *q);
+
 /* ---- waiting and waking ------------------------------------------------------ */
 
 /* Prepares a record for the calling task or thread. */
@@ -116,5 +122,9 @@ int tern__wake_block(tern__wake *k, uint32_t seen, uint64_t deadline, int nocanc
 
 /* chan.c: a channel's element size (streams carry pointers only). */
 size_t tern__chan_esize(const tern_chan *ch);
+
+/* chan.c: the senders (op TERN_SELECT_SEND) or receivers waiting on ch,
+ * for tests (tern__wq_waiting). */
+size_t tern__chan_waiting(tern_chan *ch, int op);
 
 #endif
