@@ -25,6 +25,14 @@
  * records under the same lock. tern's own jobs tell their waiter from the
  * finish (the task's on_exit hook), never from fn: a wake-up from fn could
  * land after an abandoning shutdown had freed the waiter's runtime.
+ *
+ * Threads are joinable, so that tern_runtime_free returns only once they
+ * are gone: a thread's exit runs its thread-local destructors (glibc frees a
+ * resolver's per-thread state then), and a process that exits right after
+ * the free must not race them. An exiting thread queues its record on
+ * b->exited; stop joins them all, and the next submit that starts a thread
+ * joins those that retired after keep-alive. Only a thread whose job
+ * shutdown abandons is detached, since it may never end.
  */
 #include <errno.h>
 #include <stdio.h>
@@ -41,8 +49,16 @@ typedef struct running {
     tern_task *task;
     tern_task_fn fn;
     uint64_t id, since;
+    pthread_t thread; /* the one running it, detached if abandoned */
     int abandoned; /* shutdown gave up on it: the thread must not touch task */
 } running;
+
+/* One pool thread, for joining it once it has exited. */
+typedef struct pool_thread {
+    struct tern__blocking *pool;
+    pthread_t id; /* written under the pool lock before the thread can exit */
+    struct pool_thread *next; /* on pool->exited */
+} pool_thread;
 
 struct tern__blocking {
     pthread_mutex_t lock;
@@ -51,6 +67,7 @@ struct tern__blocking {
     unsigned refs;       /* the runtime's + one per thread */
     tern_task *head, *tail;
     running *running;
+    pool_thread *exited; /* threads that have exited (or are about to): join them */
     unsigned threads, idle, queued, abandoned_threads;
     unsigned max, queue_max;
     uint64_t keepalive_ns;
@@ -115,7 +132,8 @@ static void run_job(tern__blocking *b, tern_task *t, running *me)
                ((s & TS_CANCELLED) || atomic_load_explicit(&t->rt->closing, RELAXED));
     tern_task_fn fn = t->fn;
     void *arg = t->arg;
-    *me = (running){.task = t, .fn = fn, .id = t->id, .since = tern_now(), .next = b->running};
+    *me = (running){.task = t, .fn = fn, .id = t->id, .since = tern_now(),
+                    .thread = pthread_self(), .next = b->running};
     if (b->running)
         b->running->prev = me;
     b->running = me;
@@ -157,7 +175,8 @@ int tern__blocking_self(tern_runtime *rt)
 
 static void *blocking_main(void *arg)
 {
-    tern__blocking *b = arg;
+    pool_thread *self = arg;
+    tern__blocking *b = self->pool;
     running me = {0};
     tls_pool = b;
     pthread_mutex_lock(&b->lock);
@@ -181,11 +200,28 @@ static void *blocking_main(void *arg)
             break;
     }
     b->threads--;
-    if (me.abandoned)
-        b->abandoned_threads--;
+    if (me.abandoned) {
+        b->abandoned_threads--; /* detached by abandon: nobody joins it */
+        free(self);
+    } else {
+        self->next = b->exited;
+        b->exited = self;
+    }
     pthread_cond_broadcast(&b->gone);
     pool_unref_unlock(b);
     return NULL;
+}
+
+/* Joins the threads on list (taken from b->exited): each has queued itself
+ * as its last act under the lock, so a join waits only for its exit. */
+static void join_exited(pool_thread *list)
+{
+    while (list) {
+        pool_thread *next = list->next;
+        pthread_join(list->id, NULL);
+        free(list);
+        list = next;
+    }
 }
 
 int tern__blocking_submit(tern_runtime *rt, tern_task *t)
@@ -211,13 +247,19 @@ int tern__blocking_submit(tern_runtime *rt, tern_task *t)
     b->tail = t;
     b->queued++;
     int err = 0;
+    pool_thread *exited = NULL;
     if (b->queued > b->idle && b->threads < b->max) {
-        pthread_t th;
-        pthread_attr_t attr;
-        pthread_attr_init(&attr);
-        pthread_attr_setdetachstate(&attr, PTHREAD_CREATE_DETACHED);
-        err = -TERN_FAULT_POS(THREAD, pthread_create(&th, &attr, blocking_main, b));
-        pthread_attr_destroy(&attr);
+        pool_thread *pt = TERN_FAULT_ALLOC(malloc(sizeof *pt));
+        if (pt) {
+            pt->pool = b;
+            err = -TERN_FAULT_POS(THREAD, pthread_create(&pt->id, NULL, blocking_main, pt));
+            if (err)
+                free(pt);
+        } else {
+            err = -ENOMEM;
+        }
+        exited = b->exited; /* retired after keep-alive: reap them now */
+        b->exited = NULL;
         if (err == 0) {
             b->threads++;
             b->refs++;
@@ -233,6 +275,7 @@ int tern__blocking_submit(tern_runtime *rt, tern_task *t)
     if (b->idle)
         pthread_cond_signal(&b->cond);
     pthread_mutex_unlock(&b->lock);
+    join_exited(exited);
     return err;
 }
 
@@ -287,6 +330,7 @@ unsigned tern__blocking_abandon(tern_runtime *rt, void (*give_up)(tern_task *, v
     for (running *r = b->running; r; r = r->next) {
         r->abandoned = 1;
         b->abandoned_threads++;
+        pthread_detach(r->thread); /* it may never end: nobody will join it */
         fprintf(stderr,
                 "tern: shutdown abandoned blocking job %llu running for %llu ms (fn %p%s)\n",
                 (unsigned long long)r->id, (unsigned long long)((now - r->since) / 1000000u),
@@ -307,8 +351,9 @@ unsigned tern__blocking_abandon(tern_runtime *rt, void (*give_up)(tern_task *, v
 }
 
 /* Shutdown, last step: waits for every thread that is not running an
- * abandoned job to exit, then drops the runtime's reference to the pool.
- * Those threads are idle or about to be: no job is queued or starts now. */
+ * abandoned job to exit and joins it, then drops the runtime's reference to
+ * the pool. Those threads are idle or about to be: no job is queued or
+ * starts now. */
 void tern__blocking_stop(tern_runtime *rt)
 {
     tern__blocking *b = rt->blocking;
@@ -320,7 +365,10 @@ void tern__blocking_stop(tern_runtime *rt)
     pthread_cond_broadcast(&b->cond);
     while (b->threads > b->abandoned_threads)
         pthread_cond_wait(&b->gone, &b->lock);
+    pool_thread *exited = b->exited;
+    b->exited = NULL;
     pool_unref_unlock(b);
+    join_exited(exited);
 }
 
 int tern_runtime_blocking_info(tern_runtime *rt, tern_blocking_info *out)

@@ -98,7 +98,7 @@ START_TEST(cancel_sleeping_task)
     tern_task *t;
     int seen = 1;
     ck_assert_int_eq(tern_runtime_spawn(rt, sleep_long, &seen, &t), 0);
-    usleep(20000);
+    WAIT_PARKED(t, TERN__W_SLEEP); /* cancelled before it ran, seen would stay 1 */
     ck_assert_int_eq(tern_task_done(t), 0);
     ck_assert_int_eq(tern_task_cancel(t), 0);
     ck_assert_int_eq(tern_join(t, NULL), -ECANCELED);
@@ -144,7 +144,7 @@ END_TEST
 static void *yield_until_cancelled(void *arg)
 {
     while (tern_yield() == 0)
-        ;
+        atomic_fetch_add((_Atomic int *)arg, 1);
     /* sticky: the next suspension point says so too */
     ck_assert_int_eq(tern_yield(), -ECANCELED);
     ck_assert_int_eq(tern_sleep(1000), -ECANCELED);
@@ -155,8 +155,10 @@ START_TEST(cancel_is_sticky)
 {
     tern_runtime *rt = rt_new(2);
     tern_task *t;
-    ck_assert_int_eq(tern_runtime_spawn(rt, yield_until_cancelled, NULL, &t), 0);
-    usleep(5000);
+    _Atomic int yields = 0;
+    ck_assert_int_eq(tern_runtime_spawn(rt, yield_until_cancelled, &yields, &t), 0);
+    /* cancelled before it ran, its checks would never run */
+    WAIT_UNTIL(atomic_load(&yields) > 0, WAIT_MS);
     ck_assert_int_eq(tern_task_cancel(t), 0);
     ck_assert_int_eq(tern_join(t, NULL), -ECANCELED);
     tern_runtime_free(rt);
@@ -245,9 +247,8 @@ START_TEST(park_unpark)
     struct { tern_task *t; _Atomic int go; } box = {0};
     tern_task *t;
     ck_assert_int_eq(tern_runtime_spawn(rt, park_checks, &box, &t), 0);
-    while (!__atomic_load_n(&box.t, __ATOMIC_ACQUIRE))
-        usleep(1000);
-    usleep(10000);
+    WAIT_UNTIL(__atomic_load_n(&box.t, __ATOMIC_ACQUIRE), WAIT_MS);
+    WAIT_PARKED(box.t, TERN__W_PARK); /* the unpark must find it parked */
     atomic_store(&box.go, 1);
     tern_unpark(box.t);
     ck_assert_int_eq(tern_join(t, NULL), 0);
@@ -397,6 +398,54 @@ START_TEST(blocking_pool)
 }
 END_TEST
 
+/* A pool thread's exit runs its thread-local destructors (glibc frees a
+ * resolver's state there): tern_runtime_free must return only after them,
+ * or the process's exit and its leak check race the thread. */
+static pthread_key_t slow_key;
+static _Atomic int key_destructed;
+
+static void slow_destructor(void *v)
+{
+    usleep(50000); /* what is tested: a teardown that takes a while */
+    atomic_fetch_add(&key_destructed, 1);
+}
+
+static void *set_slow_key(void *arg)
+{
+    pthread_setspecific(slow_key, arg);
+    return NULL;
+}
+
+START_TEST(free_joins_pool_threads)
+{
+    ck_assert_int_eq(pthread_key_create(&slow_key, slow_destructor), 0);
+    for (int keepalive = 0; keepalive < 2; keepalive++) {
+        atomic_store(&key_destructed, 0);
+        tern_config cfg;
+        tern_config_init(&cfg);
+        cfg.workers = 1;
+        /* 1 ms: the thread retires on its own before the free (joined by
+         * the next submit or by the free); 60 s: the free stops it */
+        cfg.blocking_keepalive_ms = keepalive ? 1 : 60000;
+        tern_runtime *rt;
+        ck_assert_int_eq(tern_runtime_new(&cfg, &rt), 0);
+        tern_task *t;
+        ck_assert_int_eq(tern_runtime_spawn_blocking(rt, set_slow_key, &cfg, &t), 0);
+        ck_assert_int_eq(tern_join(t, NULL), 0);
+        if (keepalive) {
+            tern_blocking_info bi;
+            WAIT_UNTIL(tern_runtime_blocking_info(rt, &bi) == 0 && bi.threads == 0, WAIT_MS);
+            /* a second job starts a new thread and reaps the first */
+            ck_assert_int_eq(tern_runtime_spawn_blocking(rt, set_slow_key, &cfg, &t), 0);
+            ck_assert_int_eq(tern_join(t, NULL), 0);
+        }
+        ck_assert_int_eq(tern_runtime_free(rt), 0);
+        ck_assert_int_eq(atomic_load(&key_destructed), 1 + keepalive);
+    }
+    pthread_key_delete(slow_key);
+}
+END_TEST
+
 /* Shutdown with tasks parked forever, sleeping, and handles pending. */
 static _Atomic int saw_cancel, soon_ran, later_ran, waiting;
 
@@ -455,9 +504,10 @@ START_TEST(shutdown_cancels_waiters)
     for (int i = 0; i < 50; i++)
         ck_assert_int_eq(tern_call_soon_threadsafe(tern_runtime_loop(rt, i % 3), bump,
                                                    &soon_ran, NULL), 0);
-    while (atomic_load(&waiting) < 200) /* let the tasks reach their waits */
-        usleep(1000);
-    usleep(10000);
+    /* Once a task has counted itself it can only be in (or on its way
+     * into) its wait, and a cancel that comes first is sticky: either way
+     * the wait returns -ECANCELED. */
+    WAIT_UNTIL(atomic_load(&waiting) == 200, WAIT_MS);
     ck_assert_uint_eq(tern_runtime_live_tasks(rt), 200);
     ck_assert_int_eq(tern_runtime_free(rt), 0);
     ck_assert_int_eq(atomic_load(&saw_cancel), 200);
@@ -486,11 +536,8 @@ static void *slow(void *arg)
     return NULL;
 }
 
-static _Atomic int second_waiting;
-
 static void *second_joiner(void *arg)
 {
-    atomic_store(&second_waiting, 1); /* t sleeps 20 ms: we join long before */
     return (void *)(intptr_t)tern_join(arg, NULL);
 }
 
@@ -540,8 +587,9 @@ START_TEST(bad_arguments)
     ck_assert_int_eq(tern_runtime_spawn(rt, slow, NULL, &t), 0);
     tern_task_ref(t); /* the second joiner consumes one reference */
     ck_assert_int_eq(tern_runtime_spawn(rt, second_joiner, t, &j), 0);
-    while (!atomic_load(&second_waiting))
-        usleep(1000);
+    /* the slot itself, not a flag set before the join: a join of ours that
+     * won the slot would wait for ever, as slow ends only after it */
+    WAIT_UNTIL(tern__task_has_joiner(t), WAIT_MS);
     ck_assert_int_eq(tern_join(t, NULL), -EBUSY);
     atomic_store(&release_slow, 1);
     void *r;
@@ -566,8 +614,10 @@ static void *spawn_when_cancelled(void *arg)
 START_TEST(spawn_after_shutdown_refused)
 {
     tern_runtime *rt = rt_new(2);
-    ck_assert_int_eq(tern_runtime_spawn(rt, spawn_when_cancelled, NULL, NULL), 0);
-    usleep(10000);
+    tern_task *t;
+    ck_assert_int_eq(tern_runtime_spawn(rt, spawn_when_cancelled, NULL, &t), 0);
+    WAIT_PARKED(t, TERN__W_PARK); /* cancelled before it ran, it could not spawn */
+    tern_task_release(t);
     ck_assert_int_eq(tern_runtime_free(rt), 0);
     ck_assert_int_eq(atomic_load(&late_spawn), -ESHUTDOWN);
 }
@@ -591,6 +641,7 @@ Suite *task_suite(void)
     tcase_add_test(tc, spawning_spends_budget);
     tcase_add_test(tc, stack_overflow_reported);
     tcase_add_test(tc, blocking_pool);
+    tcase_add_test(tc, free_joins_pool_threads);
     tcase_add_test(tc, shutdown_cancels_waiters);
     tcase_add_test(tc, bad_arguments);
     tcase_add_test(tc, spawn_after_shutdown_refused);
