@@ -29,6 +29,15 @@
 #error "include tern.h, not tern_sync.h"
 #endif
 
+/* The private atomic fields of the sized types below. C++ has no _Atomic
+ * and never touches them (only tern's C code does); the size and alignment
+ * are the same either way. */
+#ifdef __cplusplus
+#define TERN__ATOMIC(T) T
+#else
+#define TERN__ATOMIC(T) _Atomic T
+#endif
+
 #ifdef __cplusplus
 extern "C" {
 #endif
@@ -37,9 +46,10 @@ struct tern__waiter;
 
 /* A FIFO of waiters behind a spinlock (private). */
 typedef struct tern__waitq {
-    _Atomic unsigned lock;
+    TERN__ATOMIC(unsigned) lock;
     struct tern__waiter *head, *tail;
 } tern__waitq;
+#define TERN__WAITQ_INIT {0, 0, 0}
 
 /* ---- futures ---------------------------------------------------------------
  *
@@ -198,7 +208,7 @@ typedef struct tern_group {
     unsigned state;
 } tern_group;
 
-#define TERN_GROUP_INIT {{0}, 0, 0, 0, 0}
+#define TERN_GROUP_INIT {TERN__WAITQ_INIT, 0, 0, 0, 0}
 
 /* Initialises an empty, open group. Any thread. Never suspends. */
 TERN_API void tern_group_init(tern_group *g);
@@ -231,9 +241,9 @@ TERN_API int tern_group_wait(tern_group *g);
 
 typedef struct tern_mutex {
     tern__waitq q; /* private */
-    _Atomic unsigned state;
+    TERN__ATOMIC(unsigned) state;
 } tern_mutex;
-#define TERN_MUTEX_INIT {{0}, 0}
+#define TERN_MUTEX_INIT {TERN__WAITQ_INIT, 0}
 
 /* Initialises an unlocked mutex. Never suspends. */
 TERN_API void tern_mutex_init(tern_mutex *m);
@@ -259,7 +269,7 @@ typedef struct tern_rwlock {
     unsigned readers;
     unsigned writer;
 } tern_rwlock;
-#define TERN_RWLOCK_INIT {{0}, 0, 0}
+#define TERN_RWLOCK_INIT {TERN__WAITQ_INIT, 0, 0}
 
 TERN_API void tern_rwlock_init(tern_rwlock *rw);
 /* Returns 0, or -EBUSY when held or waited on. */
@@ -281,7 +291,7 @@ typedef struct tern_sem {
     tern__waitq q; /* private */
     uint64_t permits;
 } tern_sem;
-#define TERN_SEM_INIT(n) {{0}, (n)}
+#define TERN_SEM_INIT(n) {TERN__WAITQ_INIT, (n)}
 
 TERN_API void tern_sem_init(tern_sem *s, uint64_t permits);
 /* Returns 0, or -EBUSY when tasks wait on s. */
@@ -302,9 +312,9 @@ TERN_API uint64_t tern_sem_available(tern_sem *s);
 
 typedef struct tern_event {
     tern__waitq q; /* private */
-    _Atomic unsigned set;
+    TERN__ATOMIC(unsigned) set;
 } tern_event;
-#define TERN_EVENT_INIT {{0}, 0}
+#define TERN_EVENT_INIT {TERN__WAITQ_INIT, 0}
 
 TERN_API void tern_event_init(tern_event *e);
 TERN_API int tern_event_destroy(tern_event *e); /* 0 or -EBUSY */
@@ -324,7 +334,7 @@ typedef struct tern_notify {
     tern__waitq q; /* private */
     unsigned permit;
 } tern_notify;
-#define TERN_NOTIFY_INIT {{0}, 0}
+#define TERN_NOTIFY_INIT {TERN__WAITQ_INIT, 0}
 
 TERN_API void tern_notify_init(tern_notify *n);
 TERN_API int tern_notify_destroy(tern_notify *n); /* 0 or -EBUSY */
@@ -343,7 +353,7 @@ TERN_API int tern_notify_wait(tern_notify *n, uint64_t deadline);
 typedef struct tern_cond {
     tern__waitq q; /* private */
 } tern_cond;
-#define TERN_COND_INIT {{0}}
+#define TERN_COND_INIT {TERN__WAITQ_INIT}
 
 TERN_API void tern_cond_init(tern_cond *c);
 TERN_API int tern_cond_destroy(tern_cond *c); /* 0 or -EBUSY */
@@ -365,7 +375,7 @@ typedef struct tern_barrier {
     unsigned parties, arrived;
     uint64_t generation;
 } tern_barrier;
-#define TERN_BARRIER_INIT(n) {{0}, (n), 0, 0}
+#define TERN_BARRIER_INIT(n) {TERN__WAITQ_INIT, (n), 0, 0}
 
 /* parties >= 1. Returns 0 or -EINVAL. */
 TERN_API int tern_barrier_init(tern_barrier *b, unsigned parties);
@@ -383,7 +393,7 @@ typedef struct tern_waitgroup {
     tern__waitq q; /* private */
     int64_t count;
 } tern_waitgroup;
-#define TERN_WAITGROUP_INIT {{0}, 0}
+#define TERN_WAITGROUP_INIT {TERN__WAITQ_INIT, 0}
 
 TERN_API void tern_waitgroup_init(tern_waitgroup *wg);
 TERN_API int tern_waitgroup_destroy(tern_waitgroup *wg); /* 0 or -EBUSY */

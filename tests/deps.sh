@@ -2,7 +2,7 @@
 # Installs what building tern needs on Debian 12, or says what is missing.
 # Sourced by tests/run.sh and bench/run.sh.
 tern_deps() {
-    local need=(cmake gcc make pkg-config liburing-dev libck-dev check "$@")
+    local need=(cmake gcc g++ make pkg-config liburing-dev libck-dev check "$@")
     local missing=()
     for p in "${need[@]}"; do
         dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" ||
