@@ -30,7 +30,8 @@
 #  - http: bench/http (keep-alive "Hello, World!") loaded with
 #    `wrk -t$HTTP_THREADS -c$HTTP_CONNS -d${HTTP_SECS}s --latency` after an
 #    unmeasured HTTP_WARMUP_SECS session; any socket error or non-2xx answer
-#    fails the run. Needs wrk (Debian package `wrk`), else it is skipped with
+#    fails the run. Needs wrk (Debian package `wrk`, installed with the
+#    build dependencies when run as root), else it is skipped with
 #    a note. The peer harness has no HTTP servers, so with --peers tern's
 #    figures are reported alone, below the harness's table.
 #
@@ -69,8 +70,9 @@
 #   harness); HTTP_CONNS=50 HTTP_SECS=5 HTTP_WARMUP_SECS=1 HTTP_THREADS=1
 #
 # Build dependencies (Debian packages): cmake gcc make pkg-config liburing-dev
-# libck-dev check, and python3 for the table. Run as root, the script installs
-# the missing ones with apt-get; otherwise it names them and exits 1.
+# libck-dev check, python3 for the table, and wrk for http. Run as root, the
+# script installs the missing ones with apt-get; otherwise it names them and
+# exits 1 (for wrk alone it names it and skips http).
 #
 # Exit status: 0 when every run succeeded, 1 when a run failed (lost or
 # duplicated work, a crash, a timeout) or the build did, 2 for bad arguments.
@@ -165,15 +167,22 @@ have_cmd_pkg python3 python3 || missing+=(python3)
 have_lib_pkg liburing-dev liburing || missing+=(liburing-dev)
 have_lib_pkg libck-dev ck || missing+=(libck-dev)
 have_lib_pkg check check || missing+=(check)
-if [ ${#missing[@]} -gt 0 ]; then
-	if [ "$(id -u)" -ne 0 ]; then
+# wrk loads the http workload: installed like the rest, but without it (and
+# without root) the other workloads still run and http says it was skipped.
+optional=()
+have_cmd_pkg wrk wrk || optional+=(wrk)
+if [ "$(id -u)" -ne 0 ]; then
+	if [ ${#missing[@]} -gt 0 ]; then
 		log "missing build dependencies: ${missing[*]}"
-		log "install them (as root): apt-get install ${missing[*]}"
+		log "install them (as root): apt-get install ${missing[*]} ${optional[*]}"
 		exit 1
 	fi
-	log "installing ${missing[*]}"
+	[ ${#optional[@]} -eq 0 ] ||
+		log "not installed: ${optional[*]} (apt-get install ${optional[*]}); http will be skipped"
+elif [ $((${#missing[@]} + ${#optional[@]})) -gt 0 ]; then
+	log "installing ${missing[*]} ${optional[*]}"
 	apt-get update
-	DEBIAN_FRONTEND=noninteractive apt-get install -y "${missing[@]}"
+	DEBIAN_FRONTEND=noninteractive apt-get install -y "${missing[@]}" "${optional[@]}"
 fi
 PY=$(command -v python3)
 
