@@ -75,6 +75,8 @@ for b in "${builds[@]}"; do
         echo "== flake hunt: concurrency suites x$repeat under a CPU hog on $jobs cores"
         start_hogs
         start=$(date +%s)
+        # the soak test is bounded by time, not count: many short soaks
+        export TERN_SOAK_SECS=${TERN_SOAK_SECS:-2}
         # --timeout: a hang fails that run (the suites' own bound is 600 s)
         if ! (cd "$dir" && ctest -L concurrency --repeat until-fail:"$repeat" -j "$jobs" \
                   --timeout 900 --output-on-failure); then
