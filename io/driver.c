@@ -9,7 +9,7 @@
 #include "driver.h"
 
 /* Fallbacks from io_uring to epoll: the reasons a kernel refuses a ring
- * (DESIGN.md, "When io_uring is unavailable"). */
+ * (docs/design.md, "The I/O driver"). */
 static const char *fallback_note(int err) {
     switch (err) {
     case -ENOSYS:

@@ -1,7 +1,7 @@
 /*
  * The I/O driver table: what a worker loop needs from its backend. One
  * driver instance per worker; only the owning thread calls anything but
- * wake (DESIGN.md invariant 1). Internal to tern.
+ * wake (docs/design.md, invariant 1). Internal to tern.
  *
  * Backends: io_uring (io/uring.c, liburing) and epoll (io/epoll.c). Both are
  * always compiled; tern__driver_open picks one at runtime start.

@@ -72,7 +72,7 @@ typedef struct uring {
 /*
  * Setup flags, best first. A kernel answers -EINVAL to any flag it does not
  * know, so each tier drops what an older kernel lacks.
- *  - SINGLE_ISSUER (6.0): only the owning worker submits (DESIGN invariant
+ *  - SINGLE_ISSUER (6.0): only the owning worker submits (docs/design.md invariant
  *    1), so the kernel can skip submission locking. It also binds the ring to
  *    the thread that creates it: open must run on the owner thread.
  *  - DEFER_TASKRUN (6.1, needs SINGLE_ISSUER): completion work runs only when

@@ -106,7 +106,7 @@ void tern__fiber_init_thread(tern__fiber *f);
  * plain builds, where this is a dozen instructions of assembly: callee-saved
  * registers, MXCSR and the x87 control word (x86-64) or x19-x30 and d8-d15
  * (aarch64), and the stack pointer. Thread-local addresses computed before
- * the call must not be reused after it (DESIGN.md invariant 3). */
+ * the call must not be reused after it (docs/design.md, invariant 3). */
 void tern__fiber_switch(tern__fiber *from, tern__fiber *to, int last);
 /* Frees a fiber's sanitizer state (not its stack). Idempotent. */
 void tern__fiber_destroy(tern__fiber *f);

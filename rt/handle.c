@@ -1,6 +1,6 @@
 /*
  * Loop-affine handles: call_soon, call_soon_threadsafe, call_later, call_at
- * (DESIGN.md invariant 4).
+ * (docs/design.md, invariant 4).
  *
  * A handle's state moves PENDING -> DONE (the loop, just before running it)
  * or PENDING -> CANCELLED (tern_handle_cancel, any thread); a CAS decides.

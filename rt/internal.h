@@ -1,7 +1,7 @@
 /*
  * Internal structures shared by the files of rt/. Never installed.
  *
- * Who owns what (DESIGN.md invariant 1): a loop's wheel, handle FIFO, driver
+ * Who owns what (docs/design.md, invariant 1): a loop's wheel, handle FIFO, driver
  * and the tail of its local queue are touched only by the loop's worker
  * thread. Everything other threads may touch is atomic or behind a lock and
  * says so.

@@ -313,7 +313,7 @@ int tern_runtime_new(const tern_config *cfg, tern_runtime **out)
     if (why) {
         /* AUTO, and a worker's ring was refused after the probe's was not:
          * the workers must agree on one backend, so all start over on
-         * epoll (DESIGN.md, "When io_uring is unavailable"). */
+         * epoll (docs/design.md, "The I/O driver"). */
         workers_reset(rt);
         rt->backend = TERN_BACKEND_EPOLL;
         rt->backend_note = why;

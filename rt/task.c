@@ -1,7 +1,7 @@
 /*
  * Tasks: spawn, the state machine, park/unpark, join, cancel, yield, sleep.
  *
- * The state word (DESIGN.md invariant 2). Bits: SCHEDULED, RUNNING, NOTIFIED,
+ * The state word (docs/design.md, invariant 2). Bits: SCHEDULED, RUNNING, NOTIFIED,
  * COMPLETE, CANCELLED. A task is "idle" when none of the first four is set.
  *
  *   wake:   idle      -> SCHEDULED, and the waker pushes it on a queue

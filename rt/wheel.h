@@ -1,6 +1,6 @@
 /*
  * Hierarchical timer wheel, one per worker loop. Only the owning thread calls
- * these functions (DESIGN.md invariant 1); another thread that wants a timer
+ * these functions (docs/design.md, invariant 1); another thread that wants a timer
  * gone marks its entry cancelled (tern__timer_cancel) and the owner reaps it.
  *
  * 6 levels of 64 slots. Level 0 slots are one tick (1 ms by default) wide,

@@ -36,7 +36,7 @@ _Atomic unsigned tern__fence_word;
 
 /* noinline plus an opaque asm: the compiler may not reuse a value (or the
  * thread pointer) read before a fiber switch, after which the task may run
- * on another thread (DESIGN.md invariant 3). */
+ * on another thread (docs/design.md, invariant 3). */
 __attribute__((noinline)) tern_loop *tern__loop_self(void)
 {
     tern_loop *w = tls_loop;
