@@ -39,6 +39,11 @@ struct tern_future {
     tern_task *task; /* a task's future: cancelling cancels it */
 };
 
+size_t tern__future_waiting(tern_future *f)
+{
+    return tern__wq_waiting(&f->q);
+}
+
 int tern_future_new(tern_future **out)
 {
     if (!out)

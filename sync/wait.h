@@ -126,5 +126,7 @@ size_t tern__chan_esize(const tern_chan *ch);
 /* chan.c: the senders (op TERN_SELECT_SEND) or receivers waiting on ch,
  * for tests (tern__wq_waiting). */
 size_t tern__chan_waiting(tern_chan *ch, int op);
+/* future.c: tasks and threads waiting on f, for tests. */
+size_t tern__future_waiting(tern_future *f);
 
 #endif
