@@ -20,6 +20,7 @@
 #ifndef TERN_IO_INTERNAL_H
 #define TERN_IO_INTERNAL_H
 
+#include <netdb.h>
 #include <poll.h>
 #include <sys/socket.h>
 #include <sys/uio.h>
@@ -91,5 +92,14 @@ void tern__fdtab_forget_all(int fd);
 
 /* epoll.c: the epoll fd behind a driver. */
 int tern__epoll_fd(tern__driver *d);
+
+/* socket.c: the lookup tern_getaddrinfo runs on the blocking pool, and so
+ * tern_tcp_connect and tern_tcp_listen for a name. getaddrinfo, or a test's
+ * stand-in, so that "no such host" and "temporary failure" are tested
+ * without asking a name server off the machine. Set it only while no
+ * lookup runs. */
+typedef int (*tern__getaddrinfo_fn)(const char *host, const char *service,
+                                    const struct addrinfo *hints, struct addrinfo **res);
+extern tern__getaddrinfo_fn tern__lookup;
 
 #endif

@@ -84,10 +84,12 @@ static void lookup_free(lookup *l)
     free(l);
 }
 
+tern__getaddrinfo_fn tern__lookup = getaddrinfo;
+
 static void *lookup_job(void *arg)
 {
     lookup *l = arg;
-    int eai = getaddrinfo(l->host, l->service, l->has_hints ? &l->hints : NULL, &l->res);
+    int eai = tern__lookup(l->host, l->service, l->has_hints ? &l->hints : NULL, &l->res);
     l->err = eai_errno(eai);
     if (eai)
         l->res = NULL;

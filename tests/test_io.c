@@ -15,6 +15,7 @@
 #include <errno.h>
 #include <fcntl.h>
 #include <limits.h>
+#include <linux/sockios.h>
 #include <netdb.h>
 #include <netinet/in.h>
 #include <netinet/tcp.h>
@@ -24,6 +25,7 @@
 #include <stdatomic.h>
 #include <stdio.h>
 #include <string.h>
+#include <sys/ioctl.h>
 #include <sys/resource.h>
 #include <sys/socket.h>
 #include <sys/stat.h>
@@ -32,6 +34,7 @@
 #include <unistd.h>
 
 #include "helpers.h"
+#include "io.h" /* tern__lookup */
 
 #define MS 1000000ull
 #define SEC 1000000000ull
@@ -68,7 +71,7 @@ static tern_runtime *rt_make(unsigned workers)
     tern_runtime *rt = NULL;
     int r = tern_runtime_new(&cfg, &rt);
     if (r != 0 && backend_is("io_uring") && (r == -ENOSYS || r == -EPERM || r == -ENOMEM)) {
-        printf("SKIP: io_uring unavailable here (%s)\n", tern_strerror(r));
+        test_skip("io_uring unavailable here (%s)", tern_strerror(r));
         return NULL;
     }
     ck_assert_msg(r == 0, "tern_runtime_new: %s", tern_strerror(r));
@@ -227,19 +230,41 @@ static size_t drain_now(int fd, unsigned char *buf, size_t cap)
     }
 }
 
+/* Writes data once reader (a task, the main one here) is parked in its
+ * read, so the read really has to wait and be woken; then after delay_ns
+ * more, for a test that checks the read did not return before it. */
 struct later_write {
     int fd;
     const char *data;
     uint64_t delay_ns;
     ssize_t res;
+    tern_task *reader;
 };
 
 static void *write_later(void *arg)
 {
     struct later_write *w = arg;
-    ck_assert_int_eq(tern_sleep(w->delay_ns), 0);
+    TASK_WAIT_PARKED(w->reader, TERN__W_IO);
+    if (w->delay_ns)
+        ck_assert_int_eq(tern_sleep(w->delay_ns), 0);
     w->res = tern_write(w->fd, w->data, strlen(w->data), LONG_DL());
     return NULL;
+}
+
+/* Bytes waiting to be read on socket fd. */
+static int sock_inq(int fd)
+{
+    int n = -1;
+    ck_assert_int_eq(ioctl(fd, SIOCINQ, &n), 0);
+    return n;
+}
+
+/* Bytes sent on TCP socket fd that the peer has not acknowledged yet. */
+static int sock_outq(int fd)
+{
+    int n = -1;
+    ck_assert_int_eq(ioctl(fd, SIOCOUTQ, &n), 0);
+    return n;
 }
 
 /* ======================================================================= */
@@ -348,7 +373,7 @@ IO_TEST(pipe_read_write)
 
     /* a read that has to wait is woken by a writer task */
     uint64_t t0 = tern_now();
-    struct later_write lw = {p[1], "later", 20 * MS, 0};
+    struct later_write lw = {p[1], "later", 20 * MS, 0, tern_task_current()};
     tern_task *t;
     ck_assert_int_eq(tern_spawn(write_later, &lw, &t), 0);
     ck_assert_int_eq(tern_read(p[0], buf, sizeof buf, LONG_DL()), 5);
@@ -403,7 +428,8 @@ struct watchdog {
 static void *watchdog_thread(void *arg)
 {
     struct watchdog *w = arg;
-    for (int i = 0; i < 500 && !atomic_load(&w->stop); i++)
+    /* the time limit itself: long enough for a loaded machine */
+    for (int i = 0; i < WAIT_MS / 10 && !atomic_load(&w->stop); i++)
         usleep(10000);
     if (!atomic_load(&w->stop)) {
         atomic_store(&w->fired, 1);
@@ -424,7 +450,7 @@ IO_TEST(foreign_blocking_fds)
         struct watchdog wd = {.fd = p[1]};
         pthread_t th;
         ck_assert_int_eq(pthread_create(&th, NULL, watchdog_thread, &wd), 0);
-        struct later_write lw = {p[1], "tern!", 20 * MS, 0};
+        struct later_write lw = {p[1], "tern!", 0, 0, tern_task_current()};
         tern_task *t;
         ck_assert_int_eq(tern_spawn(write_later, &lw, &t), 0);
         char buf[16];
@@ -908,11 +934,11 @@ static void reset_close(int fd)
 }
 
 /* After a reset, sends fail with -EPIPE or -ECONNRESET (never succeed for
- * long, never kill us). */
+ * long, never kill us). "Long" is in time, for a loaded machine. */
 static void sends_fail_after_reset(int c)
 {
     ssize_t r = 0;
-    for (int k = 0; k < 100 && r >= 0; k++) {
+    for (uint64_t end = dl_ms(WAIT_MS); r >= 0 && tern_now() < end;) {
         r = tern_send(c, "x", 1, 0, LONG_DL());
         if (r >= 0)
             tern_sleep(MS);
@@ -929,7 +955,7 @@ IO_TEST(peer_reset)
     struct recv_res rr = {c, 1};
     tern_task *t;
     ck_assert_int_eq(tern_spawn(recv_one, &rr, &t), 0);
-    ck_assert_int_eq(tern_sleep(20 * MS), 0);
+    TASK_WAIT_PARKED(t, TERN__W_IO);
     reset_close(s);
     ck_assert_int_eq(tern_join(t, NULL), 0);
     ck_assert_msg(rr.r == -ECONNRESET || rr.r == 0, "recv on reset: %zd", rr.r);
@@ -941,12 +967,14 @@ IO_TEST(peer_reset)
     sends_fail_after_reset(c);
     ck_assert_int_eq(tern_close(c), 0);
 
-    /* 2: the reset arrives first, with unread data on our side */
+    /* 2: the reset arrives first, with unread data on the peer's side */
     tcp_pair(&c, &s);
     ck_assert_int_eq(tern_send(c, "unread", 6, 0, LONG_DL()), 6);
-    ck_assert_int_eq(tern_sleep(5 * MS), 0);
+    TASK_WAIT_UNTIL(sock_inq(s) == 6, WAIT_MS);
     reset_close(s); /* unread data: a reset even without SO_LINGER */
-    ck_assert_int_eq(tern_sleep(5 * MS), 0);
+    /* nothing else comes to c: readable means the reset is there */
+    int pr = tern_poll(c, POLLIN, LONG_DL());
+    ck_assert_msg(pr > 0 && (pr & (POLLIN | POLLHUP | POLLERR)), "poll for the reset: %d", pr);
     char buf[16];
     ssize_t r = tern_recv(c, buf, sizeof buf, 0, LONG_DL());
     ck_assert_msg(r == -ECONNRESET || r == 0, "recv: %zd", r);
@@ -964,7 +992,7 @@ IO_TEST(write_to_closed_peer)
     ck_assert_int_eq(tern_close(s), 0);
     ssize_t r = 0;
     int saw_epipe = 0;
-    for (int k = 0; k < 200 && !saw_epipe; k++) {
+    for (uint64_t end = dl_ms(WAIT_MS); !saw_epipe && tern_now() < end;) {
         r = tern_send(c, "data", 4, 0, LONG_DL());
         if (r == -EPIPE)
             saw_epipe = 1;
@@ -1144,26 +1172,27 @@ IO_TEST(deadlines)
     ck_assert_msg(r == 0 || r == -ETIMEDOUT, "getaddrinfo: %s", tern_strerror(r));
     if (r == 0)
         freeaddrinfo(res);
-    /* let the background lookup finish before the runtime goes */
-    tern_sleep(50 * MS);
+    /* the lookup may still run on the pool: freeing the runtime waits for
+     * it and joins its thread, and the job frees its answer (ASan checks) */
     return NULL;
 }
 
 IO_TEST(connect_refused)
 {
-    /* a port nobody listens on: bound, never listening, then closed */
-    int fd = tern_socket(AF_INET, SOCK_STREAM, 0);
-    ck_assert_int_ge(fd, 0);
+    /* a port nobody listens on: bound, never listening (and kept bound, so
+     * that no other process on the machine can take it meanwhile) */
+    int holder = tern_socket(AF_INET, SOCK_STREAM, 0);
+    ck_assert_int_ge(holder, 0);
     struct sockaddr_in a = lo4(0);
-    ck_assert_int_eq(bind(fd, (struct sockaddr *)&a, sizeof a), 0);
-    uint16_t port = local_port(fd);
-    ck_assert_int_eq(tern_close(fd), 0);
+    ck_assert_int_eq(bind(holder, (struct sockaddr *)&a, sizeof a), 0);
+    uint16_t port = local_port(holder);
     a = lo4(port);
     ck_assert_int_eq(tern_tcp_connect("127.0.0.1", port, LONG_DL()), -ECONNREFUSED);
-    fd = tern_socket(AF_INET, SOCK_STREAM, 0);
+    int fd = tern_socket(AF_INET, SOCK_STREAM, 0);
     ck_assert_int_ge(fd, 0);
     ck_assert_int_eq(tern_connect(fd, (struct sockaddr *)&a, sizeof a, LONG_DL()), -ECONNREFUSED);
     ck_assert_int_eq(tern_close(fd), 0);
+    ck_assert_int_eq(tern_close(holder), 0);
     /* and a listener that went away */
     uint16_t p2;
     int l = tcp_listener(&p2, 0);
@@ -1189,7 +1218,6 @@ struct blk {
     int kind, fd;
     uint64_t deadline;
     struct sockaddr_in to;
-    _Atomic int started;
     ssize_t res;
     size_t got;
     int close_res;
@@ -1212,7 +1240,6 @@ static void *blocked_op(void *arg)
     msg->msg_name = buf + BLK_LEN - 256;
     msg->msg_namelen = sizeof(struct sockaddr_storage);
     b->got = 999;
-    atomic_store(&b->started, 1);
     ssize_t r = -1;
     switch (b->kind) {
     case K_RECV: r = tern_recv(b->fd, buf, BLK_LEN, 0, b->deadline); break;
@@ -1281,9 +1308,7 @@ static void one_blocked(int kind, int by_cancel)
     tern_task *t;
     ck_assert_int_eq(tern_spawn(blocked_op, &b, &t), 0);
     if (by_cancel) {
-        while (!atomic_load(&b.started))
-            ck_assert_int_eq(tern_sleep(MS), 0);
-        ck_assert_int_eq(tern_sleep(30 * MS), 0); /* well inside the operation */
+        TASK_WAIT_PARKED(t, TERN__W_IO); /* well inside the operation */
         ck_assert_int_eq(tern_task_done(t), 0);
         ck_assert_int_eq(tern_task_cancel(t), 0);
         ck_assert_int_eq(tern_join(t, NULL), -ECANCELED);
@@ -1320,6 +1345,8 @@ static void one_blocked(int kind, int by_cancel)
         ck_assert_int_ge(newfd, 0);
         break;
     }
+    /* time for a kernel still holding the old buffers to write into them:
+     * this sleep is the window a bug would need, not a wait for a state */
     ck_assert_int_eq(tern_sleep(20 * MS), 0);
     for (int k = 0; k < NC; k++) {
         size_t n = k % 2 ? BLK_LEN : 2 * sizeof(struct iovec);
@@ -1386,9 +1413,7 @@ START_TEST(cancel_from_foreign_thread)
         struct blk b = {.kind = kind ? K_READ_PIPE : K_RECV, .fd = sp[0]};
         tern_task *t;
         ck_assert_int_eq(tern_runtime_spawn(rt, blocked_op, &b, &t), 0);
-        while (!atomic_load(&b.started))
-            usleep(1000);
-        usleep(30000);
+        WAIT_PARKED(t, TERN__W_IO);
         ck_assert_int_eq(tern_task_cancel(t), 0);
         ck_assert_int_eq(tern_join(t, NULL), -ECANCELED);
         ck_assert_int_eq(b.res, -ECANCELED);
@@ -1495,14 +1520,12 @@ struct wa {
     size_t len, sent;
     uint64_t dur; /* deadline this long after the task starts; 0: none */
     ssize_t r;
-    _Atomic int started;
 };
 
 static void *wa_task(void *arg)
 {
     struct wa *w = arg;
     w->sent = 999;
-    atomic_store(&w->started, 1);
     w->r = tern_write_all(w->fd, w->buf, w->len, &w->sent, w->dur ? dl_ms(0) + w->dur : 0);
     return NULL;
 }
@@ -1513,18 +1536,18 @@ struct ra {
     size_t len, got;
     uint64_t dur;
     ssize_t r;
-    _Atomic int started;
 };
 
 static void *ra_task(void *arg)
 {
     struct ra *x = arg;
     x->got = 999;
-    atomic_store(&x->started, 1);
     x->r = tern_read_exact(x->fd, x->buf, x->len, &x->got, x->dur ? dl_ms(0) + x->dur : 0);
     return NULL;
 }
 
+/* The deadlines leave time for the first transfer even on a loaded machine:
+ * that some bytes move before the deadline is part of what is checked. */
 IO_TEST(partial_transfers_accounted)
 {
     size_t len = 16u << 20;
@@ -1533,13 +1556,13 @@ IO_TEST(partial_transfers_accounted)
     for (int by_cancel = 0; by_cancel < 2; by_cancel++) {
         int c, s;
         tcp_pair(&c, &s);
-        struct wa w = {.fd = c, .buf = src, .len = len, .dur = by_cancel ? 0 : 60 * MS};
+        struct wa w = {.fd = c, .buf = src, .len = len, .dur = by_cancel ? 0 : 200 * MS};
         tern_task *t;
         ck_assert_int_eq(tern_spawn(wa_task, &w, &t), 0);
-        while (!atomic_load(&w.started))
-            ck_assert_int_eq(tern_sleep(MS), 0);
         if (by_cancel) {
-            ck_assert_int_eq(tern_sleep(60 * MS), 0);
+            /* cancelled in a write that waits for room, some bytes out
+             * (16 MiB never fit in the socket buffers) */
+            TASK_WAIT_UNTIL(sock_inq(s) > 0 && tern__task_parked(t) == TERN__W_IO, WAIT_MS);
             ck_assert_int_eq(tern_task_cancel(t), 0);
             ck_assert_int_eq(tern_join(t, NULL), -ECANCELED);
             ck_assert_int_eq(w.r, -ECANCELED);
@@ -1562,13 +1585,15 @@ IO_TEST(partial_transfers_accounted)
 
         /* read_exact: 100 bytes arrive of 1000 asked */
         tcp_pair(&c, &s);
-        struct ra x = {.fd = c, .buf = dst, .len = 1000, .dur = by_cancel ? 0 : 60 * MS};
-        ck_assert_int_eq(tern_spawn(ra_task, &x, &t), 0);
+        struct ra x = {.fd = c, .buf = dst, .len = 1000, .dur = by_cancel ? 0 : 200 * MS};
         write_all(s, src, 100);
-        while (!atomic_load(&x.started))
-            ck_assert_int_eq(tern_sleep(MS), 0);
+        ck_assert_int_eq(tern_spawn(ra_task, &x, &t), 0);
         if (by_cancel) {
-            ck_assert_int_eq(tern_sleep(60 * MS), 0);
+            /* the 100 bytes acknowledged and read out of the socket (the
+             * task is its only reader), the task waiting for more */
+            TASK_WAIT_UNTIL(sock_outq(s) == 0 && sock_inq(c) == 0 &&
+                                tern__task_parked(t) == TERN__W_IO,
+                            WAIT_MS);
             ck_assert_int_eq(tern_task_cancel(t), 0);
             ck_assert_int_eq(tern_join(t, NULL), -ECANCELED);
             ck_assert_int_eq(x.r, -ECANCELED);
@@ -1613,10 +1638,11 @@ IO_TEST(emfile_accept)
     ck_assert_int_eq(errno, EMFILE);
 
     for (int k = 0; k < 2; k++) {
+        /* at once: well before the deadline, however loaded the machine */
         uint64_t t0 = tern_now();
-        int r = tern_accept(l, NULL, NULL, dl_ms(5000));
+        int r = tern_accept(l, NULL, NULL, LONG_DL());
         ck_assert_msg(r == -EMFILE, "accept at the limit: %d (%s)", r, tern_strerror(r));
-        ck_assert_msg(tern_now() - t0 < SEC, "-EMFILE took %llu ms",
+        ck_assert_msg(tern_now() - t0 < 10 * SEC, "-EMFILE took %llu ms",
                       (unsigned long long)((tern_now() - t0) / MS));
     }
     /* free one descriptor: the queued connection is accepted and served */
@@ -1713,7 +1739,7 @@ IO_TEST(udp)
     /* a datagram that has to wait is woken */
     struct sockaddr_in aa = lo4(pa);
     ck_assert_int_eq(tern_connect(b, (struct sockaddr *)&aa, sizeof aa, LONG_DL()), 0);
-    struct later_write lw = {b, "late datagram", 20 * MS, 0};
+    struct later_write lw = {b, "late datagram", 0, 0, tern_task_current()};
     tern_task *t;
     ck_assert_int_eq(tern_spawn(write_later, &lw, &t), 0);
     ck_assert_int_eq(tern_recv(a, in, sizeof in, 0, LONG_DL()), 13);
@@ -1769,7 +1795,7 @@ static void echo_one_byte(int l, int c)
 IO_TEST(ipv6)
 {
     if (!have_ipv6_loopback()) {
-        printf("SKIP ipv6: ::1 unavailable\n");
+        test_skip("ipv6: ::1 unavailable");
         return NULL;
     }
     int l = tern_tcp_listen("::1", 0, 0, 0);
@@ -1918,6 +1944,28 @@ IO_TEST(unix_sockets)
 /* ======================================================================= */
 /* Name resolution. */
 
+/* A stand-in for getaddrinfo (io.h's tern__lookup): answers fake_eai for
+ * names under .test, or for "slow.test" waits for fake_release first. */
+static int fake_eai, fake_errno;
+static _Atomic int fake_calls, fake_release, fake_returned;
+
+static int fake_lookup(const char *host, const char *service, const struct addrinfo *hints,
+                       struct addrinfo **res)
+{
+    ck_assert_ptr_nonnull(host);
+    size_t n = strlen(host);
+    ck_assert_msg(n > 5 && strcmp(host + n - 5, ".test") == 0, "asked for %s", host);
+    atomic_fetch_add(&fake_calls, 1);
+    if (strcmp(host, "slow.test") == 0) {
+        WAIT_UNTIL(atomic_load(&fake_release), WAIT_MS);
+        int r = getaddrinfo("127.0.0.1", service, NULL, res); /* numeric: no lookup */
+        atomic_store(&fake_returned, 1);
+        return r;
+    }
+    errno = fake_errno;
+    return fake_eai;
+}
+
 IO_TEST(resolve)
 {
     uint16_t port;
@@ -1953,21 +2001,59 @@ IO_TEST(resolve)
     ck_assert_int_eq(tern_getaddrinfo("127.0.0.1", "80", &badflags, &res, LONG_DL()), -EINVAL);
     ck_assert_ptr_null(res);
 
-    /* a name under .invalid: no such host (what the system says: a
-     * resolver that cannot be reached makes it a temporary failure) */
+    /* The failures a name server gives, without asking one: tests send
+     * nothing off the machine. A stand-in lookup answers instead. */
+    static const struct { int eai, sys_errno, want; } cases[] = {
+        {EAI_NONAME, 0, -ENXIO},
+        {EAI_AGAIN, 0, -EAGAIN},
+        {EAI_FAIL, 0, -EIO},
+        {EAI_MEMORY, 0, -ENOMEM},
+        {EAI_SYSTEM, EMFILE, -EMFILE},
+    };
+    for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) {
+        fake_eai = cases[i].eai;
+        fake_errno = cases[i].sys_errno;
+        atomic_store(&fake_calls, 0);
+        tern__lookup = fake_lookup;
+        int want = cases[i].want;
+        ck_assert_int_eq(tern_getaddrinfo("no-such-host.test", NULL, NULL, &res, LONG_DL()),
+                         want);
+        ck_assert_ptr_null(res);
+        ck_assert_int_eq(tern_tcp_connect("no-such-host.test", 80, LONG_DL()), want);
+        ck_assert_int_eq(tern_tcp_listen("no-such-host.test", 0, 0, 0), want);
+        tern__lookup = getaddrinfo;
+        /* each went through the pool to the lookup, with the name asked */
+        ck_assert_int_eq(atomic_load(&fake_calls), 3);
+    }
+    /* a slow name server: the deadline returns at once, and the answer
+     * that comes later is freed by the job (ASan checks) */
+    fake_eai = 0;
+    atomic_store(&fake_calls, 0);
+    atomic_store(&fake_release, 0);
+    atomic_store(&fake_returned, 0);
+    tern__lookup = fake_lookup;
+    uint64_t t0 = tern_now();
+    ck_assert_int_eq(tern_getaddrinfo("slow.test", "80", NULL, &res, dl_ms(20)), -ETIMEDOUT);
+    ck_assert_ptr_null(res);
+    ck_assert_uint_ge(tern_now() - t0, 20 * MS);
+    atomic_store(&fake_release, 1);
+    WAIT_UNTIL(atomic_load(&fake_calls) == 1 && atomic_load(&fake_returned) == 1, WAIT_MS);
+    tern__lookup = getaddrinfo;
+
+    /* Real name servers only when asked for: TERN_TEST_NETWORK=1. */
+    const char *net = getenv("TERN_TEST_NETWORK");
+    if (!net || strcmp(net, "1") != 0)
+        return NULL;
     struct addrinfo *pr = NULL;
     int sys = getaddrinfo("no-such-host.tern.invalid", NULL, NULL, &pr);
     if (sys == 0)
         freeaddrinfo(pr);
+    ck_assert_msg(sys == EAI_AGAIN || sys == EAI_NONAME || sys == EAI_NODATA,
+                  "the system says %s", gai_strerror(sys));
     int want = sys == EAI_AGAIN ? -EAGAIN : -ENXIO;
-    if (sys != EAI_AGAIN && sys != EAI_NONAME && sys != EAI_NODATA) {
-        printf("SKIP resolve of a .invalid name: the system says %s\n", gai_strerror(sys));
-        return NULL;
-    }
     ck_assert_int_eq(tern_getaddrinfo("no-such-host.tern.invalid", NULL, NULL, &res, LONG_DL()),
                      want);
     ck_assert_int_eq(tern_tcp_connect("no-such-host.tern.invalid", 80, LONG_DL()), want);
-    ck_assert_int_eq(tern_tcp_listen("no-such-host.tern.invalid", 0, 0, 0), want);
     return NULL;
 }
 
@@ -2154,7 +2240,9 @@ struct rp {
 static void *rp_acceptor(void *arg)
 {
     struct rp *r = arg;
-    while (atomic_load(r->total) < r->n) {
+    /* a bound, so a lost connection fails the count instead of hanging */
+    uint64_t end = LONG_DL();
+    while (atomic_load(r->total) < r->n && tern_now() < end) {
         int s = tern_accept(r->l, NULL, NULL, dl_ms(30));
         if (s == -ETIMEDOUT)
             continue;
@@ -2225,18 +2313,19 @@ IO_TEST(poll_readiness)
     uint64_t d = dl_ms(30);
     EXPECT_TIMEOUT(tern_poll(p[0], POLLIN, d), d);
 
-    struct later_write lw = {p[1], "ready", 20 * MS, 0};
+    struct later_write lw = {p[1], "ready", 0, 0, tern_task_current()};
     tern_task *t;
     ck_assert_int_eq(tern_spawn(write_later, &lw, &t), 0);
     r = tern_poll(p[0], POLLIN, LONG_DL());
     ck_assert_msg(r > 0 && (r & POLLIN), "poll POLLIN: %d", r);
     ck_assert_int_eq(tern_join(t, NULL), 0);
-    /* readiness is a level: polling again without reading answers at once */
+    /* readiness is a level: polling again without reading answers at once
+     * (well before the deadline, however loaded the machine) */
     for (int k = 0; k < 3; k++) {
         uint64_t t0 = tern_now();
-        r = tern_poll(p[0], POLLIN, dl_ms(2000));
+        r = tern_poll(p[0], POLLIN, LONG_DL());
         ck_assert_msg(r > 0 && (r & POLLIN), "poll %d on a readable pipe: %d", k, r);
-        ck_assert_uint_lt(tern_now() - t0, SEC);
+        ck_assert_uint_lt(tern_now() - t0, 10 * SEC);
     }
     /* poll did not consume anything: a foreign reader gets it all */
     char buf[16];
@@ -2327,9 +2416,10 @@ IO_TEST(read_exact_write_all)
     ck_assert_int_eq(tern_write_all(p[1], "abc", 3, NULL, LONG_DL()), 3);
     ck_assert_int_eq(tern_read_exact(p[0], buf, 3, NULL, LONG_DL()), 3);
     ck_assert_int_eq(memcmp(buf, "abc", 3), 0);
-    /* a deadline in the middle: got says how much is in buf */
+    /* a deadline in the middle: got says how much is in buf (the deadline
+     * leaves the first read time on a loaded machine) */
     ck_assert_int_eq(tern_write(p[1], "1234", 4, LONG_DL()), 4);
-    uint64_t d = dl_ms(30);
+    uint64_t d = dl_ms(200);
     got = 99;
     EXPECT_TIMEOUT(tern_read_exact(p[0], buf, 10, &got, d), d);
     ck_assert_uint_eq(got, 4);
@@ -2363,8 +2453,8 @@ IO_TEST(read_exact_write_all)
     ck_assert_uint_eq(sent, 0);
 
     /* write_all with a deadline and nobody reading: sent is exactly what
-     * the pipe holds */
-    d = dl_ms(50);
+     * the pipe holds (and some bytes go before the deadline) */
+    d = dl_ms(200);
     sent = 99;
     EXPECT_TIMEOUT(tern_write_all(p[1], src, len, &sent, d), d);
     ck_assert_uint_gt(sent, 0);
@@ -2524,7 +2614,8 @@ IO_TEST(many_waiters_one_fd)
             m[i] = (struct multi){.fd = fd, .udp = udp, .got = -1, .r = 12345};
             ck_assert_int_eq(tern_spawn(multi_waiter, &m[i], &t[i]), 0);
         }
-        ck_assert_int_eq(tern_sleep(30 * MS), 0); /* all of them waiting */
+        for (int i = 0; i < W; i++) /* all of them waiting */
+            TASK_WAIT_PARKED(t[i], TERN__W_IO);
         int cs[W];
         int u = udp ? tern_udp_bind("127.0.0.1", 0) : -1;
         struct sockaddr_in to = lo4(port);
@@ -2538,7 +2629,7 @@ IO_TEST(many_waiters_one_fd)
                 ck_assert_int_ge(cs[i], 0);
                 ck_assert_int_eq(tern_send(cs[i], &b, 1, 0, LONG_DL()), 1);
             }
-            if (i % 3 == 0)
+            if (i % 3 == 0) /* spread the arrivals over several wake-ups */
                 ck_assert_int_eq(tern_sleep(MS), 0);
         }
         unsigned seen = 0;
@@ -2607,7 +2698,7 @@ static void *high_fd_main(void *arg)
     ck_assert_int_eq(socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, sp), 0);
     ck_assert_int_eq(dup3(sp[0], high_fd, O_CLOEXEC), high_fd);
     ck_assert_int_eq(tern_close(sp[0]), 0);
-    struct later_write lw = {sp[1], "high", 20 * MS, 0};
+    struct later_write lw = {sp[1], "high", 0, 0, tern_task_current()};
     tern_task *t;
     ck_assert_int_eq(tern_spawn(write_later, &lw, &t), 0);
     char buf[8];
@@ -2730,7 +2821,7 @@ IO_TEST(fd_reuse_after_close)
         char b;
         ck_assert_int_eq(tern_recv(sp[0], &b, 1, 0, dl_ms(2)), -ETIMEDOUT);
         if (k % 2) {
-            struct later_write lw = {sp[1], "r", 3 * MS, 0};
+            struct later_write lw = {sp[1], "r", 0, 0, tern_task_current()};
             tern_task *t;
             ck_assert_int_eq(tern_spawn(write_later, &lw, &t), 0);
             ck_assert_int_eq(tern_recv(sp[0], &b, 1, 0, dl_ms(5000)), 1);
@@ -2742,7 +2833,7 @@ IO_TEST(fd_reuse_after_close)
         /* the same numbers again, as a pipe this time */
         int p[2];
         ck_assert_int_eq(pipe2(p, O_CLOEXEC), 0);
-        struct later_write lw = {p[1], "p", 3 * MS, 0};
+        struct later_write lw = {p[1], "p", 0, 0, tern_task_current()};
         tern_task *t;
         ck_assert_int_eq(tern_spawn(write_later, &lw, &t), 0);
         ck_assert_int_eq(tern_read(p[0], &b, 1, dl_ms(5000)), 1);
@@ -2757,12 +2848,11 @@ IO_TEST(fd_reuse_after_close)
 /* ======================================================================= */
 /* Shutting the runtime down wakes tasks blocked in I/O with -ECANCELED. */
 
-static _Atomic int sd_waiting, sd_cancelled;
+static _Atomic int sd_cancelled;
 
 static void *sd_recv(void *arg)
 {
     char *buf = malloc(256);
-    atomic_fetch_add(&sd_waiting, 1);
     ssize_t r = tern_recv((int)(intptr_t)arg, buf, 256, 0, 0);
     free(buf);
     if (r == -ECANCELED)
@@ -2772,7 +2862,6 @@ static void *sd_recv(void *arg)
 
 static void *sd_accept(void *arg)
 {
-    atomic_fetch_add(&sd_waiting, 1);
     if (tern_accept((int)(intptr_t)arg, NULL, NULL, 0) == -ECANCELED)
         atomic_fetch_add(&sd_cancelled, 1);
     return NULL;
@@ -2781,7 +2870,6 @@ static void *sd_accept(void *arg)
 static void *sd_read(void *arg)
 {
     char buf[16];
-    atomic_fetch_add(&sd_waiting, 1);
     if (tern_read((int)(intptr_t)arg, buf, sizeof buf, 0) == -ECANCELED)
         atomic_fetch_add(&sd_cancelled, 1);
     return NULL;
@@ -2801,12 +2889,16 @@ START_TEST(shutdown_wakes_io_waiters)
     struct sockaddr_in a = lo4(0);
     ck_assert_int_eq(bind(l, (struct sockaddr *)&a, sizeof a), 0);
     ck_assert_int_eq(listen(l, 16), 0);
-    ck_assert_int_eq(tern_runtime_spawn(rt, sd_recv, (void *)(intptr_t)sp[0], NULL), 0);
-    ck_assert_int_eq(tern_runtime_spawn(rt, sd_accept, (void *)(intptr_t)l, NULL), 0);
-    ck_assert_int_eq(tern_runtime_spawn(rt, sd_read, (void *)(intptr_t)p[0], NULL), 0);
-    while (atomic_load(&sd_waiting) < 3)
-        usleep(1000);
-    usleep(20000);
+    atomic_store(&sd_cancelled, 0);
+    tern_task *t[3];
+    ck_assert_int_eq(tern_runtime_spawn(rt, sd_recv, (void *)(intptr_t)sp[0], &t[0]), 0);
+    ck_assert_int_eq(tern_runtime_spawn(rt, sd_accept, (void *)(intptr_t)l, &t[1]), 0);
+    ck_assert_int_eq(tern_runtime_spawn(rt, sd_read, (void *)(intptr_t)p[0], &t[2]), 0);
+    /* all three blocked in their call, then detached as they were */
+    for (int i = 0; i < 3; i++) {
+        WAIT_PARKED(t[i], TERN__W_IO);
+        tern_task_release(t[i]);
+    }
     ck_assert_int_eq(tern_runtime_free(rt), 0);
     ck_assert_int_eq(atomic_load(&sd_cancelled), 3);
     close(sp[0]);
