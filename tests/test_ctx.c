@@ -188,8 +188,7 @@ static void *parent(void *arg)
     ck_assert_int_eq(tern_ctxvar_set(pv, (void *)3, NULL), 0); /* too late for them */
     ck_assert_int_eq(tern_future_set_result(f, NULL), 0);
     tern_future_release(f);
-    while (atomic_load(&cb_seen) < 3)
-        ck_assert_int_eq(tern_sleep(1000000), 0);
+    TASK_WAIT_UNTIL(atomic_load(&cb_seen) >= 3, WAIT_MS);
     return NULL;
 }
 
@@ -209,8 +208,7 @@ START_TEST(propagation)
     pthread_t th;
     pthread_create(&th, NULL, thread_posts, NULL);
     pthread_join(th, NULL);
-    for (int spin = 0; atomic_load(&cb_seen) < 4 && spin < 5000; spin++)
-        usleep(1000);
+    WAIT_UNTIL(atomic_load(&cb_seen) >= 4, WAIT_MS);
     ck_assert_int_eq(atomic_load(&cb_seen), 4);
     ck_assert_int_eq(tern_runtime_free(rt), 0);
     ck_assert_ptr_null(tern_ctxvar_get(pv)); /* this thread never set it */

@@ -53,7 +53,7 @@ static tern_runtime *rt_make(unsigned workers)
     tern_runtime *rt = NULL;
     int r = tern_runtime_new(&cfg, &rt);
     if (r != 0 && backend_is("io_uring") && io_uring_refused(r)) {
-        printf("SKIP: io_uring unavailable here (%s)\n", tern_strerror(r));
+        test_skip("io_uring unavailable here (%s)", tern_strerror(r));
         return NULL;
     }
     ck_assert_msg(r == 0, "tern_runtime_new: %s", tern_strerror(r));
@@ -498,8 +498,7 @@ static int try_new(tern_backend be, unsigned workers, const char *spec,
         for (unsigned i = 0; i < workers; i++)
             ck_assert_int_eq(
                 tern_call_soon_threadsafe(tern_runtime_loop(rt, i), posted, NULL, NULL), 0);
-        for (int k = 0; k < 5000 && atomic_load(&posted_ran) < workers; k++)
-            usleep(1000);
+        WAIT_UNTIL(atomic_load(&posted_ran) >= workers, WAIT_MS);
         ck_assert_uint_eq(atomic_load(&posted_ran), workers);
         tern_loop_info info;
         /* every worker on one backend, the one the note names first */
@@ -552,7 +551,7 @@ START_TEST(runtime_creation)
     tern_backend env =
         backend_is("io_uring") ? TERN_BACKEND_IO_URING : TERN_BACKEND_EPOLL;
     if (env == TERN_BACKEND_IO_URING && !uring_available()) {
-        printf("SKIP: io_uring unavailable here\n");
+        test_skip("io_uring unavailable here");
         return;
     }
     sweep(env, 3, "malloc", ENOMEM);

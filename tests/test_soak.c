@@ -740,7 +740,8 @@ enum { MAX_DRIVERS = 16 };
 /* Waits (bounded) until *a == *b; the test fails if they never meet. */
 static void await_equal(_Atomic uint64_t *a, _Atomic uint64_t *b, const char *what)
 {
-    for (int i = 0; i < 10000 && atomic_load(a) != atomic_load(b); i++)
+    for (uint64_t end = tern_now() + WAIT_MS * MS;
+         atomic_load(a) != atomic_load(b) && tern_now() < end;)
         ck_assert_int_eq(tern_sleep(MS), 0);
     ck_assert_msg(atomic_load(a) == atomic_load(b), "%s: %llu != %llu", what,
                   (unsigned long long)atomic_load(a), (unsigned long long)atomic_load(b));
@@ -798,11 +799,9 @@ static void *soak_main(void *arg)
     settle_fed(feeders);
     await_equal(&st.detached_done, &st.detached, "detached tasks");
     /* every connection made is accepted, and every handler has finished */
-    for (int i = 0;
-         i < 10000 && atomic_load(&st.accepted) + atomic_load(&st.accept_aborted) <
-                          atomic_load(&st.conns);
-         i++)
-        ck_assert_int_eq(tern_sleep(MS), 0);
+    TASK_WAIT_UNTIL(atomic_load(&st.accepted) + atomic_load(&st.accept_aborted) >=
+                        atomic_load(&st.conns),
+                    WAIT_MS);
     ck_assert_uint_eq(st.accepted + st.accept_aborted, st.conns);
     await_equal(&st.handlers_out, &st.accepted, "echo handlers");
     ck_assert_int_eq(tern_task_cancel(acc), 0);
@@ -815,7 +814,7 @@ static void *soak_main(void *arg)
 /* ---- shutdown: tasks still waiting when the runtime is freed ------------- */
 
 enum { LINGERERS = 10 };
-static _Atomic int lingering, lingered;
+static _Atomic int lingered;
 static tern_chan *limbo;   /* never sent to */
 static tern_future *never; /* never completed */
 
@@ -826,7 +825,6 @@ static void *lingerer(void *arg)
     int sv[2] = {-1, -1}, r = 0;
     uint64_t x;
     char c;
-    atomic_fetch_add(&lingering, 1);
     switch ((uintptr_t)arg % 5) {
     case 0:
         r = tern_sleep(3600 * SEC);
@@ -854,15 +852,20 @@ static void *lingerer(void *arg)
 /* Leaves LINGERERS tasks waiting and frees rt under them. */
 static void free_with_lingerers(tern_runtime *rt)
 {
+    static const int kinds[5] = {TERN__W_SLEEP, TERN__W_CHAN_RECV, TERN__W_MUTEX,
+                                 TERN__W_FUTURE, TERN__W_IO};
     ck_assert_int_eq(tern_chan_new(sizeof(uint64_t), 1, &limbo), 0);
     ck_assert_int_eq(tern_future_new(&never), 0);
     ck_assert_int_eq(tern_mutex_trylock(&lock), 0);
+    tern_task *t[LINGERERS];
     for (uintptr_t i = 0; i < LINGERERS; i++)
-        ck_assert_int_eq(tern_runtime_spawn(rt, lingerer, (void *)i, NULL), 0);
-    /* all started: one cancelled before it starts would never run its body */
-    for (int i = 0; i < 10000 && atomic_load(&lingering) < LINGERERS; i++)
-        usleep(1000);
-    ck_assert_int_eq(atomic_load(&lingering), LINGERERS);
+        ck_assert_int_eq(tern_runtime_spawn(rt, lingerer, (void *)i, &t[i]), 0);
+    /* each in its wait (one cancelled before it starts would never run its
+     * body), then detached as a service's idle tasks are */
+    for (int i = 0; i < LINGERERS; i++) {
+        WAIT_PARKED(t[i], kinds[i % 5]);
+        tern_task_release(t[i]);
+    }
     ck_assert_int_eq(tern_runtime_free(rt), 0);
     ck_assert_int_eq(atomic_load(&lingered), LINGERERS);
     ck_assert_int_eq(tern_mutex_unlock(&lock), 0);
@@ -917,16 +920,14 @@ START_TEST(soak)
     int r = tern_runtime_new(&cfg, &rt);
     const char *be = getenv("TERN_BACKEND");
     if (r != 0 && be && strcmp(be, "io_uring") == 0 && (r == -ENOSYS || r == -EPERM)) {
-        printf("SKIP: io_uring unavailable here (%s)\n", tern_strerror(r));
+        test_skip("io_uring unavailable here (%s)", tern_strerror(r));
         return;
     }
     ck_assert_msg(r == 0, "tern_runtime_new: %s", tern_strerror(r));
     uint64_t end = tern_now() + g_secs * SEC;
     ck_assert_int_eq(tern_block_on(rt, soak_main, &end, NULL), 0);
     /* detached tasks and the main task are freed just after they finish */
-    for (int i = 0; i < 5000 && tern_runtime_live_tasks(rt) > 0; i++)
-        usleep(1000);
-    ck_assert_uint_eq(tern_runtime_live_tasks(rt), 0);
+    WAIT_UNTIL(tern_runtime_live_tasks(rt) == 0, WAIT_MS);
     free_with_lingerers(rt);
     ck_assert_int_eq(fd_count(), fds);
     check_books();

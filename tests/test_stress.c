@@ -33,8 +33,7 @@ static void *spawner(void *arg)
             tern_yield();
         ck_assert_int_eq(r, 0);
     }
-    while (atomic_load(&done_count) < spawn_n)
-        tern_sleep(1000000);
+    TASK_WAIT_UNTIL(atomic_load(&done_count) >= spawn_n, WAIT_MS);
     return NULL;
 }
 
@@ -62,11 +61,8 @@ END_TEST
 
 /* ---- a million parked tasks alive at once, without raising any limit ------- */
 
-static _Atomic long parked_count;
-
 static void *park_then_exit(void *arg)
 {
-    atomic_fetch_add(&parked_count, 1);
     int r;
     while ((r = tern_park(0)) == 0)
         ;
@@ -76,7 +72,6 @@ static void *park_then_exit(void *arg)
 
 static void *sleep_then_exit(void *arg)
 {
-    atomic_fetch_add(&parked_count, 1);
     ck_assert_int_eq(tern_sleep(3600ull * 1000000000ull), -ECANCELED);
     return NULL;
 }
@@ -88,13 +83,18 @@ START_TEST(million_idle_tasks)
     n = 4000; /* ThreadSanitizer counts each fiber as a thread (limit 8128) */
 #endif
     tern_runtime *rt = rt_new(2);
+    tern_task **t = malloc((size_t)n * sizeof *t);
+    ck_assert_ptr_nonnull(t);
     for (long i = 0; i < n; i++)
         ck_assert_int_eq(tern_runtime_spawn(rt, i % 2 ? park_then_exit : sleep_then_exit,
-                                            NULL, NULL), 0);
-    for (int spins = 0; atomic_load(&parked_count) < n && spins < 120000; spins++)
-        usleep(1000);
-    ck_assert_int_eq(atomic_load(&parked_count), n);
+                                            NULL, &t[i]), 0);
+    /* every one in its wait at once; the bound covers starting them all */
+    for (long i = 0; i < n; i++)
+        WAIT_UNTIL(tern__task_parked(t[i]) == (i % 2 ? TERN__W_PARK : TERN__W_SLEEP), 120000);
     ck_assert_uint_eq(tern_runtime_live_tasks(rt), (uint64_t)n);
+    for (long i = 0; i < n; i++) /* detached, as if spawned without a handle */
+        tern_task_release(t[i]);
+    free(t);
     /* shutdown cancels them all; each checks it saw -ECANCELED */
     ck_assert_int_eq(tern_runtime_free(rt), 0);
 }
@@ -142,8 +142,7 @@ static void give_tokens(long from, long count)
     for (long k = 0; k < count; k++) {
         racer *r = &racers[(from + k) % RACERS];
         tern_task *t;
-        while (!(t = atomic_load(&r->task)))
-            ;
+        WAIT_UNTIL((t = atomic_load(&r->task)) != NULL, WAIT_MS);
         atomic_fetch_add(&r->tokens, 1);
         tern_unpark(t);
     }
@@ -274,8 +273,7 @@ START_TEST(foreign_spawners)
     for (int i = 0; i < 8; i++)
         pthread_join(th[i], NULL);
     /* detached tasks still queued at shutdown would be cancelled unrun */
-    for (int spins = 0; atomic_load(&foreign_done) < 8 * per && spins < 60000; spins++)
-        usleep(1000);
+    WAIT_UNTIL(atomic_load(&foreign_done) >= 8 * per, 60000);
     ck_assert_int_eq(atomic_load(&foreign_done), 8 * per);
     ck_assert_int_eq(tern_runtime_free(shared_rt), 0);
     ck_assert_int_eq(atomic_load(&foreign_done), 8 * per);
@@ -356,8 +354,7 @@ END_TEST
  * finds its work locally). */
 static tern_runtime *spread_rt;
 static _Atomic long ran_on[2]; /* hot_yielder iterations per worker */
-static _Atomic int spread_stop;
-static _Atomic(tern_task *) parked_y;
+static _Atomic int spread_stop, y_released;
 
 static void *hot_yielder(void *arg)
 {
@@ -370,20 +367,17 @@ static void *hot_yielder(void *arg)
 
 static void *y_task(void *arg)
 {
-    atomic_store(&parked_y, tern_task_current());
-    while (atomic_load(&parked_y))
+    while (!atomic_load(&y_released)) /* not for a stray unpark */
         tern_park(0);
     return hot_yielder(arg);
 }
 
+/* arg: y_task, parked */
 static void *x_task(void *arg)
 {
-    tern_task *y;
-    while (!(y = atomic_load(&parked_y)))
-        tern_yield();
-    atomic_store(&parked_y, NULL);
-    tern_unpark(y); /* into our LIFO slot: no notify on its own */
-    return hot_yielder(arg);
+    atomic_store(&y_released, 1);
+    tern_unpark(arg); /* into our LIFO slot: no notify on its own */
+    return hot_yielder(NULL);
 }
 
 START_TEST(idle_worker_joins_yielders)
@@ -391,10 +385,11 @@ START_TEST(idle_worker_joins_yielders)
     tern_runtime *rt = spread_rt = rt_new(2);
     tern_task *y, *x;
     ck_assert_int_eq(tern_runtime_spawn(rt, y_task, NULL, &y), 0);
-    ck_assert_int_eq(tern_runtime_spawn(rt, x_task, NULL, &x), 0);
+    WAIT_PARKED(y, TERN__W_PARK); /* so that x's unpark is a wake-up */
+    ck_assert_int_eq(tern_runtime_spawn(rt, x_task, y, &x), 0);
     /* Both workers must end up running the busy pair, wherever each task
      * started. */
-    for (int i = 0; i < 10000 && !(atomic_load(&ran_on[0]) && atomic_load(&ran_on[1])); i++)
+    for (int i = 0; i < WAIT_MS && !(atomic_load(&ran_on[0]) && atomic_load(&ran_on[1])); i++)
         usleep(1000);
     atomic_store(&spread_stop, 1);
     ck_assert_int_eq(tern_join(x, NULL), 0);
