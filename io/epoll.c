@@ -139,6 +139,7 @@ static void epoll_close(tern__driver *d) {
 
 const tern__driver_ops tern__epoll_ops = {
     .name = "epoll",
+    .kind = TERN__DRIVER_READINESS,
     .open = epoll_open,
     .wait = epoll_wait_ns,
     .wake = epoll_wake,

@@ -32,9 +32,6 @@ enum tern__io_code {
     IO_CLOSE,
 };
 
-/* The operation's name ("read", "accept", ...), for tern_dump. */
-const char *tern__io_name(int code);
-
 typedef struct tern__ioop {
     unsigned char kind; /* first byte: the ring's dispatch tag (uring.c) */
     unsigned char code; /* enum tern__io_code */
@@ -69,6 +66,9 @@ void tern__io_complete(tern__ioop *op, int res);
 /* ---- the descriptor table (fdtab.c), for the epoll backend ------------------------ */
 
 typedef struct tern__fdtab tern__fdtab;
+/* The table's life (tern__driver_shared_new / _free call them). */
+int tern__fdtab_new(tern__fdtab **out);
+void tern__fdtab_free(tern__fdtab *tab);
 
 /* Readiness seen by a loop's epoll wait for fd: wakes the waiters that
  * care. Called by the home loop's thread. */

@@ -338,6 +338,7 @@ static void uring_close(tern__driver *d) {
 
 const tern__driver_ops tern__uring_ops = {
     .name = "io_uring",
+    .kind = TERN__DRIVER_COMPLETION,
     .open = uring_open,
     .wait = uring_wait,
     .wake = uring_wake,

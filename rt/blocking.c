@@ -124,8 +124,7 @@ static tern_task *take_job(tern__blocking *b)
  * held again. me->abandoned is set on return if shutdown gave up on it. */
 static void run_job(tern__blocking *b, tern_task *t, running *me)
 {
-    /* acquire: the spawner's writes to the header and to arg */
-    uint32_t s = atomic_fetch_xor_explicit(&t->state, TS_SCHEDULED | TS_RUNNING, ACQUIRE);
+    uint32_t s = tern__task_job_start(t);
     /* t->rt is alive: shutdown waits for this job, or abandons it under
      * the lock we hold */
     int skip = t->kind != TERN_KIND_BLOCKING_MUST &&
@@ -305,7 +304,7 @@ void tern__blocking_close(tern_runtime *rt)
     while (cancelled) {
         tern_task *t = cancelled;
         cancelled = t->next;
-        atomic_fetch_xor_explicit(&t->state, TS_SCHEDULED | TS_RUNNING, ACQUIRE);
+        tern__task_job_start(t);
         t->status = -ECANCELED;
         tern__task_finish(NULL, t);
     }
@@ -407,7 +406,7 @@ static int spawn_blocking(tern_runtime *rt, tern_task_fn fn, void *arg, int kind
          * is nothing to deliver, the caller hears r */
         t->on_exit = NULL;
         t->status = r;
-        atomic_fetch_xor_explicit(&t->state, TS_SCHEDULED | TS_RUNNING, RELAXED);
+        tern__task_job_start(t);
         tern__task_finish(NULL, t);
         tern__task_unref(t);
         if (fut && *fut) {

@@ -13,7 +13,6 @@
 #include <string.h>
 
 #include "internal.h"
-#include "io.h"
 
 /* A task's context variables are copied too, under the lock: a reference
  * to its context kept past the lock could outlive the task, and with it

@@ -22,7 +22,7 @@
 #include <string.h>
 
 #include "fault.h"
-#include "wait.h"
+#include "sync.h"
 
 struct tern_chan {
     tern__waitq recvq; /* its lock guards the whole channel */
