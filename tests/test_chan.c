@@ -12,6 +12,7 @@
 #include <unistd.h>
 
 #include "helpers.h"
+#include "wait.h"
 
 #define MS 1000000ull
 
@@ -48,22 +49,16 @@ static void join_thread(pthread_t th)
     ck_assert_int_eq(pthread_join(th, NULL), 0);
 }
 
-/* Waits (bounded) until *flag is set, then a little longer so that the task
- * that set it has gone on to park in the call that follows. */
-static void wait_started(_Atomic int *flag)
-{
-    for (int i = 0; i < 50000 && !atomic_load(flag); i++)
-        usleep(100);
-    ck_assert_msg(atomic_load(flag), "task never started");
-    usleep(15000);
-}
+/* Waits until n callers (tasks or foreign threads) are queued on ch for op
+ * (TERN_SELECT_SEND or TERN_SELECT_RECV): a flag set before the call could
+ * not say that, a thread is not seen by WAIT_PARKED, and the count also
+ * fixes the order in which waiters are served. */
+#define WAIT_QUEUED(ch, op, n) WAIT_UNTIL(tern__chan_waiting((ch), (op)) == (n), WAIT_MS)
 
 /* Live tasks drop to 0 shortly after the last join. */
 static void assert_no_live_tasks(tern_runtime *rt)
 {
-    for (int i = 0; i < 2000 && tern_runtime_live_tasks(rt) != 0; i++)
-        usleep(500);
-    ck_assert_uint_eq(tern_runtime_live_tasks(rt), 0);
+    WAIT_UNTIL(tern_runtime_live_tasks(rt) == 0, WAIT_MS);
 }
 
 /* One channel operation, run by a task or a thread. */
@@ -73,13 +68,11 @@ typedef struct op {
     long got;          /* what was received */
     uint64_t deadline; /* 0: the call without a deadline */
     int r;
-    _Atomic int started;
 } op;
 
 static void *send_fn(void *p)
 {
     op *o = p;
-    atomic_store(&o->started, 1);
     o->r = o->deadline ? tern_chan_send_until(o->ch, &o->v, o->deadline)
                        : tern_chan_send(o->ch, &o->v);
     return NULL;
@@ -88,7 +81,6 @@ static void *send_fn(void *p)
 static void *recv_fn(void *p)
 {
     op *o = p;
-    atomic_store(&o->started, 1);
     o->r = o->deadline ? tern_chan_recv_until(o->ch, &o->got, o->deadline)
                        : tern_chan_recv(o->ch, &o->got);
     return NULL;
@@ -102,7 +94,6 @@ static op mkop(tern_chan *ch, long v)
     o.v = v;
     o.got = -12345;
     o.r = 99; /* never ran */
-    atomic_init(&o.started, 0);
     return o;
 }
 
@@ -320,11 +311,13 @@ START_TEST(bounded_waiters_fifo)
     op s = mkop(ch, 11);
     tern_task *t = NULL;
     pthread_t th;
+    /* set and used only with threads; this quiets -Wmaybe-uninitialized */
+    memset(&th, 0, sizeof th);
     if (threads)
         th = thread(send_fn, &s);
     else
         t = spawn(rt, send_fn, &s);
-    wait_started(&s.started);
+    WAIT_QUEUED(ch, TERN_SELECT_SEND, 1);
     if (!threads)
         ck_assert_int_eq(tern_task_done(t), 0);
     ck_assert_int_eq(s.r, 99);
@@ -346,7 +339,7 @@ START_TEST(bounded_waiters_fifo)
         th = thread(recv_fn, &r);
     else
         t = spawn(rt, recv_fn, &r);
-    wait_started(&r.started);
+    WAIT_QUEUED(ch, TERN_SELECT_RECV, 1);
     ck_assert_int_eq(r.r, 99);
     v = 12;
     ck_assert_int_eq(tern_chan_try_send(ch, &v), 0);
@@ -371,7 +364,7 @@ START_TEST(bounded_waiters_fifo)
             ths[i] = thread(send_fn, &ss[i]);
         else
             ts[i] = spawn(rt, send_fn, &ss[i]);
-        wait_started(&ss[i].started);
+        WAIT_QUEUED(ch, TERN_SELECT_SEND, (size_t)i + 1); /* queued behind the others */
     }
     for (long i = 0; i <= K; i++) {
         ck_assert_int_eq(tern_chan_recv(ch, &got), 1);
@@ -394,7 +387,7 @@ START_TEST(bounded_waiters_fifo)
             ths[i] = thread(recv_fn, &rs[i]);
         else
             ts[i] = spawn(rt, recv_fn, &rs[i]);
-        wait_started(&rs[i].started);
+        WAIT_QUEUED(ch, TERN_SELECT_RECV, (size_t)i + 1);
     }
     for (long i = 0; i < K; i++)
         ck_assert_int_eq(tern_chan_send(ch, &i), 0);
@@ -420,8 +413,8 @@ START_TEST(bounded_waiters_fifo)
             ts[i] = spawn(rt, i % 2 ? recv_fn : send_fn, i % 2 ? (void *)&rs[i] : (void *)&ss[i]);
         }
     }
-    for (int i = 0; i < K; i++)
-        wait_started(i % 2 ? &rs[i].started : &ss[i].started);
+    WAIT_QUEUED(ch, TERN_SELECT_RECV, K / 2);
+    WAIT_QUEUED(full, TERN_SELECT_SEND, K / 2);
     ck_assert_int_eq(tern_chan_close(ch), 0);
     ck_assert_int_eq(tern_chan_close(full), 0);
     for (int i = 0; i < K; i++) {
@@ -575,12 +568,9 @@ START_TEST(rendezvous)
     /* a task receiver waits; a try_send succeeds only once it does */
     op r = mkop(ch, 0);
     tern_task *t = spawn(rt, recv_fn, &r);
-    wait_started(&r.started);
+    WAIT_PARKED(t, TERN__W_CHAN_RECV);
     v = 6;
-    int tries = 0, sr;
-    while ((sr = tern_chan_try_send(ch, &v)) == -EAGAIN && tries++ < 5000)
-        usleep(200);
-    ck_assert_int_eq(sr, 0);
+    ck_assert_int_eq(tern_chan_try_send(ch, &v), 0);
     ck_assert_int_eq(tern_join(t, NULL), 0);
     ck_assert_int_eq(r.r, 1);
     ck_assert_int_eq(r.got, 6);
@@ -589,7 +579,7 @@ START_TEST(rendezvous)
     /* a task sender waits for a receiver: nothing is buffered */
     op s = mkop(ch, 77);
     t = spawn(rt, send_fn, &s);
-    wait_started(&s.started);
+    WAIT_PARKED(t, TERN__W_CHAN_SEND);
     ck_assert_int_eq(tern_task_done(t), 0);
     ck_assert_int_eq(s.r, 99);
     ck_assert_uint_eq(tern_chan_len(ch), 0);
@@ -618,7 +608,7 @@ START_TEST(rendezvous)
     /* close settles waiting senders (-EPIPE) and receivers (end) */
     s = mkop(ch, 10);
     t = spawn(rt, send_fn, &s);
-    wait_started(&s.started);
+    WAIT_PARKED(t, TERN__W_CHAN_SEND);
     ck_assert_int_eq(tern_chan_close(ch), 0);
     ck_assert_int_eq(tern_join(t, NULL), 0);
     ck_assert_int_eq(s.r, -EPIPE);
@@ -627,7 +617,7 @@ START_TEST(rendezvous)
     ch = mk(sizeof(long), 0);
     r = mkop(ch, 0);
     t = spawn(rt, recv_fn, &r);
-    wait_started(&r.started);
+    WAIT_PARKED(t, TERN__W_CHAN_RECV);
     ck_assert_int_eq(tern_chan_close(ch), 0);
     ck_assert_int_eq(tern_join(t, NULL), 0);
     ck_assert_int_eq(r.r, 0);
@@ -708,7 +698,7 @@ START_TEST(oneshot)
     ck_assert_int_eq(tern_chan_new_oneshot(sizeof(long), &ch), 0);
     op r = mkop(ch, 0);
     tern_task *t = spawn(rt, recv_fn, &r);
-    wait_started(&r.started);
+    WAIT_PARKED(t, TERN__W_CHAN_RECV);
     v = 42;
     ck_assert_int_eq(tern_chan_send(ch, &v), 0);
     ck_assert_int_eq(tern_join(t, NULL), 0);
@@ -723,9 +713,9 @@ START_TEST(oneshot)
     ck_assert_int_eq(tern_chan_new_oneshot(sizeof(long), &ch), 0);
     op r1 = mkop(ch, 0), r2 = mkop(ch, 0);
     tern_task *t1 = spawn(rt, recv_fn, &r1);
-    wait_started(&r1.started);
+    WAIT_PARKED(t1, TERN__W_CHAN_RECV); /* first in line: it gets the value */
     tern_task *t2 = spawn(rt, recv_fn, &r2);
-    wait_started(&r2.started);
+    WAIT_PARKED(t2, TERN__W_CHAN_RECV);
     v = 43;
     ck_assert_int_eq(tern_chan_send(ch, &v), 0);
     ck_assert_int_eq(tern_join(t1, NULL), 0);
@@ -739,7 +729,7 @@ START_TEST(oneshot)
     ck_assert_int_eq(tern_chan_new_oneshot(sizeof(long), &ch), 0);
     r = mkop(ch, 0);
     t = spawn(rt, recv_fn, &r);
-    wait_started(&r.started);
+    WAIT_PARKED(t, TERN__W_CHAN_RECV);
     ck_assert_int_eq(tern_chan_close(ch), 0);
     ck_assert_int_eq(tern_join(t, NULL), 0);
     ck_assert_int_eq(r.r, 0);
@@ -1108,9 +1098,10 @@ START_TEST(cancel_waiting)
     /* receiver, without and with a deadline */
     for (int timed = 0; timed < 2; timed++) {
         op r = mkop(ch, 0);
-        r.deadline = timed ? tern_now() + 300 * MS : 0;
+        /* far off: the cancel ends the wait, however slow the start */
+        r.deadline = timed ? tern_now() + 2ull * WAIT_MS * MS : 0;
         tern_task *t = spawn(rt, recv_fn, &r);
-        wait_started(&r.started);
+        WAIT_PARKED(t, TERN__W_CHAN_RECV);
         ck_assert_int_eq(tern_task_done(t), 0);
         ck_assert_int_eq(tern_task_cancel(t), 0);
         ck_assert_int_eq(tern_join(t, NULL), -ECANCELED);
@@ -1134,9 +1125,9 @@ START_TEST(cancel_waiting)
         ck_assert_int_eq(tern_chan_try_send(ch, &v), 0);
     for (int timed = 0; timed < 2; timed++) {
         op s = mkop(ch, 2);
-        s.deadline = timed ? tern_now() + 300 * MS : 0;
+        s.deadline = timed ? tern_now() + 2ull * WAIT_MS * MS : 0;
         tern_task *t = spawn(rt, send_fn, &s);
-        wait_started(&s.started);
+        WAIT_PARKED(t, TERN__W_CHAN_SEND);
         ck_assert_int_eq(tern_task_done(t), 0);
         ck_assert_int_eq(tern_task_cancel(t), 0);
         ck_assert_int_eq(tern_join(t, NULL), -ECANCELED);
@@ -1404,19 +1395,17 @@ START_TEST(cancel_after_grant)
             g.next = 99;
             atomic_store(&grant_cancelled, 0);
             tern_task *t = spawn(rt, grant_fn, &g);
-            wait_started(&g.o.started);
-            /* grant: hand it a message, or take its message */
-            int r, tries = 0;
+            WAIT_PARKED(t, kind == 0   ? TERN__W_CHAN_RECV
+                           : kind == 1 ? TERN__W_CHAN_SEND
+                                       : TERN__W_SELECT);
+            /* grant: hand it a message, or take its message; it waits, so
+             * the other side is there at once */
             x = 5;
             if (kind == 1) {
-                while ((r = tern_chan_try_recv(ch, &got)) == -EAGAIN && tries++ < 5000)
-                    usleep(200);
-                ck_assert_int_eq(r, 1);
+                ck_assert_int_eq(tern_chan_try_recv(ch, &got), 1);
                 ck_assert_int_eq(got, cap ? 1 : 2);
             } else {
-                while ((r = tern_chan_try_send(ch, &x)) == -EAGAIN && tries++ < 5000)
-                    usleep(200);
-                ck_assert_int_eq(r, 0);
+                ck_assert_int_eq(tern_chan_try_send(ch, &x), 0);
             }
             ck_assert_int_eq(tern_task_cancel(t), 0);
             atomic_store(&grant_cancelled, 1);
@@ -1452,15 +1441,16 @@ START_TEST(shutdown_cancels_waiters)
     op r = mkop(ch, 0), s = mkop(ch, 3);
     tern_chan *other = mk(sizeof(long), 0);
     op sel = mkop(other, 0);
+    /* no handles (the runtime frees the tasks): the queues say they wait */
     ck_assert_int_eq(tern_runtime_spawn(rt, recv_fn, &r, NULL), 0);
-    wait_started(&r.started);
+    WAIT_QUEUED(ch, TERN_SELECT_RECV, 1);
     tern_chan *full = mk(sizeof(long), 1);
     ck_assert_int_eq(tern_chan_try_send(full, &(long){1}), 0);
     s.ch = full;
     ck_assert_int_eq(tern_runtime_spawn(rt, send_fn, &s, NULL), 0);
-    wait_started(&s.started);
+    WAIT_QUEUED(full, TERN_SELECT_SEND, 1);
     ck_assert_int_eq(tern_runtime_spawn(rt, select_recv2_fn, &sel, NULL), 0);
-    wait_started(&sel.started);
+    WAIT_QUEUED(other, TERN_SELECT_RECV, 1);
     ck_assert_int_eq(tern_runtime_free(rt), 0);
     ck_assert_int_eq(r.r, -ECANCELED);
     ck_assert_int_eq(s.r, -ECANCELED);
@@ -1493,7 +1483,6 @@ static void *select_recv2_fn(void *p)
     tern_chan *never = mk(sizeof(long), 0);
     long dummy = -1;
     tern_select_case c[2] = {rcase(never, &dummy), rcase(o->ch, &o->got)};
-    atomic_store(&o->started, 1);
     int r = tern_select(c, 2, o->deadline);
     if (r >= 0) {
         ck_assert_int_eq(r, 1); /* the other channel never has anything */
@@ -1513,13 +1502,11 @@ typedef struct sel_op {
     size_t n;
     uint64_t deadline;
     int r;
-    _Atomic int started;
 } sel_op;
 
 static void *select_fn(void *p)
 {
     sel_op *s = p;
-    atomic_store(&s->started, 1);
     s->r = tern_select(s->c, s->n, s->deadline);
     return NULL;
 }
@@ -1529,7 +1516,6 @@ static void sel_init(sel_op *s, size_t n)
     memset(s, 0, sizeof *s);
     s->n = n;
     s->r = 99;
-    atomic_init(&s->started, 0);
 }
 
 /* Ready cases, NULL cases, deadlines, closed channels, one channel in two
@@ -1701,7 +1687,8 @@ START_TEST(select_wakes)
             th = thread(select_fn, &s);                                                   \
         else                                                                              \
             t = spawn(rt, select_fn, &s);                                                 \
-        wait_started(&s.started);                                                         \
+        /* its nodes go on all its channels at once: case 0 stands for all */             \
+        WAIT_QUEUED(s.c[0].chan, s.c[0].op, 1);                                           \
         ck_assert_int_eq(s.r, 99);                                                        \
     } while (0)
 #define SEL_JOIN()                                                                        \
@@ -1827,9 +1814,10 @@ START_TEST(select_cancel)
         s.c[1] = scase(b, &sb);
         s.c[2] = rcase(e, &ve);
         s.c[3] = scase(e, &se);
-        s.deadline = timed ? tern_now() + 300 * MS : 0;
+        /* far off: the cancel ends the wait, however slow the start */
+        s.deadline = timed ? tern_now() + 2ull * WAIT_MS * MS : 0;
         tern_task *t = spawn(rt, select_fn, &s);
-        wait_started(&s.started);
+        WAIT_PARKED(t, TERN__W_SELECT);
         ck_assert_int_eq(tern_task_done(t), 0);
         ck_assert_int_eq(tern_task_cancel(t), 0);
         ck_assert_int_eq(tern_join(t, NULL), -ECANCELED);
@@ -1905,9 +1893,10 @@ START_TEST(select_races)
          * spin meanwhile, which is slow on a small machine: not always) */
         atomic_store(&race_go, it % 4 != 3);
         tern_task *st = spawn(rt, select_fn, &s);
+        /* sometimes the select waits before the racers come (with buffered
+         * send cases it is ready at once and simply returns) */
         if (it % 2)
-            while (!atomic_load(&s.started))
-                sched_yield();
+            WAIT_UNTIL(tern_task_done(st) || tern__task_parked(st) == TERN__W_SELECT, WAIT_MS);
         for (int i = 0; i < K; i++) {
             o[i] = mkop(ch[i], base + i);
             ts[i] = spawn(rt, select_sends ? recv_fn_go : send_fn_go, &o[i]);

@@ -11,6 +11,7 @@
 #include <unistd.h>
 
 #include "helpers.h"
+#include "wait.h"
 
 #define MS 1000000ull
 
@@ -24,6 +25,10 @@ typedef struct counter {
     int fail;       /* returned after the last value */
     int on_cancel;  /* returned when a yield said -ECANCELED (0: that code) */
     uint64_t sleep; /* ns before each value */
+    /* when set, received from before value gate_at: that value waits until
+     * the test closes the gate */
+    tern_chan *gate;
+    intptr_t gate_at;
     _Atomic int produced, cleaned, started;
     _Atomic(tern_task *) self; /* a reference, when publish is set */
     int publish;
@@ -39,11 +44,13 @@ static int count_body(tern_gen *g, void *arg)
     for (intptr_t i = c->from; i <= c->to; i++) {
         if (c->sleep && (r = tern_sleep(c->sleep)) < 0)
             break;
+        if (c->gate && i == c->gate_at && (r = tern_chan_recv(c->gate, &(int){0})) < 0)
+            break;
         atomic_fetch_add(&c->produced, 1);
         if ((r = tern_gen_yield(g, (void *)i)) < 0)
             break;
     }
-    usleep(2000);
+    usleep(2000); /* the slow cleanup step itself (see above) */
     atomic_store(&c->cleaned, 1);
     if (r < 0)
         return c->on_cancel ? c->on_cancel : r;
@@ -67,9 +74,7 @@ static tern_gen *gen_of(counter *c)
 
 static void wait_live_zero(tern_runtime *rt)
 {
-    for (int i = 0; tern_runtime_live_tasks(rt) && i < 5000; i++)
-        usleep(1000);
-    ck_assert_uint_eq(tern_runtime_live_tasks(rt), 0);
+    WAIT_UNTIL(tern_runtime_live_tasks(rt) == 0, WAIT_MS);
 }
 
 /* Runs fn on a fresh runtime of `workers` and checks that nothing is left:
@@ -163,17 +168,20 @@ static void *values_body(void *arg)
 {
     enum { N = 50 };
     counter *c = counter_new(1, N);
+    c->publish = 1;
     tern_gen *g = gen_of(c);
     void *v = NULL;
-    /* lazy: nothing runs before the first next */
+    /* lazy: nothing runs before the first next (the sleep is the chance an
+     * eager producer would take; nothing to wait for) */
     tern_sleep(5 * MS);
     ck_assert_int_eq(atomic_load(&c->started), 0);
     for (intptr_t i = 1; i <= N; i++) {
         ck_assert_int_eq(tern_gen_next(g, &v, 0), 1);
         ck_assert_ptr_eq(v, (void *)i);
-        /* back-pressure: the producer waits for the next ask */
+        /* back-pressure: the producer waits at its yield for the next ask,
+         * having made nothing more */
         if (i % 10 == 0)
-            tern_sleep(2 * MS);
+            TASK_WAIT_PARKED(atomic_load(&c->self), TERN__W_GEN);
         ck_assert_int_eq(atomic_load(&c->produced), (int)i);
     }
     ck_assert_int_eq(tern_gen_next(g, &v, 0), 0);
@@ -183,6 +191,7 @@ static void *values_body(void *arg)
     ck_assert_int_eq(tern_gen_close(g), 0);
     ck_assert_int_eq(tern_gen_close(g), 0);
     tern_gen_free(g);
+    tern_task_release(atomic_load(&c->self));
     free(c);
     return NULL;
 }
@@ -245,13 +254,19 @@ static void *close_body(void *arg)
     /* a producer asleep (not at yield) is cancelled there */
     c = counter_new(1, INTPTR_MAX);
     c->sleep = 10000 * MS;
+    c->publish = 1;
     g = gen_of(c);
     ck_assert_int_eq(tern_gen_next(g, &v, tern_now() + 20 * MS), -ETIMEDOUT);
+    /* asleep indeed: a producer cancelled before its body ran would have
+     * no cleanup to see */
+    TASK_WAIT_UNTIL(atomic_load(&c->self) != NULL, WAIT_MS);
+    TASK_WAIT_PARKED(atomic_load(&c->self), TERN__W_SLEEP);
     uint64_t t0 = tern_now();
     ck_assert_int_eq(tern_gen_close(g), 0);
-    ck_assert_uint_lt(tern_now() - t0, 5000 * MS);
+    ck_assert_uint_lt(tern_now() - t0, 5000 * MS); /* not the 10 s sleep */
     ck_assert_int_eq(atomic_load(&c->cleaned), 1);
     tern_gen_free(g);
+    tern_task_release(atomic_load(&c->self));
     free(c);
     return NULL;
 }
@@ -319,17 +334,20 @@ static void *cancelled_consumer(void *arg)
 static void *consumer_cancel_body(void *arg)
 {
     counter *c = counter_new(1, INTPTR_MAX);
-    c->sleep = 30 * MS; /* the second value takes long */
-    c->from = 1;
+    /* the second value waits at a gate nobody opens */
+    ck_assert_int_eq(tern_chan_new(sizeof(int), 0, &c->gate), 0);
+    c->gate_at = 2;
     tern_task *t;
     ck_assert_int_eq(tern_spawn(cancelled_consumer, c, &t), 0);
-    while (atomic_load(&c->produced) < 1)
-        tern_sleep(MS);
-    tern_sleep(10 * MS);
+    /* the producer at the gate was asked for the second value: the
+     * consumer's wait now is its second next */
+    TASK_WAIT_UNTIL(tern__chan_waiting(c->gate, TERN_SELECT_RECV) == 1, WAIT_MS);
+    TASK_WAIT_PARKED(t, TERN__W_GEN);
     ck_assert_int_eq(tern_task_cancel(t), 0);
     ck_assert_int_eq(tern_join(t, NULL), -ECANCELED);
     ck_assert_int_eq(atomic_load(&consumer_r), -ECANCELED);
     ck_assert_int_eq(atomic_load(&c->cleaned), 1);
+    tern_chan_release(c->gate);
     free(c);
     return NULL;
 }
@@ -368,8 +386,7 @@ static void *producer_cancel_body(void *arg)
     c->sleep = 10000 * MS;
     g = gen_of(c);
     ck_assert_int_eq(tern_gen_next(g, &v, tern_now() + 10 * MS), -ETIMEDOUT);
-    while (!(p = atomic_load(&c->self)))
-        tern_sleep(MS);
+    TASK_WAIT_UNTIL((p = atomic_load(&c->self)) != NULL, WAIT_MS);
     ck_assert_int_eq(tern_task_cancel(p), 0);
     ck_assert_int_eq(tern_gen_next(g, &v, 0), -ECANCELED);
     tern_gen_free(g);
@@ -390,12 +407,16 @@ static void *deadline_body(void *arg)
 {
     void *v = NULL;
     counter *c = counter_new(1, 2);
-    c->sleep = 60 * MS;
+    /* the first value waits at a gate opened after both deadlines, however
+     * late this task runs */
+    ck_assert_int_eq(tern_chan_new(sizeof(int), 0, &c->gate), 0);
+    c->gate_at = 1;
     tern_gen *g = gen_of(c);
     uint64_t t0 = tern_now();
     ck_assert_int_eq(tern_gen_next(g, &v, t0 + 10 * MS), -ETIMEDOUT);
     ck_assert_uint_ge(tern_now() - t0, 10 * MS);
     ck_assert_int_eq(tern_gen_next(g, &v, tern_now() + 10 * MS), -ETIMEDOUT);
+    ck_assert_int_eq(tern_chan_close(c->gate), 0);
     /* the ask stands: the value comes, and no second one behind it */
     ck_assert_int_eq(tern_gen_next(g, &v, 0), 1);
     ck_assert_ptr_eq(v, (void *)1);
@@ -404,6 +425,7 @@ static void *deadline_body(void *arg)
     ck_assert_ptr_eq(v, (void *)2);
     ck_assert_int_eq(tern_gen_next(g, &v, tern_now() + 5000 * MS), 0);
     tern_gen_free(g);
+    tern_chan_release(c->gate);
     free(c);
     return NULL;
 }
@@ -635,7 +657,7 @@ static void *pump_cancel_body(void *arg)
         /* closed promptly (the deadline only turns a hang into a failure);
          * a pump that did start may have passed on a value first */
         int r;
-        uint64_t until = tern_now() + 5000 * MS;
+        uint64_t until = tern_now() + WAIT_MS * MS;
         while ((r = tern_chan_recv_until(out, &v, until)) == 1)
             ck_assert(!one_worker);
         ck_assert_int_eq(r, 0);
@@ -643,14 +665,13 @@ static void *pump_cancel_body(void *arg)
         if (one_worker && !pulled)
             ck_assert_int_eq(atomic_load(&c->started), 0);
         /* a producer that was waiting is cancelled and cleans up */
-        for (int i = 0; pulled && !atomic_load(&c->cleaned) && i < 5000; i++)
-            tern_sleep(MS);
+        if (pulled)
+            TASK_WAIT_UNTIL(atomic_load(&c->cleaned), WAIT_MS);
         if (pulled || one_worker)
             ck_assert_int_eq(atomic_load(&c->cleaned), pulled);
         tern_chan_release(out);
         /* the cleaned mark comes before the producer's end: let g go */
-        for (int i = 0; tern_runtime_live_tasks(tern_runtime_current()) > 1 && i < 5000; i++)
-            tern_sleep(MS);
+        TASK_WAIT_UNTIL(tern_runtime_live_tasks(tern_runtime_current()) <= 1, WAIT_MS);
         free(c);
     }
     return NULL;

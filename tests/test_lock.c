@@ -48,6 +48,36 @@ static void await_qlen(tern__waitq *q, int n)
     }
 }
 
+/* Waits like await_qlen, but gives up when t (a waiter with a deadline)
+ * is done first: 1 when the n-th waiter queued while t still waited. */
+static int await_qlen_or_done(tern__waitq *q, int n, tern_task *t)
+{
+    uint64_t end = tern_now() + 20000 * MS;
+    while (qlen(q) < n) {
+        if (tern_task_done(t))
+            return qlen(q) >= n;
+        ck_assert_msg(tern_now() < end, "waiter %d never queued", n);
+        pause_a_bit();
+    }
+    return 1;
+}
+
+/* Waits until the task first in q's queue has switched out in a wait of
+ * kind: queued is not yet parked. It cannot leave meanwhile: it waits for
+ * something the caller holds. */
+static void await_head_parked(tern__waitq *q, int kind)
+{
+    TERN__LOCK(q);
+    tern_task *t = q->head ? q->head->wake->task : NULL;
+    TERN__UNLOCK(q);
+    ck_assert_msg(t != NULL, "no task first in the queue");
+    uint64_t end = tern_now() + 20000 * MS;
+    while (tern__task_parked(t) != kind) {
+        ck_assert_msg(tern_now() < end, "the waiter never parked");
+        pause_a_bit();
+    }
+}
+
 static void await_count(_Atomic int *c, int n)
 {
     uint64_t end = tern_now() + 20000 * MS;
@@ -55,15 +85,6 @@ static void await_count(_Atomic int *c, int n)
         ck_assert_msg(tern_now() < end, "count stuck at %d < %d", atomic_load(c), n);
         pause_a_bit();
     }
-}
-
-/* Sleeps a little from a task or a thread. */
-static void nap(uint64_t ns)
-{
-    if (tern_task_current())
-        ck_assert_int_eq(tern_sleep(ns), 0);
-    else
-        usleep(ns / 1000);
 }
 
 static pthread_t thread_start(void *(*fn)(void *), void *arg)
@@ -258,7 +279,7 @@ static void *mutex_deadline_main(void *arg)
     t = spawn(served_locker, NULL);
     th = thread_start(served_locker, NULL);
     await_qlen(&dm.q, 2);
-    nap(5 * MS);
+    TASK_WAIT_PARKED(t, TERN__W_MUTEX); /* a thread shows only its queue node */
     ck_assert_int_eq(tern_mutex_unlock(&dm), 0);
     ck_assert_int_eq(tern_join(t, NULL), 0);
     thread_join(th);
@@ -282,7 +303,7 @@ static void *x_hold_thread(void *arg)
     ck_assert_int_eq(tern_mutex_lock(&xm), 0);
     atomic_store(&x_stage, 1);
     await_qlen(&xm.q, 1); /* the task waits */
-    usleep(5000);
+    await_head_parked(&xm.q, TERN__W_MUTEX);
     ck_assert_int_eq(tern_mutex_unlock(&xm), 0);
     /* now the thread waits for the task */
     await_count(&x_stage, 2);
@@ -298,6 +319,8 @@ static void *x_task(void *arg)
     ck_assert_int_eq(tern_mutex_lock(&xm), 0);
     atomic_store(&x_stage, 2);
     await_qlen(&xm.q, 1); /* the thread waits */
+    /* a thread shows no more than its queue node: the nap lets it get to
+     * its futex wait too (the unlock must wake it either way) */
     tern_sleep(5 * MS);
     atomic_store(&x_stage, 3);
     ck_assert_int_eq(tern_mutex_unlock(&xm), 0);
@@ -523,7 +546,7 @@ static void *pref_writer(void *arg)
     ck_assert_int_eq(tern_rwlock_wrlock(&prw, 0), 0);
     atomic_store(&p_writer_in, 1);
     ck_assert_int_eq(atomic_load(&p_reader_in), 0);
-    tern_sleep(2 * MS);
+    tern_sleep(2 * MS); /* held a while: room for a reader to barge in */
     atomic_store(&p_writer_in, 2);
     ck_assert_int_eq(tern_rwlock_unlock(&prw), 0);
     return NULL;
@@ -552,7 +575,7 @@ static void *rw_pref_main(void *arg)
     pthread_t th = thread_start(pref_reader, NULL); /* a thread queues too */
     await_qlen(&prw.q, 3);
     ck_assert_int_eq(tern_rwlock_unlock(&prw), 0);
-    tern_sleep(2 * MS);
+    tern_sleep(2 * MS); /* room for a wrong grant to show */
     ck_assert_int_eq(atomic_load(&p_writer_in), 0); /* one old reader left */
     ck_assert_int_eq(tern_rwlock_unlock(&prw), 0);
     ck_assert_int_eq(tern_join(w, NULL), 0);
@@ -574,13 +597,12 @@ END_TEST
 static tern_rwlock arw;
 static _Atomic int a_reader_in;
 
+/* arg: how many ms it waits; 0: until cancelled */
 static void *abandon_writer(void *arg)
 {
-    /* long enough for the readers to queue behind it on a loaded machine
-     * (20 ms was not, under TSan beside other suites) */
-    uint64_t deadline = arg ? tern_now() + 1000 * MS : 0;
-    int r = tern_rwlock_wrlock(&arw, deadline);
-    ck_assert_int_eq(r, arg ? -ETIMEDOUT : -ECANCELED);
+    uint64_t ms = (uintptr_t)arg;
+    int r = tern_rwlock_wrlock(&arw, ms ? tern_now() + ms * MS : 0);
+    ck_assert_int_eq(r, ms ? -ETIMEDOUT : -ECANCELED);
     return NULL;
 }
 
@@ -595,14 +617,27 @@ static void *abandon_reader(void *arg)
 static void *rw_abandon_main(void *arg)
 {
     tern_rwlock_init(&arw);
+    /* the readers must queue behind the timed writer before its deadline;
+     * where they did not (a slow machine), the round proved nothing and is
+     * run again with a longer one */
+    uint64_t wait_ms = 200;
     for (int timed = 1; timed >= 0; timed--) {
         atomic_store(&a_reader_in, 0);
         ck_assert_int_eq(tern_rwlock_rdlock(&arw, 0), 0);
-        tern_task *w = spawn(abandon_writer, timed ? (void *)1 : NULL);
+        tern_task *w = spawn(abandon_writer, (void *)(uintptr_t)(timed ? wait_ms : 0));
         await_qlen(&arw.q, 1);
         tern_task *r1 = spawn(abandon_reader, NULL);
         tern_task *r2 = spawn(abandon_reader, NULL);
-        await_qlen(&arw.q, 3);
+        if (!await_qlen_or_done(&arw.q, 3, w)) {
+            ck_assert_int_eq(tern_join(w, NULL), 0);
+            ck_assert_int_eq(tern_join(r1, NULL), 0);
+            ck_assert_int_eq(tern_join(r2, NULL), 0);
+            ck_assert_int_eq(tern_rwlock_unlock(&arw), 0);
+            ck_assert_uint_lt(wait_ms, 60000);
+            wait_ms *= 4;
+            timed++; /* the same round again */
+            continue;
+        }
         if (!timed)
             ck_assert_int_eq(tern_task_cancel(w), 0);
         tern_join(w, NULL);
@@ -729,7 +764,7 @@ static void *sem_fifo_main(void *arg)
     tern_task *c = spawn(sem_taker, (void *)2);
     await_qlen(&fs.q, 3);
     ck_assert_int_eq(tern_sem_release(&fs, 2), 0);
-    tern_sleep(2 * MS);
+    tern_sleep(2 * MS); /* room for a wrong grant to show */
     ck_assert_int_eq(atomic_load(&sem_got), 0);
     ck_assert_uint_eq(tern_sem_available(&fs), 2);
     ck_assert_int_eq(tern_sem_try_acquire(&fs, 1), -EAGAIN); /* others wait */
@@ -738,7 +773,7 @@ static void *sem_fifo_main(void *arg)
     ck_assert_uint_eq(tern_sem_available(&fs), 0);
     ck_assert_int_eq(tern_sem_release(&fs, 1), 0); /* 1: enough for b only */
     ck_assert_int_eq(tern_join(b, NULL), 0);
-    tern_sleep(2 * MS);
+    tern_sleep(2 * MS); /* room for a wrong grant to show */
     ck_assert_int_eq(atomic_load(&sem_got), 2);
     ck_assert_int_eq(tern_sem_release(&fs, 3), 0); /* c takes 2, 1 is left */
     ck_assert_int_eq(tern_join(c, NULL), 0);
@@ -763,11 +798,12 @@ END_TEST
  * one behind it is served from the permits that were already free. */
 static tern_sem bs;
 
+/* arg: how many ms it waits; 0: until cancelled */
 static void *sem_big(void *arg)
 {
-    /* long enough for the small one to queue behind it (see abandon_writer) */
-    int r = tern_sem_acquire(&bs, 5, arg ? tern_now() + 1000 * MS : 0);
-    ck_assert_int_eq(r, arg ? -ETIMEDOUT : -ECANCELED);
+    uint64_t ms = (uintptr_t)arg;
+    int r = tern_sem_acquire(&bs, 5, ms ? tern_now() + ms * MS : 0);
+    ck_assert_int_eq(r, ms ? -ETIMEDOUT : -ECANCELED);
     return NULL;
 }
 
@@ -782,18 +818,31 @@ static void *sem_small(void *arg)
 
 static void *sem_abandon_main(void *arg)
 {
+    /* as in rw_abandon_main: a timed head gone before the small one queued
+     * behind it proved nothing, and the round is run again waiting longer */
+    uint64_t wait_ms = 200;
     for (int timed = 1; timed >= 0; timed--) {
         tern_sem_init(&bs, 2);
-        tern_task *big = spawn(sem_big, timed ? (void *)1 : NULL);
+        int got = atomic_load(&small_got);
+        tern_task *big = spawn(sem_big, (void *)(uintptr_t)(timed ? wait_ms : 0));
         await_qlen(&bs.q, 1);
         pthread_t th = thread_start(sem_small, NULL);
-        await_qlen(&bs.q, 2);
+        if (!await_qlen_or_done(&bs.q, 2, big)) {
+            ck_assert_int_eq(tern_join(big, NULL), 0);
+            thread_join(th);
+            ck_assert_uint_eq(tern_sem_available(&bs), 1);
+            ck_assert_int_eq(tern_sem_destroy(&bs), 0);
+            ck_assert_uint_lt(wait_ms, 60000);
+            wait_ms *= 4;
+            timed++; /* the same round again */
+            continue;
+        }
         ck_assert_uint_eq(tern_sem_available(&bs), 2);
         ck_assert_int_eq(tern_sem_destroy(&bs), -EBUSY);
         if (!timed)
             ck_assert_int_eq(tern_task_cancel(big), 0);
         tern_join(big, NULL);
-        await_count(&small_got, 2 - timed);
+        await_count(&small_got, got + 1);
         thread_join(th);
         ck_assert_uint_eq(tern_sem_available(&bs), 1);
         ck_assert_int_eq(tern_sem_destroy(&bs), 0);
@@ -872,7 +921,7 @@ static void *event_main(void *arg)
     pthread_t th = thread_start(ev_waiter, NULL);
     await_qlen(&ev.q, N + 1);
     ck_assert_int_eq(tern_event_destroy(&ev), -EBUSY);
-    tern_sleep(2 * MS);
+    tern_sleep(2 * MS); /* room for a wrong wake-up to show */
     ck_assert_int_eq(atomic_load(&ev_woken), 0);
     ck_assert_int_eq(tern_event_set(&ev), 0);
     ck_assert_int_eq(tern_event_clear(&ev), 0); /* woken waiters stay woken */
@@ -968,7 +1017,7 @@ static void *notify_main(void *arg)
     for (int i = 0; i < 3; i++) {
         ck_assert_int_eq(tern_notify_one(&nt), 0);
         ck_assert_int_eq(tern_join(t[i], NULL), 0);
-        tern_sleep(MS);
+        tern_sleep(MS); /* room for a second wake-up to show */
         ck_assert_int_eq(atomic_load(&nt_woken), i + 1);
     }
     /* notify_all wakes the rest and leaves no permit behind */
@@ -1184,7 +1233,7 @@ static void *cond_main(void *arg)
     ck_assert_int_eq(tern_mutex_lock(&cdm), 0);
     ck_assert_int_eq(tern_task_cancel(c), 0);
     await_qlen(&cdm.q, 1);
-    tern_sleep(2 * MS);
+    tern_sleep(2 * MS); /* room for it to return without the mutex */
     ck_assert_int_eq(atomic_load(&cd_stage), 0);
     ck_assert_int_eq(qlen(&cdc.q), 0);
     ck_assert_int_eq(tern_mutex_unlock(&cdm), 0);
@@ -1205,7 +1254,7 @@ static void *cond_main(void *arg)
     for (int i = 0; i < 3; i++) {
         ck_assert_int_eq(tern_cond_signal(&cdc), 0);
         await_count(&cd_woken, i + 1);
-        tern_sleep(MS);
+        tern_sleep(MS); /* room for a second wake-up to show */
         ck_assert_int_eq(atomic_load(&cd_woken), i + 1);
     }
     ck_assert_int_eq(tern_cond_broadcast(&cdc), 0);
@@ -1349,7 +1398,7 @@ static void *barrier_leave_main(void *arg)
     /* two live waiters do not make a round of three */
     tern_task *x = spawn(lb_forever, NULL), *y = spawn(lb_forever, NULL);
     await_qlen(&lb.q, 2);
-    tern_sleep(2 * MS);
+    tern_sleep(2 * MS); /* room for a short round to show */
     ck_assert_int_eq(atomic_load(&lb_done), 0);
     /* the third (us) is the leader */
     ck_assert_int_eq(tern_barrier_wait(&lb, 0), 1);
