@@ -6,8 +6,8 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "driver.h"
-#include "io.h"
+#include "io/driver.h"
+#include "io/io.h"
 
 /* Fallbacks from io_uring to epoll: the reasons a kernel refuses a ring
  * (docs/design.md, "The I/O driver"). */

@@ -19,9 +19,9 @@
 #include <time.h>
 #include <unistd.h>
 
-#include "driver.h"
-#include "fault.h"
-#include "io.h"
+#include "io/driver.h"
+#include "rt/fault.h"
+#include "io/io.h"
 
 #define MAX_EVENTS 64
 

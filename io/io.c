@@ -14,8 +14,8 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
-#include "fault.h"
-#include "io.h"
+#include "rt/fault.h"
+#include "io/io.h"
 
 #define MAX_LEN 0x7ffff000u /* what Linux moves in one call at most */
 

@@ -24,7 +24,7 @@
 #include <sys/socket.h>
 #include <sys/uio.h>
 
-#include "wait.h"
+#include "rt/wait.h"
 
 enum tern__io_code {
     IO_READ, IO_WRITE, IO_READV, IO_WRITEV, IO_RECV, IO_SEND, IO_RECVMSG, IO_SENDMSG,

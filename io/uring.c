@@ -30,9 +30,9 @@
 #include <sys/eventfd.h>
 #include <unistd.h>
 
-#include "driver.h"
-#include "fault.h"
-#include "io.h"
+#include "io/driver.h"
+#include "rt/fault.h"
+#include "io/io.h"
 
 #ifdef TERN_TSAN
 /* The eventfd write -> kernel -> read completion is a real happens-before

@@ -40,8 +40,8 @@
 #include <string.h>
 #include <time.h>
 
-#include "fault.h"
-#include "internal.h"
+#include "rt/fault.h"
+#include "rt/internal.h"
 
 /* A job being run: on its thread's stack, linked while fn runs. */
 typedef struct running {
@@ -387,18 +387,21 @@ int tern_runtime_blocking_info(tern_runtime *rt, tern_blocking_info *out)
     return 0;
 }
 
-/* Makes a job task; with fut, attaches a future to it before it is queued,
- * so that an error leaves nothing running. */
+/* Makes a job task; with attach, calls attach(t, ctx) before it is queued
+ * (tern_spawn_blocking_future puts its future in the join slot there), so
+ * that an error leaves nothing running: a job that is never queued is
+ * finished with the error, which an attached future hears. */
 static int spawn_blocking(tern_runtime *rt, tern_task_fn fn, void *arg, int kind,
-                          void (*deliver)(void *), tern_task **out, tern_future **fut)
+                          void (*deliver)(void *), tern_task **out,
+                          int (*attach)(tern_task *t, void *ctx), void *ctx)
 {
     tern_task *t;
     int r = tern__task_new(rt, fn, arg, kind, &t, 1, NULL, 0);
     if (r < 0)
         return r;
     t->on_exit = deliver; /* before it is queued: a thread may finish it at once */
-    if (fut)
-        r = tern_task_future(t, fut);
+    if (attach)
+        r = attach(t, ctx);
     if (r == 0)
         r = tern__blocking_submit(rt, t);
     if (r < 0) {
@@ -409,10 +412,6 @@ static int spawn_blocking(tern_runtime *rt, tern_task_fn fn, void *arg, int kind
         tern__task_job_start(t);
         tern__task_finish(NULL, t);
         tern__task_unref(t);
-        if (fut && *fut) {
-            tern_future_release(*fut);
-            *fut = NULL;
-        }
         return r;
     }
     if (out)
@@ -427,16 +426,13 @@ int tern_runtime_spawn_blocking(tern_runtime *rt, tern_task_fn fn, void *arg,
 {
     if (!rt || !fn || !out)
         return -EINVAL;
-    return spawn_blocking(rt, fn, arg, TERN_KIND_BLOCKING, NULL, out, NULL);
+    return spawn_blocking(rt, fn, arg, TERN_KIND_BLOCKING, NULL, out, NULL, NULL);
 }
 
-int tern_runtime_spawn_blocking_future(tern_runtime *rt, tern_task_fn fn, void *arg,
-                                       tern_future **out)
+int tern__blocking_spawn_attached(tern_runtime *rt, tern_task_fn fn, void *arg,
+                                  int (*attach)(tern_task *t, void *ctx), void *ctx)
 {
-    if (!rt || !fn || !out)
-        return -EINVAL;
-    *out = NULL;
-    return spawn_blocking(rt, fn, arg, TERN_KIND_BLOCKING, NULL, NULL, out);
+    return spawn_blocking(rt, fn, arg, TERN_KIND_BLOCKING, NULL, NULL, attach, ctx);
 }
 
 int tern__blocking_must(tern_task_fn fn, void (*deliver)(void *), void *arg)
@@ -444,7 +440,7 @@ int tern__blocking_must(tern_task_fn fn, void (*deliver)(void *), void *arg)
     tern_runtime *rt = tern_runtime_current();
     if (!rt)
         return -EPERM;
-    return spawn_blocking(rt, fn, arg, TERN_KIND_BLOCKING_MUST, deliver, NULL, NULL);
+    return spawn_blocking(rt, fn, arg, TERN_KIND_BLOCKING_MUST, deliver, NULL, NULL, NULL);
 }
 
 int tern_spawn_blocking(tern_task_fn fn, void *arg, tern_task **out)
@@ -455,10 +451,4 @@ int tern_spawn_blocking(tern_task_fn fn, void *arg, tern_task **out)
     return tern_runtime_spawn_blocking(w->rt, fn, arg, out);
 }
 
-int tern_spawn_blocking_future(tern_task_fn fn, void *arg, tern_future **out)
-{
-    tern_loop *w = tern__loop_self();
-    if (!w)
-        return -EPERM;
-    return tern_runtime_spawn_blocking_future(w->rt, fn, arg, out);
-}
+

@@ -25,10 +25,10 @@
 #include <stdatomic.h>
 #include <stdint.h>
 
-#include "driver.h"
-#include "fiber.h"
+#include "io/driver.h"
+#include "rt/fiber.h"
 #include "tern.h"
-#include "wheel.h"
+#include "rt/wheel.h"
 
 /* Named orderings, so grep finds every ordering decision. */
 #define RELAXED memory_order_relaxed
@@ -471,6 +471,12 @@ void tern__blocking_close(tern_runtime *rt);
 unsigned tern__blocking_abandon(tern_runtime *rt, void (*give_up)(tern_task *, void *),
                                 void *arg);
 void tern__blocking_stop(tern_runtime *rt);
+/* tern_runtime_spawn_blocking with attach(t, ctx) called on the job before
+ * it is queued (sync/ attaches a future: tern_spawn_blocking_future, whose
+ * declaration sits with the pool's in tern.h). A job that fails to queue
+ * is finished with the error. 0 or the error of attach or the queue. */
+int tern__blocking_spawn_attached(tern_runtime *rt, tern_task_fn fn, void *arg,
+                                  int (*attach)(tern_task *t, void *ctx), void *ctx);
 /* 1 when the caller is one of rt's blocking threads. */
 int tern__blocking_self(tern_runtime *rt);
 

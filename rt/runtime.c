@@ -12,8 +12,8 @@
 #include <time.h>
 #include <unistd.h>
 
-#include "fault.h"
-#include "internal.h"
+#include "rt/fault.h"
+#include "rt/internal.h"
 
 #define TERN_DEFAULT_STACK (64u * 1024)
 #define TERN_DEFAULT_BLOCKING 64

@@ -50,8 +50,8 @@
 #include <string.h>
 #include <unistd.h>
 
-#include "fault.h"
-#include "internal.h"
+#include "rt/fault.h"
+#include "rt/internal.h"
 
 static _Atomic uint64_t next_id = 1;
 #define ID_BATCH 1024 /* ids a worker takes from next_id at a time */

@@ -8,7 +8,7 @@
 #include <time.h>
 #include <unistd.h>
 
-#include "wait.h"
+#include "rt/wait.h"
 
 void tern__wq_push(tern__waitq *q, tern__waiter *w)
 {

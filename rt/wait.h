@@ -33,7 +33,7 @@
 #include <stdatomic.h>
 #include <stddef.h>
 
-#include "internal.h"
+#include "rt/internal.h"
 
 enum { W_WAITING, W_CLAIMED, W_DONE, W_ABANDONED };
 

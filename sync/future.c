@@ -14,8 +14,8 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "fault.h"
-#include "sync.h"
+#include "rt/fault.h"
+#include "sync/sync.h"
 
 #define COUNTING 1 /* a node's n: counting mode */
 #define SMALL 16   /* nodes kept on the stack by the combinators */
@@ -311,6 +311,35 @@ int tern_task_future(tern_task *t, tern_future **out)
     }
     *out = f;
     return 0;
+}
+
+/* ---- blocking jobs as futures (declared with the pool, in tern.h) ----------------- */
+
+static int attach_future(tern_task *t, void *out)
+{
+    return tern_task_future(t, out);
+}
+
+int tern_runtime_spawn_blocking_future(tern_runtime *rt, tern_task_fn fn, void *arg,
+                                       tern_future **out)
+{
+    if (!rt || !fn || !out)
+        return -EINVAL;
+    *out = NULL;
+    int r = tern__blocking_spawn_attached(rt, fn, arg, attach_future, out);
+    if (r < 0 && *out) { /* attached, then not queued: it completed with r */
+        tern_future_release(*out);
+        *out = NULL;
+    }
+    return r;
+}
+
+int tern_spawn_blocking_future(tern_task_fn fn, void *arg, tern_future **out)
+{
+    tern_runtime *rt = tern_runtime_current();
+    if (!rt)
+        return -EPERM;
+    return tern_runtime_spawn_blocking_future(rt, fn, arg, out);
 }
 
 /* ---- waiting ----------------------------------------------------------------------- */

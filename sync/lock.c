@@ -22,7 +22,7 @@
 #include <stdint.h>
 #include <string.h>
 
-#include "sync.h"
+#include "sync/sync.h"
 
 /* ---- shared helpers --------------------------------------------------------------- */
 

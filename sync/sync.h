@@ -6,7 +6,7 @@
 #ifndef TERN_SYNC_INTERNAL_H
 #define TERN_SYNC_INTERNAL_H
 
-#include "wait.h"
+#include "rt/wait.h"
 
 /* chan.c: a channel's element size (streams carry pointers only). */
 size_t tern__chan_esize(const tern_chan *ch);

@@ -20,7 +20,7 @@
 #include <time.h>
 #include <unistd.h>
 
-#include "driver.h"
+#include "io/driver.h"
 
 #ifndef TERN_TEST_SCALE
 #define TERN_TEST_SCALE 1
