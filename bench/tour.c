@@ -18,7 +18,7 @@
 #include <sys/socket.h>
 #include <unistd.h>
 
-#include "internal.h" /* step 8 builds a loop on the driver table itself */
+#include "rt/internal.h" /* step 8 builds a loop on the driver table itself */
 #include "tern.h"
 
 #define MS 1000000ull

@@ -6,7 +6,8 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "driver.h"
+#include "io/driver.h"
+#include "io/io.h"
 
 /* Fallbacks from io_uring to epoll: the reasons a kernel refuses a ring
  * (docs/design.md, "The I/O driver"). */
@@ -84,6 +85,15 @@ int tern__driver_open(tern_backend want, tern__driver **out, const char **note) 
     if (rc == 0 && note)
         *note = why;
     return rc;
+}
+
+int tern__driver_shared_new(tern_backend backend, struct tern__fdtab **out) {
+    *out = NULL;
+    return backend == TERN_BACKEND_EPOLL ? tern__fdtab_new(out) : 0;
+}
+
+void tern__driver_shared_free(struct tern__fdtab *tab) {
+    tern__fdtab_free(tab);
 }
 
 const char *tern__driver_refused(const char *note, int err) {

@@ -18,8 +18,15 @@ typedef struct tern__driver tern__driver;
 struct tern__ioop;
 struct tern__fdtab;
 
+/* How a backend runs an operation (io.c dispatches on it). */
+enum tern__driver_kind {
+    TERN__DRIVER_COMPLETION, /* the kernel does the whole operation: submit/cancel */
+    TERN__DRIVER_READINESS,  /* the task does it once the fd is ready (fdtab) */
+};
+
 typedef struct tern__driver_ops {
     const char *name; /* "io_uring" or "epoll" */
+    enum tern__driver_kind kind;
     /* Creates an instance. Call it on the thread that will own it: an
      * io_uring ring is bound to its creating thread (SINGLE_ISSUER, the
      * registered ring fd). 0 or -errno (io_uring: -ENOSYS, -EPERM, -ENOMEM
@@ -44,8 +51,8 @@ typedef struct tern__driver_ops {
      * once the owner has stopped; io_uring then frees the ring's kernel
      * memory only when the owner thread exits). */
     void (*close)(tern__driver *d);
-    /* Completion-based backends only (NULL for epoll, which waits for
-     * readiness through the descriptor table instead, see io.h).
+    /* TERN__DRIVER_COMPLETION backends only (NULL for epoll, which waits
+     * for readiness through the descriptor table instead, see io.h).
      * submit queues op for the next wait's submission: 0, or -EAGAIN when
      * no SQE could be had. cancel asks the kernel to cancel the operation
      * whose record is at key; it never dereferences key, which may already
@@ -86,6 +93,19 @@ int tern__driver_open(tern_backend want, tern__driver **out, const char **note);
  * one), the note for starting over on epoll; NULL when the runtime must
  * fail instead (a forced backend, or another error). */
 const char *tern__driver_refused(const char *note, int err);
+
+/* The runtime-wide part of a backend, beside its per-worker instances: the
+ * descriptor table readiness backends share (its every fd is homed on one
+ * worker's epoll set); NULL for io_uring, which needs none. new, before the
+ * workers open their drivers for backend: 0 or -ENOMEM; free (NULL is
+ * fine), after every driver was closed. Each worker's driver gets it in
+ * d->fdtab. */
+int tern__driver_shared_new(tern_backend backend, struct tern__fdtab **out);
+void tern__driver_shared_free(struct tern__fdtab *tab);
+
+/* The name of an I/O operation code (enum tern__io_code in io.h), for
+ * tern_dump: "read", "accept", ...; "io" for an unknown one. */
+const char *tern__io_name(int code);
 
 /* The backend d runs (never TERN_BACKEND_AUTO). */
 static inline tern_backend tern__driver_backend(const tern__driver *d) {

@@ -19,9 +19,9 @@
 #include <time.h>
 #include <unistd.h>
 
-#include "driver.h"
-#include "fault.h"
-#include "io.h"
+#include "io/driver.h"
+#include "rt/fault.h"
+#include "io/io.h"
 
 #define MAX_EVENTS 64
 
@@ -139,6 +139,7 @@ static void epoll_close(tern__driver *d) {
 
 const tern__driver_ops tern__epoll_ops = {
     .name = "epoll",
+    .kind = TERN__DRIVER_READINESS,
     .open = epoll_open,
     .wait = epoll_wait_ns,
     .wake = epoll_wake,

@@ -22,8 +22,8 @@
 #include <stdlib.h>
 #include <sys/epoll.h>
 
-#include "fault.h"
-#include "io.h"
+#include "rt/fault.h"
+#include "io/io.h"
 
 #define CHUNK 1024
 #define MAX_CHUNKS 4096 /* descriptors below 4M */

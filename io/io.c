@@ -14,8 +14,8 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
-#include "fault.h"
-#include "io.h"
+#include "rt/fault.h"
+#include "io/io.h"
 
 #define MAX_LEN 0x7ffff000u /* what Linux moves in one call at most */
 
@@ -104,7 +104,7 @@ static int uring_once(tern_loop *w, tern__ioop *op, uint64_t deadline)
         return r;
     /* A cancel that loses to the kernel must not mark the task as having
      * seen it (tern_join would then call a task with a result cancelled). */
-    uint8_t saw = op->wake.task->saw_cancel;
+    uint8_t saw = tern__cancel_seen(op->wake.task);
     int reason = 0;
     for (;;) {
         int done = atomic_load_explicit(&op->wake.state, ACQUIRE) == W_DONE;
@@ -121,7 +121,7 @@ static int uring_once(tern_loop *w, tern__ioop *op, uint64_t deadline)
     if (reason && (op->res == -ECANCELED || op->res == -EINTR))
         return reason;
     /* The kernel finished first: its result stands, bytes included. */
-    op->wake.task->saw_cancel = saw;
+    tern__cancel_seen_set(op->wake.task, saw);
     return op->res;
 }
 
@@ -328,7 +328,7 @@ static int is_file_op(int code)
 
 static ssize_t run_on(tern_loop *w, tern__ioop *op, uint64_t deadline)
 {
-    if (w->driver->ops->submit)
+    if (w->driver->ops->kind == TERN__DRIVER_COMPLETION)
         return uring_run(op, deadline);
     if (is_file_op(op->code))
         return pool_run(op);

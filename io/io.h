@@ -25,16 +25,13 @@
 #include <sys/socket.h>
 #include <sys/uio.h>
 
-#include "wait.h"
+#include "rt/wait.h"
 
 enum tern__io_code {
     IO_READ, IO_WRITE, IO_READV, IO_WRITEV, IO_RECV, IO_SEND, IO_RECVMSG, IO_SENDMSG,
     IO_ACCEPT, IO_CONNECT, IO_POLL, IO_OPEN, IO_PREAD, IO_PWRITE, IO_FSYNC, IO_STATX,
     IO_CLOSE,
 };
-
-/* The operation's name ("read", "accept", ...), for tern_dump. */
-const char *tern__io_name(int code);
 
 typedef struct tern__ioop {
     unsigned char kind; /* first byte: the ring's dispatch tag (uring.c) */
@@ -70,6 +67,9 @@ void tern__io_complete(tern__ioop *op, int res);
 /* ---- the descriptor table (fdtab.c), for the epoll backend ------------------------ */
 
 typedef struct tern__fdtab tern__fdtab;
+/* The table's life (tern__driver_shared_new / _free call them). */
+int tern__fdtab_new(tern__fdtab **out);
+void tern__fdtab_free(tern__fdtab *tab);
 
 /* Readiness seen by a loop's epoll wait for fd: wakes the waiters that
  * care. Called by the home loop's thread. */

@@ -17,7 +17,7 @@
 #include <sys/un.h>
 #include <unistd.h>
 
-#include "io.h"
+#include "io/io.h"
 
 int tern_socket(int domain, int type, int protocol)
 {

@@ -30,9 +30,9 @@
 #include <sys/eventfd.h>
 #include <unistd.h>
 
-#include "driver.h"
-#include "fault.h"
-#include "io.h"
+#include "io/driver.h"
+#include "rt/fault.h"
+#include "io/io.h"
 
 #ifdef TERN_TSAN
 /* The eventfd write -> kernel -> read completion is a real happens-before
@@ -338,6 +338,7 @@ static void uring_close(tern__driver *d) {
 
 const tern__driver_ops tern__uring_ops = {
     .name = "io_uring",
+    .kind = TERN__DRIVER_COMPLETION,
     .open = uring_open,
     .wait = uring_wait,
     .wake = uring_wake,

@@ -40,8 +40,8 @@
 #include <string.h>
 #include <time.h>
 
-#include "fault.h"
-#include "internal.h"
+#include "rt/fault.h"
+#include "rt/internal.h"
 
 /* A job being run: on its thread's stack, linked while fn runs. */
 typedef struct running {
@@ -124,8 +124,7 @@ static tern_task *take_job(tern__blocking *b)
  * held again. me->abandoned is set on return if shutdown gave up on it. */
 static void run_job(tern__blocking *b, tern_task *t, running *me)
 {
-    /* acquire: the spawner's writes to the header and to arg */
-    uint32_t s = atomic_fetch_xor_explicit(&t->state, TS_SCHEDULED | TS_RUNNING, ACQUIRE);
+    uint32_t s = tern__task_job_start(t);
     /* t->rt is alive: shutdown waits for this job, or abandons it under
      * the lock we hold */
     int skip = t->kind != TERN_KIND_BLOCKING_MUST &&
@@ -305,7 +304,7 @@ void tern__blocking_close(tern_runtime *rt)
     while (cancelled) {
         tern_task *t = cancelled;
         cancelled = t->next;
-        atomic_fetch_xor_explicit(&t->state, TS_SCHEDULED | TS_RUNNING, ACQUIRE);
+        tern__task_job_start(t);
         t->status = -ECANCELED;
         tern__task_finish(NULL, t);
     }
@@ -388,18 +387,21 @@ int tern_runtime_blocking_info(tern_runtime *rt, tern_blocking_info *out)
     return 0;
 }
 
-/* Makes a job task; with fut, attaches a future to it before it is queued,
- * so that an error leaves nothing running. */
+/* Makes a job task; with attach, calls attach(t, ctx) before it is queued
+ * (tern_spawn_blocking_future puts its future in the join slot there), so
+ * that an error leaves nothing running: a job that is never queued is
+ * finished with the error, which an attached future hears. */
 static int spawn_blocking(tern_runtime *rt, tern_task_fn fn, void *arg, int kind,
-                          void (*deliver)(void *), tern_task **out, tern_future **fut)
+                          void (*deliver)(void *), tern_task **out,
+                          int (*attach)(tern_task *t, void *ctx), void *ctx)
 {
     tern_task *t;
     int r = tern__task_new(rt, fn, arg, kind, &t, 1, NULL, 0);
     if (r < 0)
         return r;
     t->on_exit = deliver; /* before it is queued: a thread may finish it at once */
-    if (fut)
-        r = tern_task_future(t, fut);
+    if (attach)
+        r = attach(t, ctx);
     if (r == 0)
         r = tern__blocking_submit(rt, t);
     if (r < 0) {
@@ -407,13 +409,9 @@ static int spawn_blocking(tern_runtime *rt, tern_task_fn fn, void *arg, int kind
          * is nothing to deliver, the caller hears r */
         t->on_exit = NULL;
         t->status = r;
-        atomic_fetch_xor_explicit(&t->state, TS_SCHEDULED | TS_RUNNING, RELAXED);
+        tern__task_job_start(t);
         tern__task_finish(NULL, t);
         tern__task_unref(t);
-        if (fut && *fut) {
-            tern_future_release(*fut);
-            *fut = NULL;
-        }
         return r;
     }
     if (out)
@@ -428,16 +426,13 @@ int tern_runtime_spawn_blocking(tern_runtime *rt, tern_task_fn fn, void *arg,
 {
     if (!rt || !fn || !out)
         return -EINVAL;
-    return spawn_blocking(rt, fn, arg, TERN_KIND_BLOCKING, NULL, out, NULL);
+    return spawn_blocking(rt, fn, arg, TERN_KIND_BLOCKING, NULL, out, NULL, NULL);
 }
 
-int tern_runtime_spawn_blocking_future(tern_runtime *rt, tern_task_fn fn, void *arg,
-                                       tern_future **out)
+int tern__blocking_spawn_attached(tern_runtime *rt, tern_task_fn fn, void *arg,
+                                  int (*attach)(tern_task *t, void *ctx), void *ctx)
 {
-    if (!rt || !fn || !out)
-        return -EINVAL;
-    *out = NULL;
-    return spawn_blocking(rt, fn, arg, TERN_KIND_BLOCKING, NULL, NULL, out);
+    return spawn_blocking(rt, fn, arg, TERN_KIND_BLOCKING, NULL, NULL, attach, ctx);
 }
 
 int tern__blocking_must(tern_task_fn fn, void (*deliver)(void *), void *arg)
@@ -445,7 +440,7 @@ int tern__blocking_must(tern_task_fn fn, void (*deliver)(void *), void *arg)
     tern_runtime *rt = tern_runtime_current();
     if (!rt)
         return -EPERM;
-    return spawn_blocking(rt, fn, arg, TERN_KIND_BLOCKING_MUST, deliver, NULL, NULL);
+    return spawn_blocking(rt, fn, arg, TERN_KIND_BLOCKING_MUST, deliver, NULL, NULL, NULL);
 }
 
 int tern_spawn_blocking(tern_task_fn fn, void *arg, tern_task **out)
@@ -456,10 +451,4 @@ int tern_spawn_blocking(tern_task_fn fn, void *arg, tern_task **out)
     return tern_runtime_spawn_blocking(w->rt, fn, arg, out);
 }
 
-int tern_spawn_blocking_future(tern_task_fn fn, void *arg, tern_future **out)
-{
-    tern_loop *w = tern__loop_self();
-    if (!w)
-        return -EPERM;
-    return tern_runtime_spawn_blocking_future(w->rt, fn, arg, out);
-}
+

@@ -21,7 +21,7 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "internal.h"
+#include "rt/internal.h"
 
 #define BITS 5
 #define MAX_SHIFT 30 /* the last level uses the top 2 bits; deeper is collisions */

@@ -12,8 +12,7 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "internal.h"
-#include "io.h"
+#include "rt/internal.h"
 
 /* A task's context variables are copied too, under the lock: a reference
  * to its context kept past the lock could outlive the task, and with it

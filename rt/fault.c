@@ -9,7 +9,7 @@
  * may move between threads) and a seed makes a single-threaded run
  * repeatable.
  */
-#include "fault.h"
+#include "rt/fault.h"
 
 #ifdef TERN_FAULTS
 

@@ -36,7 +36,7 @@
 #include <sys/mman.h>
 #include <unistd.h>
 
-#include "fiber.h"
+#include "rt/fiber.h"
 
 #if defined(TERN_FIBER_UCONTEXT) || !(defined(__x86_64__) || defined(__aarch64__))
 #define FIBER_UCONTEXT 1

@@ -13,8 +13,8 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "fault.h"
-#include "internal.h"
+#include "rt/fault.h"
+#include "rt/internal.h"
 
 /* task.c: sleep entries share the wheel with handles */
 void tern__sleep_fire(tern__sleep *sl);

@@ -25,10 +25,10 @@
 #include <stdatomic.h>
 #include <stdint.h>
 
-#include "driver.h"
-#include "fiber.h"
+#include "io/driver.h"
+#include "rt/fiber.h"
 #include "tern.h"
-#include "wheel.h"
+#include "rt/wheel.h"
 
 /* Named orderings, so grep finds every ordering decision. */
 #define RELAXED memory_order_relaxed
@@ -168,6 +168,35 @@ void tern__wait_note(int kind, uintptr_t obj);
 int tern__task_parked(const tern_task *t);
 /* 1 while a joiner (task, thread or future) holds t's join slot. */
 int tern__task_has_joiner(const tern_task *t);
+
+/* The join slot (task.c): one joiner at a time, tagged by kind. claim
+ * takes the empty slot (1) or finds another joiner there (0); unclaim takes
+ * the caller back out (1) unless finish already took it (0). A joiner
+ * claims, then reads t's state with seq_cst: see task.c. */
+enum { TERN__JOIN_TASK, TERN__JOIN_THREAD, TERN__JOIN_FUTURE };
+int tern__join_claim(tern_task *t, void *who, int tag);
+int tern__join_unclaim(tern_task *t, void *who, int tag);
+/* How a future in the slot hears that its task finished (sync/ registers
+ * it before it first puts a future there): done(future, result, status),
+ * on the finishing thread, taking over the slot's reference. */
+void tern__join_future_hook(void (*done)(void *future, void *result, int status));
+
+/* State transitions made outside the worker loop; each is covered by the
+ * proof sketch in task.c, the only file that writes the state word.
+ *  job_start: a blocking job (no fiber) taken by a pool thread, or never
+ *    queued: SCHEDULED -> RUNNING; returns the state before (CANCELLED).
+ *  freeze: shutdown claims an idle parked task (idle -> RUNNING) so that a
+ *    later wake only sets NOTIFIED; 1 when claimed.
+ *  give_up: a task that will never finish (an abandoned job, a frozen
+ *    task) completes with -ECANCELED and its joiner is told; no count, no
+ *    reference dropped.
+ *  cancel_seen(_set): whether a suspension point handed the task its
+ *    -ECANCELED; a wait whose grant won the race puts the mark back. */
+uint32_t tern__task_job_start(tern_task *t);
+int tern__task_freeze(tern_task *t);
+void tern__task_give_up(tern_task *t);
+uint8_t tern__cancel_seen(const tern_task *t);
+void tern__cancel_seen_set(tern_task *t, uint8_t seen);
 
 /* A thread outside the runtime blocked on something (join, block_on). */
 typedef struct tern__thread_waiter {
@@ -322,7 +351,7 @@ struct tern_runtime {
     struct tern_runtime *next_rt; /* all runtimes (monitor.c) */
     struct tern__watch *watch;    /* the watchdog's view of each worker (monitor.c) */
     _Atomic uint64_t stalls;
-    struct tern__fdtab *fdtab; /* the epoll backend's descriptor table (io/) */
+    struct tern__fdtab *fdtab; /* epoll's descriptor table (tern__driver_shared_new) */
 
     /* start-up hand-shake with the workers */
     pthread_mutex_t start_lock;
@@ -392,9 +421,6 @@ void tern__timer_fire(tern__timer *t, void *ctx);
 void tern__timer_reap(tern__timer *t, void *ctx);
 enum { TERN_TIMER_SLEEP = 1, TERN_TIMER_HANDLE };
 
-/* sync/future.c: completes a task's future (tern_task_future) */
-void tern__future_task_done(tern_future *f, void *result, int status);
-
 /* context.c */
 tern_context *tern__context_capture(void);           /* a reference to the current one */
 tern_context *tern__context_enter(tern_context *c);  /* thread's current <- c; returns old */
@@ -404,9 +430,6 @@ void tern__ctxvar_set_hash(tern_ctxvar *v, uint32_t hash); /* tests: force colli
 void tern__context_each(const tern_context *c, void (*fn)(tern_ctxvar *, void *, void *),
                         void *arg);
 
-/* io/fdtab.c */
-int tern__fdtab_new(struct tern__fdtab **out);
-void tern__fdtab_free(struct tern__fdtab *tab);
 
 /* task.c: the registry of live tasks. tern__registry_lock(rt, i) locks
  * shard i (0 <= i < rt->nshards); under it the shard's tasks stay alive and
@@ -448,6 +471,12 @@ void tern__blocking_close(tern_runtime *rt);
 unsigned tern__blocking_abandon(tern_runtime *rt, void (*give_up)(tern_task *, void *),
                                 void *arg);
 void tern__blocking_stop(tern_runtime *rt);
+/* tern_runtime_spawn_blocking with attach(t, ctx) called on the job before
+ * it is queued (sync/ attaches a future: tern_spawn_blocking_future, whose
+ * declaration sits with the pool's in tern.h). A job that fails to queue
+ * is finished with the error. 0 or the error of attach or the queue. */
+int tern__blocking_spawn_attached(tern_runtime *rt, tern_task_fn fn, void *arg,
+                                  int (*attach)(tern_task *t, void *ctx), void *ctx);
 /* 1 when the caller is one of rt's blocking threads. */
 int tern__blocking_self(tern_runtime *rt);
 

@@ -28,8 +28,8 @@
 #include <string.h>
 #include <time.h>
 
-#include "fault.h"
-#include "internal.h"
+#include "rt/fault.h"
+#include "rt/internal.h"
 
 struct tern__watch {
     uint64_t seq;    /* polls + callbacks of the worker when last sampled */

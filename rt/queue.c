@@ -31,8 +31,8 @@
  */
 #include <stdlib.h>
 
-#include "fault.h"
-#include "internal.h"
+#include "rt/fault.h"
+#include "rt/internal.h"
 
 #define MASK (TERN_LOCAL_QUEUE - 1)
 

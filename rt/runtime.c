@@ -12,8 +12,8 @@
 #include <time.h>
 #include <unistd.h>
 
-#include "fault.h"
-#include "internal.h"
+#include "rt/fault.h"
+#include "rt/internal.h"
 
 #define TERN_DEFAULT_STACK (64u * 1024)
 #define TERN_DEFAULT_BLOCKING 64
@@ -158,7 +158,7 @@ static void runtime_destroy(tern_runtime *rt)
     free(rt->idle.sleepers);
     if (rt->stacks)
         tern__stack_pool_free(rt->stacks);
-    tern__fdtab_free(rt->fdtab);
+    tern__driver_shared_free(rt->fdtab);
     pthread_mutex_destroy(&rt->free_lock);
     pthread_mutex_destroy(&rt->inject_lock);
     pthread_mutex_destroy(&rt->idle.lock);
@@ -190,8 +190,7 @@ static int runtime_alloc(tern_runtime *rt)
         pthread_mutex_init(&w->inbox_lock, NULL);
         rt->loops[i] = w;
     }
-    int err = tern__fdtab_new(&rt->fdtab);
-    return err ? err : tern__stack_pool_new(rt->cfg.stack_size, n, &rt->stacks);
+    return tern__stack_pool_new(rt->cfg.stack_size, n, &rt->stacks);
 }
 
 /* A write to a peer that has gone must return -EPIPE, not kill the process
@@ -299,6 +298,7 @@ int tern_runtime_new(const tern_config *cfg, tern_runtime **out)
         if (err == 0) {
             rt->backend = tern__driver_backend(probe);
             probe->ops->close(probe);
+            err = tern__driver_shared_new(rt->backend, &rt->fdtab);
         }
     }
     if (err) {
@@ -317,7 +317,9 @@ int tern_runtime_new(const tern_config *cfg, tern_runtime **out)
         workers_reset(rt);
         rt->backend = TERN_BACKEND_EPOLL;
         rt->backend_note = why;
-        err = workers_start(rt);
+        err = tern__driver_shared_new(rt->backend, &rt->fdtab);
+        if (err == 0)
+            err = workers_start(rt);
     }
     if (err) {
         runtime_destroy(rt);
@@ -393,23 +395,7 @@ static void remember(tern_task *t, void *arg)
  * (RUNNING or still SCHEDULED, its thread gone from it) or a frozen task. */
 static void give_up(tern_task *t)
 {
-    t->status = -ECANCELED;
-    t->result = NULL;
-    uint32_t s = atomic_load_explicit(&t->state, RELAXED);
-    /* seq_cst: the same pairing with a joiner as in tern__task_finish */
-    while (!atomic_compare_exchange_weak_explicit(&t->state, &s,
-                                                  s | TS_COMPLETE | TS_CANCELLED, SEQ_CST,
-                                                  RELAXED))
-        ;
-    uintptr_t j = atomic_exchange_explicit(&t->joiner, 0, SEQ_CST);
-    if (j & 1) {
-        tern__thread_wake((tern__thread_waiter *)(j & ~(uintptr_t)1));
-    } else if (j & 2) {
-        tern__future_task_done((tern_future *)(j & ~(uintptr_t)2), NULL, -ECANCELED);
-    } else if (j) {
-        tern__task_wake((tern_task *)j, 0);
-        tern__task_unref((tern_task *)j);
-    }
+    tern__task_give_up(t);
 }
 
 /* Freezes the tasks parked deaf to cancellation: with `all` clear only
@@ -420,7 +406,6 @@ static void give_up(tern_task *t)
  * RUNNING makes later wakes only set NOTIFIED. Returns how many. */
 static unsigned freeze_parked(tern_runtime *rt, tern__remains *rm, int all)
 {
-    const uint32_t busy = TS_SCHEDULED | TS_RUNNING | TS_NOTIFIED | TS_COMPLETE;
     size_t first = rm->n;
     unsigned n = 0;
     for (unsigned i = 0; i < rt->nshards; i++) {
@@ -431,12 +416,7 @@ static unsigned freeze_parked(tern_runtime *rt, tern__remains *rm, int all)
             int k = atomic_load_explicit(&t->wait_kind, RELAXED);
             if (!all && k != TERN__W_IO && k != TERN__W_BLOCKING)
                 continue; /* not yet: what it waits on may still end */
-            uint32_t s = atomic_load_explicit(&t->state, RELAXED);
-            while (!(s & busy) &&
-                   !atomic_compare_exchange_weak_explicit(&t->state, &s, s | TS_RUNNING,
-                                                          ACQUIRE, RELAXED))
-                ;
-            if (s & busy)
+            if (!tern__task_freeze(t))
                 continue;
             fprintf(stderr, "tern: shutdown abandoned task %llu waiting for a blocking job\n",
                     (unsigned long long)t->id);

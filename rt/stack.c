@@ -39,8 +39,8 @@
 #include <sys/mman.h>
 #include <unistd.h>
 
-#include "fault.h"
-#include "fiber.h"
+#include "rt/fault.h"
+#include "rt/fiber.h"
 
 #ifndef MADV_GUARD_INSTALL
 #define MADV_GUARD_INSTALL 102 /* Linux 6.13; older headers lack it */

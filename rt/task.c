@@ -13,6 +13,16 @@
  *           (by the worker, on its own stack, after the switch-out finished)
  *   finish: RUNNING   -> COMPLETE           (the worker, after the last switch)
  *
+ * Tasks without a fiber and shutdown make three more, all here (this file
+ * is the only writer of the state word; the others call these):
+ *   job_start: SCHEDULED -> RUNNING         (the pool thread that took the
+ *              blocking job from its queue, or its spawner when it was never
+ *              queued: either way the only holder)
+ *   freeze:    idle      -> RUNNING         (shutdown, for a task parked deaf
+ *              to cancellation; the CAS fails on any other state)
+ *   give_up:   RUNNING   -> RUNNING|COMPLETE|CANCELLED (after job_start or
+ *              freeze: the task never runs again)
+ *
  * Proof sketch that a task never runs on two stacks at once: only the wake
  * that moves idle -> SCHEDULED pushes the task, and only a worker that
  * popped it moves SCHEDULED -> RUNNING. While RUNNING, a wake can only set
@@ -23,17 +33,25 @@
  * transitions out of RUNNING are release operations and run is an acquire,
  * so the next worker sees the saved context and everything the task wrote.
  *
+ * job_start and freeze are the run of those paths: each takes the task from
+ * a state in which nobody else will move it (a job in one queue, an idle
+ * task claimed by CAS), so they keep "at most one runner"; give_up only adds
+ * COMPLETE to a task one of them holds, so later wakes see a finished task.
+ *
  * A wake may be stale (it was meant for an earlier wait): every wait loops on
  * its own condition, so a stale wake costs one extra trip, never a lost one.
- * Cancellation sets CANCELLED and wakes; it is sticky.
+ * Cancellation sets CANCELLED and wakes; it is sticky. Whether a suspension
+ * point has handed the task its -ECANCELED (saw_cancel, which turns a body's
+ * return into a cancelled finish) is kept here too: a wait whose grant won
+ * the race against the cancel puts the mark back as it was.
  */
 #include <errno.h>
 #include <stdlib.h>
 #include <string.h>
 #include <unistd.h>
 
-#include "fault.h"
-#include "internal.h"
+#include "rt/fault.h"
+#include "rt/internal.h"
 
 static _Atomic uint64_t next_id = 1;
 #define ID_BATCH 1024 /* ids a worker takes from next_id at a time */
@@ -342,11 +360,6 @@ int tern__task_parked(const tern_task *t)
     return atomic_load_explicit(&((tern_task *)t)->wait_kind, RELAXED);
 }
 
-int tern__task_has_joiner(const tern_task *t)
-{
-    return atomic_load_explicit(&((tern_task *)t)->joiner, SEQ_CST) != 0;
-}
-
 static uint64_t new_id(tern_loop *w)
 {
     if (!w)
@@ -619,6 +632,114 @@ static void switch_out(tern_task *t, int reason)
     tern__fiber_switch(&t->fiber, &t->loop->sched, 0);
 }
 
+/* ---- the join slot ----------------------------------------------------------------
+ *
+ * t->joiner holds at most one joiner, as a tagged pointer: a task (tag
+ * TERN__JOIN_TASK, holding a reference to itself), a foreign thread's
+ * waiter (TERN__JOIN_THREAD) or a future (TERN__JOIN_FUTURE, holding a
+ * reference to the future). A joiner claims the empty slot and then reads
+ * the state; finish writes COMPLETE and then empties the slot, telling
+ * whoever it held. Both sides are seq_cst, so one of them sees the other:
+ * either finish finds the joiner, or the joiner sees COMPLETE (and takes
+ * itself back, or learns that finish took it). */
+
+typedef void (*future_done_fn)(void *future, void *result, int status);
+/* relaxed: a finisher reads it only after taking a future out of a slot,
+ * which the future's side put there after storing the hook */
+static _Atomic(future_done_fn) future_done_hook;
+
+void tern__join_future_hook(future_done_fn done)
+{
+    atomic_store_explicit(&future_done_hook, done, RELAXED);
+}
+
+static uintptr_t join_word(void *who, int tag)
+{
+    return (uintptr_t)who | (uintptr_t)tag;
+}
+
+int tern__join_claim(tern_task *t, void *who, int tag)
+{
+    uintptr_t exp = 0;
+    return atomic_compare_exchange_strong_explicit(&t->joiner, &exp, join_word(who, tag),
+                                                   SEQ_CST, RELAXED);
+}
+
+int tern__join_unclaim(tern_task *t, void *who, int tag)
+{
+    uintptr_t exp = join_word(who, tag);
+    return atomic_compare_exchange_strong_explicit(&t->joiner, &exp, 0, SEQ_CST, RELAXED);
+}
+
+int tern__task_has_joiner(const tern_task *t)
+{
+    return atomic_load_explicit(&((tern_task *)t)->joiner, SEQ_CST) != 0;
+}
+
+/* Empties the slot of a task that just became COMPLETE and tells the
+ * joiner it held, if any: its result and status are final. */
+static void join_notify(tern_task *t)
+{
+    uintptr_t j = atomic_exchange_explicit(&t->joiner, 0, SEQ_CST);
+    void *who = (void *)(j & ~(uintptr_t)3);
+    switch (j & 3) {
+    case TERN__JOIN_THREAD:
+        tern__thread_wake(who);
+        break;
+    case TERN__JOIN_FUTURE:
+        atomic_load_explicit(&future_done_hook, RELAXED)(who, t->result, t->status);
+        break;
+    default:
+        if (who) {
+            tern__task_wake(who, 0);
+            tern__task_unref(who);
+        }
+    }
+}
+
+/* ---- transitions made outside the worker loop ------------------------------------ */
+
+uint32_t tern__task_job_start(tern_task *t)
+{
+    /* acquire: the spawner's writes to the header and to arg */
+    return atomic_fetch_xor_explicit(&t->state, TS_SCHEDULED | TS_RUNNING, ACQUIRE);
+}
+
+int tern__task_freeze(tern_task *t)
+{
+    const uint32_t busy = TS_SCHEDULED | TS_RUNNING | TS_NOTIFIED | TS_COMPLETE;
+    uint32_t s = atomic_load_explicit(&t->state, RELAXED);
+    /* idle is the only state nobody else moves a task out of; once RUNNING,
+     * a wake only sets NOTIFIED */
+    while (!(s & busy) && !atomic_compare_exchange_weak_explicit(&t->state, &s, s | TS_RUNNING,
+                                                                 ACQUIRE, RELAXED))
+        ;
+    return !(s & busy);
+}
+
+void tern__task_give_up(tern_task *t)
+{
+    t->status = -ECANCELED;
+    t->result = NULL;
+    uint32_t s = atomic_load_explicit(&t->state, RELAXED);
+    /* seq_cst: the join slot's pairing, as in tern__task_finish */
+    while (!atomic_compare_exchange_weak_explicit(&t->state, &s,
+                                                  s | TS_COMPLETE | TS_CANCELLED, SEQ_CST,
+                                                  RELAXED))
+        ;
+    join_notify(t);
+}
+
+uint8_t tern__cancel_seen(const tern_task *t)
+{
+    return t->saw_cancel;
+}
+
+void tern__cancel_seen_set(tern_task *t, uint8_t seen)
+{
+    t->saw_cancel = seen;
+}
+
 void tern__task_finish(tern_loop *w, tern_task *t)
 {
     tern_runtime *rt = t->rt;
@@ -639,17 +760,7 @@ void tern__task_finish(tern_loop *w, tern_task *t)
                                                   (s & TS_CANCELLED) | TS_COMPLETE, SEQ_CST,
                                                   RELAXED))
         ;
-    /* seq_cst pairs with the joiner's seq_cst store of itself then load of
-     * the state: one of the two sides sees the other. */
-    uintptr_t j = atomic_exchange_explicit(&t->joiner, 0, SEQ_CST);
-    if (j & 1) {
-        tern__thread_wake((tern__thread_waiter *)(j & ~(uintptr_t)1));
-    } else if (j & 2) {
-        tern__future_task_done((tern_future *)(j & ~(uintptr_t)2), t->result, t->status);
-    } else if (j) {
-        tern__task_wake((tern_task *)j, 0);
-        tern__task_unref((tern_task *)j);
-    }
+    join_notify(t);
     count(rt, w, CNT_FINISHED);
     if (atomic_load_explicit(&rt->closing, ACQUIRE)) {
         pthread_mutex_lock(&rt->done_lock);
@@ -957,25 +1068,19 @@ int tern_join(tern_task *t, void **result)
 
     if (!me) {
         tern__thread_waiter tw = {0};
-        uintptr_t exp = 0;
-        if (!atomic_compare_exchange_strong_explicit(&t->joiner, &exp, (uintptr_t)&tw | 1,
-                                                     SEQ_CST, RELAXED))
+        if (!tern__join_claim(t, &tw, TERN__JOIN_THREAD))
             return -EBUSY;
-        if (atomic_load_explicit(&t->state, SEQ_CST) & TS_COMPLETE) {
-            /* finish may or may not have taken our waiter; wait for it to
-             * let go of it either way */
-            exp = (uintptr_t)&tw | 1;
-            if (atomic_compare_exchange_strong_explicit(&t->joiner, &exp, 0, SEQ_CST, RELAXED))
-                return join_result(t, result);
-        }
+        /* finish may or may not have taken our waiter; wait for it to let
+         * go of it either way */
+        if ((atomic_load_explicit(&t->state, SEQ_CST) & TS_COMPLETE) &&
+            tern__join_unclaim(t, &tw, TERN__JOIN_THREAD))
+            return join_result(t, result);
         tern__thread_wait(&tw);
         return join_result(t, result);
     }
 
-    uintptr_t exp = 0;
     tern_task_ref(me); /* the join slot's reference */
-    if (!atomic_compare_exchange_strong_explicit(&t->joiner, &exp, (uintptr_t)me, SEQ_CST,
-                                                 RELAXED)) {
+    if (!tern__join_claim(t, me, TERN__JOIN_TASK)) {
         tern__task_unref(me);
         return -EBUSY;
     }
@@ -987,16 +1092,14 @@ int tern_join(tern_task *t, void **result)
             break;
     }
     if (r == -ECANCELED && !(atomic_load_explicit(&t->state, ACQUIRE) & TS_COMPLETE)) {
-        exp = (uintptr_t)me;
-        if (atomic_compare_exchange_strong_explicit(&t->joiner, &exp, 0, ACQ_REL, RELAXED))
+        if (tern__join_unclaim(t, me, TERN__JOIN_TASK))
             tern__task_unref(me);
         /* else finish took the slot: it wakes us (a stale wake) and drops
          * the slot's reference itself */
         return -ECANCELED;
     }
     /* finish cleared the slot and dropped its reference, or we clear it */
-    exp = (uintptr_t)me;
-    if (atomic_compare_exchange_strong_explicit(&t->joiner, &exp, 0, ACQ_REL, RELAXED))
+    if (tern__join_unclaim(t, me, TERN__JOIN_TASK))
         tern__task_unref(me);
     /* acquire: pairs with the release in finish, so result is visible */
     (void)atomic_load_explicit(&t->state, ACQUIRE);

@@ -356,6 +356,22 @@ TERN_API int tern_spawn_blocking(tern_task_fn fn, void *arg, tern_task **out);
 TERN_API int tern_runtime_spawn_blocking(tern_runtime *rt, tern_task_fn fn, void *arg,
                                          tern_task **out);
 
+/* A future (tern_sync.h, included at the end of this header). */
+typedef struct tern_future tern_future;
+
+/* tern_spawn_blocking whose result is a future: *out completes with fn's
+ * return value once fn has run on a blocking thread, or with -ECANCELED
+ * (cancelled before it started, or abandoned at shutdown). Await it from a
+ * task (tern_future_await suspends the task) or from any thread (it
+ * blocks); tern_future_cancel cancels the job if it has not started. Give
+ * it back with tern_future_release. On error nothing was queued and *out
+ * is NULL. Returns 0, -EINVAL (fn or out NULL), -EPERM (no current
+ * runtime: tern_spawn_blocking_future only), -EAGAIN (the pool's queue is
+ * full), -ENOMEM, -ESHUTDOWN. Never suspends. */
+TERN_API int tern_spawn_blocking_future(tern_task_fn fn, void *arg, tern_future **out);
+TERN_API int tern_runtime_spawn_blocking_future(tern_runtime *rt, tern_task_fn fn,
+                                                void *arg, tern_future **out);
+
 /* The blocking pool of one runtime, right now. */
 typedef struct tern_blocking_info {
     unsigned threads;     /* threads alive: idle + busy */

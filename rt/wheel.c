@@ -46,7 +46,7 @@
  * the owner moves it to FIRED and any thread to CANCELLED, both by CAS from
  * PENDING, so exactly one wins. CANCELLED is final until the owner re-arms.
  */
-#include "wheel.h"
+#include "rt/wheel.h"
 
 #include <string.h>
 

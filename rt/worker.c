@@ -27,7 +27,7 @@
 #include <time.h>
 #include <unistd.h>
 
-#include "internal.h"
+#include "rt/internal.h"
 
 static __thread tern_loop *tls_loop;
 #ifdef TERN_TSAN

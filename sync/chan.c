@@ -21,8 +21,8 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "fault.h"
-#include "wait.h"
+#include "rt/fault.h"
+#include "sync/sync.h"
 
 struct tern_chan {
     tern__waitq recvq; /* its lock guards the whole channel */

@@ -14,8 +14,8 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "fault.h"
-#include "wait.h"
+#include "rt/fault.h"
+#include "sync/sync.h"
 
 #define COUNTING 1 /* a node's n: counting mode */
 #define SMALL 16   /* nodes kept on the stack by the combinators */
@@ -280,8 +280,9 @@ int tern_future_result(const tern_future *f, void **value)
 
 /* ---- tasks as futures -------------------------------------------------------------- */
 
-void tern__future_task_done(tern_future *f, void *result, int status)
+static void future_task_done(void *fut, void *result, int status)
 {
+    tern_future *f = fut;
     complete(f, result, status);
     tern_future_release(f); /* the join slot's reference */
 }
@@ -296,23 +297,49 @@ int tern_task_future(tern_task *t, tern_future **out)
         return r;
     f->task = tern_task_ref(t);
     atomic_store_explicit(&f->refs, 2, RELAXED); /* the caller's, the join slot's */
-    uintptr_t exp = 0, mine = (uintptr_t)f | 2;
-    /* seq_cst: the same Dekker pairing with finish as tern_join's */
-    if (!atomic_compare_exchange_strong_explicit(&t->joiner, &exp, mine, SEQ_CST, RELAXED)) {
+    tern__join_future_hook(future_task_done); /* before a future can be in a slot */
+    if (!tern__join_claim(t, f, TERN__JOIN_FUTURE)) {
         tern_task_release(t);
         free(f);
         return -EBUSY;
     }
-    if (atomic_load_explicit(&t->state, SEQ_CST) & TS_COMPLETE) {
-        /* finish may have missed the slot: whoever clears it completes f */
-        exp = mine;
-        if (atomic_compare_exchange_strong_explicit(&t->joiner, &exp, 0, ACQ_REL, RELAXED)) {
-            (void)atomic_load_explicit(&t->state, ACQUIRE); /* result, status */
-            tern__future_task_done(f, t->result, t->status);
-        }
+    /* finish may have missed the slot: whoever clears it completes f */
+    if ((atomic_load_explicit(&t->state, SEQ_CST) & TS_COMPLETE) &&
+        tern__join_unclaim(t, f, TERN__JOIN_FUTURE)) {
+        (void)atomic_load_explicit(&t->state, ACQUIRE); /* result, status */
+        future_task_done(f, t->result, t->status);
     }
     *out = f;
     return 0;
+}
+
+/* ---- blocking jobs as futures (declared with the pool, in tern.h) ----------------- */
+
+static int attach_future(tern_task *t, void *out)
+{
+    return tern_task_future(t, out);
+}
+
+int tern_runtime_spawn_blocking_future(tern_runtime *rt, tern_task_fn fn, void *arg,
+                                       tern_future **out)
+{
+    if (!rt || !fn || !out)
+        return -EINVAL;
+    *out = NULL;
+    int r = tern__blocking_spawn_attached(rt, fn, arg, attach_future, out);
+    if (r < 0 && *out) { /* attached, then not queued: it completed with r */
+        tern_future_release(*out);
+        *out = NULL;
+    }
+    return r;
+}
+
+int tern_spawn_blocking_future(tern_task_fn fn, void *arg, tern_future **out)
+{
+    tern_runtime *rt = tern_runtime_current();
+    if (!rt)
+        return -EPERM;
+    return tern_runtime_spawn_blocking_future(rt, fn, arg, out);
 }
 
 /* ---- waiting ----------------------------------------------------------------------- */

@@ -24,7 +24,7 @@
 #include <stdlib.h>
 #include <unistd.h>
 
-#include "wait.h"
+#include "sync/sync.h"
 
 struct tern_gen {
     tern__waitq q;      /* its lock guards g; its list: consumers in next */

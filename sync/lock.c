@@ -22,7 +22,7 @@
 #include <stdint.h>
 #include <string.h>
 
-#include "wait.h"
+#include "sync/sync.h"
 
 /* ---- shared helpers --------------------------------------------------------------- */
 

@@ -12,7 +12,7 @@
 #include <sys/mman.h>
 #include <unistd.h>
 
-#include "internal.h" /* tern.h, and the observation hooks tests wait on */
+#include "rt/internal.h" /* tern.h, and the observation hooks tests wait on */
 
 /* Check's ck_assert_msg records every *passing* check as well: a write to
  * its pipe under a global mutex. In the hot loops of tasks and threads that

@@ -10,7 +10,7 @@
 #include <unistd.h>
 
 #include "helpers.h"
-#include "internal.h"
+#include "rt/internal.h"
 
 START_TEST(get_set_reset_tokens)
 {

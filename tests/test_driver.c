@@ -21,8 +21,8 @@
 #include <time.h>
 #include <unistd.h>
 
-#include "driver.h"
 #include "helpers.h" /* test_skip, run_suite */
+#include "io/driver.h"
 
 #ifndef TERN_TEST_SCALE
 #define TERN_TEST_SCALE 1

@@ -25,7 +25,7 @@
 #include <sys/time.h>
 #include <unistd.h>
 
-#include "fault.h"
+#include "rt/fault.h"
 #include "helpers.h"
 
 #define MS 1000000ull

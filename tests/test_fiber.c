@@ -20,7 +20,7 @@
 #include <sys/wait.h>
 #include <unistd.h>
 
-#include "fiber.h"
+#include "rt/fiber.h"
 
 #ifndef TERN_TEST_SCALE
 #define TERN_TEST_SCALE 1

@@ -8,7 +8,7 @@
 #include <unistd.h>
 
 #include "helpers.h"
-#include "wait.h"
+#include "sync/sync.h"
 
 #define MS 1000000ull
 /* A delay that never ends within a test: the teardown cancels it. */

@@ -34,7 +34,7 @@
 #include <unistd.h>
 
 #include "helpers.h"
-#include "io.h" /* tern__lookup */
+#include "io/io.h" /* tern__lookup */
 
 #define MS 1000000ull
 #define SEC 1000000000ull

@@ -13,7 +13,7 @@
 #include <unistd.h>
 
 #include "helpers.h"
-#include "wait.h"
+#include "sync/sync.h"
 
 #define MS 1000000ull
 

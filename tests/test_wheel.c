@@ -9,7 +9,7 @@
 #include <string.h>
 #include <time.h>
 
-#include "wheel.h"
+#include "rt/wheel.h"
 
 #ifndef TERN_TEST_SCALE
 #define TERN_TEST_SCALE 1

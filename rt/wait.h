@@ -1,5 +1,6 @@
 /*
- * Waiting, the one mechanism under every object of sync/.
+ * Waiting, the one mechanism under every object of sync/ and every I/O
+ * operation of io/: part of the ground floor, so both build on it.
  *
  * A waiter is a node on the waiting caller's stack, linked into an
  * object's FIFO (tern__waitq) under the object's spinlock. Each node points
@@ -24,15 +25,15 @@
  * count), so posting is the waker's last touch of the record; the waker
  * holds its own task reference for the unpark that follows.
  */
-#ifndef TERN_SYNC_WAIT_H
-#define TERN_SYNC_WAIT_H
+#ifndef TERN_WAIT_H
+#define TERN_WAIT_H
 
 #include <ck_pr.h>
 #include <sched.h>
 #include <stdatomic.h>
 #include <stddef.h>
 
-#include "internal.h"
+#include "rt/internal.h"
 
 enum { W_WAITING, W_CLAIMED, W_DONE, W_ABANDONED };
 
@@ -119,14 +120,5 @@ void tern__wake_drain(tern__wake *k, uint32_t target);
  * k changes from seen. nocancel as above. Returns 0, -ETIMEDOUT,
  * -ECANCELED, -ENOMEM. */
 int tern__wake_block(tern__wake *k, uint32_t seen, uint64_t deadline, int nocancel);
-
-/* chan.c: a channel's element size (streams carry pointers only). */
-size_t tern__chan_esize(const tern_chan *ch);
-
-/* chan.c: the senders (op TERN_SELECT_SEND) or receivers waiting on ch,
- * for tests (tern__wq_waiting). */
-size_t tern__chan_waiting(tern_chan *ch, int op);
-/* future.c: tasks and threads waiting on f, for tests. */
-size_t tern__future_waiting(tern_future *f);
 
 #endif

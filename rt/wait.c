@@ -8,7 +8,7 @@
 #include <time.h>
 #include <unistd.h>
 
-#include "wait.h"
+#include "rt/wait.h"
 
 void tern__wq_push(tern__waitq *q, tern__waiter *w)
 {
@@ -175,7 +175,7 @@ int tern__wake_wait(tern__wake *k, uint64_t deadline, int nocancel)
      * cancel; if the grant then wins the race this wait reports success,
      * and the mark must not survive it (tern_join would call a task that
      * never saw -ECANCELED cancelled). */
-    uint8_t saw = k->task ? k->task->saw_cancel : 0;
+    uint8_t saw = k->task ? tern__cancel_seen(k->task) : 0;
     for (;;) {
         uint32_t s = atomic_load_explicit(&k->state, ACQUIRE);
         if (s == W_DONE)
@@ -194,7 +194,7 @@ int tern__wake_wait(tern__wake *k, uint64_t deadline, int nocancel)
             return r;
         /* a waker won the race: the grant is ours, take it */
         if (k->task)
-            k->task->saw_cancel = saw;
+            tern__cancel_seen_set(k->task, saw);
     }
 }
 
