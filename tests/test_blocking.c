@@ -433,6 +433,14 @@ static void *open_fifo(void *arg)
     return (void *)(intptr_t)fd;
 }
 
+/* One thread busy and nothing queued: the job was taken, not just a
+ * thread started for it. */
+static int taken(tern_runtime *rt)
+{
+    tern_blocking_info i = info(rt);
+    return i.busy == 1 && i.queued == 0;
+}
+
 START_TEST(shutdown_abandons_own_job)
 {
     int threads0 = baseline_threads();
@@ -442,14 +450,17 @@ START_TEST(shutdown_abandons_own_job)
     tern_config cfg = {.workers = 1, .backend = TERN_BACKEND_EPOLL};
     tern_runtime *rt = rt_cfg(&cfg);
     ck_assert_int_eq(tern_runtime_spawn(rt, open_fifo, NULL, NULL), 0);
-    WAIT_FOR(info(rt).busy == 1); /* open blocks until a writer comes */
+    /* taken by a thread (a busy thread alone may not have taken it yet, and
+     * shutdown would drop it unstarted): open blocks until a writer comes */
+    WAIT_FOR(taken(rt));
     /* no writer comes until it has returned: returning is giving up */
     uint64_t t0 = tern_now();
     ck_assert_int_eq(tern_runtime_shutdown_timeout(rt, 50 * MS), 1);
     ck_assert_uint_ge(tern_now() - t0, 50 * MS);
-    /* now let the open return, into a runtime that is gone */
-    int w = open(fifo_path, O_WRONLY);
-    ck_assert_int_ge(w, 0);
+    /* now let the open return, into a runtime that is gone: a writer's
+     * non-blocking open succeeds once the job's reader is in open(2) */
+    int w;
+    WAIT_FOR((w = open(fifo_path, O_WRONLY | O_NONBLOCK)) >= 0);
     close(w);
     WAIT_FOR(thread_count() <= threads0);
     ck_assert_int_eq(atomic_load(&open_returned), 0);

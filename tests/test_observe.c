@@ -860,12 +860,23 @@ static void *bit_of_work(void *arg)
     return NULL;
 }
 
-/* One task spawns everything: the other workers have to steal. */
+/* One task spawns everything: the other workers have to steal. The first
+ * 100 stay in this worker's queue (under its 256 slots: none overflows to
+ * the inject queue) while this task holds the worker until another has
+ * stolen some; on a loaded machine the other worker could otherwise wake
+ * late and only ever pull overflow from the inject queue. */
 static void *unbalanced(void *arg)
 {
     work *w = arg;
-    long n = atomic_load(&w->left);
-    for (long i = 0; i < n; i++)
+    long n = atomic_load(&w->left), first = n < 100 ? n : 100;
+    for (long i = 0; i < first; i++)
+        ck_assert_int_eq(tern_spawn(bit_of_work, w, NULL), 0);
+    tern_metrics m = {0};
+    uint64_t end = tern_now() + (uint64_t)WAIT_MS * MS;
+    while (tern_runtime_metrics(tern_runtime_current(), &m) == 0 && m.total.steals == 0 &&
+           tern_now() < end)
+        ;
+    for (long i = first; i < n; i++)
         ck_assert_int_eq(tern_spawn(bit_of_work, w, NULL), 0);
     return (void *)(intptr_t)tern_event_wait(&w->done, 0);
 }
