@@ -32,7 +32,7 @@ static void *idler(void *arg)
     if (atomic_fetch_add(&st.started, 1) + 1 == st.k)
         tern_unpark(st.root);
     void *v = NULL;
-    int rc = tern_future_await(f, 0, &v);
+    int rc = tern_future_await(f, &v, 0);
     if (rc < 0)
         bench_die("tern_future_await (idle task)", rc);
     if ((uintptr_t)v != 7)

@@ -142,7 +142,7 @@ static void *future_tour(void *arg)
     tern_future_add_done_callback(f, NULL, future_cb, "second");
     tern_future_set_result(f, (void *)42);
     check(tern_future_set_result(f, (void *)43) == -EALREADY, "it completes exactly once");
-    check(tern_future_await(f, 0, &v) == 0 && v == (void *)42, "awaiting gives 42");
+    check(tern_future_await(f, &v, 0) == 0 && v == (void *)42, "awaiting gives 42");
     tern_sleep(5 * MS);
     check(log_is("first second"), "done callbacks ran on this loop, in order: %s", log_buf);
     tern_future_release(f);

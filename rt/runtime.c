@@ -4,6 +4,7 @@
  */
 #define _GNU_SOURCE
 #include <errno.h>
+#include <limits.h>
 #include <signal.h>
 #include <stdio.h>
 #include <sched.h>
@@ -104,12 +105,22 @@ static int dump_signal_ok(int sig)
     }
 }
 
+/* Zero reserved fields: a program built against a later tern that set one
+ * is refused rather than silently given the default. */
+static int reserved_zero(const tern_config *c)
+{
+    for (size_t i = 0; i < sizeof c->reserved / sizeof c->reserved[0]; i++)
+        if (c->reserved[i])
+            return 0;
+    return 1;
+}
+
 static int config_resolve(const tern_config *in, tern_config *out)
 {
     tern_config_init(out);
     if (!in)
         in = out;
-    if (in->workers > TERN_MAX_WORKERS || in->backend > TERN_BACKEND_EPOLL ||
+    if (!reserved_zero(in) || in->workers > TERN_MAX_WORKERS || in->backend > TERN_BACKEND_EPOLL ||
         (in->stack_size && (in->stack_size < 16384 || in->stack_size > (1u << 30))) ||
         in->budget > 65535 || in->blocking_threads > 4096 ||
         in->blocking_queue > TERN_MAX_BLOCKING_QUEUE || in->blocking_keepalive_ms > TERN_MAX_MS ||
@@ -594,6 +605,7 @@ _Static_assert(TERN_POLL_BUCKETS == TERN_POLL_HIST, "one histogram layout");
 
 static void stats_read(tern_loop *w, tern_worker_stats *s)
 {
+    memset(s, 0, sizeof *s);
     STAT(tasks_run);
     STAT(steals);
     STAT(stolen_tasks);
@@ -671,21 +683,32 @@ int tern_runtime_metrics(tern_runtime *rt, tern_metrics *out)
 
 const char *tern_strerror(int err)
 {
+    if (err == INT_MIN)
+        return "unknown error";
     if (err < 0)
         err = -err;
     switch (err) {
     case 0: return "success";
-    case ECANCELED: return "operation cancelled (the task was cancelled)";
-    case ETIMEDOUT: return "deadline passed";
-    case ESHUTDOWN: return "runtime is shutting down";
+    case ECANCELED: return "cancelled (the calling task, or the task, job or future waited for)";
+    case ETIMEDOUT: return "timed out (a deadline passed)";
+    case ESHUTDOWN: return "shutting down (the runtime or task group takes no new work)";
     case EINVAL: return "invalid argument";
     case ENOMEM: return "out of memory";
-    case EAGAIN: return "resource temporarily unavailable";
-    case EPERM: return "not allowed from this thread (no task or wrong loop)";
-    case EALREADY: return "already finished or cancelled";
-    case EBUSY: return "already being joined by someone else";
-    case EDEADLK: return "would wait for itself (called from the runtime's own thread)";
+    case EAGAIN: return "try again (it would have to wait, or a queue or resource is full)";
+    case EPERM: return "not permitted here (no task or runtime on this thread, the wrong "
+                       "loop's thread, a lock not held, or the kernel refused)";
+    case EALREADY: return "already done (finished, cancelled or closed before)";
+    case EBUSY: return "busy (held, waited on, or joined by someone else)";
+    case EDEADLK: return "would wait for itself (called from the thread or task it waits for)";
     case ENOSYS: return "not supported by this kernel";
-    default: return strerror(err);
+    case EPIPE: return "closed (the channel, pipe or connection takes no more data)";
+    case ENXIO: return "no such host or service (or device)";
+    case ENODATA: return "the stream ended before all the bytes asked for";
+    default: {
+        /* strerror may format unknown codes into a shared buffer; this one
+         * only ever returns static text. */
+        const char *d = strerrordesc_np(err);
+        return d ? d : "unknown error";
+    }
     }
 }

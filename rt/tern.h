@@ -63,6 +63,7 @@ typedef struct tern_stall {
     int line;
     uint64_t held_ns;  /* how long it has held the worker so far (sampled:
                           accurate to a quarter of the threshold) */
+    uint64_t reserved[4]; /* zero; room for fields in later versions */
 } tern_stall;
 
 /* Runtime configuration. Zero-initialise it (or call tern_config_init) and
@@ -106,6 +107,9 @@ typedef struct tern_config {
                                   stderr; 0 = none. Not one the kernel raises
                                   for a fault (SEGV, BUS, FPE, ILL, ABRT, TRAP,
                                   SYS) nor KILL or STOP: -EINVAL */
+    uint64_t reserved[8];      /* must be zero (-EINVAL otherwise): room for
+                                  fields in later versions, whose zero will
+                                  mean "the default" */
 } tern_config;
 
 /* Sets every field of cfg to its default. Any thread. Never suspends. */
@@ -380,6 +384,7 @@ typedef struct tern_blocking_info {
     unsigned queued;      /* jobs waiting for a thread */
     unsigned max_threads; /* cfg.blocking_threads, resolved */
     unsigned max_queued;  /* cfg.blocking_queue, resolved */
+    uint64_t reserved[4]; /* zero; room for fields in later versions */
 } tern_blocking_info;
 
 /* Fills *out for rt. Returns 0 or -EINVAL (NULL). Any thread. Never
@@ -407,6 +412,7 @@ typedef struct tern_worker_stats {
     uint64_t io_submitted;  /* I/O operations started by tasks on this worker */
     uint64_t io_completed;  /* I/O operations that finished on this worker */
     uint64_t stalls;        /* watchdog reports about this worker */
+    uint64_t reserved[8];   /* zero; room for counters in later versions */
 } tern_worker_stats;
 
 /* asyncio's view of one loop. */
@@ -419,6 +425,7 @@ typedef struct tern_loop_info {
     uint64_t ready_handles;   /* call_soon handles waiting to run */
     uint64_t scheduled;       /* timer entries armed (sleeps and timed handles) */
     tern_worker_stats stats;
+    uint64_t reserved[4];     /* zero; room for fields in later versions */
 } tern_loop_info;
 
 /* Fills *out for loop (NULL = current). Values are read without stopping the
@@ -452,6 +459,7 @@ typedef struct tern_metrics {
     /* Poll times, when tern_config.metrics is on: sampled polls per bucket
      * (one poll in 64 is timed). */
     uint64_t poll_hist[TERN_POLL_BUCKETS];
+    uint64_t reserved[8];      /* zero; room for fields in later versions */
 } tern_metrics;
 
 /* Fills *out for rt. Returns 0 or -EINVAL (NULL argument). Any thread.

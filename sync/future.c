@@ -375,7 +375,7 @@ int tern_future_wait(tern_future *f, uint64_t deadline)
     return future_wait(f, deadline, 0);
 }
 
-int tern_future_await(tern_future *f, uint64_t deadline, void **value)
+int tern_future_await(tern_future *f, void **value, uint64_t deadline)
 {
     int r = tern_future_wait(f, deadline);
     return r < 0 ? r : tern_future_result(f, value);
@@ -508,11 +508,11 @@ int tern_wait_any(tern_future *const *fs, size_t n, uint64_t deadline)
     return r == 1 ? found : atomic_load_explicit(&k.fired, RELAXED);
 }
 
-int tern_wait_for(tern_future *f, uint64_t timeout, void **value)
+int tern_wait_for(tern_future *f, void **value, uint64_t deadline)
 {
     if (!f)
         return -EINVAL;
-    int r = tern_future_wait(f, timeout ? tern_now() + timeout : 0);
+    int r = tern_future_wait(f, deadline);
     if (r == 0)
         return tern_future_result(f, value);
     if (r != -ETIMEDOUT && r != -ECANCELED)

@@ -157,11 +157,11 @@ int tern_mutex_lock_until(tern_mutex *m, uint64_t deadline)
     return m ? mutex_lock(m, deadline, 0) : -EINVAL;
 }
 
-int tern_mutex_trylock(tern_mutex *m)
+int tern_mutex_try_lock(tern_mutex *m)
 {
     if (!m)
         return -EINVAL;
-    return mutex_try(m) ? 0 : -EBUSY;
+    return mutex_try(m) ? 0 : -EAGAIN;
 }
 
 /* Unlocks m; the waiter it was handed to, if any, goes to *next for the
@@ -265,7 +265,7 @@ static int rw_lock(tern_rwlock *rw, int wr, uint64_t deadline, int try)
     }
     if (try) {
         TERN__UNLOCK(&rw->q);
-        return -EBUSY;
+        return -EAGAIN;
     }
     tern__waiter w;
     tern__wake k;
@@ -280,22 +280,32 @@ static int rw_lock(tern_rwlock *rw, int wr, uint64_t deadline, int try)
     return r;
 }
 
-int tern_rwlock_rdlock(tern_rwlock *rw, uint64_t deadline)
+int tern_rwlock_rdlock(tern_rwlock *rw)
+{
+    return rw_lock(rw, 0, 0, 0);
+}
+
+int tern_rwlock_rdlock_until(tern_rwlock *rw, uint64_t deadline)
 {
     return rw_lock(rw, 0, deadline, 0);
 }
 
-int tern_rwlock_wrlock(tern_rwlock *rw, uint64_t deadline)
+int tern_rwlock_wrlock(tern_rwlock *rw)
+{
+    return rw_lock(rw, 1, 0, 0);
+}
+
+int tern_rwlock_wrlock_until(tern_rwlock *rw, uint64_t deadline)
 {
     return rw_lock(rw, 1, deadline, 0);
 }
 
-int tern_rwlock_tryrdlock(tern_rwlock *rw)
+int tern_rwlock_try_rdlock(tern_rwlock *rw)
 {
     return rw_lock(rw, 0, 0, 1);
 }
 
-int tern_rwlock_trywrlock(tern_rwlock *rw)
+int tern_rwlock_try_wrlock(tern_rwlock *rw)
 {
     return rw_lock(rw, 1, 0, 1);
 }
@@ -381,7 +391,12 @@ static int sem_take(tern_sem *s, uint64_t n, uint64_t deadline, int try)
     return r;
 }
 
-int tern_sem_acquire(tern_sem *s, uint64_t n, uint64_t deadline)
+int tern_sem_acquire(tern_sem *s, uint64_t n)
+{
+    return sem_take(s, n, 0, 0);
+}
+
+int tern_sem_acquire_until(tern_sem *s, uint64_t n, uint64_t deadline)
 {
     return sem_take(s, n, deadline, 0);
 }

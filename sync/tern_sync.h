@@ -122,7 +122,7 @@ TERN_API int tern_future_wait(tern_future *f, uint64_t deadline);
  * *value set, f's error, or the wait's error (the two may share a code:
  * check tern_future_done to tell them apart). Suspends; blocks a foreign
  * thread. */
-TERN_API int tern_future_await(tern_future *f, uint64_t deadline, void **value);
+TERN_API int tern_future_await(tern_future *f, void **value, uint64_t deadline);
 
 /* A task's join handle as a future: *out completes with the task's return
  * value when it returns, or with its failure (tern_join's codes:
@@ -159,13 +159,13 @@ TERN_API int tern_gather(tern_future *const *fs, size_t n, unsigned flags,
  * thread. */
 TERN_API int tern_wait_any(tern_future *const *fs, size_t n, uint64_t deadline);
 
-/* asyncio.wait_for: waits up to timeout ns (0: no limit) for f. On expiry f
- * is cancelled (for a task's future: the task is cancelled and waited for)
- * and the call returns -ETIMEDOUT, unless f completed with a result
- * meanwhile. Otherwise returns like tern_future_await. If the caller is
+/* asyncio.wait_for, with a deadline for its timeout: waits for f until
+ * deadline (0: none). When it passes, f is cancelled (for a task's
+ * future: the task is cancelled and waited for) and the call returns
+ * -ETIMEDOUT, unless f completed with a result meanwhile. Otherwise returns like tern_future_await. If the caller is
  * cancelled, f is cancelled too and the call returns -ECANCELED.
  * Suspends; blocks a foreign thread. */
-TERN_API int tern_wait_for(tern_future *f, uint64_t timeout, void **value);
+TERN_API int tern_wait_for(tern_future *f, void **value, uint64_t deadline);
 
 /* asyncio.shield: *out receives a new future that completes with f's
  * outcome. Cancelling *out does not cancel f, so work shared by several
@@ -241,8 +241,9 @@ TERN_API int tern_mutex_destroy(tern_mutex *m);
  * foreign thread. */
 TERN_API int tern_mutex_lock(tern_mutex *m);
 TERN_API int tern_mutex_lock_until(tern_mutex *m, uint64_t deadline);
-/* Locks m if that needs no wait: 0 or -EBUSY (or -EINVAL). Never suspends. */
-TERN_API int tern_mutex_trylock(tern_mutex *m);
+/* Locks m if that needs no wait: 0, -EAGAIN (locked, or a hand-off to a
+ * waiter is under way) or -EINVAL. */
+TERN_API int tern_mutex_try_lock(tern_mutex *m);
 /* Unlocks m, handing it to the first waiter if any. Any thread may unlock
  * (like Go). Returns 0, -EINVAL, or -EPERM (m is not locked). */
 TERN_API int tern_mutex_unlock(tern_mutex *m);
@@ -261,13 +262,16 @@ typedef struct tern_rwlock {
 TERN_API void tern_rwlock_init(tern_rwlock *rw);
 /* Returns 0, or -EBUSY when held or waited on. */
 TERN_API int tern_rwlock_destroy(tern_rwlock *rw);
-/* Take a shared (rd) or exclusive (wr) hold. Return 0, -ETIMEDOUT,
- * -ECANCELED, -EINVAL. Suspend; block a foreign thread. */
-TERN_API int tern_rwlock_rdlock(tern_rwlock *rw, uint64_t deadline);
-TERN_API int tern_rwlock_wrlock(tern_rwlock *rw, uint64_t deadline);
-/* Without waiting: 0 or -EBUSY. Never suspend. */
-TERN_API int tern_rwlock_tryrdlock(tern_rwlock *rw);
-TERN_API int tern_rwlock_trywrlock(tern_rwlock *rw);
+/* Take a shared (rd) or exclusive (wr) hold. Return 0, -ECANCELED,
+ * -EINVAL; the _until forms also -ETIMEDOUT. Suspend; block a foreign
+ * thread. */
+TERN_API int tern_rwlock_rdlock(tern_rwlock *rw);
+TERN_API int tern_rwlock_rdlock_until(tern_rwlock *rw, uint64_t deadline);
+TERN_API int tern_rwlock_wrlock(tern_rwlock *rw);
+TERN_API int tern_rwlock_wrlock_until(tern_rwlock *rw, uint64_t deadline);
+/* Without waiting: 0, -EAGAIN (held, or a writer waits) or -EINVAL. */
+TERN_API int tern_rwlock_try_rdlock(tern_rwlock *rw);
+TERN_API int tern_rwlock_try_wrlock(tern_rwlock *rw);
 /* Releases the caller's hold (the writer's, or one reader's). Returns 0,
  * -EINVAL, or -EPERM (not held). Never suspends. */
 TERN_API int tern_rwlock_unlock(tern_rwlock *rw);
@@ -284,10 +288,12 @@ TERN_API void tern_sem_init(tern_sem *s, uint64_t permits);
 /* Returns 0, or -EBUSY when tasks wait on s. */
 TERN_API int tern_sem_destroy(tern_sem *s);
 /* Takes n permits (n >= 1), waiting in FIFO order: a large request at the
- * head is not overtaken by smaller ones. Returns 0, -ETIMEDOUT, -ECANCELED,
- * -EINVAL. Suspends; blocks a foreign thread. */
-TERN_API int tern_sem_acquire(tern_sem *s, uint64_t n, uint64_t deadline);
-/* Takes n permits if nobody waits and enough are free: 0 or -EAGAIN. */
+ * head is not overtaken by smaller ones. Returns 0, -ECANCELED, -EINVAL;
+ * the _until form also -ETIMEDOUT. Suspends; blocks a foreign thread. */
+TERN_API int tern_sem_acquire(tern_sem *s, uint64_t n);
+TERN_API int tern_sem_acquire_until(tern_sem *s, uint64_t n, uint64_t deadline);
+/* Takes n permits if nobody waits and enough are free: 0, -EAGAIN or
+ * -EINVAL. */
 TERN_API int tern_sem_try_acquire(tern_sem *s, uint64_t n);
 /* Adds n permits (n >= 1) and serves waiters. Returns 0, -EINVAL,
  * -EOVERFLOW (the count would pass UINT64_MAX: nothing changes). */

@@ -34,7 +34,7 @@ int main()
     i++;
     TYPES(CHECK)
     /* and the library takes them from C++ */
-    if (tern_mutex_trylock(&m) != 0 || tern_mutex_unlock(&m) != 0 || tern_sem_available(&s) != 2)
+    if (tern_mutex_try_lock(&m) != 0 || tern_mutex_unlock(&m) != 0 || tern_sem_available(&s) != 2)
         bad = 1;
     std::printf(bad ? "cxx_headers: FAILED\n" : "cxx_headers: sizes agree\n");
     return bad;

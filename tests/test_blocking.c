@@ -224,7 +224,7 @@ static void *await_in_task(void *arg)
     tern_future *f;
     ck_assert_int_eq(tern_spawn_blocking_future(off_workers, arg, &f), 0);
     void *v = NULL;
-    ck_assert_int_eq(tern_future_await(f, 0, &v), 0); /* suspends the task */
+    ck_assert_int_eq(tern_future_await(f, &v, 0), 0); /* suspends the task */
     tern_future_release(f);
     return v;
 }
@@ -236,7 +236,7 @@ START_TEST(future_result)
     void *v = NULL;
     /* from a thread: blocks */
     ck_assert_int_eq(tern_runtime_spawn_blocking_future(rt, off_workers, (void *)7, &f), 0);
-    ck_assert_int_eq(tern_future_await(f, 0, &v), 0);
+    ck_assert_int_eq(tern_future_await(f, &v, 0), 0);
     ck_assert_ptr_eq(v, (void *)7);
     tern_future_release(f);
     /* from a task: suspends */
@@ -480,6 +480,36 @@ static void *free_from_job(void *rt)
     return (void *)(intptr_t)tern_runtime_free(rt);
 }
 
+/* The info structs' reserved words come back zero, whatever was there. */
+#define RESERVED_ZERO(x)                                                                 \
+    for (size_t i_ = 0; i_ < sizeof(x).reserved / sizeof(x).reserved[0]; i_++)           \
+    ck_assert_uint_eq((x).reserved[i_], 0)
+
+START_TEST(info_reserved_zeroed)
+{
+    tern_runtime *rt = rt_new(1);
+    tern_blocking_info bi;
+    tern_loop_info li;
+    tern_worker_stats ws;
+    tern_metrics m;
+    memset(&bi, 0xff, sizeof bi);
+    memset(&li, 0xff, sizeof li);
+    memset(&ws, 0xff, sizeof ws);
+    memset(&m, 0xff, sizeof m);
+    ck_assert_int_eq(tern_runtime_blocking_info(rt, &bi), 0);
+    ck_assert_int_eq(tern_loop_get_info(tern_runtime_loop(rt, 0), &li), 0);
+    ck_assert_int_eq(tern_worker_metrics(rt, 0, &ws), 0);
+    ck_assert_int_eq(tern_runtime_metrics(rt, &m), 0);
+    RESERVED_ZERO(bi);
+    RESERVED_ZERO(li);
+    RESERVED_ZERO(li.stats);
+    RESERVED_ZERO(ws);
+    RESERVED_ZERO(m);
+    RESERVED_ZERO(m.total);
+    ck_assert_int_eq(tern_runtime_free(rt), 0);
+}
+END_TEST
+
 START_TEST(bad_arguments)
 {
     tern_runtime *rt = NULL;
@@ -490,6 +520,8 @@ START_TEST(bad_arguments)
     cfg = (tern_config){.shutdown_timeout_ms = 86400001};
     ck_assert_int_eq(tern_runtime_new(&cfg, &rt), -EINVAL);
     cfg = (tern_config){.blocking_threads = 4097};
+    ck_assert_int_eq(tern_runtime_new(&cfg, &rt), -EINVAL);
+    cfg = (tern_config){.reserved = {[7] = 1}}; /* a field of a later tern */
     ck_assert_int_eq(tern_runtime_new(&cfg, &rt), -EINVAL);
     ck_assert_ptr_null(rt);
     tern_config_init(&cfg);
@@ -528,6 +560,7 @@ Suite *blocking_suite(void)
     tcase_add_test(tc, timeout_races_finish);
     tcase_add_test(tc, shutdown_abandons_own_job);
     tcase_add_test(tc, bad_arguments);
+    tcase_add_test(tc, info_reserved_zeroed);
     suite_add_tcase(s, tc);
     return s;
 }

@@ -37,7 +37,7 @@ START_TEST(future_outcomes)
     ck_assert_ptr_eq(v, (void *)7);
     ck_assert_int_eq(tern_future_result(f, NULL), 0);
     ck_assert_int_eq(tern_future_wait(f, 0), 0);
-    ck_assert_int_eq(tern_future_await(f, 0, &v), 0);
+    ck_assert_int_eq(tern_future_await(f, &v, 0), 0);
     ck_assert_ptr_eq(tern_future_ref(f), f);
     tern_future_release(f);
     tern_future_release(f);
@@ -74,12 +74,12 @@ START_TEST(future_bad_arguments)
     ck_assert_int_eq(tern_future_cancelled(NULL), 0);
     ck_assert_int_eq(tern_future_result(NULL, NULL), -EINVAL);
     ck_assert_int_eq(tern_future_wait(NULL, 0), -EINVAL);
-    ck_assert_int_eq(tern_future_await(NULL, 0, NULL), -EINVAL);
+    ck_assert_int_eq(tern_future_await(NULL, NULL, 0), -EINVAL);
     ck_assert_int_eq(tern_future_add_done_callback(NULL, NULL, noop_cb, NULL), -EINVAL);
     ck_assert_int_eq(tern_future_remove_done_callback(NULL, noop_cb, NULL), -EINVAL);
     ck_assert_int_eq(tern_task_future(NULL, &f), -EINVAL);
     ck_assert_int_eq(tern_future_shield(NULL, &f), -EINVAL);
-    ck_assert_int_eq(tern_wait_for(NULL, 0, NULL), -EINVAL);
+    ck_assert_int_eq(tern_wait_for(NULL, NULL, 0), -EINVAL);
     ck_assert_int_eq(tern_gather(NULL, 1, 0, 0), -EINVAL);
     ck_assert_int_eq(tern_gather(NULL, 0, 0, 0), -EINVAL);
     ck_assert_int_eq(tern_wait_any(NULL, 0, 0), -EINVAL);
@@ -162,7 +162,7 @@ static _Atomic int woken;
 static void *wait_shared(void *arg)
 {
     void *v;
-    ck_assert_int_eq(tern_future_await(shared_f, 0, &v), 0);
+    ck_assert_int_eq(tern_future_await(shared_f, &v, 0), 0);
     ck_assert_ptr_eq(v, (void *)42);
     atomic_fetch_add(&woken, 1);
     return NULL;
@@ -354,7 +354,7 @@ START_TEST(task_future_join)
     void *v;
     ck_assert_int_eq(tern_runtime_spawn(rt, ret_arg, (void *)5, &t), 0);
     ck_assert_int_eq(tern_task_future(t, &f), 0);
-    ck_assert_int_eq(tern_future_await(f, 0, &v), 0);
+    ck_assert_int_eq(tern_future_await(f, &v, 0), 0);
     ck_assert_ptr_eq(v, (void *)5);
     /* the future joined it; the finished task's result is still there */
     ck_assert_int_eq(tern_join(t, &v), 0);
@@ -394,7 +394,7 @@ START_TEST(task_future_join)
     ck_assert_int_eq(tern_runtime_spawn_blocking(rt, blocking_job, (void *)9, &t), 0);
     ck_assert_int_eq(tern_task_future(t, &f), 0);
     tern_task_release(t);
-    ck_assert_int_eq(tern_future_await(f, 0, &v), 0);
+    ck_assert_int_eq(tern_future_await(f, &v, 0), 0);
     ck_assert_ptr_eq(v, (void *)9);
     tern_future_release(f);
     ck_assert_int_eq(tern_runtime_free(rt), 0);
@@ -413,7 +413,7 @@ START_TEST(task_future_race)
         ck_assert_int_eq(tern_runtime_spawn(rt, ret_arg, (void *)(uintptr_t)i, &t), 0);
         ck_assert_int_eq(tern_task_future(t, &f), 0);
         tern_task_release(t);
-        ck_assert_int_eq(tern_future_await(f, 0, &v), 0);
+        ck_assert_int_eq(tern_future_await(f, &v, 0), 0);
         ck_assert_uint_eq((uintptr_t)v, i);
         tern_future_release(f);
     }
@@ -644,14 +644,14 @@ static void *wait_for_task(void *arg)
     ck_assert_int_eq(tern_task_future(t, &f), 0);
     tern_task_release(t);
     /* a far timeout: it returns when the task does, however slow the machine */
-    ck_assert_int_eq(tern_wait_for(f, (uint64_t)WAIT_MS * MS, &v), 0);
+    ck_assert_int_eq(tern_wait_for(f, &v, tern_now() + (uint64_t)WAIT_MS * MS), 0);
     ck_assert_ptr_eq(v, (void *)3);
     tern_future_release(f);
 
     ck_assert_int_eq(tern_spawn(slow_then_unwind, NULL, &t), 0);
     ck_assert_int_eq(tern_task_future(t, &f), 0);
     tern_task_release(t);
-    ck_assert_int_eq(tern_wait_for(f, 10 * MS, &v), -ETIMEDOUT);
+    ck_assert_int_eq(tern_wait_for(f, &v, tern_now() + 10 * MS), -ETIMEDOUT);
     /* the inner task was cancelled and had unwound before wait_for returned */
     ck_assert_int_eq(atomic_load(&unwound), 1);
     ck_assert_int_eq(tern_future_cancelled(f), 1);
@@ -679,7 +679,7 @@ START_TEST(shield_protects_inner)
     ck_assert_int_eq(tern_future_cancelled(outer), 1);
     ck_assert_int_eq(tern_future_done(inner), 0);
     ck_assert_int_eq(tern_future_set_result(inner, (void *)11), 0);
-    ck_assert_int_eq(tern_future_await(outer2, 0, &v), 0);
+    ck_assert_int_eq(tern_future_await(outer2, &v, 0), 0);
     ck_assert_ptr_eq(v, (void *)11);
     ck_assert_int_eq(tern_future_cancelled(outer), 1);
     tern_future_release(outer);

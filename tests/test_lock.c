@@ -121,8 +121,8 @@ static void run_main(unsigned workers, tern_task_fn fn, void *arg)
 START_TEST(mutex_basic)
 {
     tern_mutex m = TERN_MUTEX_INIT;
-    ck_assert_int_eq(tern_mutex_trylock(&m), 0);
-    ck_assert_int_eq(tern_mutex_trylock(&m), -EBUSY);
+    ck_assert_int_eq(tern_mutex_try_lock(&m), 0);
+    ck_assert_int_eq(tern_mutex_try_lock(&m), -EAGAIN);
     ck_assert_int_eq(tern_mutex_destroy(&m), -EBUSY);
     ck_assert_int_eq(tern_mutex_unlock(&m), 0);
     ck_assert_int_eq(tern_mutex_unlock(&m), -EPERM);
@@ -150,7 +150,7 @@ static void *count_task(void *arg)
     for (int i = 0; i < per_task; i++) {
         if (i % 16 == 0) {
             int r;
-            while ((r = tern_mutex_trylock(&cm)) == -EBUSY)
+            while ((r = tern_mutex_try_lock(&cm)) == -EAGAIN)
                 tern_yield();
             ck_assert_int_eq(r, 0);
         } else {
@@ -226,7 +226,7 @@ static void *mutex_fifo_main(void *arg)
         await_qlen(&fm.q, i + 1);
     }
     /* no barging: the lock is held and handed over, never free */
-    ck_assert_int_eq(tern_mutex_trylock(&fm), -EBUSY);
+    ck_assert_int_eq(tern_mutex_try_lock(&fm), -EAGAIN);
     ck_assert_int_eq(tern_mutex_unlock(&fm), 0);
     for (int i = 0; i < N; i++)
         if (t[i])
@@ -434,7 +434,7 @@ static void *mutex_race_main(void *arg)
             ck_assert_int_eq(atomic_load(&ra_got), before + 1);
         ck_assert_int_eq(atomic_load(&ra_got) + atomic_load(&ra_cancel), i + 1);
         ck_assert_int_eq(atomic_load(&rb_got), i + 1);
-        ck_assert_int_eq(tern_mutex_trylock(&rm), 0);
+        ck_assert_int_eq(tern_mutex_try_lock(&rm), 0);
         ck_assert_int_eq(tern_mutex_unlock(&rm), 0);
     }
     ck_assert_int_ge(atomic_load(&ra_got), unlock_first);
@@ -454,22 +454,22 @@ START_TEST(rwlock_basic)
 {
     tern_rwlock rw = TERN_RWLOCK_INIT;
     ck_assert_int_eq(tern_rwlock_unlock(&rw), -EPERM);
-    ck_assert_int_eq(tern_rwlock_tryrdlock(&rw), 0);
-    ck_assert_int_eq(tern_rwlock_rdlock(&rw, 0), 0); /* readers share */
-    ck_assert_int_eq(tern_rwlock_trywrlock(&rw), -EBUSY);
-    ck_assert_int_eq(tern_rwlock_wrlock(&rw, tern_now() + 5 * MS), -ETIMEDOUT);
+    ck_assert_int_eq(tern_rwlock_try_rdlock(&rw), 0);
+    ck_assert_int_eq(tern_rwlock_rdlock(&rw), 0); /* readers share */
+    ck_assert_int_eq(tern_rwlock_try_wrlock(&rw), -EAGAIN);
+    ck_assert_int_eq(tern_rwlock_wrlock_until(&rw, tern_now() + 5 * MS), -ETIMEDOUT);
     ck_assert_int_eq(tern_rwlock_destroy(&rw), -EBUSY);
     ck_assert_int_eq(tern_rwlock_unlock(&rw), 0);
     ck_assert_int_eq(tern_rwlock_unlock(&rw), 0);
     ck_assert_int_eq(tern_rwlock_unlock(&rw), -EPERM);
-    ck_assert_int_eq(tern_rwlock_wrlock(&rw, 0), 0);
-    ck_assert_int_eq(tern_rwlock_tryrdlock(&rw), -EBUSY);
-    ck_assert_int_eq(tern_rwlock_trywrlock(&rw), -EBUSY);
-    ck_assert_int_eq(tern_rwlock_rdlock(&rw, 1), -ETIMEDOUT);
+    ck_assert_int_eq(tern_rwlock_wrlock(&rw), 0);
+    ck_assert_int_eq(tern_rwlock_try_rdlock(&rw), -EAGAIN);
+    ck_assert_int_eq(tern_rwlock_try_wrlock(&rw), -EAGAIN);
+    ck_assert_int_eq(tern_rwlock_rdlock_until(&rw, 1), -ETIMEDOUT);
     ck_assert_int_eq(tern_rwlock_destroy(&rw), -EBUSY);
     ck_assert_int_eq(tern_rwlock_unlock(&rw), 0);
     ck_assert_int_eq(tern_rwlock_unlock(&rw), -EPERM);
-    ck_assert_int_eq(tern_rwlock_trywrlock(&rw), 0);
+    ck_assert_int_eq(tern_rwlock_try_wrlock(&rw), 0);
     ck_assert_int_eq(tern_rwlock_unlock(&rw), 0);
     ck_assert_int_eq(qlen(&rw.q), 0);
     ck_assert_int_eq(tern_rwlock_destroy(&rw), 0);
@@ -488,7 +488,7 @@ static void *rw_order_task(void *arg)
 {
     const char *who = arg;
     int wr = who[0] == 'W';
-    ck_assert_int_eq(wr ? tern_rwlock_wrlock(&orw, 0) : tern_rwlock_rdlock(&orw, 0), 0);
+    ck_assert_int_eq(wr ? tern_rwlock_wrlock(&orw) : tern_rwlock_rdlock(&orw), 0);
     int in = atomic_fetch_add(&rw_inside, 1) + 1, most = in;
     rw_order[atomic_fetch_add(&rw_n, 1)] = who[1];
     for (int i = 0; i < 5; i++) { /* let whoever came in with us run */
@@ -509,7 +509,7 @@ static void *rw_fifo_main(void *arg)
     enum { N = 6 };
     tern_task *t[N];
     tern_rwlock_init(&orw);
-    ck_assert_int_eq(tern_rwlock_wrlock(&orw, 0), 0);
+    ck_assert_int_eq(tern_rwlock_wrlock(&orw), 0);
     for (int i = 0; i < N; i++) {
         t[i] = spawn(rw_order_task, (void *)who[i]);
         await_qlen(&orw.q, i + 1);
@@ -543,7 +543,7 @@ static _Atomic int p_writer_in, p_reader_in;
 
 static void *pref_writer(void *arg)
 {
-    ck_assert_int_eq(tern_rwlock_wrlock(&prw, 0), 0);
+    ck_assert_int_eq(tern_rwlock_wrlock(&prw), 0);
     atomic_store(&p_writer_in, 1);
     ck_assert_int_eq(atomic_load(&p_reader_in), 0);
     tern_sleep(2 * MS); /* held a while: room for a reader to barge in */
@@ -554,7 +554,7 @@ static void *pref_writer(void *arg)
 
 static void *pref_reader(void *arg)
 {
-    ck_assert_int_eq(tern_rwlock_rdlock(&prw, 0), 0);
+    ck_assert_int_eq(tern_rwlock_rdlock(&prw), 0);
     ck_assert_int_eq(atomic_load(&p_writer_in), 2);
     atomic_fetch_add(&p_reader_in, 1);
     ck_assert_int_eq(tern_rwlock_unlock(&prw), 0);
@@ -564,12 +564,12 @@ static void *pref_reader(void *arg)
 static void *rw_pref_main(void *arg)
 {
     tern_rwlock_init(&prw);
-    ck_assert_int_eq(tern_rwlock_rdlock(&prw, 0), 0);
-    ck_assert_int_eq(tern_rwlock_rdlock(&prw, 0), 0); /* two old holds */
+    ck_assert_int_eq(tern_rwlock_rdlock(&prw), 0);
+    ck_assert_int_eq(tern_rwlock_rdlock(&prw), 0); /* two old holds */
     tern_task *w = spawn(pref_writer, NULL);
     await_qlen(&prw.q, 1);
-    ck_assert_int_eq(tern_rwlock_tryrdlock(&prw), -EBUSY);
-    ck_assert_int_eq(tern_rwlock_rdlock(&prw, tern_now() + 2 * MS), -ETIMEDOUT);
+    ck_assert_int_eq(tern_rwlock_try_rdlock(&prw), -EAGAIN);
+    ck_assert_int_eq(tern_rwlock_rdlock_until(&prw, tern_now() + 2 * MS), -ETIMEDOUT);
     tern_task *r1 = spawn(pref_reader, NULL);
     await_qlen(&prw.q, 2);
     pthread_t th = thread_start(pref_reader, NULL); /* a thread queues too */
@@ -601,14 +601,14 @@ static _Atomic int a_reader_in;
 static void *abandon_writer(void *arg)
 {
     uint64_t ms = (uintptr_t)arg;
-    int r = tern_rwlock_wrlock(&arw, ms ? tern_now() + ms * MS : 0);
+    int r = tern_rwlock_wrlock_until(&arw, ms ? tern_now() + ms * MS : 0);
     ck_assert_int_eq(r, ms ? -ETIMEDOUT : -ECANCELED);
     return NULL;
 }
 
 static void *abandon_reader(void *arg)
 {
-    ck_assert_int_eq(tern_rwlock_rdlock(&arw, 0), 0);
+    ck_assert_int_eq(tern_rwlock_rdlock(&arw), 0);
     atomic_fetch_add(&a_reader_in, 1);
     ck_assert_int_eq(tern_rwlock_unlock(&arw), 0);
     return NULL;
@@ -623,7 +623,7 @@ static void *rw_abandon_main(void *arg)
     uint64_t wait_ms = 200;
     for (int timed = 1; timed >= 0; timed--) {
         atomic_store(&a_reader_in, 0);
-        ck_assert_int_eq(tern_rwlock_rdlock(&arw, 0), 0);
+        ck_assert_int_eq(tern_rwlock_rdlock(&arw), 0);
         tern_task *w = spawn(abandon_writer, (void *)(uintptr_t)(timed ? wait_ms : 0));
         await_qlen(&arw.q, 1);
         tern_task *r1 = spawn(abandon_reader, NULL);
@@ -669,11 +669,11 @@ static void *rw_stress_task(void *arg)
     int n = SCALED(5000);
     for (int i = 0; i < n; i++) {
         if (writer || i % 8 == 0) {
-            ck_assert_int_eq(tern_rwlock_wrlock(&srw, 0), 0);
+            ck_assert_int_eq(tern_rwlock_wrlock(&srw), 0);
             sa++;
             sb++;
         } else {
-            ck_assert_int_eq(tern_rwlock_rdlock(&srw, 0), 0);
+            ck_assert_int_eq(tern_rwlock_rdlock(&srw), 0);
             ck_assert_int_eq(sa, sb);
             atomic_fetch_add_explicit(&reads_done, 1, memory_order_relaxed);
         }
@@ -718,14 +718,15 @@ START_TEST(sem_basic)
     ck_assert_int_eq(tern_sem_try_acquire(&s, 3), -EAGAIN);
     ck_assert_int_eq(tern_sem_try_acquire(&s, 2), 0);
     ck_assert_int_eq(tern_sem_try_acquire(&s, 1), -EAGAIN);
-    ck_assert_int_eq(tern_sem_acquire(&s, 1, tern_now() + 5 * MS), -ETIMEDOUT);
-    ck_assert_int_eq(tern_sem_acquire(&s, 1, 1), -ETIMEDOUT);
+    ck_assert_int_eq(tern_sem_acquire_until(&s, 1, tern_now() + 5 * MS), -ETIMEDOUT);
+    ck_assert_int_eq(tern_sem_acquire_until(&s, 1, 1), -ETIMEDOUT);
     ck_assert_int_eq(qlen(&s.q), 0);
     ck_assert_int_eq(tern_sem_release(&s, 5), 0);
     ck_assert_uint_eq(tern_sem_available(&s), 5);
-    ck_assert_int_eq(tern_sem_acquire(&s, 5, 0), 0);
+    ck_assert_int_eq(tern_sem_acquire(&s, 5), 0);
     ck_assert_uint_eq(tern_sem_available(&s), 0);
-    ck_assert_int_eq(tern_sem_acquire(&s, 0, 0), -EINVAL);
+    ck_assert_int_eq(tern_sem_acquire(&s, 0), -EINVAL);
+    ck_assert_int_eq(tern_sem_acquire_until(&s, 0, 0), -EINVAL);
     ck_assert_int_eq(tern_sem_try_acquire(&s, 0), -EINVAL);
     ck_assert_int_eq(tern_sem_release(&s, 0), -EINVAL);
     ck_assert_int_eq(tern_sem_release(&s, UINT64_MAX), 0);
@@ -747,7 +748,7 @@ static _Atomic int sem_got;
 static void *sem_taker(void *arg)
 {
     int n = (int)(intptr_t)arg;
-    ck_assert_int_eq(tern_sem_acquire(&fs, (uint64_t)n, 0), 0);
+    ck_assert_int_eq(tern_sem_acquire(&fs, (uint64_t)n), 0);
     sem_order[sem_n++] = n; /* one worker */
     atomic_fetch_add(&sem_got, 1);
     return NULL;
@@ -802,7 +803,7 @@ static tern_sem bs;
 static void *sem_big(void *arg)
 {
     uint64_t ms = (uintptr_t)arg;
-    int r = tern_sem_acquire(&bs, 5, ms ? tern_now() + ms * MS : 0);
+    int r = tern_sem_acquire_until(&bs, 5, ms ? tern_now() + ms * MS : 0);
     ck_assert_int_eq(r, ms ? -ETIMEDOUT : -ECANCELED);
     return NULL;
 }
@@ -811,7 +812,7 @@ static _Atomic int small_got;
 
 static void *sem_small(void *arg)
 {
-    ck_assert_int_eq(tern_sem_acquire(&bs, 1, 0), 0);
+    ck_assert_int_eq(tern_sem_acquire(&bs, 1), 0);
     atomic_fetch_add(&small_got, 1);
     return NULL;
 }
@@ -864,7 +865,7 @@ static void *sem_limited(void *arg)
 {
     for (int i = 0; i < SCALED(2000); i++) {
         uint64_t n = 1 + (uint64_t)(i % 2);
-        ck_assert_int_eq(tern_sem_acquire(&ls, n, 0), 0);
+        ck_assert_int_eq(tern_sem_acquire(&ls, n), 0);
         int in = atomic_fetch_add(&ls_inside, (int)n) + (int)n;
         ck_assert_int_le(in, 3);
         int mx = atomic_load(&ls_max);
@@ -1189,7 +1190,7 @@ static void *cd_cancelled(void *arg)
 {
     ck_assert_int_eq(tern_mutex_lock(&cdm), 0);
     ck_assert_int_eq(tern_cond_wait(&cdc, &cdm, 0), -ECANCELED);
-    ck_assert_int_eq(tern_mutex_trylock(&cdm), -EBUSY); /* ours again */
+    ck_assert_int_eq(tern_mutex_try_lock(&cdm), -EAGAIN); /* ours again */
     atomic_store(&cd_stage, 2);
     ck_assert_int_eq(tern_mutex_unlock(&cdm), 0);
     return NULL;
@@ -1216,7 +1217,7 @@ static void *cond_main(void *arg)
     uint64_t t0 = tern_now();
     ck_assert_int_eq(tern_cond_wait(&cdc, &cdm, t0 + 10 * MS), -ETIMEDOUT);
     ck_assert_uint_ge(tern_now() - t0, 10 * MS);
-    ck_assert_int_eq(tern_mutex_trylock(&cdm), -EBUSY);
+    ck_assert_int_eq(tern_mutex_try_lock(&cdm), -EAGAIN);
     ck_assert_int_eq(tern_cond_wait(&cdc, &cdm, 1), -ETIMEDOUT);
     ck_assert_int_eq(qlen(&cdc.q), 0);
     ck_assert_int_eq(tern_mutex_unlock(&cdm), 0);
@@ -1281,7 +1282,7 @@ static void *cd_thread_timeout(void *arg)
 {
     ck_assert_int_eq(tern_mutex_lock(&cdm), 0);
     ck_assert_int_eq(tern_cond_wait(&cdc, &cdm, tern_now() + 5 * MS), -ETIMEDOUT);
-    ck_assert_int_eq(tern_mutex_trylock(&cdm), -EBUSY);
+    ck_assert_int_eq(tern_mutex_try_lock(&cdm), -EAGAIN);
     ck_assert_int_eq(tern_mutex_unlock(&cdm), 0);
     return NULL;
 }
@@ -1586,13 +1587,13 @@ static void *db_mutex(void *arg)
 
 static void *db_rw(void *arg)
 {
-    ck_assert_int_eq(tern_rwlock_wrlock(&dbr, 0), 0);
+    ck_assert_int_eq(tern_rwlock_wrlock(&dbr), 0);
     return (void *)(intptr_t)tern_rwlock_unlock(&dbr);
 }
 
 static void *db_sem(void *arg)
 {
-    return (void *)(intptr_t)tern_sem_acquire(&dbs, 1, 0);
+    return (void *)(intptr_t)tern_sem_acquire(&dbs, 1);
 }
 
 static void *db_notify(void *arg)
@@ -1607,7 +1608,7 @@ static void *destroy_busy_main(void *arg)
     tern_sem_init(&dbs, 0);
     tern_notify_init(&dbn);
     ck_assert_int_eq(tern_mutex_lock(&dbm), 0);
-    ck_assert_int_eq(tern_rwlock_rdlock(&dbr, 0), 0);
+    ck_assert_int_eq(tern_rwlock_rdlock(&dbr), 0);
     tern_task *t[4] = {spawn(db_mutex, NULL), spawn(db_rw, NULL), spawn(db_sem, NULL),
                        spawn(db_notify, NULL)};
     await_qlen(&dbm.q, 1);
@@ -1649,20 +1650,23 @@ START_TEST(bad_arguments)
     ck_assert_int_eq(tern_mutex_destroy(NULL), -EINVAL);
     ck_assert_int_eq(tern_mutex_lock(NULL), -EINVAL);
     ck_assert_int_eq(tern_mutex_lock_until(NULL, 0), -EINVAL);
-    ck_assert_int_eq(tern_mutex_trylock(NULL), -EINVAL);
+    ck_assert_int_eq(tern_mutex_try_lock(NULL), -EINVAL);
     ck_assert_int_eq(tern_mutex_unlock(NULL), -EINVAL);
 
     tern_rwlock_init(NULL);
     ck_assert_int_eq(tern_rwlock_destroy(NULL), -EINVAL);
-    ck_assert_int_eq(tern_rwlock_rdlock(NULL, 0), -EINVAL);
-    ck_assert_int_eq(tern_rwlock_wrlock(NULL, 0), -EINVAL);
-    ck_assert_int_eq(tern_rwlock_tryrdlock(NULL), -EINVAL);
-    ck_assert_int_eq(tern_rwlock_trywrlock(NULL), -EINVAL);
+    ck_assert_int_eq(tern_rwlock_rdlock(NULL), -EINVAL);
+    ck_assert_int_eq(tern_rwlock_wrlock(NULL), -EINVAL);
+    ck_assert_int_eq(tern_rwlock_rdlock_until(NULL, 0), -EINVAL);
+    ck_assert_int_eq(tern_rwlock_wrlock_until(NULL, 0), -EINVAL);
+    ck_assert_int_eq(tern_rwlock_try_rdlock(NULL), -EINVAL);
+    ck_assert_int_eq(tern_rwlock_try_wrlock(NULL), -EINVAL);
     ck_assert_int_eq(tern_rwlock_unlock(NULL), -EINVAL);
 
     tern_sem_init(NULL, 1);
     ck_assert_int_eq(tern_sem_destroy(NULL), -EINVAL);
-    ck_assert_int_eq(tern_sem_acquire(NULL, 1, 0), -EINVAL);
+    ck_assert_int_eq(tern_sem_acquire(NULL, 1), -EINVAL);
+    ck_assert_int_eq(tern_sem_acquire_until(NULL, 1, 0), -EINVAL);
     ck_assert_int_eq(tern_sem_try_acquire(NULL, 1), -EINVAL);
     ck_assert_int_eq(tern_sem_release(NULL, 1), -EINVAL);
     ck_assert_uint_eq(tern_sem_available(NULL), 0);

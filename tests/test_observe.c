@@ -184,7 +184,7 @@ static void *w_mutex(void *arg)
 static void *w_future(void *arg)
 {
     scene *s = arg;
-    return (void *)(intptr_t)tern_future_await(s->f, 0, NULL);
+    return (void *)(intptr_t)tern_future_await(s->f, NULL, 0);
 }
 
 static void *w_target(void *arg)
@@ -614,6 +614,8 @@ START_TEST(test_watchdog)
     ck_assert_str_eq(last_file, __FILE__);
     ck_assert_int_eq(last_stall.line, line);
     ck_assert_uint_ge(last_stall.held_ns, 100 * MS);
+    for (size_t i = 0; i < sizeof last_stall.reserved / sizeof last_stall.reserved[0]; i++)
+        ck_assert_uint_eq(last_stall.reserved[i], 0);
     /* held no longer than the task lived: a bound that holds however late
      * the monitor sampled */
     ck_assert_uint_le(last_stall.held_ns, lived);

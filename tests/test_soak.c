@@ -216,7 +216,7 @@ static void wait_for_task(void)
     void *v = NULL;
     ck_assert_int_eq(tern_spawn(slow_task, &st, &t), 0);
     ck_assert_int_eq(tern_task_future(t, &f), 0);
-    int r = tern_wait_for(f, MS, &v);
+    int r = tern_wait_for(f, &v, tern_now() + MS);
     ck_assert_msg(r == -ETIMEDOUT || (r == 0 && v == &st), "wait_for: %s",
                   tern_strerror(r));
     tern_future_release(f);
@@ -249,7 +249,7 @@ static void *timer_task(void *arg)
             r = tern_chan_recv_until(empty, &x, dl);
             break;
         case 3:
-            r = tern_future_await(never, dl, NULL);
+            r = tern_future_await(never, NULL, dl);
             break;
         case 4:
             r = tern_mutex_lock_until(&held, dl);
@@ -836,7 +836,7 @@ static void *lingerer(void *arg)
         r = tern_mutex_lock(&lock);
         break; /* the test thread holds it */
     case 3:
-        r = tern_future_await(never, 0, NULL);
+        r = tern_future_await(never, NULL, 0);
         break;
     default:
         ck_assert_int_eq(socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, sv), 0);
@@ -856,7 +856,7 @@ static void free_with_lingerers(tern_runtime *rt)
                                  TERN__W_FUTURE, TERN__W_IO};
     ck_assert_int_eq(tern_chan_new(sizeof(uint64_t), 1, &limbo), 0);
     ck_assert_int_eq(tern_future_new(&never), 0);
-    ck_assert_int_eq(tern_mutex_trylock(&lock), 0);
+    ck_assert_int_eq(tern_mutex_try_lock(&lock), 0);
     tern_task *t[LINGERERS];
     for (uintptr_t i = 0; i < LINGERERS; i++)
         ck_assert_int_eq(tern_runtime_spawn(rt, lingerer, (void *)i, &t[i]), 0);

@@ -2,6 +2,7 @@
  * lifecycle and bad arguments. Runs once per I/O backend (TERN_BACKEND). */
 #define _GNU_SOURCE
 #include <errno.h>
+#include <limits.h>
 #include <pthread.h>
 #include <signal.h>
 #include <stdatomic.h>
@@ -624,6 +625,29 @@ START_TEST(spawn_after_shutdown_refused)
 }
 END_TEST
 
+/* Every code tern gives its own meaning is worded for it, the sign does not
+ * matter, and other codes fall back to the C library's static text. */
+START_TEST(strerror_words)
+{
+    static const struct { int err; const char *word; } own[] = {
+        {0, "success"},          {ECANCELED, "cancelled"}, {ETIMEDOUT, "deadline"},
+        {ESHUTDOWN, "shutting"}, {EINVAL, "invalid"},      {ENOMEM, "memory"},
+        {EAGAIN, "try again"},   {EPERM, "not permitted"}, {EALREADY, "already"},
+        {EBUSY, "busy"},         {EDEADLK, "itself"},      {ENOSYS, "kernel"},
+        {EPIPE, "closed"},       {ENXIO, "no such host"},  {ENODATA, "stream ended"},
+    };
+    for (size_t i = 0; i < sizeof own / sizeof own[0]; i++) {
+        const char *m = tern_strerror(-own[i].err);
+        ck_assert_msg(strstr(m, own[i].word), "%d: '%s'", own[i].err, m);
+        ck_assert_str_eq(tern_strerror(own[i].err), m);
+    }
+    ck_assert_str_eq(tern_strerror(-ECONNRESET), strerror(ECONNRESET));
+    ck_assert_str_eq(tern_strerror(-99999), "unknown error");
+    ck_assert_str_eq(tern_strerror(INT_MIN + 1), "unknown error");
+    ck_assert_str_eq(tern_strerror(INT_MIN), "unknown error");
+}
+END_TEST
+
 Suite *task_suite(void)
 {
     Suite *s = suite_create("task");
@@ -645,6 +669,7 @@ Suite *task_suite(void)
     tcase_add_test(tc, free_joins_pool_threads);
     tcase_add_test(tc, shutdown_cancels_waiters);
     tcase_add_test(tc, bad_arguments);
+    tcase_add_test(tc, strerror_words);
     tcase_add_test(tc, spawn_after_shutdown_refused);
     suite_add_tcase(s, tc);
     return s;
