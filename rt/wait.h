@@ -54,6 +54,12 @@ struct tern__waiter {
 };
 typedef struct tern__waiter tern__waiter;
 
+/* A FIFO of waiters behind a spinlock; all zero is an empty queue. */
+typedef struct tern__waitq {
+    _Atomic unsigned lock;
+    tern__waiter *head, *tail;
+} tern__waitq;
+
 /* ---- the spinlock of a wait queue (tern__spin_lock, internal.h) ---------- */
 #define TERN__LOCK(q) tern__spin_lock(&(q)->lock)
 #define TERN__UNLOCK(q) tern__spin_unlock(&(q)->lock)

@@ -561,7 +561,7 @@ enum { G_OPEN, G_CANCELLING, G_CLOSED };
 
 struct tern__gchild {
     struct tern__gchild *next, *prev;
-    tern_group *g;
+    tern__group *g;
     tern_task *task;
     tern_group_fn fn;
     void *arg;
@@ -579,7 +579,7 @@ static void *child_main(void *arg)
 }
 
 /* Under the group's lock. */
-static void cancel_children(tern_group *g)
+static void cancel_children(tern__group *g)
 {
     g->state = G_CANCELLING;
     for (struct tern__gchild *c = g->children; c; c = c->next)
@@ -587,7 +587,7 @@ static void cancel_children(tern_group *g)
 }
 
 /* Under the group's lock. */
-static void unlink_child(tern_group *g, struct tern__gchild *c)
+static void unlink_child(tern__group *g, struct tern__gchild *c)
 {
     if (c->prev)
         c->prev->next = c->next;
@@ -599,7 +599,7 @@ static void unlink_child(tern_group *g, struct tern__gchild *c)
 
 /* One child less (under the lock); at zero every waiter is claimed, to be
  * posted once the lock is dropped. */
-static tern__waiter *child_gone(tern_group *g)
+static tern__waiter *child_gone(tern__group *g)
 {
     tern__waiter *post = NULL, *w;
     if (--g->live == 0)
@@ -613,7 +613,7 @@ static tern__waiter *child_gone(tern_group *g)
 static void child_done(tern_future *f, void *arg)
 {
     struct tern__gchild *c = arg;
-    tern_group *g = c->g;
+    tern__group *g = c->g;
     void *v = NULL;
     int err = tern_future_result(f, &v);
     if (!err)
@@ -633,9 +633,10 @@ static void child_done(tern_future *f, void *arg)
     free(c);
 }
 
-int tern_group_spawn_at(tern_group *g, tern_group_fn fn, void *arg, const char *file,
+int tern_group_spawn_at(tern_group *g_, tern_group_fn fn, void *arg, const char *file,
                         int line)
 {
+    tern__group *g = tern__group_of(g_);
     if (!g || !fn)
         return -EINVAL;
     tern_runtime *rt = tern_runtime_current();
@@ -705,8 +706,9 @@ int(tern_group_spawn)(tern_group *g, tern_group_fn fn, void *arg)
     return tern_group_spawn_at(g, fn, arg, NULL, 0);
 }
 
-int tern_group_cancel(tern_group *g)
+int tern_group_cancel(tern_group *g_)
 {
+    tern__group *g = tern__group_of(g_);
     if (!g)
         return -EINVAL;
     int r = 0;
@@ -719,8 +721,9 @@ int tern_group_cancel(tern_group *g)
     return r;
 }
 
-int tern_group_wait(tern_group *g)
+int tern_group_wait(tern_group *g_)
 {
+    tern__group *g = tern__group_of(g_);
     if (!g)
         return -EINVAL;
     tern_task *me = tern_task_current();

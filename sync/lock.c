@@ -87,14 +87,16 @@ static int has_waiters(tern__waitq *q)
  */
 enum { M_LOCKED = 1u, M_WAITERS = 2u };
 
-void tern_mutex_init(tern_mutex *m)
+void tern_mutex_init(tern_mutex *m_)
 {
+    tern__mutex *m = tern__mutex_of(m_);
     if (m)
-        memset(m, 0, sizeof *m);
+        memset(m_, 0, sizeof *m_);
 }
 
-int tern_mutex_destroy(tern_mutex *m)
+int tern_mutex_destroy(tern_mutex *m_)
 {
+    tern__mutex *m = tern__mutex_of(m_);
     if (!m)
         return -EINVAL;
     if (atomic_load_explicit(&m->state, RELAXED) || has_waiters(&m->q))
@@ -102,7 +104,7 @@ int tern_mutex_destroy(tern_mutex *m)
     return 0;
 }
 
-static int mutex_lock_slow(tern_mutex *m, uint64_t deadline, int nocancel)
+static int mutex_lock_slow(tern__mutex *m, uint64_t deadline, int nocancel)
 {
     tern__waiter w;
     tern__wake k;
@@ -135,30 +137,33 @@ static int mutex_lock_slow(tern_mutex *m, uint64_t deadline, int nocancel)
 
 /* The uncontended lock: one CAS, 0 -> LOCKED. It fails while a hand-off
  * is under way (the word stays LOCKED), so it never barges. */
-static int mutex_try(tern_mutex *m)
+static int mutex_try(tern__mutex *m)
 {
     unsigned exp = 0;
     return atomic_compare_exchange_strong_explicit(&m->state, &exp, M_LOCKED, ACQUIRE,
                                                    RELAXED);
 }
 
-static int mutex_lock(tern_mutex *m, uint64_t deadline, int nocancel)
+static int mutex_lock(tern__mutex *m, uint64_t deadline, int nocancel)
 {
     return mutex_try(m) ? 0 : mutex_lock_slow(m, deadline, nocancel);
 }
 
-int tern_mutex_lock(tern_mutex *m)
+int tern_mutex_lock(tern_mutex *m_)
 {
+    tern__mutex *m = tern__mutex_of(m_);
     return m ? mutex_lock(m, 0, 0) : -EINVAL;
 }
 
-int tern_mutex_lock_until(tern_mutex *m, uint64_t deadline)
+int tern_mutex_lock_until(tern_mutex *m_, uint64_t deadline)
 {
+    tern__mutex *m = tern__mutex_of(m_);
     return m ? mutex_lock(m, deadline, 0) : -EINVAL;
 }
 
-int tern_mutex_try_lock(tern_mutex *m)
+int tern_mutex_try_lock(tern_mutex *m_)
 {
+    tern__mutex *m = tern__mutex_of(m_);
     if (!m)
         return -EINVAL;
     return mutex_try(m) ? 0 : -EAGAIN;
@@ -166,7 +171,7 @@ int tern_mutex_try_lock(tern_mutex *m)
 
 /* Unlocks m; the waiter it was handed to, if any, goes to *next for the
  * caller to post once it holds no spinlock (tern_cond_wait holds one). */
-static int mutex_release(tern_mutex *m, tern__waiter **next)
+static int mutex_release(tern__mutex *m, tern__waiter **next)
 {
     *next = NULL;
     unsigned s = M_LOCKED;
@@ -196,8 +201,9 @@ static int mutex_release(tern_mutex *m, tern__waiter **next)
     return 0;
 }
 
-int tern_mutex_unlock(tern_mutex *m)
+int tern_mutex_unlock(tern_mutex *m_)
 {
+    tern__mutex *m = tern__mutex_of(m_);
     if (!m)
         return -EINVAL;
     tern__waiter *next;
@@ -213,14 +219,16 @@ int tern_mutex_unlock(tern_mutex *m)
  * readers; releases grant from the head in order.
  */
 
-void tern_rwlock_init(tern_rwlock *rw)
+void tern_rwlock_init(tern_rwlock *rw_)
 {
+    tern__rwlock *rw = tern__rwlock_of(rw_);
     if (rw)
-        memset(rw, 0, sizeof *rw);
+        memset(rw_, 0, sizeof *rw_);
 }
 
-int tern_rwlock_destroy(tern_rwlock *rw)
+int tern_rwlock_destroy(tern_rwlock *rw_)
 {
+    tern__rwlock *rw = tern__rwlock_of(rw_);
     if (!rw)
         return -EINVAL;
     TERN__LOCK(&rw->q);
@@ -231,7 +239,7 @@ int tern_rwlock_destroy(tern_rwlock *rw)
 
 /* Grants from the head: one writer when no reader is left, or every reader
  * up to the next writer. Returns the chain to post. */
-static tern__waiter *rw_grant(tern_rwlock *rw)
+static tern__waiter *rw_grant(tern__rwlock *rw)
 {
     tern__waiter *head = NULL, **tail = &head, *w;
     while (!rw->writer && (w = tern__wq_peek(&rw->q))) {
@@ -250,7 +258,7 @@ static tern__waiter *rw_grant(tern_rwlock *rw)
     return head;
 }
 
-static int rw_lock(tern_rwlock *rw, int wr, uint64_t deadline, int try)
+static int rw_lock(tern__rwlock *rw, int wr, uint64_t deadline, int try)
 {
     if (!rw)
         return -EINVAL;
@@ -280,38 +288,45 @@ static int rw_lock(tern_rwlock *rw, int wr, uint64_t deadline, int try)
     return r;
 }
 
-int tern_rwlock_rdlock(tern_rwlock *rw)
+int tern_rwlock_rdlock(tern_rwlock *rw_)
 {
+    tern__rwlock *rw = tern__rwlock_of(rw_);
     return rw_lock(rw, 0, 0, 0);
 }
 
-int tern_rwlock_rdlock_until(tern_rwlock *rw, uint64_t deadline)
+int tern_rwlock_rdlock_until(tern_rwlock *rw_, uint64_t deadline)
 {
+    tern__rwlock *rw = tern__rwlock_of(rw_);
     return rw_lock(rw, 0, deadline, 0);
 }
 
-int tern_rwlock_wrlock(tern_rwlock *rw)
+int tern_rwlock_wrlock(tern_rwlock *rw_)
 {
+    tern__rwlock *rw = tern__rwlock_of(rw_);
     return rw_lock(rw, 1, 0, 0);
 }
 
-int tern_rwlock_wrlock_until(tern_rwlock *rw, uint64_t deadline)
+int tern_rwlock_wrlock_until(tern_rwlock *rw_, uint64_t deadline)
 {
+    tern__rwlock *rw = tern__rwlock_of(rw_);
     return rw_lock(rw, 1, deadline, 0);
 }
 
-int tern_rwlock_try_rdlock(tern_rwlock *rw)
+int tern_rwlock_try_rdlock(tern_rwlock *rw_)
 {
+    tern__rwlock *rw = tern__rwlock_of(rw_);
     return rw_lock(rw, 0, 0, 1);
 }
 
-int tern_rwlock_try_wrlock(tern_rwlock *rw)
+int tern_rwlock_try_wrlock(tern_rwlock *rw_)
 {
+    tern__rwlock *rw = tern__rwlock_of(rw_);
     return rw_lock(rw, 1, 0, 1);
 }
 
-int tern_rwlock_unlock(tern_rwlock *rw)
+int tern_rwlock_unlock(tern_rwlock *rw_)
 {
+    tern__rwlock *rw = tern__rwlock_of(rw_);
     if (!rw)
         return -EINVAL;
     TERN__LOCK(&rw->q);
@@ -335,22 +350,24 @@ int tern_rwlock_unlock(tern_rwlock *rw)
  * enough of them while smaller ones queue behind it.
  */
 
-void tern_sem_init(tern_sem *s, uint64_t permits)
+void tern_sem_init(tern_sem *s_, uint64_t permits)
 {
+    tern__sem *s = tern__sem_of(s_);
     if (!s)
         return;
-    memset(s, 0, sizeof *s);
+    memset(s_, 0, sizeof *s_);
     s->permits = permits;
 }
 
-int tern_sem_destroy(tern_sem *s)
+int tern_sem_destroy(tern_sem *s_)
 {
+    tern__sem *s = tern__sem_of(s_);
     if (!s)
         return -EINVAL;
     return has_waiters(&s->q) ? -EBUSY : 0;
 }
 
-static tern__waiter *sem_grant(tern_sem *s)
+static tern__waiter *sem_grant(tern__sem *s)
 {
     tern__waiter *head = NULL, **tail = &head, *w;
     while ((w = tern__wq_peek(&s->q)) && w->n <= s->permits) {
@@ -364,7 +381,7 @@ static tern__waiter *sem_grant(tern_sem *s)
     return head;
 }
 
-static int sem_take(tern_sem *s, uint64_t n, uint64_t deadline, int try)
+static int sem_take(tern__sem *s, uint64_t n, uint64_t deadline, int try)
 {
     if (!s || !n)
         return -EINVAL;
@@ -391,23 +408,27 @@ static int sem_take(tern_sem *s, uint64_t n, uint64_t deadline, int try)
     return r;
 }
 
-int tern_sem_acquire(tern_sem *s, uint64_t n)
+int tern_sem_acquire(tern_sem *s_, uint64_t n)
 {
+    tern__sem *s = tern__sem_of(s_);
     return sem_take(s, n, 0, 0);
 }
 
-int tern_sem_acquire_until(tern_sem *s, uint64_t n, uint64_t deadline)
+int tern_sem_acquire_until(tern_sem *s_, uint64_t n, uint64_t deadline)
 {
+    tern__sem *s = tern__sem_of(s_);
     return sem_take(s, n, deadline, 0);
 }
 
-int tern_sem_try_acquire(tern_sem *s, uint64_t n)
+int tern_sem_try_acquire(tern_sem *s_, uint64_t n)
 {
+    tern__sem *s = tern__sem_of(s_);
     return sem_take(s, n, 0, 1);
 }
 
-int tern_sem_release(tern_sem *s, uint64_t n)
+int tern_sem_release(tern_sem *s_, uint64_t n)
 {
+    tern__sem *s = tern__sem_of(s_);
     if (!s || !n)
         return -EINVAL;
     TERN__LOCK(&s->q);
@@ -422,8 +443,9 @@ int tern_sem_release(tern_sem *s, uint64_t n)
     return 0;
 }
 
-uint64_t tern_sem_available(tern_sem *s)
+uint64_t tern_sem_available(tern_sem *s_)
 {
+    tern__sem *s = tern__sem_of(s_);
     if (!s)
         return 0;
     TERN__LOCK(&s->q);
@@ -434,21 +456,24 @@ uint64_t tern_sem_available(tern_sem *s)
 
 /* ---- Event ------------------------------------------------------------------------- */
 
-void tern_event_init(tern_event *e)
+void tern_event_init(tern_event *e_)
 {
+    tern__event *e = tern__event_of(e_);
     if (e)
-        memset(e, 0, sizeof *e);
+        memset(e_, 0, sizeof *e_);
 }
 
-int tern_event_destroy(tern_event *e)
+int tern_event_destroy(tern_event *e_)
 {
+    tern__event *e = tern__event_of(e_);
     if (!e)
         return -EINVAL;
     return has_waiters(&e->q) ? -EBUSY : 0;
 }
 
-int tern_event_set(tern_event *e)
+int tern_event_set(tern_event *e_)
 {
+    tern__event *e = tern__event_of(e_);
     if (!e)
         return -EINVAL;
     TERN__LOCK(&e->q);
@@ -461,8 +486,9 @@ int tern_event_set(tern_event *e)
     return 0;
 }
 
-int tern_event_clear(tern_event *e)
+int tern_event_clear(tern_event *e_)
 {
+    tern__event *e = tern__event_of(e_);
     if (!e)
         return -EINVAL;
     /* Waiters already woken by a set stay woken (asyncio). */
@@ -470,13 +496,15 @@ int tern_event_clear(tern_event *e)
     return 0;
 }
 
-int tern_event_is_set(tern_event *e)
+int tern_event_is_set(tern_event *e_)
 {
+    tern__event *e = tern__event_of(e_);
     return e && atomic_load_explicit(&e->set, ACQUIRE);
 }
 
-int tern_event_wait(tern_event *e, uint64_t deadline)
+int tern_event_wait(tern_event *e_, uint64_t deadline)
 {
+    tern__event *e = tern__event_of(e_);
     if (!e)
         return -EINVAL;
     if (atomic_load_explicit(&e->set, ACQUIRE))
@@ -501,21 +529,24 @@ int tern_event_wait(tern_event *e, uint64_t deadline)
 
 /* ---- Notify ------------------------------------------------------------------------ */
 
-void tern_notify_init(tern_notify *n)
+void tern_notify_init(tern_notify *n_)
 {
+    tern__notify *n = tern__notify_of(n_);
     if (n)
-        memset(n, 0, sizeof *n);
+        memset(n_, 0, sizeof *n_);
 }
 
-int tern_notify_destroy(tern_notify *n)
+int tern_notify_destroy(tern_notify *n_)
 {
+    tern__notify *n = tern__notify_of(n_);
     if (!n)
         return -EINVAL;
     return has_waiters(&n->q) ? -EBUSY : 0;
 }
 
-int tern_notify_one(tern_notify *n)
+int tern_notify_one(tern_notify *n_)
 {
+    tern__notify *n = tern__notify_of(n_);
     if (!n)
         return -EINVAL;
     TERN__LOCK(&n->q);
@@ -531,8 +562,9 @@ int tern_notify_one(tern_notify *n)
     return 0;
 }
 
-int tern_notify_all(tern_notify *n)
+int tern_notify_all(tern_notify *n_)
 {
+    tern__notify *n = tern__notify_of(n_);
     if (!n)
         return -EINVAL;
     TERN__LOCK(&n->q);
@@ -542,8 +574,9 @@ int tern_notify_all(tern_notify *n)
     return 0;
 }
 
-int tern_notify_wait(tern_notify *n, uint64_t deadline)
+int tern_notify_wait(tern_notify *n_, uint64_t deadline)
 {
+    tern__notify *n = tern__notify_of(n_);
     if (!n)
         return -EINVAL;
     TERN__LOCK(&n->q);
@@ -567,21 +600,25 @@ int tern_notify_wait(tern_notify *n, uint64_t deadline)
 
 /* ---- Condition --------------------------------------------------------------------- */
 
-void tern_cond_init(tern_cond *c)
+void tern_cond_init(tern_cond *c_)
 {
+    tern__cond *c = tern__cond_of(c_);
     if (c)
-        memset(c, 0, sizeof *c);
+        memset(c_, 0, sizeof *c_);
 }
 
-int tern_cond_destroy(tern_cond *c)
+int tern_cond_destroy(tern_cond *c_)
 {
+    tern__cond *c = tern__cond_of(c_);
     if (!c)
         return -EINVAL;
     return has_waiters(&c->q) ? -EBUSY : 0;
 }
 
-int tern_cond_wait(tern_cond *c, tern_mutex *m, uint64_t deadline)
+int tern_cond_wait(tern_cond *c_, tern_mutex *m_, uint64_t deadline)
 {
+    tern__cond *c = tern__cond_of(c_);
+    tern__mutex *m = tern__mutex_of(m_);
     if (!c || !m)
         return -EINVAL;
     tern__waiter w, *next;
@@ -610,8 +647,9 @@ int tern_cond_wait(tern_cond *c, tern_mutex *m, uint64_t deadline)
     return r;
 }
 
-int tern_cond_signal(tern_cond *c)
+int tern_cond_signal(tern_cond *c_)
 {
+    tern__cond *c = tern__cond_of(c_);
     if (!c)
         return -EINVAL;
     TERN__LOCK(&c->q);
@@ -625,8 +663,9 @@ int tern_cond_signal(tern_cond *c)
     return 0;
 }
 
-int tern_cond_broadcast(tern_cond *c)
+int tern_cond_broadcast(tern_cond *c_)
 {
+    tern__cond *c = tern__cond_of(c_);
     if (!c)
         return -EINVAL;
     TERN__LOCK(&c->q);
@@ -646,17 +685,19 @@ int tern_cond_broadcast(tern_cond *c)
  * success, as any wait granted before its cancel was seen.
  */
 
-int tern_barrier_init(tern_barrier *b, unsigned parties)
+int tern_barrier_init(tern_barrier *b_, unsigned parties)
 {
+    tern__barrier *b = tern__barrier_of(b_);
     if (!b || !parties)
         return -EINVAL;
-    memset(b, 0, sizeof *b);
+    memset(b_, 0, sizeof *b_);
     b->parties = parties;
     return 0;
 }
 
-int tern_barrier_destroy(tern_barrier *b)
+int tern_barrier_destroy(tern_barrier *b_)
 {
+    tern__barrier *b = tern__barrier_of(b_);
     if (!b)
         return -EINVAL;
     TERN__LOCK(&b->q);
@@ -665,8 +706,9 @@ int tern_barrier_destroy(tern_barrier *b)
     return busy ? -EBUSY : 0;
 }
 
-int tern_barrier_wait(tern_barrier *b, uint64_t deadline)
+int tern_barrier_wait(tern_barrier *b_, uint64_t deadline)
 {
+    tern__barrier *b = tern__barrier_of(b_);
     if (!b || !b->parties)
         return -EINVAL;
     TERN__LOCK(&b->q);
@@ -696,21 +738,24 @@ int tern_barrier_wait(tern_barrier *b, uint64_t deadline)
 
 /* ---- WaitGroup --------------------------------------------------------------------- */
 
-void tern_waitgroup_init(tern_waitgroup *wg)
+void tern_waitgroup_init(tern_waitgroup *wg_)
 {
+    tern__waitgroup *wg = tern__waitgroup_of(wg_);
     if (wg)
-        memset(wg, 0, sizeof *wg);
+        memset(wg_, 0, sizeof *wg_);
 }
 
-int tern_waitgroup_destroy(tern_waitgroup *wg)
+int tern_waitgroup_destroy(tern_waitgroup *wg_)
 {
+    tern__waitgroup *wg = tern__waitgroup_of(wg_);
     if (!wg)
         return -EINVAL;
     return has_waiters(&wg->q) ? -EBUSY : 0;
 }
 
-int tern_waitgroup_add(tern_waitgroup *wg, int64_t delta)
+int tern_waitgroup_add(tern_waitgroup *wg_, int64_t delta)
 {
+    tern__waitgroup *wg = tern__waitgroup_of(wg_);
     if (!wg)
         return -EINVAL;
     TERN__LOCK(&wg->q);
@@ -731,8 +776,9 @@ int tern_waitgroup_done(tern_waitgroup *wg)
     return tern_waitgroup_add(wg, -1);
 }
 
-int tern_waitgroup_wait(tern_waitgroup *wg, uint64_t deadline)
+int tern_waitgroup_wait(tern_waitgroup *wg_, uint64_t deadline)
 {
+    tern__waitgroup *wg = tern__waitgroup_of(wg_);
     if (!wg)
         return -EINVAL;
     TERN__LOCK(&wg->q);

@@ -16,11 +16,12 @@
  *    permit or a lock.
  *  - Locks and signals are fair: waiters are served first come, first
  *    served, and a newcomer never takes what was handed to a waiter.
- *  - Lock and signal types are sized structs with private fields: embed
- *    them, put them on a stack or malloc(sizeof) them, and initialise them
- *    with their _INIT macro or init function before use. Nothing in them may
- *    be touched except through these functions. destroy is needed only to
- *    check that nothing is left waiting.
+ *  - Task groups, lock and signal types are sized but opaque: embed them,
+ *    put them on a stack or malloc(sizeof) them, and initialise them with
+ *    their _INIT macro or init function before use. Their storage is tern's
+ *    alone, touched only through these functions; its size is fixed, so a
+ *    later tern can change what is inside without changing the ABI.
+ *    destroy is needed only to check that nothing is left waiting.
  */
 #ifndef TERN_SYNC_H
 #define TERN_SYNC_H
@@ -29,27 +30,9 @@
 #error "include tern.h, not tern_sync.h"
 #endif
 
-/* The private atomic fields of the sized types below. C++ has no _Atomic
- * and never touches them (only tern's C code does); the size and alignment
- * are the same either way. */
-#ifdef __cplusplus
-#define TERN__ATOMIC(T) T
-#else
-#define TERN__ATOMIC(T) _Atomic T
-#endif
-
 #ifdef __cplusplus
 extern "C" {
 #endif
-
-struct tern__waiter;
-
-/* A FIFO of waiters behind a spinlock (private). */
-typedef struct tern__waitq {
-    TERN__ATOMIC(unsigned) lock;
-    struct tern__waiter *head, *tail;
-} tern__waitq;
-#define TERN__WAITQ_INIT {0, 0, 0}
 
 /* ---- futures ---------------------------------------------------------------
  *
@@ -188,14 +171,9 @@ TERN_API int tern_future_shield(tern_future *f, tern_future **out);
 typedef int (*tern_group_fn)(void *arg);
 
 typedef struct tern_group {
-    tern__waitq q; /* private: the lock; the wait list holds the waiter */
-    struct tern__gchild *children;
-    uint64_t live;
-    int err;
-    unsigned state;
+    uint64_t tern__opaque[6];
 } tern_group;
-
-#define TERN_GROUP_INIT {TERN__WAITQ_INIT, 0, 0, 0, 0}
+#define TERN_GROUP_INIT {{0}}
 
 /* Initialises an empty, open group. Any thread. Never suspends. */
 TERN_API void tern_group_init(tern_group *g);
@@ -227,10 +205,9 @@ TERN_API int tern_group_wait(tern_group *g);
 /* ---- Mutex ------------------------------------------------------------------ */
 
 typedef struct tern_mutex {
-    tern__waitq q; /* private */
-    TERN__ATOMIC(unsigned) state;
+    uint64_t tern__opaque[4];
 } tern_mutex;
-#define TERN_MUTEX_INIT {TERN__WAITQ_INIT, 0}
+#define TERN_MUTEX_INIT {{0}}
 
 /* Initialises an unlocked mutex. Never suspends. */
 TERN_API void tern_mutex_init(tern_mutex *m);
@@ -253,11 +230,9 @@ TERN_API int tern_mutex_unlock(tern_mutex *m);
  * together) ------------------------------------------------------------------ */
 
 typedef struct tern_rwlock {
-    tern__waitq q; /* private */
-    unsigned readers;
-    unsigned writer;
+    uint64_t tern__opaque[4];
 } tern_rwlock;
-#define TERN_RWLOCK_INIT {TERN__WAITQ_INIT, 0, 0}
+#define TERN_RWLOCK_INIT {{0}}
 
 TERN_API void tern_rwlock_init(tern_rwlock *rw);
 /* Returns 0, or -EBUSY when held or waited on. */
@@ -279,10 +254,9 @@ TERN_API int tern_rwlock_unlock(tern_rwlock *rw);
 /* ---- Semaphore -------------------------------------------------------------- */
 
 typedef struct tern_sem {
-    tern__waitq q; /* private */
-    uint64_t permits;
+    uint64_t tern__opaque[4];
 } tern_sem;
-#define TERN_SEM_INIT(n) {TERN__WAITQ_INIT, (n)}
+#define TERN_SEM_INIT(n) {{0, 0, 0, (n)}}
 
 TERN_API void tern_sem_init(tern_sem *s, uint64_t permits);
 /* Returns 0, or -EBUSY when tasks wait on s. */
@@ -304,10 +278,9 @@ TERN_API uint64_t tern_sem_available(tern_sem *s);
 /* ---- Event (asyncio.Event) ---------------------------------------------------- */
 
 typedef struct tern_event {
-    tern__waitq q; /* private */
-    TERN__ATOMIC(unsigned) set;
+    uint64_t tern__opaque[4];
 } tern_event;
-#define TERN_EVENT_INIT {TERN__WAITQ_INIT, 0}
+#define TERN_EVENT_INIT {{0}}
 
 TERN_API void tern_event_init(tern_event *e);
 TERN_API int tern_event_destroy(tern_event *e); /* 0 or -EBUSY */
@@ -324,10 +297,9 @@ TERN_API int tern_event_wait(tern_event *e, uint64_t deadline);
 /* ---- Notify (Tokio's Notify) ---------------------------------------------------- */
 
 typedef struct tern_notify {
-    tern__waitq q; /* private */
-    unsigned permit;
+    uint64_t tern__opaque[4];
 } tern_notify;
-#define TERN_NOTIFY_INIT {TERN__WAITQ_INIT, 0}
+#define TERN_NOTIFY_INIT {{0}}
 
 TERN_API void tern_notify_init(tern_notify *n);
 TERN_API int tern_notify_destroy(tern_notify *n); /* 0 or -EBUSY */
@@ -344,9 +316,9 @@ TERN_API int tern_notify_wait(tern_notify *n, uint64_t deadline);
 /* ---- Condition (with a tern_mutex) -------------------------------------------- */
 
 typedef struct tern_cond {
-    tern__waitq q; /* private */
+    uint64_t tern__opaque[4];
 } tern_cond;
-#define TERN_COND_INIT {TERN__WAITQ_INIT}
+#define TERN_COND_INIT {{0}}
 
 TERN_API void tern_cond_init(tern_cond *c);
 TERN_API int tern_cond_destroy(tern_cond *c); /* 0 or -EBUSY */
@@ -364,11 +336,9 @@ TERN_API int tern_cond_broadcast(tern_cond *c);
 /* ---- Barrier -------------------------------------------------------------------- */
 
 typedef struct tern_barrier {
-    tern__waitq q; /* private */
-    unsigned parties, arrived;
-    uint64_t generation;
+    uint64_t tern__opaque[6];
 } tern_barrier;
-#define TERN_BARRIER_INIT(n) {TERN__WAITQ_INIT, (n), 0, 0}
+#define TERN_BARRIER_INIT(n) {{0, 0, 0, (n)}}
 
 /* parties >= 1. Returns 0 or -EINVAL. */
 TERN_API int tern_barrier_init(tern_barrier *b, unsigned parties);
@@ -383,10 +353,9 @@ TERN_API int tern_barrier_wait(tern_barrier *b, uint64_t deadline);
 /* ---- WaitGroup (Go's sync.WaitGroup) --------------------------------------------- */
 
 typedef struct tern_waitgroup {
-    tern__waitq q; /* private */
-    int64_t count;
+    uint64_t tern__opaque[4];
 } tern_waitgroup;
-#define TERN_WAITGROUP_INIT {TERN__WAITQ_INIT, 0}
+#define TERN_WAITGROUP_INIT {{0}}
 
 TERN_API void tern_waitgroup_init(tern_waitgroup *wg);
 TERN_API int tern_waitgroup_destroy(tern_waitgroup *wg); /* 0 or -EBUSY */

@@ -130,7 +130,7 @@ START_TEST(mutex_basic)
     ck_assert_int_eq(tern_mutex_lock(&m), 0);
     ck_assert_int_eq(tern_mutex_lock_until(&m, tern_now() + 5 * MS), -ETIMEDOUT);
     ck_assert_int_eq(tern_mutex_lock_until(&m, 1), -ETIMEDOUT); /* already past */
-    ck_assert_int_eq(qlen(&m.q), 0);
+    ck_assert_int_eq(qlen(tern__wq_of(&m)), 0);
     ck_assert_int_eq(tern_mutex_unlock(&m), 0);
     ck_assert_int_eq(tern_mutex_lock_until(&m, 1), 0); /* free: a past deadline is fine */
     ck_assert_int_eq(tern_mutex_unlock(&m), 0);
@@ -191,7 +191,7 @@ START_TEST(mutex_exclusion)
     for (int i = 0; i < THREADS; i++)
         thread_join(th[i]);
     ck_assert_int_eq(counter, (long)(TASKS + THREADS) * per_task);
-    ck_assert_uint_eq(atomic_load(&cm.state), 0);
+    ck_assert_uint_eq(atomic_load(&tern__mutex_of(&cm)->state), 0);
     ck_assert_int_eq(tern_mutex_destroy(&cm), 0);
     ck_assert_int_eq(tern_runtime_free(rt), 0);
 }
@@ -223,7 +223,7 @@ static void *mutex_fifo_main(void *arg)
             th = thread_start(fifo_locker, (void *)(intptr_t)i);
         else
             t[i] = spawn(fifo_locker, (void *)(intptr_t)i);
-        await_qlen(&fm.q, i + 1);
+        await_qlen(tern__wq_of(&fm), i + 1);
     }
     /* no barging: the lock is held and handed over, never free */
     ck_assert_int_eq(tern_mutex_try_lock(&fm), -EAGAIN);
@@ -273,12 +273,12 @@ static void *mutex_deadline_main(void *arg)
     pthread_t th = thread_start(timed_locker, NULL);
     ck_assert_int_eq(tern_join(t, NULL), 0);
     thread_join(th);
-    ck_assert_int_eq(qlen(&dm.q), 0);
+    ck_assert_int_eq(qlen(tern__wq_of(&dm)), 0);
     /* the waiter bit went with them: a plain unlock frees it */
-    ck_assert_uint_eq(atomic_load(&dm.state), 1);
+    ck_assert_uint_eq(atomic_load(&tern__mutex_of(&dm)->state), 1);
     t = spawn(served_locker, NULL);
     th = thread_start(served_locker, NULL);
-    await_qlen(&dm.q, 2);
+    await_qlen(tern__wq_of(&dm), 2);
     TASK_WAIT_PARKED(t, TERN__W_MUTEX); /* a thread shows only its queue node */
     ck_assert_int_eq(tern_mutex_unlock(&dm), 0);
     ck_assert_int_eq(tern_join(t, NULL), 0);
@@ -302,8 +302,8 @@ static void *x_hold_thread(void *arg)
 {
     ck_assert_int_eq(tern_mutex_lock(&xm), 0);
     atomic_store(&x_stage, 1);
-    await_qlen(&xm.q, 1); /* the task waits */
-    await_head_parked(&xm.q, TERN__W_MUTEX);
+    await_qlen(tern__wq_of(&xm), 1); /* the task waits */
+    await_head_parked(tern__wq_of(&xm), TERN__W_MUTEX);
     ck_assert_int_eq(tern_mutex_unlock(&xm), 0);
     /* now the thread waits for the task */
     await_count(&x_stage, 2);
@@ -318,7 +318,7 @@ static void *x_task(void *arg)
     await_count(&x_stage, 1);
     ck_assert_int_eq(tern_mutex_lock(&xm), 0);
     atomic_store(&x_stage, 2);
-    await_qlen(&xm.q, 1); /* the thread waits */
+    await_qlen(tern__wq_of(&xm), 1); /* the thread waits */
     /* a thread shows no more than its queue node: the nap lets it get to
      * its futex wait too (the unlock must wake it either way) */
     tern_sleep(5 * MS);
@@ -360,13 +360,13 @@ static void *mutex_cancel_main(void *arg)
     tern_mutex_init(&km);
     ck_assert_int_eq(tern_mutex_lock(&km), 0);
     tern_task *a = spawn(k_waiter, (void *)0);
-    await_qlen(&km.q, 1);
+    await_qlen(tern__wq_of(&km), 1);
     tern_task *b = spawn(k_waiter, (void *)1);
-    await_qlen(&km.q, 2);
+    await_qlen(tern__wq_of(&km), 2);
     ck_assert_int_eq(tern_task_cancel(a), 0);
     ck_assert_int_eq(tern_join(a, NULL), -ECANCELED);
     ck_assert_int_eq(atomic_load(&k_res[0]), -ECANCELED);
-    ck_assert_int_eq(qlen(&km.q), 1);
+    ck_assert_int_eq(qlen(tern__wq_of(&km)), 1);
     ck_assert_int_eq(atomic_load(&k_res[1]), 0);
     ck_assert_int_eq(tern_mutex_unlock(&km), 0);
     ck_assert_int_eq(tern_join(b, NULL), 0);
@@ -416,9 +416,9 @@ static void *mutex_race_main(void *arg)
     for (int i = 0; i < n; i++) {
         ck_assert_int_eq(tern_mutex_lock(&rm), 0);
         tern_task *a = spawn(race_a, NULL);
-        await_qlen(&rm.q, 1);
+        await_qlen(tern__wq_of(&rm), 1);
         tern_task *b = spawn(race_b, NULL);
-        await_qlen(&rm.q, 2);
+        await_qlen(tern__wq_of(&rm), 2);
         int before = atomic_load(&ra_got);
         if (i & 1) {
             ck_assert_int_eq(tern_mutex_unlock(&rm), 0);
@@ -471,7 +471,7 @@ START_TEST(rwlock_basic)
     ck_assert_int_eq(tern_rwlock_unlock(&rw), -EPERM);
     ck_assert_int_eq(tern_rwlock_try_wrlock(&rw), 0);
     ck_assert_int_eq(tern_rwlock_unlock(&rw), 0);
-    ck_assert_int_eq(qlen(&rw.q), 0);
+    ck_assert_int_eq(qlen(tern__wq_of(&rw)), 0);
     ck_assert_int_eq(tern_rwlock_destroy(&rw), 0);
     tern_rwlock_init(&rw);
     ck_assert_int_eq(tern_rwlock_destroy(&rw), 0);
@@ -512,7 +512,7 @@ static void *rw_fifo_main(void *arg)
     ck_assert_int_eq(tern_rwlock_wrlock(&orw), 0);
     for (int i = 0; i < N; i++) {
         t[i] = spawn(rw_order_task, (void *)who[i]);
-        await_qlen(&orw.q, i + 1);
+        await_qlen(tern__wq_of(&orw), i + 1);
     }
     ck_assert_int_eq(tern_rwlock_unlock(&orw), 0);
     for (int i = 0; i < N; i++)
@@ -567,13 +567,13 @@ static void *rw_pref_main(void *arg)
     ck_assert_int_eq(tern_rwlock_rdlock(&prw), 0);
     ck_assert_int_eq(tern_rwlock_rdlock(&prw), 0); /* two old holds */
     tern_task *w = spawn(pref_writer, NULL);
-    await_qlen(&prw.q, 1);
+    await_qlen(tern__wq_of(&prw), 1);
     ck_assert_int_eq(tern_rwlock_try_rdlock(&prw), -EAGAIN);
     ck_assert_int_eq(tern_rwlock_rdlock_until(&prw, tern_now() + 2 * MS), -ETIMEDOUT);
     tern_task *r1 = spawn(pref_reader, NULL);
-    await_qlen(&prw.q, 2);
+    await_qlen(tern__wq_of(&prw), 2);
     pthread_t th = thread_start(pref_reader, NULL); /* a thread queues too */
-    await_qlen(&prw.q, 3);
+    await_qlen(tern__wq_of(&prw), 3);
     ck_assert_int_eq(tern_rwlock_unlock(&prw), 0);
     tern_sleep(2 * MS); /* room for a wrong grant to show */
     ck_assert_int_eq(atomic_load(&p_writer_in), 0); /* one old reader left */
@@ -625,10 +625,10 @@ static void *rw_abandon_main(void *arg)
         atomic_store(&a_reader_in, 0);
         ck_assert_int_eq(tern_rwlock_rdlock(&arw), 0);
         tern_task *w = spawn(abandon_writer, (void *)(uintptr_t)(timed ? wait_ms : 0));
-        await_qlen(&arw.q, 1);
+        await_qlen(tern__wq_of(&arw), 1);
         tern_task *r1 = spawn(abandon_reader, NULL);
         tern_task *r2 = spawn(abandon_reader, NULL);
-        if (!await_qlen_or_done(&arw.q, 3, w)) {
+        if (!await_qlen_or_done(tern__wq_of(&arw), 3, w)) {
             ck_assert_int_eq(tern_join(w, NULL), 0);
             ck_assert_int_eq(tern_join(r1, NULL), 0);
             ck_assert_int_eq(tern_join(r2, NULL), 0);
@@ -720,7 +720,7 @@ START_TEST(sem_basic)
     ck_assert_int_eq(tern_sem_try_acquire(&s, 1), -EAGAIN);
     ck_assert_int_eq(tern_sem_acquire_until(&s, 1, tern_now() + 5 * MS), -ETIMEDOUT);
     ck_assert_int_eq(tern_sem_acquire_until(&s, 1, 1), -ETIMEDOUT);
-    ck_assert_int_eq(qlen(&s.q), 0);
+    ck_assert_int_eq(qlen(tern__wq_of(&s)), 0);
     ck_assert_int_eq(tern_sem_release(&s, 5), 0);
     ck_assert_uint_eq(tern_sem_available(&s), 5);
     ck_assert_int_eq(tern_sem_acquire(&s, 5), 0);
@@ -759,11 +759,11 @@ static void *sem_fifo_main(void *arg)
     tern_sem_init(&fs, 0);
     sem_n = 0;
     tern_task *a = spawn(sem_taker, (void *)3);
-    await_qlen(&fs.q, 1);
+    await_qlen(tern__wq_of(&fs), 1);
     tern_task *b = spawn(sem_taker, (void *)1);
-    await_qlen(&fs.q, 2);
+    await_qlen(tern__wq_of(&fs), 2);
     tern_task *c = spawn(sem_taker, (void *)2);
-    await_qlen(&fs.q, 3);
+    await_qlen(tern__wq_of(&fs), 3);
     ck_assert_int_eq(tern_sem_release(&fs, 2), 0);
     tern_sleep(2 * MS); /* room for a wrong grant to show */
     ck_assert_int_eq(atomic_load(&sem_got), 0);
@@ -826,9 +826,9 @@ static void *sem_abandon_main(void *arg)
         tern_sem_init(&bs, 2);
         int got = atomic_load(&small_got);
         tern_task *big = spawn(sem_big, (void *)(uintptr_t)(timed ? wait_ms : 0));
-        await_qlen(&bs.q, 1);
+        await_qlen(tern__wq_of(&bs), 1);
         pthread_t th = thread_start(sem_small, NULL);
-        if (!await_qlen_or_done(&bs.q, 2, big)) {
+        if (!await_qlen_or_done(tern__wq_of(&bs), 2, big)) {
             ck_assert_int_eq(tern_join(big, NULL), 0);
             thread_join(th);
             ck_assert_uint_eq(tern_sem_available(&bs), 1);
@@ -920,7 +920,7 @@ static void *event_main(void *arg)
     for (int i = 0; i < N; i++)
         t[i] = spawn(ev_waiter, NULL);
     pthread_t th = thread_start(ev_waiter, NULL);
-    await_qlen(&ev.q, N + 1);
+    await_qlen(tern__wq_of(&ev), N + 1);
     ck_assert_int_eq(tern_event_destroy(&ev), -EBUSY);
     tern_sleep(2 * MS); /* room for a wrong wake-up to show */
     ck_assert_int_eq(atomic_load(&ev_woken), 0);
@@ -937,7 +937,7 @@ static void *event_main(void *arg)
     ck_assert_int_eq(tern_event_wait(&ev, 1), 0); /* set: at once */
     ck_assert_int_eq(tern_event_clear(&ev), 0);
     ck_assert_int_eq(tern_event_wait(&ev, 1), -ETIMEDOUT);
-    ck_assert_int_eq(qlen(&ev.q), 0);
+    ck_assert_int_eq(qlen(tern__wq_of(&ev)), 0);
     ck_assert_int_eq(tern_event_destroy(&ev), 0);
     tern_event_init(&ev);
     ck_assert_int_eq(tern_event_is_set(&ev), 0);
@@ -962,12 +962,12 @@ static void *event_cancel_main(void *arg)
     tern_event_init(&ev);
     atomic_store(&ev_woken, 0);
     tern_task *a = spawn(ev_cancel_waiter, NULL);
-    await_qlen(&ev.q, 1);
+    await_qlen(tern__wq_of(&ev), 1);
     tern_task *b = spawn(ev_waiter, NULL);
-    await_qlen(&ev.q, 2);
+    await_qlen(tern__wq_of(&ev), 2);
     ck_assert_int_eq(tern_task_cancel(a), 0);
     ck_assert_int_eq(tern_join(a, NULL), -ECANCELED);
-    ck_assert_int_eq(qlen(&ev.q), 1);
+    ck_assert_int_eq(qlen(tern__wq_of(&ev)), 1);
     ck_assert_int_eq(tern_event_set(&ev), 0);
     ck_assert_int_eq(tern_join(b, NULL), 0);
     ck_assert_int_eq(atomic_load(&ev_woken), 1);
@@ -1008,11 +1008,11 @@ static void *notify_main(void *arg)
     /* notify_all with nobody waiting stores nothing */
     ck_assert_int_eq(tern_notify_all(&nt), 0);
     ck_assert_int_eq(tern_notify_wait(&nt, 1), -ETIMEDOUT);
-    ck_assert_int_eq(qlen(&nt.q), 0);
+    ck_assert_int_eq(qlen(tern__wq_of(&nt)), 0);
     /* notify_one wakes the longest waiter, one at a time */
     for (int i = 0; i < N; i++) {
         t[i] = spawn(nt_waiter, (void *)(intptr_t)i);
-        await_qlen(&nt.q, i + 1);
+        await_qlen(tern__wq_of(&nt), i + 1);
     }
     ck_assert_int_eq(tern_notify_destroy(&nt), -EBUSY);
     for (int i = 0; i < 3; i++) {
@@ -1031,7 +1031,7 @@ static void *notify_main(void *arg)
     ck_assert_int_eq(tern_notify_wait(&nt, 1), -ETIMEDOUT);
     /* a thread waits and a task notifies it */
     pthread_t th = thread_start(nt_waiter, (void *)99);
-    await_qlen(&nt.q, 1);
+    await_qlen(tern__wq_of(&nt), 1);
     ck_assert_int_eq(tern_notify_one(&nt), 0);
     thread_join(th);
     ck_assert_int_eq(atomic_load(&nt_woken), N + 1);
@@ -1069,7 +1069,7 @@ static void *notify_race_main(void *arg)
     tern_notify_init(&nt);
     for (int i = 0; i < n; i++) {
         tern_task *t = spawn(nr_waiter, NULL);
-        await_qlen(&nt.q, 1);
+        await_qlen(tern__wq_of(&nt), 1);
         int got = atomic_load(&nr_got);
         if (i & 1) {
             ck_assert_int_eq(tern_notify_one(&nt), 0);
@@ -1085,7 +1085,7 @@ static void *notify_race_main(void *arg)
         int permit = tern_notify_wait(&nt, 1) == 0;
         ck_assert_int_eq(took + permit, 1);
         ck_assert_int_eq(atomic_load(&nr_got) + atomic_load(&nr_cancel), i + 1);
-        ck_assert_int_eq(qlen(&nt.q), 0);
+        ck_assert_int_eq(qlen(tern__wq_of(&nt)), 0);
     }
     ck_assert_int_eq(tern_notify_destroy(&nt), 0);
     return NULL;
@@ -1211,7 +1211,7 @@ static void *cond_main(void *arg)
     tern_mutex_init(&cdm);
     tern_cond_init(&cdc);
     ck_assert_int_eq(tern_cond_wait(&cdc, &cdm, 0), -EPERM);
-    ck_assert_int_eq(qlen(&cdc.q), 0);
+    ck_assert_int_eq(qlen(tern__wq_of(&cdc)), 0);
     /* timeout: back with the lock */
     ck_assert_int_eq(tern_mutex_lock(&cdm), 0);
     uint64_t t0 = tern_now();
@@ -1219,7 +1219,7 @@ static void *cond_main(void *arg)
     ck_assert_uint_ge(tern_now() - t0, 10 * MS);
     ck_assert_int_eq(tern_mutex_try_lock(&cdm), -EAGAIN);
     ck_assert_int_eq(tern_cond_wait(&cdc, &cdm, 1), -ETIMEDOUT);
-    ck_assert_int_eq(qlen(&cdc.q), 0);
+    ck_assert_int_eq(qlen(tern__wq_of(&cdc)), 0);
     ck_assert_int_eq(tern_mutex_unlock(&cdm), 0);
     /* a signal with nobody waiting is not kept */
     ck_assert_int_eq(tern_cond_signal(&cdc), 0);
@@ -1229,14 +1229,14 @@ static void *cond_main(void *arg)
     ck_assert_int_eq(tern_mutex_unlock(&cdm), 0);
     /* cancel while we hold the mutex: it must wait for it */
     tern_task *c = spawn(cd_cancelled, NULL);
-    await_qlen(&cdc.q, 1);
+    await_qlen(tern__wq_of(&cdc), 1);
     ck_assert_int_eq(tern_cond_destroy(&cdc), -EBUSY);
     ck_assert_int_eq(tern_mutex_lock(&cdm), 0);
     ck_assert_int_eq(tern_task_cancel(c), 0);
-    await_qlen(&cdm.q, 1);
+    await_qlen(tern__wq_of(&cdm), 1);
     tern_sleep(2 * MS); /* room for it to return without the mutex */
     ck_assert_int_eq(atomic_load(&cd_stage), 0);
-    ck_assert_int_eq(qlen(&cdc.q), 0);
+    ck_assert_int_eq(qlen(tern__wq_of(&cdc)), 0);
     ck_assert_int_eq(tern_mutex_unlock(&cdm), 0);
     ck_assert_int_eq(tern_join(c, NULL), -ECANCELED);
     ck_assert_int_eq(atomic_load(&cd_stage), 2);
@@ -1250,7 +1250,7 @@ static void *cond_main(void *arg)
             th = thread_start(cd_signalled, (void *)(intptr_t)i);
         else
             t[i] = spawn(cd_signalled, (void *)(intptr_t)i);
-        await_qlen(&cdc.q, i + 1);
+        await_qlen(tern__wq_of(&cdc), i + 1);
     }
     for (int i = 0; i < 3; i++) {
         ck_assert_int_eq(tern_cond_signal(&cdc), 0);
@@ -1301,7 +1301,7 @@ START_TEST(cond_foreign_thread)
     tern_runtime *rt = rt_new(2);
     cd_n = 0;
     pthread_t th = thread_start(cd_signalled, (void *)7);
-    await_qlen(&cdc.q, 1);
+    await_qlen(tern__wq_of(&cdc), 1);
     tern_task *t;
     ck_assert_int_eq(tern_runtime_spawn(rt, cd_signal_task, NULL, &t), 0);
     ck_assert_int_eq(tern_join(t, NULL), 0);
@@ -1353,7 +1353,7 @@ START_TEST(barrier_rounds)
         ck_assert_int_eq(atomic_load(&b_leaders[r]), 1);
         ck_assert_int_eq(atomic_load(&b_arrivals[r]), B_PARTIES);
     }
-    ck_assert_uint_eq(rb.generation, (uint64_t)b_rounds);
+    ck_assert_uint_eq(tern__barrier_of(&rb)->generation, (uint64_t)b_rounds);
     ck_assert_int_eq(tern_barrier_destroy(&rb), 0);
     ck_assert_int_eq(tern_runtime_free(rt), 0);
 }
@@ -1388,17 +1388,17 @@ static void *barrier_leave_main(void *arg)
     ck_assert_int_eq(tern_barrier_init(&lb, 3), 0);
     tern_task *a = spawn(lb_timed, NULL);
     ck_assert_int_eq(tern_join(a, NULL), 0);
-    ck_assert_uint_eq(lb.arrived, 0);
+    ck_assert_uint_eq(tern__barrier_of(&lb)->arrived, 0);
     ck_assert_int_eq(tern_barrier_destroy(&lb), 0);
     tern_task *c = spawn(lb_forever, (void *)1); /* will be cancelled */
-    await_qlen(&lb.q, 1);
+    await_qlen(tern__wq_of(&lb), 1);
     ck_assert_int_eq(tern_barrier_destroy(&lb), -EBUSY);
     ck_assert_int_eq(tern_task_cancel(c), 0);
     ck_assert_int_eq(tern_join(c, NULL), -ECANCELED);
-    ck_assert_uint_eq(lb.arrived, 0);
+    ck_assert_uint_eq(tern__barrier_of(&lb)->arrived, 0);
     /* two live waiters do not make a round of three */
     tern_task *x = spawn(lb_forever, NULL), *y = spawn(lb_forever, NULL);
-    await_qlen(&lb.q, 2);
+    await_qlen(tern__wq_of(&lb), 2);
     tern_sleep(2 * MS); /* room for a short round to show */
     ck_assert_int_eq(atomic_load(&lb_done), 0);
     /* the third (us) is the leader */
@@ -1407,7 +1407,7 @@ static void *barrier_leave_main(void *arg)
     ck_assert_int_eq(tern_join(y, NULL), 0);
     ck_assert_int_eq(atomic_load(&lb_done), 2);
     ck_assert_int_eq(atomic_load(&lb_sum), 0);
-    ck_assert_uint_eq(lb.generation, 1);
+    ck_assert_uint_eq(tern__barrier_of(&lb)->generation, 1);
     ck_assert_int_eq(tern_barrier_destroy(&lb), 0);
     /* one party: every caller leads its own round */
     ck_assert_int_eq(tern_barrier_init(&lb, 1), 0);
@@ -1447,7 +1447,7 @@ static void *barrier_race_main(void *arg)
     ck_assert_int_eq(tern_barrier_init(&cb, 2), 0);
     for (int i = 0; i < n; i++) {
         tern_task *t = spawn(cb_waiter, NULL);
-        await_qlen(&cb.q, 1);
+        await_qlen(tern__wq_of(&cb), 1);
         int ok = atomic_load(&cb_ok);
         if (i & 1) {
             ck_assert_int_eq(tern_barrier_wait(&cb, 0), 1);
@@ -1467,8 +1467,8 @@ static void *barrier_race_main(void *arg)
                 ck_assert_int_eq(atomic_load(&cb_ok), ok);
             }
         }
-        ck_assert_uint_eq(cb.arrived, 0);
-        ck_assert_int_eq(qlen(&cb.q), 0);
+        ck_assert_uint_eq(tern__barrier_of(&cb)->arrived, 0);
+        ck_assert_int_eq(qlen(tern__wq_of(&cb)), 0);
         ck_assert_int_eq(atomic_load(&cb_ok) + atomic_load(&cb_cancel), i + 1);
     }
     ck_assert_int_eq(tern_barrier_destroy(&cb), 0);
@@ -1514,7 +1514,7 @@ static void *waitgroup_main(void *arg)
     for (int i = 0; i < WAITERS; i++)
         w[i] = spawn(wg_waiter, NULL);
     pthread_t th = thread_start(wg_waiter, NULL);
-    await_qlen(&wg.q, WAITERS + 1);
+    await_qlen(tern__wq_of(&wg), WAITERS + 1);
     ck_assert_int_eq(tern_waitgroup_destroy(&wg), -EBUSY);
     ck_assert_int_eq(tern_waitgroup_wait(&wg, tern_now() + MS), -ETIMEDOUT);
     for (int i = 0; i < wg_workers; i++)
@@ -1533,7 +1533,7 @@ static void *waitgroup_main(void *arg)
     ck_assert_int_eq(tern_waitgroup_add(&wg, -2), 0);
     ck_assert_int_eq(tern_waitgroup_wait(&wg, 1), 0);
     ck_assert_int_eq(tern_waitgroup_add(&wg, 0), 0);
-    ck_assert_int_eq(qlen(&wg.q), 0);
+    ck_assert_int_eq(qlen(tern__wq_of(&wg)), 0);
     ck_assert_int_eq(tern_waitgroup_destroy(&wg), 0);
     tern_waitgroup_init(&wg);
     ck_assert_int_eq(tern_waitgroup_wait(&wg, 1), 0);
@@ -1557,10 +1557,10 @@ static void *waitgroup_cancel_main(void *arg)
     tern_waitgroup_init(&wg);
     ck_assert_int_eq(tern_waitgroup_add(&wg, 1), 0);
     tern_task *t = spawn(wg_cancelled, NULL);
-    await_qlen(&wg.q, 1);
+    await_qlen(tern__wq_of(&wg), 1);
     ck_assert_int_eq(tern_task_cancel(t), 0);
     ck_assert_int_eq(tern_join(t, NULL), -ECANCELED);
-    ck_assert_int_eq(qlen(&wg.q), 0);
+    ck_assert_int_eq(qlen(tern__wq_of(&wg)), 0);
     ck_assert_int_eq(tern_waitgroup_destroy(&wg), 0);
     ck_assert_int_eq(tern_waitgroup_done(&wg), 0);
     return NULL;
@@ -1611,10 +1611,10 @@ static void *destroy_busy_main(void *arg)
     ck_assert_int_eq(tern_rwlock_rdlock(&dbr), 0);
     tern_task *t[4] = {spawn(db_mutex, NULL), spawn(db_rw, NULL), spawn(db_sem, NULL),
                        spawn(db_notify, NULL)};
-    await_qlen(&dbm.q, 1);
-    await_qlen(&dbr.q, 1);
-    await_qlen(&dbs.q, 1);
-    await_qlen(&dbn.q, 1);
+    await_qlen(tern__wq_of(&dbm), 1);
+    await_qlen(tern__wq_of(&dbr), 1);
+    await_qlen(tern__wq_of(&dbs), 1);
+    await_qlen(tern__wq_of(&dbn), 1);
     ck_assert_int_eq(tern_mutex_destroy(&dbm), -EBUSY);
     ck_assert_int_eq(tern_rwlock_destroy(&dbr), -EBUSY);
     ck_assert_int_eq(tern_sem_destroy(&dbs), -EBUSY);
