@@ -3,10 +3,13 @@
  * Included by tern.h; do not include it on its own.
  *
  * Conventions (on top of tern.h's):
- *  - Every operation is called from a task and suspends it until the
- *    operation is done; called outside a task it returns -EPERM. It returns
- *    a count, a new descriptor or 0 on success and a negative errno on
- *    failure; errno is never used.
+ *  - Every operation that takes a deadline is called from a task and
+ *    suspends it until the operation is done; called outside a task it
+ *    returns -EPERM. The others (tern_socket, tern_close, tern_shutdown,
+ *    the listeners, the socket options and addresses) never suspend and
+ *    work from any thread, as their entries say. All return a count, a new
+ *    descriptor or 0 on success and a negative errno on failure; errno is
+ *    never used.
  *  - `deadline` is an absolute tern_now() time (0: none); reaching it
  *    returns -ETIMEDOUT. A cancelled task gets -ECANCELED. Either way the
  *    call returns only after the kernel has let go of the caller's buffer:
@@ -78,13 +81,15 @@ TERN_API ssize_t tern_write_all(int fd, const void *buf, size_t len, size_t *sen
 TERN_API int tern_poll(int fd, short events, uint64_t deadline);
 
 /* Closes fd after forgetting it in the I/O driver. Do not close a
- * descriptor another task is still using. Returns 0 or -EBADF. */
+ * descriptor another task is still using. Returns 0 or -EBADF. Any thread.
+ * Never suspends. */
 TERN_API int tern_close(int fd);
 
 /* ---- sockets: the system calls ----------------------------------------------- */
 
-/* socket(2) with SOCK_CLOEXEC (and SOCK_NONBLOCK on epoll). Returns the fd
- * or -EAFNOSUPPORT, -EMFILE, ... Never suspends. */
+/* socket(2) with SOCK_CLOEXEC (and SOCK_NONBLOCK on epoll, or off the
+ * runtime). Returns the fd or -EAFNOSUPPORT, -EMFILE, ... Any thread.
+ * Never suspends. */
 TERN_API int tern_socket(int domain, int type, int protocol);
 
 /* accept4(2): returns the connected fd (close-on-exec). addr and addrlen
@@ -113,7 +118,8 @@ TERN_API ssize_t tern_recvmsg(int fd, struct msghdr *msg, int flags, uint64_t de
 TERN_API ssize_t tern_sendmsg(int fd, const struct msghdr *msg, int flags,
                               uint64_t deadline);
 
-/* shutdown(2). Returns 0 or -EBADF, -ENOTCONN, -EINVAL. Never suspends. */
+/* shutdown(2). Returns 0 or -EBADF, -ENOTCONN, -EINVAL. Any thread. Never
+ * suspends. */
 TERN_API int tern_shutdown(int fd, int how);
 
 /* ---- sockets: the convenient layer ---------------------------------------------- */
@@ -133,28 +139,32 @@ TERN_API int tern_getaddrinfo(const char *host, const char *service,
  * and IPv4 when the system allows; a name is resolved), with SO_REUSEADDR
  * always and TERN_REUSEPORT / TERN_V6ONLY on request. backlog <= 0 means
  * SOMAXCONN. port 0 picks a free port (see tern_sock_local_addr). Returns
- * the fd or a negative errno (-EADDRINUSE, -ENXIO, -EINVAL, ...). */
+ * the fd or a negative errno (-EADDRINUSE, -ENXIO, -EINVAL, ...). Any
+ * thread for a wildcard or numeric host, and then it never suspends; a
+ * name is looked up, which suspends a task (-EPERM outside one). */
 TERN_API int tern_tcp_listen(const char *host, uint16_t port, int backlog, unsigned flags);
 /* Connects to host:port, trying each resolved address in turn until one
  * answers (the deadline covers them all). Returns the fd or the last
  * address's error. */
 TERN_API int tern_tcp_connect(const char *host, uint16_t port, uint64_t deadline);
 /* Unix-domain stream sockets. listen removes nothing: a stale socket file
- * gives -EADDRINUSE. Paths longer than sun_path give -ENAMETOOLONG. */
+ * gives -EADDRINUSE. Paths longer than sun_path give -ENAMETOOLONG.
+ * tern_unix_listen: any thread, never suspends. */
 TERN_API int tern_unix_listen(const char *path, int backlog);
 TERN_API int tern_unix_connect(const char *path, uint64_t deadline);
-/* A UDP socket bound to host:port (host NULL = every interface). */
+/* A UDP socket bound to host:port (host NULL = every interface). Threads
+ * and suspension as tern_tcp_listen. */
 TERN_API int tern_udp_bind(const char *host, uint16_t port);
 
 /* Socket options. nodelay: TCP_NODELAY on or off. keepalive: idle_s > 0
  * turns keep-alive on with probes after idle_s seconds of silence, 0 turns
  * it off. bufsizes: SO_RCVBUF / SO_SNDBUF, 0 leaves one alone. Return 0 or
- * a negative errno. Never suspend. */
+ * a negative errno. Any thread. Never suspend. */
 TERN_API int tern_sock_nodelay(int fd, int on);
 TERN_API int tern_sock_keepalive(int fd, int idle_s);
 TERN_API int tern_sock_bufsizes(int fd, int rcvbuf, int sndbuf);
 /* getsockname / getpeername into *addr (*len in: its size; out: the
- * address's). Return 0 or a negative errno. Never suspend. */
+ * address's). Return 0 or a negative errno. Any thread. Never suspend. */
 TERN_API int tern_sock_local_addr(int fd, struct sockaddr_storage *addr, socklen_t *len);
 TERN_API int tern_sock_peer_addr(int fd, struct sockaddr_storage *addr, socklen_t *len);
 

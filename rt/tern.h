@@ -4,6 +4,10 @@
  * This is the umbrella header a user includes. Conventions used by every
  * function below:
  *
+ *  - The default, where an entry says nothing else: any thread may call the
+ *    function (a task, a worker's callback, a thread of the caller's own),
+ *    and it never suspends. Entries name the threads they are limited to,
+ *    and every call that may suspend says "Suspends".
  *  - Functions that can fail return 0 (or a count) on success and a negative
  *    errno on failure. They never set errno, and no function that can suspend
  *    reads errno after the suspension (a task may resume on another thread).
@@ -15,7 +19,19 @@
  *    cancelled; cancellation is sticky: every later suspension point of that
  *    task returns it too), -ETIMEDOUT (a deadline passed), -ESHUTDOWN (the
  *    runtime is going down). tern_strerror() names them all.
- *  - Times are nanoseconds of CLOCK_MONOTONIC (tern_now()).
+ *  - Times are nanoseconds of CLOCK_MONOTONIC (tern_now()). A call that may
+ *    wait takes an absolute `uint64_t deadline` as its last argument (0 =
+ *    none; reaching it gives -ETIMEDOUT). Where a short form without one
+ *    exists (locks, semaphores, channels, sleep), the form with the deadline
+ *    is named _until. Only names that say so take a duration: tern_sleep,
+ *    tern_call_later, tern_runtime_shutdown_timeout.
+ *  - A try_ form (tern_mutex_try_lock, tern_chan_try_send, ...) does what
+ *    its waiting form does only if that needs no wait, and answers -EAGAIN
+ *    otherwise. -EBUSY means "in use": an object destroyed while held or
+ *    waited on, a task someone else already joins.
+ *  - Public structs that tern fills (configuration, info, metrics) end in
+ *    reserved words, so that later versions can add fields without changing
+ *    their size; keep them zero in a tern_config.
  */
 #ifndef TERN_H
 #define TERN_H

@@ -474,7 +474,8 @@ TERN_API int tern_gen_new(tern_gen_fn fn, void *arg, tern_gen **out);
 TERN_API int tern_gen_next(tern_gen *g, void **value, uint64_t deadline);
 /* Producer side: hands value to the consumer and waits until it asks for
  * the next one. Returns 0 (go on), or -ECANCELED when the consumer closed
- * or was cancelled: clean up and return. -EINVAL off the producer. */
+ * or was cancelled: clean up and return. -EINVAL off the producer. The
+ * producer task only. Suspends. */
 TERN_API int tern_gen_yield(tern_gen *g, void *value);
 /* Closes the consumer side: a producer waiting at yield is cancelled there
  * and waited for, so its cleanup has run; a value it had handed over but
@@ -482,13 +483,14 @@ TERN_API int tern_gen_yield(tern_gen *g, void *value);
  * -ECANCELED), -EDEADLK when called by the producer itself. Idempotent.
  * Suspends; blocks a foreign thread. */
 TERN_API int tern_gen_close(tern_gen *g);
-/* Closes (if needed) and frees g. */
+/* Closes (if needed) and frees g. Suspends while a producer it closes
+ * cleans up, as tern_gen_close; blocks a foreign thread. */
 TERN_API void tern_gen_free(tern_gen *g);
 
 /* Pipeline stages, each a generator pulling from src (which it owns and
  * closes and frees with itself): map yields fn(v), filter the v for which
  * pred(v) is non-zero, take the first n values. When a constructor fails
- * the caller still owns src. */
+ * the caller still owns src. Runtime threads only, as tern_gen_new. */
 TERN_API int tern_gen_map(tern_gen *src, void *(*fn)(void *v, void *arg), void *arg,
                           tern_gen **out);
 TERN_API int tern_gen_filter(tern_gen *src, int (*pred)(void *v, void *arg), void *arg,

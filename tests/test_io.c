@@ -327,6 +327,18 @@ START_TEST(outside_task_eperm)
     struct statx stx;
     ck_assert_int_eq(tern_statx(AT_FDCWD, "/", 0, STATX_BASIC_STATS, &stx, 0), -EPERM);
 
+    /* the calls that never suspend work here; a name to look up does not */
+    ck_assert_int_eq(tern_tcp_listen("localhost", 0, 0, 0), -EPERM);
+    ck_assert_int_eq(tern_udp_bind("localhost", 0), -EPERM);
+    int l = tern_tcp_listen("127.0.0.1", 0, 0, 0);
+    ck_assert_int_ge(l, 0);
+    int u = tern_udp_bind("127.0.0.1", 0);
+    ck_assert_int_ge(u, 0);
+    ck_assert_int_eq(tern_sock_nodelay(l, 1), 0);
+    ck_assert_int_eq(tern_shutdown(u, SHUT_RDWR), -ENOTCONN); /* reached the kernel */
+    ck_assert_int_eq(tern_close(l), 0);
+    ck_assert_int_eq(tern_close(u), 0);
+
     /* nothing was consumed or written */
     ck_assert_int_eq(read(p[0], buf, sizeof buf), 3);
     ck_assert_int_eq(memcmp(buf, "abc", 3), 0);
