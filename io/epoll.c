@@ -45,19 +45,19 @@ int tern__epoll_fd(tern__driver *d) {
 }
 
 static int epoll_open(tern__driver **out) {
-    epoll_driver *e = TERN_FAULT_ALLOC(calloc(1, sizeof *e));
+    epoll_driver *e = TERN__FAULT_ALLOC(calloc(1, sizeof *e));
     if (!e)
         return -ENOMEM;
     int rc;
     e->efd = -1;
-    e->epfd = TERN_FAULT_SYS(EPOLL_CREATE, -1, epoll_create1(EPOLL_CLOEXEC));
+    e->epfd = TERN__FAULT_SYS(EPOLL_CREATE, -1, epoll_create1(EPOLL_CLOEXEC));
     if (e->epfd < 0)
         goto fail;
-    e->efd = TERN_FAULT_SYS(EVENTFD, -1, eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK));
+    e->efd = TERN__FAULT_SYS(EVENTFD, -1, eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK));
     if (e->efd < 0)
         goto fail;
     struct epoll_event ev = {.events = EPOLLIN, .data.u64 = WAKE_KEY};
-    if (TERN_FAULT_SYS(EPOLL_CTL, -1, epoll_ctl(e->epfd, EPOLL_CTL_ADD, e->efd, &ev)) < 0)
+    if (TERN__FAULT_SYS(EPOLL_CTL, -1, epoll_ctl(e->epfd, EPOLL_CTL_ADD, e->efd, &ev)) < 0)
         goto fail;
     e->base.ops = &tern__epoll_ops;
     *out = &e->base;
@@ -77,7 +77,7 @@ fail:
  * it is missing, the timeout is rounded up to whole ms, so the wait may
  * overshoot by up to 1 ms but never returns before the timeout. */
 static int poll_events(epoll_driver *e, struct epoll_event *evs, int64_t timeout_ns) {
-    int err = TERN_FAULT(EPOLL_WAIT);
+    int err = TERN__FAULT(EPOLL_WAIT);
     if (err) {
         errno = err;
         return -1;

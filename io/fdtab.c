@@ -47,7 +47,7 @@ static tern__fdtab *tabs;
 
 int tern__fdtab_new(tern__fdtab **out)
 {
-    tern__fdtab *tab = TERN_FAULT_ALLOC(calloc(1, sizeof *tab));
+    tern__fdtab *tab = TERN__FAULT_ALLOC(calloc(1, sizeof *tab));
     if (!tab)
         return -ENOMEM;
     pthread_mutex_lock(&tabs_lock);
@@ -70,7 +70,7 @@ void tern__fdtab_free(tern__fdtab *tab)
         }
     pthread_mutex_unlock(&tabs_lock);
     for (unsigned i = 0; i < MAX_CHUNKS; i++)
-        free(atomic_load_explicit(&tab->chunks[i], RELAXED));
+        free(atomic_load_explicit(&tab->chunks[i], TERN__RELAXED));
     free(tab);
 }
 
@@ -79,12 +79,12 @@ static entry *lookup(tern__fdtab *tab, int fd, int create)
     if (fd < 0 || fd >= CHUNK * MAX_CHUNKS)
         return NULL;
     _Atomic(entry *) *slot = &tab->chunks[fd / CHUNK];
-    entry *c = atomic_load_explicit(slot, ACQUIRE);
+    entry *c = atomic_load_explicit(slot, TERN__ACQUIRE);
     if (!c && create) {
-        entry *fresh = TERN_FAULT_ALLOC(calloc(CHUNK, sizeof *fresh));
+        entry *fresh = TERN__FAULT_ALLOC(calloc(CHUNK, sizeof *fresh));
         if (!fresh)
             return NULL;
-        if (atomic_compare_exchange_strong_explicit(slot, &c, fresh, ACQ_REL, ACQUIRE))
+        if (atomic_compare_exchange_strong_explicit(slot, &c, fresh, TERN__ACQ_REL, TERN__ACQUIRE))
             c = fresh;
         else
             free(fresh); /* another thread made it first */
@@ -95,7 +95,7 @@ static entry *lookup(tern__fdtab *tab, int fd, int create)
 uint32_t tern__fdtab_seq(tern__fdtab *tab, int fd)
 {
     entry *e = lookup(tab, fd, 0);
-    return e ? atomic_load_explicit(&e->seq, ACQUIRE) : 0;
+    return e ? atomic_load_explicit(&e->seq, TERN__ACQUIRE) : 0;
 }
 
 int tern__fdtab_nonblock(tern__fdtab *tab, int fd)
@@ -103,12 +103,12 @@ int tern__fdtab_nonblock(tern__fdtab *tab, int fd)
     entry *e = lookup(tab, fd, 1);
     if (!e)
         return fd < 0 ? -EBADF : -ENOMEM;
-    if (atomic_load_explicit(&e->nonblock, RELAXED))
+    if (atomic_load_explicit(&e->nonblock, TERN__RELAXED))
         return 0;
     int fl = fcntl(fd, F_GETFL);
     if (fl < 0 || (!(fl & O_NONBLOCK) && fcntl(fd, F_SETFL, fl | O_NONBLOCK) < 0))
         return -errno;
-    atomic_store_explicit(&e->nonblock, 1, RELAXED);
+    atomic_store_explicit(&e->nonblock, 1, TERN__RELAXED);
     return 0;
 }
 
@@ -138,7 +138,7 @@ void tern__fdtab_event(tern__fdtab *tab, int fd, uint32_t revents)
     if (!e)
         return;
     TERN__LOCK(&e->q);
-    atomic_fetch_add_explicit(&e->seq, 1, RELEASE);
+    atomic_fetch_add_explicit(&e->seq, 1, TERN__RELEASE);
     tern__waiter *post = claim_ready(e, revents);
     TERN__UNLOCK(&e->q);
     tern__wake_post_all(post);
@@ -161,7 +161,7 @@ int tern__fdtab_wait(tern__fdtab *tab, tern__driver *d, int fd, short events, ui
             .events = EPOLLIN | EPOLLOUT | EPOLLPRI | EPOLLRDHUP | EPOLLET,
             .data.u64 = (uint64_t)fd,
         };
-        if (TERN_FAULT_SYS(EPOLL_CTL, -1,
+        if (TERN__FAULT_SYS(EPOLL_CTL, -1,
                            epoll_ctl(tern__epoll_fd(d), EPOLL_CTL_ADD, fd, &ev)) < 0) {
             int err = errno;
             TERN__UNLOCK(&e->q);
@@ -169,9 +169,9 @@ int tern__fdtab_wait(tern__fdtab *tab, tern__driver *d, int fd, short events, ui
             return err == EPERM ? (events | POLLIN | POLLOUT) : -err;
         }
         e->home = d;
-        atomic_fetch_add_explicit(&d->busy, 1, RELAXED);
+        atomic_fetch_add_explicit(&d->busy, 1, TERN__RELAXED);
     }
-    if (atomic_load_explicit(&e->seq, ACQUIRE) != seq) {
+    if (atomic_load_explicit(&e->seq, TERN__ACQUIRE) != seq) {
         TERN__UNLOCK(&e->q); /* something happened since the attempt */
         return 0;
     }
@@ -197,11 +197,11 @@ void tern__fdtab_forget(tern__fdtab *tab, int fd)
         /* Any thread may edit another worker's epoll set: the kernel
          * serialises it, and an event already taken from it only bumps seq. */
         epoll_ctl(tern__epoll_fd(e->home), EPOLL_CTL_DEL, fd, NULL);
-        atomic_fetch_sub_explicit(&e->home->busy, 1, RELAXED);
+        atomic_fetch_sub_explicit(&e->home->busy, 1, TERN__RELAXED);
         e->home = NULL;
     }
-    atomic_store_explicit(&e->nonblock, 0, RELAXED);
-    atomic_fetch_add_explicit(&e->seq, 1, RELEASE);
+    atomic_store_explicit(&e->nonblock, 0, TERN__RELAXED);
+    atomic_fetch_add_explicit(&e->seq, 1, TERN__RELEASE);
     tern__waiter *post = claim_ready(e, POLLNVAL);
     TERN__UNLOCK(&e->q);
     tern__wake_post_all(post);

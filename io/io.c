@@ -31,12 +31,12 @@ static int io_fault(const tern__ioop *op)
 {
 #ifdef TERN_FAULTS
     switch ((enum tern__io_code)op->code) {
-    case IO_READ: case IO_READV: return TERN_FAULT(READ);
-    case IO_WRITE: case IO_WRITEV: return TERN_FAULT(WRITE);
-    case IO_RECV: case IO_RECVMSG: return TERN_FAULT(RECV);
-    case IO_SEND: case IO_SENDMSG: return TERN_FAULT(SEND);
-    case IO_ACCEPT: return TERN_FAULT(ACCEPT);
-    case IO_CONNECT: return TERN_FAULT(CONNECT);
+    case TERN__IO_READ: case TERN__IO_READV: return TERN__FAULT(READ);
+    case TERN__IO_WRITE: case TERN__IO_WRITEV: return TERN__FAULT(WRITE);
+    case TERN__IO_RECV: case TERN__IO_RECVMSG: return TERN__FAULT(RECV);
+    case TERN__IO_SEND: case TERN__IO_SENDMSG: return TERN__FAULT(SEND);
+    case TERN__IO_ACCEPT: return TERN__FAULT(ACCEPT);
+    case TERN__IO_CONNECT: return TERN__FAULT(CONNECT);
     default: break;
     }
 #endif
@@ -60,7 +60,7 @@ static void cancel_on_owner(void *arg)
     tern_task *t = tern_task_ref(op->wake.task);
     tern_loop *w = tern__loop_self();
     w->driver->ops->cancel(w->driver, (uintptr_t)op);
-    atomic_store_explicit(&op->cancel_acked, 1, RELEASE);
+    atomic_store_explicit(&op->cancel_acked, 1, TERN__RELEASE);
     tern_unpark(t);
     tern_task_release(t);
 }
@@ -71,7 +71,7 @@ static void request_cancel(tern__ioop *op)
     tern_loop *w = tern__loop_self();
     if (w == op->loop) {
         w->driver->ops->cancel(w->driver, (uintptr_t)op);
-        atomic_store_explicit(&op->cancel_acked, 1, RELAXED);
+        atomic_store_explicit(&op->cancel_acked, 1, TERN__RELAXED);
         return;
     }
     tern_handle *h;
@@ -107,11 +107,11 @@ static int uring_once(tern_loop *w, tern__ioop *op, uint64_t deadline)
     uint8_t saw = tern__cancel_seen(op->wake.task);
     int reason = 0;
     for (;;) {
-        int done = atomic_load_explicit(&op->wake.state, ACQUIRE) == W_DONE;
-        if (done && (!reason || atomic_load_explicit(&op->cancel_acked, ACQUIRE)))
+        int done = atomic_load_explicit(&op->wake.state, TERN__ACQUIRE) == TERN__WAKE_DONE;
+        if (done && (!reason || atomic_load_explicit(&op->cancel_acked, TERN__ACQUIRE)))
             break;
         r = tern__park(reason ? 0 : deadline, reason != 0);
-        if (r < 0 && !reason && atomic_load_explicit(&op->wake.state, ACQUIRE) != W_DONE) {
+        if (r < 0 && !reason && atomic_load_explicit(&op->wake.state, TERN__ACQUIRE) != TERN__WAKE_DONE) {
             reason = r;
             request_cancel(op);
         }
@@ -130,11 +130,11 @@ static int uring_run(tern__ioop *op, uint64_t deadline)
     for (;;) {
         tern_loop *w = tern__loop_self();
         int r = uring_once(w, op, deadline);
-        if (r != -EAGAIN || op->code == IO_POLL)
+        if (r != -EAGAIN || op->code == TERN__IO_POLL)
             return r;
         /* A non-blocking descriptor from elsewhere: io_uring hands EAGAIN
          * back for those; wait for readiness, then try again. */
-        tern__ioop p = {.code = IO_POLL, .fd = op->fd, .events = op->events};
+        tern__ioop p = {.code = TERN__IO_POLL, .fd = op->fd, .events = op->events};
         if ((r = uring_once(tern__loop_self(), &p, deadline)) < 0)
             return r;
     }
@@ -150,34 +150,34 @@ static ssize_t sys_now(tern__ioop *op)
     if (err)
         return -err;
     switch ((enum tern__io_code)op->code) {
-    case IO_READ:
+    case TERN__IO_READ:
         r = read(fd, op->buf, op->len);
         break;
-    case IO_WRITE:
+    case TERN__IO_WRITE:
         r = write(fd, op->buf, op->len);
         break;
-    case IO_READV:
+    case TERN__IO_READV:
         r = readv(fd, op->iov, op->iovcnt);
         break;
-    case IO_WRITEV:
+    case TERN__IO_WRITEV:
         r = writev(fd, op->iov, op->iovcnt);
         break;
-    case IO_RECV:
+    case TERN__IO_RECV:
         r = recv(fd, op->buf, op->len, op->flags | MSG_DONTWAIT);
         break;
-    case IO_SEND:
+    case TERN__IO_SEND:
         r = send(fd, op->buf, op->len, op->flags | MSG_DONTWAIT | MSG_NOSIGNAL);
         break;
-    case IO_RECVMSG:
+    case TERN__IO_RECVMSG:
         r = recvmsg(fd, op->msg, op->flags | MSG_DONTWAIT);
         break;
-    case IO_SENDMSG:
+    case TERN__IO_SENDMSG:
         r = sendmsg(fd, op->msg, op->flags | MSG_DONTWAIT | MSG_NOSIGNAL);
         break;
-    case IO_ACCEPT:
+    case TERN__IO_ACCEPT:
         r = accept4(fd, op->addr, op->addrlen, op->flags | SOCK_NONBLOCK);
         break;
-    case IO_POLL: {
+    case TERN__IO_POLL: {
         struct pollfd p = {.fd = fd, .events = op->events};
         r = poll(&p, 1, 0);
         if (r == 0)
@@ -195,8 +195,8 @@ static ssize_t sys_now(tern__ioop *op)
 /* Needs O_NONBLOCK on the descriptor itself (no MSG_DONTWAIT form). */
 static int needs_nonblock(int code)
 {
-    return code == IO_READ || code == IO_WRITE || code == IO_READV || code == IO_WRITEV ||
-           code == IO_ACCEPT || code == IO_CONNECT;
+    return code == TERN__IO_READ || code == TERN__IO_WRITE || code == TERN__IO_READV || code == TERN__IO_WRITEV ||
+           code == TERN__IO_ACCEPT || code == TERN__IO_CONNECT;
 }
 
 static ssize_t epoll_run(tern__ioop *op, uint64_t deadline)
@@ -260,19 +260,19 @@ static void *file_job(void *arg)
     tern__ioop *op = arg;
     ssize_t r = -1;
     switch ((enum tern__io_code)op->code) {
-    case IO_OPEN:
+    case TERN__IO_OPEN:
         r = openat(AT_FDCWD, op->path, op->flags, op->mode);
         break;
-    case IO_PREAD:
+    case TERN__IO_PREAD:
         r = pread(op->fd, op->buf, op->len, op->off);
         break;
-    case IO_PWRITE:
+    case TERN__IO_PWRITE:
         r = pwrite(op->fd, op->buf, op->len, op->off);
         break;
-    case IO_FSYNC:
+    case TERN__IO_FSYNC:
         r = op->flags ? fdatasync(op->fd) : fsync(op->fd);
         break;
-    case IO_STATX:
+    case TERN__IO_STATX:
         r = statx(op->fd, op->path, op->flags, op->mask, op->stx);
         break;
     default:
@@ -300,7 +300,7 @@ static int pool_run(tern__ioop *op)
     if (r < 0)
         return r;
     uint32_t s;
-    while ((s = atomic_load_explicit(&op->wake.state, ACQUIRE)) != W_DONE)
+    while ((s = atomic_load_explicit(&op->wake.state, TERN__ACQUIRE)) != TERN__WAKE_DONE)
         tern__wake_block(&op->wake, s, 0, 1);
     return op->res;
 }
@@ -308,22 +308,22 @@ static int pool_run(tern__ioop *op)
 const char *tern__io_name(int code)
 {
     static const char *const names[] = {
-        [IO_READ] = "read",       [IO_WRITE] = "write",     [IO_READV] = "readv",
-        [IO_WRITEV] = "writev",   [IO_RECV] = "recv",       [IO_SEND] = "send",
-        [IO_RECVMSG] = "recvmsg", [IO_SENDMSG] = "sendmsg", [IO_ACCEPT] = "accept",
-        [IO_CONNECT] = "connect", [IO_POLL] = "poll",       [IO_OPEN] = "open",
-        [IO_PREAD] = "pread",     [IO_PWRITE] = "pwrite",   [IO_FSYNC] = "fsync",
-        [IO_STATX] = "statx",     [IO_CLOSE] = "close",
+        [TERN__IO_READ] = "read",       [TERN__IO_WRITE] = "write",     [TERN__IO_READV] = "readv",
+        [TERN__IO_WRITEV] = "writev",   [TERN__IO_RECV] = "recv",       [TERN__IO_SEND] = "send",
+        [TERN__IO_RECVMSG] = "recvmsg", [TERN__IO_SENDMSG] = "sendmsg", [TERN__IO_ACCEPT] = "accept",
+        [TERN__IO_CONNECT] = "connect", [TERN__IO_POLL] = "poll",       [TERN__IO_OPEN] = "open",
+        [TERN__IO_PREAD] = "pread",     [TERN__IO_PWRITE] = "pwrite",   [TERN__IO_FSYNC] = "fsync",
+        [TERN__IO_STATX] = "statx",     [TERN__IO_CLOSE] = "close",
     };
-    return code >= 0 && code <= IO_CLOSE && names[code] ? names[code] : "io";
+    return code >= 0 && code <= TERN__IO_CLOSE && names[code] ? names[code] : "io";
 }
 
 /* ---- dispatch --------------------------------------------------------------------------- */
 
 static int is_file_op(int code)
 {
-    return code == IO_OPEN || code == IO_PREAD || code == IO_PWRITE || code == IO_FSYNC ||
-           code == IO_STATX;
+    return code == TERN__IO_OPEN || code == TERN__IO_PREAD || code == TERN__IO_PWRITE || code == TERN__IO_FSYNC ||
+           code == TERN__IO_STATX;
 }
 
 static ssize_t run_on(tern_loop *w, tern__ioop *op, uint64_t deadline)
@@ -332,7 +332,7 @@ static ssize_t run_on(tern_loop *w, tern__ioop *op, uint64_t deadline)
         return uring_run(op, deadline);
     if (is_file_op(op->code))
         return pool_run(op);
-    if (op->code == IO_CONNECT)
+    if (op->code == TERN__IO_CONNECT)
         return epoll_connect(op, deadline);
     return epoll_run(op, deadline);
 }
@@ -345,11 +345,11 @@ static ssize_t run(tern__ioop *op, short events, uint64_t deadline)
     if (tern__cancelled())
         return -ECANCELED;
     op->events = events;
-    TERN_STAT_INC(w, io_submitted);
+    TERN__STAT_INC(w, io_submitted);
     tern__wait_note(TERN__W_IO, (uintptr_t)(unsigned)op->fd | (uintptr_t)op->code << 32);
     ssize_t r = run_on(w, op, deadline);
     w = tern__loop_self(); /* it may have moved */
-    TERN_STAT_INC(w, io_completed);
+    TERN__STAT_INC(w, io_completed);
     return r;
 }
 
@@ -361,7 +361,7 @@ ssize_t tern_read(int fd, void *buf, size_t len, uint64_t deadline)
         return -EBADF;
     if (!buf && len)
         return -EINVAL;
-    tern__ioop op = {.code = IO_READ, .fd = fd, .buf = buf, .len = clamp(len), .off = -1};
+    tern__ioop op = {.code = TERN__IO_READ, .fd = fd, .buf = buf, .len = clamp(len), .off = -1};
     return run(&op, POLLIN, deadline);
 }
 
@@ -371,7 +371,7 @@ ssize_t tern_write(int fd, const void *buf, size_t len, uint64_t deadline)
         return -EBADF;
     if (!buf && len)
         return -EINVAL;
-    tern__ioop op = {.code = IO_WRITE, .fd = fd, .buf = (void *)buf, .len = clamp(len),
+    tern__ioop op = {.code = TERN__IO_WRITE, .fd = fd, .buf = (void *)buf, .len = clamp(len),
                      .off = -1};
     return run(&op, POLLOUT, deadline);
 }
@@ -387,7 +387,7 @@ ssize_t tern_readv(int fd, const struct iovec *iov, int iovcnt, uint64_t deadlin
         return -EBADF;
     if (bad_iov(iov, iovcnt))
         return -EINVAL;
-    tern__ioop op = {.code = IO_READV, .fd = fd, .iov = iov, .iovcnt = iovcnt, .off = -1};
+    tern__ioop op = {.code = TERN__IO_READV, .fd = fd, .iov = iov, .iovcnt = iovcnt, .off = -1};
     return run(&op, POLLIN, deadline);
 }
 
@@ -397,7 +397,7 @@ ssize_t tern_writev(int fd, const struct iovec *iov, int iovcnt, uint64_t deadli
         return -EBADF;
     if (bad_iov(iov, iovcnt))
         return -EINVAL;
-    tern__ioop op = {.code = IO_WRITEV, .fd = fd, .iov = iov, .iovcnt = iovcnt, .off = -1};
+    tern__ioop op = {.code = TERN__IO_WRITEV, .fd = fd, .iov = iov, .iovcnt = iovcnt, .off = -1};
     return run(&op, POLLOUT, deadline);
 }
 
@@ -441,7 +441,7 @@ int tern_poll(int fd, short events, uint64_t deadline)
         return -EBADF;
     if (!events)
         return -EINVAL;
-    tern__ioop op = {.code = IO_POLL, .fd = fd};
+    tern__ioop op = {.code = TERN__IO_POLL, .fd = fd};
     return (int)run(&op, events, deadline);
 }
 
@@ -462,7 +462,7 @@ int tern_accept(int fd, struct sockaddr *addr, socklen_t *addrlen, uint64_t dead
         return -EBADF;
     if (addr && !addrlen)
         return -EINVAL;
-    tern__ioop op = {.code = IO_ACCEPT, .fd = fd, .addr = addr, .addrlen = addrlen,
+    tern__ioop op = {.code = TERN__IO_ACCEPT, .fd = fd, .addr = addr, .addrlen = addrlen,
                      .flags = SOCK_CLOEXEC};
     return (int)run(&op, POLLIN, deadline);
 }
@@ -473,7 +473,7 @@ int tern_connect(int fd, const struct sockaddr *addr, socklen_t addrlen, uint64_
         return -EBADF;
     if (!addr)
         return -EINVAL;
-    tern__ioop op = {.code = IO_CONNECT, .fd = fd, .addr = (struct sockaddr *)addr,
+    tern__ioop op = {.code = TERN__IO_CONNECT, .fd = fd, .addr = (struct sockaddr *)addr,
                      .alen = addrlen};
     return (int)run(&op, POLLOUT, deadline);
 }
@@ -484,7 +484,7 @@ ssize_t tern_recv(int fd, void *buf, size_t len, int flags, uint64_t deadline)
         return -EBADF;
     if (!buf && len)
         return -EINVAL;
-    tern__ioop op = {.code = IO_RECV, .fd = fd, .buf = buf, .len = clamp(len), .flags = flags};
+    tern__ioop op = {.code = TERN__IO_RECV, .fd = fd, .buf = buf, .len = clamp(len), .flags = flags};
     return run(&op, POLLIN, deadline);
 }
 
@@ -494,7 +494,7 @@ ssize_t tern_send(int fd, const void *buf, size_t len, int flags, uint64_t deadl
         return -EBADF;
     if (!buf && len)
         return -EINVAL;
-    tern__ioop op = {.code = IO_SEND, .fd = fd, .buf = (void *)buf, .len = clamp(len),
+    tern__ioop op = {.code = TERN__IO_SEND, .fd = fd, .buf = (void *)buf, .len = clamp(len),
                      .flags = flags};
     return run(&op, POLLOUT, deadline);
 }
@@ -505,7 +505,7 @@ ssize_t tern_recvmsg(int fd, struct msghdr *msg, int flags, uint64_t deadline)
         return -EBADF;
     if (!msg)
         return -EINVAL;
-    tern__ioop op = {.code = IO_RECVMSG, .fd = fd, .msg = msg, .flags = flags};
+    tern__ioop op = {.code = TERN__IO_RECVMSG, .fd = fd, .msg = msg, .flags = flags};
     return run(&op, POLLIN, deadline);
 }
 
@@ -515,7 +515,7 @@ ssize_t tern_sendmsg(int fd, const struct msghdr *msg, int flags, uint64_t deadl
         return -EBADF;
     if (!msg)
         return -EINVAL;
-    tern__ioop op = {.code = IO_SENDMSG, .fd = fd, .msg = (struct msghdr *)msg, .flags = flags};
+    tern__ioop op = {.code = TERN__IO_SENDMSG, .fd = fd, .msg = (struct msghdr *)msg, .flags = flags};
     return run(&op, POLLOUT, deadline);
 }
 
@@ -561,7 +561,7 @@ int tern_open(const char *path, int flags, mode_t mode, uint64_t deadline)
 {
     if (!path)
         return -EINVAL;
-    tern__ioop op = {.code = IO_OPEN, .fd = AT_FDCWD, .path = path, .flags = flags | O_CLOEXEC,
+    tern__ioop op = {.code = TERN__IO_OPEN, .fd = AT_FDCWD, .path = path, .flags = flags | O_CLOEXEC,
                      .mode = mode};
     return (int)run(&op, 0, deadline);
 }
@@ -572,7 +572,7 @@ ssize_t tern_pread(int fd, void *buf, size_t len, off_t offset, uint64_t deadlin
         return -EBADF;
     if ((!buf && len) || offset < 0)
         return -EINVAL;
-    tern__ioop op = {.code = IO_PREAD, .fd = fd, .buf = buf, .len = clamp(len), .off = offset};
+    tern__ioop op = {.code = TERN__IO_PREAD, .fd = fd, .buf = buf, .len = clamp(len), .off = offset};
     return run(&op, 0, deadline);
 }
 
@@ -582,7 +582,7 @@ ssize_t tern_pwrite(int fd, const void *buf, size_t len, off_t offset, uint64_t 
         return -EBADF;
     if ((!buf && len) || offset < 0)
         return -EINVAL;
-    tern__ioop op = {.code = IO_PWRITE, .fd = fd, .buf = (void *)buf, .len = clamp(len),
+    tern__ioop op = {.code = TERN__IO_PWRITE, .fd = fd, .buf = (void *)buf, .len = clamp(len),
                      .off = offset};
     return run(&op, 0, deadline);
 }
@@ -591,7 +591,7 @@ int tern_fsync(int fd, int datasync, uint64_t deadline)
 {
     if (fd < 0)
         return -EBADF;
-    tern__ioop op = {.code = IO_FSYNC, .fd = fd, .flags = datasync != 0};
+    tern__ioop op = {.code = TERN__IO_FSYNC, .fd = fd, .flags = datasync != 0};
     return (int)run(&op, 0, deadline);
 }
 
@@ -600,7 +600,7 @@ int tern_statx(int dirfd, const char *path, int flags, unsigned mask, struct sta
 {
     if (!path || !out)
         return -EINVAL;
-    tern__ioop op = {.code = IO_STATX, .fd = dirfd, .path = path, .flags = flags, .mask = mask,
+    tern__ioop op = {.code = TERN__IO_STATX, .fd = dirfd, .path = path, .flags = flags, .mask = mask,
                      .stx = out};
     return (int)run(&op, 0, deadline);
 }

@@ -28,15 +28,15 @@
 #include "rt/wait.h"
 
 enum tern__io_code {
-    IO_READ, IO_WRITE, IO_READV, IO_WRITEV, IO_RECV, IO_SEND, IO_RECVMSG, IO_SENDMSG,
-    IO_ACCEPT, IO_CONNECT, IO_POLL, IO_OPEN, IO_PREAD, IO_PWRITE, IO_FSYNC, IO_STATX,
-    IO_CLOSE,
+    TERN__IO_READ, TERN__IO_WRITE, TERN__IO_READV, TERN__IO_WRITEV, TERN__IO_RECV, TERN__IO_SEND, TERN__IO_RECVMSG, TERN__IO_SENDMSG,
+    TERN__IO_ACCEPT, TERN__IO_CONNECT, TERN__IO_POLL, TERN__IO_OPEN, TERN__IO_PREAD, TERN__IO_PWRITE, TERN__IO_FSYNC, TERN__IO_STATX,
+    TERN__IO_CLOSE,
 };
 
 typedef struct tern__ioop {
     unsigned char kind; /* first byte: the ring's dispatch tag (uring.c) */
     unsigned char code; /* enum tern__io_code */
-    short events;       /* IO_POLL */
+    short events;       /* TERN__IO_POLL */
     int fd;
     int flags;          /* recv/send/accept/open/statx/fsync flags */
     void *buf;
@@ -53,7 +53,7 @@ typedef struct tern__ioop {
     unsigned mode;
     struct statx *stx;
     /* completion */
-    tern__wake wake;          /* task, and state W_WAITING -> W_DONE */
+    tern__wake wake;          /* task, and state TERN__WAKE_WAITING -> TERN__WAKE_DONE */
     _Atomic uint32_t cancel_acked; /* the owner has sent the cancel */
     int res;
     tern_loop *loop;          /* whose ring holds it */

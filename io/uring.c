@@ -99,7 +99,7 @@ static int setup_ring(struct io_uring *ring) {
     int rc = -EINVAL;
     for (size_t i = 0; i < sizeof setup_tiers / sizeof setup_tiers[0]; i++) {
         struct io_uring_params p = {.flags = setup_tiers[i]};
-        rc = TERN_FAULT_NEG(URING_INIT,
+        rc = TERN__FAULT_NEG(URING_INIT,
                             io_uring_queue_init_params(RING_ENTRIES, ring, &p));
         if (rc != -EINVAL)
             break;
@@ -112,7 +112,7 @@ static int setup_ring(struct io_uring *ring) {
 static struct io_uring_sqe *get_sqe(uring *u) {
     struct io_uring_sqe *sqe = io_uring_get_sqe(&u->ring);
     if (!sqe) {
-        (void)TERN_FAULT_NEG(URING_SUBMIT, io_uring_submit(&u->ring));
+        (void)TERN__FAULT_NEG(URING_SUBMIT, io_uring_submit(&u->ring));
         sqe = io_uring_get_sqe(&u->ring);
     }
     return sqe;
@@ -128,7 +128,7 @@ static void arm_wake(uring *u) {
 }
 
 static int uring_open(tern__driver **out) {
-    uring *u = TERN_FAULT_ALLOC(calloc(1, sizeof *u));
+    uring *u = TERN__FAULT_ALLOC(calloc(1, sizeof *u));
     if (!u)
         return -ENOMEM;
     int rc = setup_ring(&u->ring);
@@ -140,7 +140,7 @@ static int uring_open(tern__driver **out) {
      * io_uring (5.x), a read on an O_NONBLOCK eventfd completed at once with
      * -EAGAIN instead of waiting. Nothing else reads it, and a write blocks
      * only when the counter nears 2^64. */
-    u->efd = TERN_FAULT_SYS(EVENTFD, -1, eventfd(0, EFD_CLOEXEC));
+    u->efd = TERN__FAULT_SYS(EVENTFD, -1, eventfd(0, EFD_CLOEXEC));
     if (u->efd < 0) {
         rc = -errno;
         io_uring_queue_exit(&u->ring);
@@ -214,16 +214,16 @@ static int uring_wait(tern__driver *d, int64_t timeout_ns) {
         /* Do not sleep: submit and collect what is ready, in at most one
          * syscall, and none when there is nothing to submit or collect. */
         if (must_enter(u))
-            rc = TERN_FAULT_NEG(URING_SUBMIT, io_uring_submit_and_get_events(&u->ring));
+            rc = TERN__FAULT_NEG(URING_SUBMIT, io_uring_submit_and_get_events(&u->ring));
     } else if (timeout_ns < 0) {
-        rc = TERN_FAULT_NEG(URING_SUBMIT,
+        rc = TERN__FAULT_NEG(URING_SUBMIT,
                             io_uring_submit_and_wait_timeout(&u->ring, &cqe, 1, NULL, NULL));
     } else {
         struct __kernel_timespec ts = {
             .tv_sec = timeout_ns / 1000000000,
             .tv_nsec = timeout_ns % 1000000000,
         };
-        rc = TERN_FAULT_NEG(URING_SUBMIT,
+        rc = TERN__FAULT_NEG(URING_SUBMIT,
                             io_uring_submit_and_wait_timeout(&u->ring, &cqe, 1, &ts, NULL));
     }
     int n = reap(u);
@@ -244,51 +244,51 @@ static int uring_submit(tern__driver *d, tern__ioop *op) {
         return -EAGAIN;
     unsigned len = op->len > 0x7ffff000u ? 0x7ffff000u : (unsigned)op->len;
     switch ((enum tern__io_code)op->code) {
-    case IO_READ:
-    case IO_PREAD:
+    case TERN__IO_READ:
+    case TERN__IO_PREAD:
         io_uring_prep_read(sqe, op->fd, op->buf, len, (uint64_t)op->off);
         break;
-    case IO_WRITE:
-    case IO_PWRITE:
+    case TERN__IO_WRITE:
+    case TERN__IO_PWRITE:
         io_uring_prep_write(sqe, op->fd, op->buf, len, (uint64_t)op->off);
         break;
-    case IO_READV:
+    case TERN__IO_READV:
         io_uring_prep_readv(sqe, op->fd, op->iov, (unsigned)op->iovcnt, (uint64_t)op->off);
         break;
-    case IO_WRITEV:
+    case TERN__IO_WRITEV:
         io_uring_prep_writev(sqe, op->fd, op->iov, (unsigned)op->iovcnt, (uint64_t)op->off);
         break;
-    case IO_RECV:
+    case TERN__IO_RECV:
         io_uring_prep_recv(sqe, op->fd, op->buf, len, op->flags);
         break;
-    case IO_SEND:
+    case TERN__IO_SEND:
         io_uring_prep_send(sqe, op->fd, op->buf, len, op->flags | MSG_NOSIGNAL);
         break;
-    case IO_RECVMSG:
+    case TERN__IO_RECVMSG:
         io_uring_prep_recvmsg(sqe, op->fd, op->msg, (unsigned)op->flags);
         break;
-    case IO_SENDMSG:
+    case TERN__IO_SENDMSG:
         io_uring_prep_sendmsg(sqe, op->fd, op->msg, (unsigned)op->flags | MSG_NOSIGNAL);
         break;
-    case IO_ACCEPT:
+    case TERN__IO_ACCEPT:
         io_uring_prep_accept(sqe, op->fd, op->addr, op->addrlen, op->flags);
         break;
-    case IO_CONNECT:
+    case TERN__IO_CONNECT:
         io_uring_prep_connect(sqe, op->fd, op->addr, op->alen);
         break;
-    case IO_POLL:
+    case TERN__IO_POLL:
         io_uring_prep_poll_add(sqe, op->fd, (unsigned)(unsigned short)op->events);
         break;
-    case IO_OPEN:
+    case TERN__IO_OPEN:
         io_uring_prep_openat(sqe, AT_FDCWD, op->path, op->flags, op->mode);
         break;
-    case IO_FSYNC:
+    case TERN__IO_FSYNC:
         io_uring_prep_fsync(sqe, op->fd, op->flags ? IORING_FSYNC_DATASYNC : 0);
         break;
-    case IO_STATX:
+    case TERN__IO_STATX:
         io_uring_prep_statx(sqe, op->fd, op->path, op->flags, op->mask, op->stx);
         break;
-    case IO_CLOSE:
+    case TERN__IO_CLOSE:
         io_uring_prep_close(sqe, op->fd);
         break;
     }

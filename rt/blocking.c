@@ -2,14 +2,14 @@
  * The blocking pool: helper threads for work that would block a worker
  * (file I/O on the epoll backend, getaddrinfo, user code).
  *
- * A job is a tern_task of kind TERN_KIND_BLOCKING without a fiber: it is
+ * A job is a tern_task of kind TERN__KIND_BLOCKING without a fiber: it is
  * joined, released and cancelled like any task. Threads are started on
  * demand, when a job arrives and more jobs wait than threads are idle, up
  * to cfg.blocking_threads; a thread idle for cfg.blocking_keepalive_ms
  * retires. When every thread is busy and the maximum is reached, at most
  * cfg.blocking_queue jobs wait; one more is refused with -EAGAIN.
  *
- * tern's own jobs (TERN_KIND_BLOCKING_MUST: file ops on epoll, name lookups)
+ * tern's own jobs (TERN__KIND_BLOCKING_MUST: file ops on epoll, name lookups)
  * bypass that bound. A task that submits one waits for it, so they are
  * bounded by the tasks doing I/O, each of which already owns a stack; failing
  * them would turn a user's flood of jobs into -EAGAIN from tern_read on a
@@ -127,8 +127,8 @@ static void run_job(tern__blocking *b, tern_task *t, running *me)
     uint32_t s = tern__task_job_start(t);
     /* t->rt is alive: shutdown waits for this job, or abandons it under
      * the lock we hold */
-    int skip = t->kind != TERN_KIND_BLOCKING_MUST &&
-               ((s & TS_CANCELLED) || atomic_load_explicit(&t->rt->closing, RELAXED));
+    int skip = t->kind != TERN__KIND_BLOCKING_MUST &&
+               ((s & TERN__TS_CANCELLED) || atomic_load_explicit(&t->rt->closing, TERN__RELAXED));
     tern_task_fn fn = t->fn;
     void *arg = t->arg;
     *me = (running){.task = t, .fn = fn, .id = t->id, .since = tern_now(),
@@ -226,7 +226,7 @@ static void join_exited(pool_thread *list)
 int tern__blocking_submit(tern_runtime *rt, tern_task *t)
 {
     tern__blocking *b = rt->blocking;
-    int must = t->kind == TERN_KIND_BLOCKING_MUST;
+    int must = t->kind == TERN__KIND_BLOCKING_MUST;
     t->next = NULL;
     pthread_mutex_lock(&b->lock);
     if (b->stopping || (b->closing && !must)) {
@@ -248,10 +248,10 @@ int tern__blocking_submit(tern_runtime *rt, tern_task *t)
     int err = 0;
     pool_thread *exited = NULL;
     if (b->queued > b->idle && b->threads < b->max) {
-        pool_thread *pt = TERN_FAULT_ALLOC(malloc(sizeof *pt));
+        pool_thread *pt = TERN__FAULT_ALLOC(malloc(sizeof *pt));
         if (pt) {
             pt->pool = b;
-            err = -TERN_FAULT_POS(THREAD, pthread_create(&pt->id, NULL, blocking_main, pt));
+            err = -TERN__FAULT_POS(THREAD, pthread_create(&pt->id, NULL, blocking_main, pt));
             if (err)
                 free(pt);
         } else {
@@ -289,7 +289,7 @@ void tern__blocking_close(tern_runtime *rt)
     b->tail = NULL;
     for (tern_task *t = b->head, *next; t; t = next) {
         next = t->next;
-        if (t->kind == TERN_KIND_BLOCKING_MUST) {
+        if (t->kind == TERN__KIND_BLOCKING_MUST) {
             *keep = t;
             keep = &t->next;
             b->tail = t;
@@ -334,7 +334,7 @@ unsigned tern__blocking_abandon(tern_runtime *rt, void (*give_up)(tern_task *, v
                 "tern: shutdown abandoned blocking job %llu running for %llu ms (fn %p%s)\n",
                 (unsigned long long)r->id, (unsigned long long)((now - r->since) / 1000000u),
                 (void *)(uintptr_t)r->fn,
-                r->task->kind == TERN_KIND_BLOCKING_MUST ? ", tern's own" : "");
+                r->task->kind == TERN__KIND_BLOCKING_MUST ? ", tern's own" : "");
         give_up(r->task, arg);
         n++;
     }
@@ -426,13 +426,13 @@ int tern_runtime_spawn_blocking(tern_runtime *rt, tern_task_fn fn, void *arg,
 {
     if (!rt || !fn || !out)
         return -EINVAL;
-    return spawn_blocking(rt, fn, arg, TERN_KIND_BLOCKING, NULL, out, NULL, NULL);
+    return spawn_blocking(rt, fn, arg, TERN__KIND_BLOCKING, NULL, out, NULL, NULL);
 }
 
 int tern__blocking_spawn_attached(tern_runtime *rt, tern_task_fn fn, void *arg,
                                   int (*attach)(tern_task *t, void *ctx), void *ctx)
 {
-    return spawn_blocking(rt, fn, arg, TERN_KIND_BLOCKING, NULL, NULL, attach, ctx);
+    return spawn_blocking(rt, fn, arg, TERN__KIND_BLOCKING, NULL, NULL, attach, ctx);
 }
 
 int tern__blocking_must(tern_task_fn fn, void (*deliver)(void *), void *arg)
@@ -440,7 +440,7 @@ int tern__blocking_must(tern_task_fn fn, void (*deliver)(void *), void *arg)
     tern_runtime *rt = tern_runtime_current();
     if (!rt)
         return -EPERM;
-    return spawn_blocking(rt, fn, arg, TERN_KIND_BLOCKING_MUST, deliver, NULL, NULL, NULL);
+    return spawn_blocking(rt, fn, arg, TERN__KIND_BLOCKING_MUST, deliver, NULL, NULL, NULL);
 }
 
 int tern_spawn_blocking(tern_task_fn fn, void *arg, tern_task **out)

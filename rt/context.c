@@ -152,7 +152,7 @@ static leaf *leaf_new(tern_ctxvar *var, void *value)
 
 static void leaf_release(leaf *l)
 {
-    if (atomic_fetch_sub_explicit(&l->refs, 1, ACQ_REL) != 1)
+    if (atomic_fetch_sub_explicit(&l->refs, 1, TERN__ACQ_REL) != 1)
         return;
     if (l->var->dtor)
         l->var->dtor(l->value);
@@ -161,12 +161,12 @@ static void leaf_release(leaf *l)
 
 static void entry_ref(void *e)
 {
-    atomic_fetch_add_explicit(is_node(e) ? &as_node(e)->refs : &((leaf *)e)->refs, 1, RELAXED);
+    atomic_fetch_add_explicit(is_node(e) ? &as_node(e)->refs : &((leaf *)e)->refs, 1, TERN__RELAXED);
 }
 
 static void node_release(node *n)
 {
-    if (!n || atomic_fetch_sub_explicit(&n->refs, 1, ACQ_REL) != 1)
+    if (!n || atomic_fetch_sub_explicit(&n->refs, 1, TERN__ACQ_REL) != 1)
         return;
     for (unsigned i = 0; i < n->n; i++) {
         if (is_node(n->e[i]))
@@ -412,7 +412,7 @@ static node *without(node *n, unsigned shift, tern_ctxvar *v, int *removed, int 
         x->bitmap &= ~slot_of(v->hash, shift);
     return x;
 same:
-    atomic_fetch_add_explicit(&n->refs, 1, RELAXED);
+    atomic_fetch_add_explicit(&n->refs, 1, TERN__RELAXED);
     return n;
 }
 
@@ -437,13 +437,13 @@ static tern_context *ctx_new(node *root, size_t count)
 tern_context *tern_context_ref(tern_context *c)
 {
     if (c && !c->pinned)
-        atomic_fetch_add_explicit(&c->refs, 1, RELAXED);
+        atomic_fetch_add_explicit(&c->refs, 1, TERN__RELAXED);
     return c;
 }
 
 void tern_context_release(tern_context *c)
 {
-    if (!c || c->pinned || atomic_fetch_sub_explicit(&c->refs, 1, ACQ_REL) != 1)
+    if (!c || c->pinned || atomic_fetch_sub_explicit(&c->refs, 1, TERN__ACQ_REL) != 1)
         return;
     node_release(c->root);
     free(c);
@@ -631,7 +631,7 @@ int tern_ctxvar_set(tern_ctxvar *v, void *value, tern_ctxtoken **token)
         tern_ctxtoken_free(tk);
         return r;
     }
-    atomic_fetch_sub_explicit(&l->refs, 1, RELEASE); /* the context keeps one */
+    atomic_fetch_sub_explicit(&l->refs, 1, TERN__RELEASE); /* the context keeps one */
     if (token)
         *token = tk;
     return 0;

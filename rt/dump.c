@@ -96,10 +96,10 @@ static void snap_fill(snapbuf *b, tern_task *t, int flags)
     s->file = t->file;
     s->line = t->line;
     s->kind = t->kind;
-    s->state = atomic_load_explicit(&t->state, RELAXED);
-    s->wkind = atomic_load_explicit(&t->wait_kind, RELAXED);
-    s->wobj = atomic_load_explicit(&t->wait_obj, RELAXED);
-    s->wsince = atomic_load_explicit(&t->wait_since, RELAXED);
+    s->state = atomic_load_explicit(&t->state, TERN__RELAXED);
+    s->wkind = atomic_load_explicit(&t->wait_kind, TERN__RELAXED);
+    s->wobj = atomic_load_explicit(&t->wait_obj, TERN__RELAXED);
+    s->wsince = atomic_load_explicit(&t->wait_since, TERN__RELAXED);
     copy_str(s->name, sizeof s->name, t->name);
     s->var0 = b->nv;
     s->nvars = 0;
@@ -183,17 +183,17 @@ static const char *state_name(const snap *s, int *worker, tern_task *const *busy
                               unsigned nworkers)
 {
     *worker = -1;
-    if (s->kind != TERN_KIND_FIBER)
-        return s->state & TS_RUNNING ? "blocking-running" : "blocking-queued";
-    if (s->state & TS_RUNNING) {
+    if (s->kind != TERN__KIND_FIBER)
+        return s->state & TERN__TS_RUNNING ? "blocking-running" : "blocking-queued";
+    if (s->state & TERN__TS_RUNNING) {
         for (unsigned k = 0; k < nworkers; k++)
             if (busy[k] == s->task)
                 *worker = (int)k;
         return "running";
     }
-    if (s->state & TS_SCHEDULED)
+    if (s->state & TERN__TS_SCHEDULED)
         return "ready";
-    if (s->state & TS_COMPLETE)
+    if (s->state & TERN__TS_COMPLETE)
         return "finishing";
     return "waiting";
 }
@@ -323,7 +323,7 @@ int tern_runtime_dump(tern_runtime *rt, FILE *f, int flags)
     for (unsigned i = 0; i < rt->nshards && !err; i++) {
         /* which task each worker runs, read just before its shard is copied */
         for (unsigned k = 0; k < rt->nworkers; k++)
-            busy[k] = atomic_load_explicit(&rt->loops[k]->busy_task, RELAXED);
+            busy[k] = atomic_load_explicit(&rt->loops[k]->busy_task, TERN__RELAXED);
         long n = shard_snap(rt, i, &b, flags);
         if (n < 0) {
             err = -ENOMEM;

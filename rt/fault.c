@@ -30,13 +30,13 @@ typedef struct seam {
 } seam;
 
 #define NAME_(id, name, err) name,
-static const char *const names[] = {TERN_FAULT_SEAMS(NAME_)};
+static const char *const names[] = {TERN__FAULT_SEAMS(NAME_)};
 #undef NAME_
 #define ERR_(id, name, err) err,
-static const int default_err[] = {TERN_FAULT_SEAMS(ERR_)};
+static const int default_err[] = {TERN__FAULT_SEAMS(ERR_)};
 #undef ERR_
 
-static seam seams[TERN_FAULT_NSEAMS];
+static seam seams[TERN__FAULT_NSEAMS];
 static _Atomic int armed; /* any seam on: the fast path reads only this */
 static _Atomic uint64_t seed = 1, draws;
 static pthread_once_t env_once = PTHREAD_ONCE_INIT;
@@ -96,7 +96,7 @@ static int parse_item(char *tok, item *items)
 {
     char *save, *name = strtok_r(tok, ":", &save);
     int id = -1;
-    for (int i = 0; name && i < TERN_FAULT_NSEAMS; i++)
+    for (int i = 0; name && i < TERN__FAULT_NSEAMS; i++)
         if (strcmp(name, names[i]) == 0) id = i;
     if (id < 0) return -1;
     item it = {.err = default_err[id]};
@@ -122,7 +122,7 @@ static int parse_item(char *tok, item *items)
 
 static int apply(const char *spec)
 {
-    item items[TERN_FAULT_NSEAMS] = {{0}};
+    item items[TERN__FAULT_NSEAMS] = {{0}};
     uint64_t s = 1;
     char *copy = strdup(spec ? spec : "");
     if (!copy) return -ENOMEM;
@@ -140,7 +140,7 @@ static int apply(const char *spec)
     if (bad) return -EINVAL;
     int any = 0;
     atomic_store_explicit(&armed, 0, memory_order_relaxed);
-    for (int i = 0; i < TERN_FAULT_NSEAMS; i++) {
+    for (int i = 0; i < TERN__FAULT_NSEAMS; i++) {
         seam *sm = &seams[i];
         atomic_store_explicit(&sm->err, items[i].err, memory_order_relaxed);
         atomic_store_explicit(&sm->every, items[i].every, memory_order_relaxed);

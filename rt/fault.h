@@ -13,7 +13,7 @@
  *   seed=N                       seeds the probability draws (default 1)
  *   SEAM[:ERRNO][:every=N|:p=X][:after=N]
  *
- *   SEAM   one of the names in TERN_FAULT_SEAMS below (mmap, malloc, ...)
+ *   SEAM   one of the names in TERN__FAULT_SEAMS below (mmap, malloc, ...)
  *   ERRNO  symbolic (ENOMEM, EMFILE, ...) or a number; default per seam
  *   every=N  fail every N-th call;  p=X  fail with probability X (0..1);
  *            neither: fail every call
@@ -34,7 +34,7 @@
 
 /* X(ID, name, default errno) */
 /* clang-format off */
-#define TERN_FAULT_SEAMS(X)                                                              \
+#define TERN__FAULT_SEAMS(X)                                                              \
     X(MMAP, "mmap", ENOMEM)                      /* fiber stack regions */               \
     X(MPROTECT, "mprotect", ENOMEM)              /* guard pages, old kernels */          \
     X(MADVISE, "madvise", ENOMEM)                /* guard pages (MADV_GUARD_INSTALL) */  \
@@ -54,9 +54,9 @@
     X(MALLOC, "malloc", ENOMEM)                  /* runtime structures */
 /* clang-format on */
 
-#define TERN_FAULT_ENUM_(id, name, err) TERN_FAULT_##id,
-enum tern__fault_seam { TERN_FAULT_SEAMS(TERN_FAULT_ENUM_) TERN_FAULT_NSEAMS };
-#undef TERN_FAULT_ENUM_
+#define TERN__FAULT_ENUM_(id, name, err) TERN__FAULT_##id,
+enum tern__fault_seam { TERN__FAULT_SEAMS(TERN__FAULT_ENUM_) TERN__FAULT_NSEAMS };
+#undef TERN__FAULT_ENUM_
 
 #ifdef TERN_FAULTS
 
@@ -72,35 +72,35 @@ unsigned long tern__fault_count(enum tern__fault_seam seam);
 /* Calls that passed seam in the same period while it was configured. */
 unsigned long tern__fault_calls(enum tern__fault_seam seam);
 
-#define TERN_FAULT(s) tern__fault(TERN_FAULT_##s)
+#define TERN__FAULT(s) tern__fault(TERN__FAULT_##s)
 /* A libc call: `failed` (-1, MAP_FAILED) with errno set, or the call. */
-#define TERN_FAULT_SYS(s, failed, call)                                                  \
+#define TERN__FAULT_SYS(s, failed, call)                                                  \
     ({                                                                                   \
-        int fe_ = tern__fault(TERN_FAULT_##s);                                           \
+        int fe_ = tern__fault(TERN__FAULT_##s);                                           \
         fe_ ? (errno = fe_, (failed)) : (call);                                          \
     })
 /* A call that returns -errno (liburing). */
-#define TERN_FAULT_NEG(s, call)                                                          \
+#define TERN__FAULT_NEG(s, call)                                                          \
     ({                                                                                   \
-        int fe_ = tern__fault(TERN_FAULT_##s);                                           \
+        int fe_ = tern__fault(TERN__FAULT_##s);                                           \
         fe_ ? -fe_ : (call);                                                             \
     })
 /* A call that returns the errno itself (pthread_create). */
-#define TERN_FAULT_POS(s, call)                                                          \
+#define TERN__FAULT_POS(s, call)                                                          \
     ({                                                                                   \
-        int fe_ = tern__fault(TERN_FAULT_##s);                                           \
+        int fe_ = tern__fault(TERN__FAULT_##s);                                           \
         fe_ ? fe_ : (call);                                                              \
     })
 /* An allocation of a runtime structure: NULL, or the call. */
-#define TERN_FAULT_ALLOC(call) (tern__fault(TERN_FAULT_MALLOC) ? NULL : (call))
+#define TERN__FAULT_ALLOC(call) (tern__fault(TERN__FAULT_MALLOC) ? NULL : (call))
 
 #else
 
-#define TERN_FAULT(s) 0
-#define TERN_FAULT_SYS(s, failed, call) (call)
-#define TERN_FAULT_NEG(s, call) (call)
-#define TERN_FAULT_POS(s, call) (call)
-#define TERN_FAULT_ALLOC(call) (call)
+#define TERN__FAULT(s) 0
+#define TERN__FAULT_SYS(s, failed, call) (call)
+#define TERN__FAULT_NEG(s, call) (call)
+#define TERN__FAULT_POS(s, call) (call)
+#define TERN__FAULT_ALLOC(call) (call)
 
 #endif
 #endif

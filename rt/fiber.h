@@ -50,13 +50,13 @@ typedef struct tern__fiber {
 typedef struct tern__stack_pool tern__stack_pool;
 
 /* stack_size: bytes per stack including the guard page, rounded up to pages;
- * at least TERN_STACK_MIN, at most TERN_STACK_MAX. ncaches: number of
- * per-worker caches, 1..TERN_STACK_MAX_CACHES (worker i uses cache i, without
+ * at least TERN__STACK_MIN, at most TERN__STACK_MAX. ncaches: number of
+ * per-worker caches, 1..TERN__STACK_MAX_CACHES (worker i uses cache i, without
  * locks; only worker i's thread may pass i). Returns 0, -EINVAL (out NULL or
  * a size or count out of range), -ENOMEM. */
-#define TERN_STACK_MIN (16u * 1024)
-#define TERN_STACK_MAX ((size_t)1 << 30)
-#define TERN_STACK_MAX_CACHES 65536u
+#define TERN__STACK_MIN (16u * 1024)
+#define TERN__STACK_MAX ((size_t)1 << 30)
+#define TERN__STACK_MAX_CACHES 65536u
 int tern__stack_pool_new(size_t stack_size, unsigned ncaches, tern__stack_pool **out);
 /* Unmaps everything; every stack must have been put back, and no thread may
  * use the pool any more. */
@@ -64,10 +64,10 @@ void tern__stack_pool_free(tern__stack_pool *pool);
 /* A stack for a new fiber, or NULL (out of memory or mappings). cache is the
  * calling worker's index; the cache refills in batches from a locked global
  * list, which grows by carving new regions. A cache index >= ncaches (e.g.
- * TERN_STACK_NO_CACHE, for a thread that is not a worker) goes to the global
+ * TERN__STACK_NO_CACHE, for a thread that is not a worker) goes to the global
  * list directly. Stacks handed out are reused hot: their pages stay
  * committed, most recently used first. */
-#define TERN_STACK_NO_CACHE (~0u)
+#define TERN__STACK_NO_CACHE (~0u)
 tern__stack *tern__stack_get(tern__stack_pool *pool, unsigned cache);
 /* Gives s back to cache (the calling worker's); a full cache moves its colder
  * half to the global list. */
@@ -79,8 +79,8 @@ uint64_t tern__stack_pool_carved(const tern__stack_pool *pool);
 uint64_t tern__stack_pool_regions(const tern__stack_pool *pool);
 unsigned tern__stack_pool_cached(const tern__stack_pool *pool, unsigned cache);
 /* Test hook: force the guard kind of stacks carved from now on
- * (TERN_GUARD_AUTO is the default: madvise, then mprotect, then canary). */
-enum { TERN_GUARD_AUTO, TERN_GUARD_MPROTECT, TERN_GUARD_CANARY };
+ * (TERN__GUARD_AUTO is the default: madvise, then mprotect, then canary). */
+enum { TERN__GUARD_AUTO, TERN__GUARD_MPROTECT, TERN__GUARD_CANARY };
 void tern__stack_pool_set_guard(tern__stack_pool *pool, int kind);
 /* 0 when the fallback canary at the bottom of s is intact (always 0 for a
  * guarded stack); -EFAULT when an overflow has overwritten it. */

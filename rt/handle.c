@@ -23,7 +23,7 @@ tern__sleep *tern__sleep_of(tern__timer *tm);
 
 static void handle_unref(tern_handle *h)
 {
-    if (atomic_fetch_sub_explicit(&h->refs, 1, ACQ_REL) == 1) {
+    if (atomic_fetch_sub_explicit(&h->refs, 1, TERN__ACQ_REL) == 1) {
         tern_context_release(h->ctx);
         free(h);
     }
@@ -39,30 +39,30 @@ int tern_handle_cancel(tern_handle *h)
 {
     if (!h)
         return -EINVAL;
-    uint32_t exp = HS_PENDING;
-    if (!atomic_compare_exchange_strong_explicit(&h->state, &exp, HS_CANCELLED, ACQ_REL,
-                                                 RELAXED))
+    uint32_t exp = TERN__HS_PENDING;
+    if (!atomic_compare_exchange_strong_explicit(&h->state, &exp, TERN__HS_CANCELLED, TERN__ACQ_REL,
+                                                 TERN__RELAXED))
         return -EALREADY;
-    if (h->timer.kind == TERN_TIMER_HANDLE)
+    if (h->timer.kind == TERN__TIMER_HANDLE)
         tern__timer_cancel(&h->timer); /* the owner reaps it */
     return 0;
 }
 
 int tern_handle_cancelled(const tern_handle *h)
 {
-    return h && atomic_load_explicit(&((tern_handle *)h)->state, ACQUIRE) == HS_CANCELLED;
+    return h && atomic_load_explicit(&((tern_handle *)h)->state, TERN__ACQUIRE) == TERN__HS_CANCELLED;
 }
 
 /* Runs h if nobody cancelled it first. */
 static void handle_run(tern_loop *w, tern_handle *h)
 {
-    uint32_t exp = HS_PENDING;
-    if (atomic_compare_exchange_strong_explicit(&h->state, &exp, HS_DONE, ACQ_REL, RELAXED)) {
+    uint32_t exp = TERN__HS_PENDING;
+    if (atomic_compare_exchange_strong_explicit(&h->state, &exp, TERN__HS_DONE, TERN__ACQ_REL, TERN__RELAXED)) {
         tern_context *prev = tern__context_enter(h->ctx);
-        TERN_STAT_INC(w, handles_run); /* first: the watchdog's sign of progress */
-        atomic_store_explicit(&w->busy_cb, (uintptr_t)h->cb, RELAXED);
+        TERN__STAT_INC(w, handles_run); /* first: the watchdog's sign of progress */
+        atomic_store_explicit(&w->busy_cb, (uintptr_t)h->cb, TERN__RELAXED);
         h->cb(h->arg);
-        atomic_store_explicit(&w->busy_cb, 0, RELAXED);
+        atomic_store_explicit(&w->busy_cb, 0, TERN__RELAXED);
         tern__context_leave(prev);
     }
     handle_unref(h);
@@ -73,12 +73,12 @@ static int handle_new(tern_loop *w, tern_callback_fn cb, void *arg, tern_handle 
 {
     if (!cb || !w)
         return -EINVAL;
-    tern_handle *h = TERN_FAULT_ALLOC(malloc(sizeof *h));
+    tern_handle *h = TERN__FAULT_ALLOC(malloc(sizeof *h));
     if (!h)
         return -ENOMEM;
     memset(h, 0, sizeof *h);
     atomic_init(&h->refs, out ? 2 : 1);
-    atomic_init(&h->state, HS_PENDING);
+    atomic_init(&h->state, TERN__HS_PENDING);
     h->cb = cb;
     h->arg = arg;
     h->ctx = tern__context_capture();
@@ -96,8 +96,8 @@ static void fifo_append(tern_loop *w, tern_handle *first, tern_handle *last, uin
     else
         w->fifo_head = first;
     w->fifo_tail = last;
-    atomic_store_explicit(&w->fifo_len, atomic_load_explicit(&w->fifo_len, RELAXED) + n,
-                          RELAXED);
+    atomic_store_explicit(&w->fifo_len, atomic_load_explicit(&w->fifo_len, TERN__RELAXED) + n,
+                          TERN__RELAXED);
 }
 
 static tern_loop *own_loop(tern_loop *loop, int *err)
@@ -106,7 +106,7 @@ static tern_loop *own_loop(tern_loop *loop, int *err)
     if (!loop)
         loop = self;
     *err = !loop ? -EINVAL : loop != self ? -EPERM : 0;
-    if (!*err && atomic_load_explicit(&loop->rt->stopping, ACQUIRE) && loop->closed)
+    if (!*err && atomic_load_explicit(&loop->rt->stopping, TERN__ACQUIRE) && loop->closed)
         *err = -ESHUTDOWN;
     return loop;
 }
@@ -128,12 +128,12 @@ int tern_call_soon(tern_loop *loop, tern_callback_fn cb, void *arg, tern_handle 
 
 tern_handle *tern__handle_alloc(tern_callback_fn cb, void *arg)
 {
-    tern_handle *h = TERN_FAULT_ALLOC(malloc(sizeof *h));
+    tern_handle *h = TERN__FAULT_ALLOC(malloc(sizeof *h));
     if (!h)
         return NULL;
     memset(h, 0, sizeof *h);
     atomic_init(&h->refs, 1);
-    atomic_init(&h->state, HS_PENDING);
+    atomic_init(&h->state, TERN__HS_PENDING);
     h->cb = cb;
     h->arg = arg;
     h->ctx = tern__context_capture();
@@ -159,10 +159,10 @@ int tern__handle_post(tern_loop *loop, tern_handle *h)
     else
         loop->inbox_head = h;
     loop->inbox_tail = h;
-    atomic_store_explicit(&loop->inbox_nonempty, 1, RELEASE);
+    atomic_store_explicit(&loop->inbox_nonempty, 1, TERN__RELEASE);
     pthread_mutex_unlock(&loop->inbox_lock);
     /* seq_cst pairs with park's store of parked then read of the inbox */
-    if (loop != tern__loop_self() && atomic_exchange_explicit(&loop->parked, 0, SEQ_CST))
+    if (loop != tern__loop_self() && atomic_exchange_explicit(&loop->parked, 0, TERN__SEQ_CST))
         tern__loop_wake(loop);
     return 0;
 }
@@ -198,7 +198,7 @@ int tern_call_at(tern_loop *loop, uint64_t when, tern_callback_fn cb, void *arg,
     if ((err = handle_new(w, cb, arg, out, &h)) < 0)
         return err;
     h->timer.deadline = when;
-    h->timer.kind = TERN_TIMER_HANDLE;
+    h->timer.kind = TERN__TIMER_HANDLE;
     tern__wheel_insert(&w->wheel, &h->timer);
     return 0;
 }
@@ -207,7 +207,7 @@ int tern_call_later(tern_loop *loop, uint64_t delay, tern_callback_fn cb, void *
                     tern_handle **out)
 {
     tern_loop *w = loop ? loop : tern__loop_self();
-    uint64_t base = w ? atomic_load_explicit(&w->now, RELAXED) : 0;
+    uint64_t base = w ? atomic_load_explicit(&w->now, TERN__RELAXED) : 0;
     return tern_call_at(loop, base + delay, cb, arg, out);
 }
 
@@ -218,7 +218,7 @@ static tern_handle *handle_of(tern__timer *tm)
 
 void tern__timer_fire(tern__timer *tm, void *ctx)
 {
-    if (tm->kind == TERN_TIMER_SLEEP)
+    if (tm->kind == TERN__TIMER_SLEEP)
         tern__sleep_fire(tern__sleep_of(tm));
     else
         handle_run(ctx, handle_of(tm));
@@ -226,7 +226,7 @@ void tern__timer_fire(tern__timer *tm, void *ctx)
 
 void tern__timer_reap(tern__timer *tm, void *ctx)
 {
-    if (tm->kind == TERN_TIMER_SLEEP)
+    if (tm->kind == TERN__TIMER_SLEEP)
         tern__sleep_reap(tern__sleep_of(tm));
     else
         handle_unref(handle_of(tm));
@@ -235,12 +235,12 @@ void tern__timer_reap(tern__timer *tm, void *ctx)
 /* Moves the threadsafe inbox into the FIFO (both in arrival order). */
 static void inbox_splice(tern_loop *w)
 {
-    if (!atomic_load_explicit(&w->inbox_nonempty, ACQUIRE))
+    if (!atomic_load_explicit(&w->inbox_nonempty, TERN__ACQUIRE))
         return;
     pthread_mutex_lock(&w->inbox_lock);
     tern_handle *first = w->inbox_head, *last = w->inbox_tail;
     w->inbox_head = w->inbox_tail = NULL;
-    atomic_store_explicit(&w->inbox_nonempty, 0, RELAXED);
+    atomic_store_explicit(&w->inbox_nonempty, 0, TERN__RELAXED);
     pthread_mutex_unlock(&w->inbox_lock);
     uint64_t n = 0;
     for (tern_handle *h = first; h; h = h->next)
@@ -254,22 +254,22 @@ static void inbox_splice(tern_loop *w)
 void tern__handles_run(tern_loop *w)
 {
     inbox_splice(w);
-    uint64_t n = atomic_load_explicit(&w->fifo_len, RELAXED);
+    uint64_t n = atomic_load_explicit(&w->fifo_len, TERN__RELAXED);
     while (n--) {
         tern_handle *h = w->fifo_head;
         w->fifo_head = h->next;
         if (!w->fifo_head)
             w->fifo_tail = NULL;
-        atomic_store_explicit(&w->fifo_len, atomic_load_explicit(&w->fifo_len, RELAXED) - 1,
-                              RELAXED);
+        atomic_store_explicit(&w->fifo_len, atomic_load_explicit(&w->fifo_len, TERN__RELAXED) - 1,
+                              TERN__RELAXED);
         handle_run(w, h);
     }
 }
 
 int tern__handles_pending(tern_loop *w)
 {
-    return atomic_load_explicit(&w->fifo_len, RELAXED) != 0 ||
-           atomic_load_explicit(&w->inbox_nonempty, ACQUIRE);
+    return atomic_load_explicit(&w->fifo_len, TERN__RELAXED) != 0 ||
+           atomic_load_explicit(&w->inbox_nonempty, TERN__ACQUIRE);
 }
 
 static void reap_all(tern__timer *tm, void *ctx)
@@ -294,7 +294,7 @@ void tern__handles_drain(tern_loop *w)
         handle_unref(h);
     }
     w->fifo_tail = NULL;
-    atomic_store_explicit(&w->fifo_len, 0, RELAXED);
+    atomic_store_explicit(&w->fifo_len, 0, TERN__RELAXED);
     /* Everything left in the wheel is dropped: cancel marks every entry,
      * then an advance to the end of time hands each to reap. */
     for (unsigned l = 0; l < TERN__WHEEL_LEVELS; l++)

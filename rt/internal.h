@@ -31,29 +31,29 @@
 #include "rt/wheel.h"
 
 /* Named orderings, so grep finds every ordering decision. */
-#define RELAXED memory_order_relaxed
-#define ACQUIRE memory_order_acquire
-#define RELEASE memory_order_release
-#define ACQ_REL memory_order_acq_rel
-#define SEQ_CST memory_order_seq_cst
+#define TERN__RELAXED memory_order_relaxed
+#define TERN__ACQUIRE memory_order_acquire
+#define TERN__RELEASE memory_order_release
+#define TERN__ACQ_REL memory_order_acq_rel
+#define TERN__SEQ_CST memory_order_seq_cst
 
 /* Counters written by one thread and read by others: a relaxed load and store
  * is a plain move on x86-64, where an atomic add would be a locked op. */
-#define TERN_STAT_INC(w, f)                                                              \
-    atomic_store_explicit(&(w)->stats.f, atomic_load_explicit(&(w)->stats.f, RELAXED) + 1, \
-                          RELAXED)
-#define TERN_STAT_ADD(w, f, n)                                                           \
-    atomic_store_explicit(&(w)->stats.f, atomic_load_explicit(&(w)->stats.f, RELAXED) + (n), \
-                          RELAXED)
+#define TERN__STAT_INC(w, f)                                                              \
+    atomic_store_explicit(&(w)->stats.f, atomic_load_explicit(&(w)->stats.f, TERN__RELAXED) + 1, \
+                          TERN__RELAXED)
+#define TERN__STAT_ADD(w, f, n)                                                           \
+    atomic_store_explicit(&(w)->stats.f, atomic_load_explicit(&(w)->stats.f, TERN__RELAXED) + (n), \
+                          TERN__RELAXED)
 
 /* A full fence for the Dekker-style hand-offs (publish, fence, read the
  * other side). TSan does not model atomic_thread_fence; there the fence is a
  * seq_cst read-modify-write of one shared word, which TSan does order. */
 #ifdef TERN_TSAN
 extern _Atomic unsigned tern__fence_word;
-#define TERN_FENCE() ((void)atomic_fetch_add_explicit(&tern__fence_word, 0, SEQ_CST))
+#define TERN__FENCE() ((void)atomic_fetch_add_explicit(&tern__fence_word, 0, TERN__SEQ_CST))
 #else
-#define TERN_FENCE() atomic_thread_fence(SEQ_CST)
+#define TERN__FENCE() atomic_thread_fence(TERN__SEQ_CST)
 #endif
 
 /* A spinlock for critical sections of a few dozen instructions that never
@@ -63,7 +63,7 @@ extern _Atomic unsigned tern__fence_word;
 static inline void tern__spin_lock(_Atomic unsigned *l)
 {
     for (unsigned n = 0;; n++) {
-        if (!atomic_load_explicit(l, RELAXED) && !atomic_exchange_explicit(l, 1, ACQUIRE))
+        if (!atomic_load_explicit(l, TERN__RELAXED) && !atomic_exchange_explicit(l, 1, TERN__ACQUIRE))
             return;
         if (n < 100)
             ck_pr_stall();
@@ -74,39 +74,39 @@ static inline void tern__spin_lock(_Atomic unsigned *l)
 
 static inline void tern__spin_unlock(_Atomic unsigned *l)
 {
-    atomic_store_explicit(l, 0, RELEASE);
+    atomic_store_explicit(l, 0, TERN__RELEASE);
 }
 
 
-#define TERN_LOCAL_QUEUE 256 /* power of two */
-#define TERN_EVENT_INTERVAL 61 /* tasks run between two looks at timers/inject */
-#define TERN_LIFO_STREAK 3     /* LIFO runs in a row before the queue gets a turn */
-#define TERN_TASK_CACHE 256    /* recycled task headers kept per worker */
-#define TERN_TASK_BATCHES 64   /* batches of them kept between workers */
+#define TERN__LOCAL_QUEUE 256 /* power of two */
+#define TERN__EVENT_INTERVAL 61 /* tasks run between two looks at timers/inject */
+#define TERN__LIFO_STREAK 3     /* LIFO runs in a row before the queue gets a turn */
+#define TERN__TASK_CACHE 256    /* recycled task headers kept per worker */
+#define TERN__TASK_BATCHES 64   /* batches of them kept between workers */
 
 /* ---- tasks ---------------------------------------------------------------- */
 
 /* Task state bits (see task.c for the proof sketch). */
 enum {
-    TS_SCHEDULED = 1u << 0, /* in a run queue, or about to be pushed */
-    TS_RUNNING = 1u << 1,   /* on a worker, its fiber switched in */
-    TS_NOTIFIED = 1u << 2,  /* woken while running: requeue after switch-out */
-    TS_COMPLETE = 1u << 3,  /* finished; result and status are final */
-    TS_CANCELLED = 1u << 4, /* cancel requested (sticky) */
+    TERN__TS_SCHEDULED = 1u << 0, /* in a run queue, or about to be pushed */
+    TERN__TS_RUNNING = 1u << 1,   /* on a worker, its fiber switched in */
+    TERN__TS_NOTIFIED = 1u << 2,  /* woken while running: requeue after switch-out */
+    TERN__TS_COMPLETE = 1u << 3,  /* finished; result and status are final */
+    TERN__TS_CANCELLED = 1u << 4, /* cancel requested (sticky) */
 };
 
-/* TERN_KIND_BLOCKING_MUST: tern's own blocking jobs (file I/O on epoll, name
+/* TERN__KIND_BLOCKING_MUST: tern's own blocking jobs (file I/O on epoll, name
  * lookups), which a task waits for deaf to cancellation: they run even when
  * cancelled or at shutdown, or the waiter would wait forever. */
-enum { TERN_KIND_FIBER, TERN_KIND_BLOCKING, TERN_KIND_BLOCKING_MUST };
+enum { TERN__KIND_FIBER, TERN__KIND_BLOCKING, TERN__KIND_BLOCKING_MUST };
 /* Why a task's fiber switched back to its worker. */
-enum { SW_YIELD, SW_PARK, SW_DONE };
+enum { TERN__SW_YIELD, TERN__SW_PARK, TERN__SW_DONE };
 
 typedef struct tern__sleep tern__sleep;
 
 #if !defined(TERN_TSAN) && !defined(TERN_ASAN)
 /* three cache lines: see header_get in task.c */
-#define TERN_TASK_SIZE_CHECK 1
+#define TERN__TASK_SIZE_CHECK 1
 #endif
 struct tern_task {
     /* First cache line: what a switch and a run touch. */
@@ -118,7 +118,7 @@ struct tern_task {
     uint8_t started;
     uint8_t yielded;    /* queued by a yield, state left RUNNING (task.c) */
     uint8_t saw_cancel; /* a suspension point returned -ECANCELED to it */
-    uint8_t kind;       /* TERN_KIND_* */
+    uint8_t kind;       /* TERN__KIND_* */
     uint8_t unguarded;  /* its stack has a canary instead of a guard page */
     uint16_t budget;    /* cooperative budget left in this run */
     int status;         /* 0, -ECANCELED, -ENOMEM once complete (fills padding) */
@@ -144,7 +144,7 @@ struct tern_task {
     _Atomic uint8_t wait_kind;             /* TERN__W_* */
     uint16_t shard;                        /* its registry shard (task.c) */
 };
-#ifdef TERN_TASK_SIZE_CHECK
+#ifdef TERN__TASK_SIZE_CHECK
 _Static_assert(sizeof(struct tern_task) <= 192, "a task header fits three cache lines");
 #endif
 
@@ -208,7 +208,7 @@ void tern__thread_wake(tern__thread_waiter *tw);
 
 /* ---- handles ---------------------------------------------------------------- */
 
-enum { HS_PENDING, HS_DONE, HS_CANCELLED };
+enum { TERN__HS_PENDING, TERN__HS_DONE, TERN__HS_CANCELLED };
 
 struct tern_handle {
     _Atomic uint32_t refs;  /* the loop's (until run or reaped) + the caller's */
@@ -228,10 +228,10 @@ typedef struct tern__stats {
         io_submitted, io_completed, stalls;
 } tern__stats;
 
-/* Poll times are sampled one poll in TERN_POLL_SAMPLE (two clock reads per
+/* Poll times are sampled one poll in TERN__POLL_SAMPLE (two clock reads per
  * sampled poll: timing every poll would double yield_many's cost). */
-#define TERN_POLL_SAMPLE 64
-#define TERN_POLL_HIST 16 /* = TERN_POLL_BUCKETS in tern.h */
+#define TERN__POLL_SAMPLE 64
+#define TERN__POLL_HIST 16 /* = TERN_POLL_BUCKETS in tern.h */
 
 struct tern_loop {
     /* Local queue: the owner writes tail, anyone CASes head (Go's runq). */
@@ -239,7 +239,7 @@ struct tern_loop {
     char pad0[60];
     _Atomic uint32_t tail;
     _Atomic(tern_task *) lifo; /* owner sets; owner or thieves take */
-    _Atomic(tern_task *) buf[TERN_LOCAL_QUEUE];
+    _Atomic(tern_task *) buf[TERN__LOCAL_QUEUE];
 
     tern_runtime *rt;
     unsigned index;
@@ -276,27 +276,27 @@ struct tern_loop {
     _Atomic uintptr_t busy_cb;
     uint64_t busy_since; /* when the worker left its last park (busy_ns) */
     uint32_t poll_countdown; /* polls until the next timed one */
-    _Atomic uint64_t poll_hist[TERN_POLL_HIST];
+    _Atomic uint64_t poll_hist[TERN__POLL_HIST];
     _Atomic uint64_t counts[3]; /* spawned, finished, freed here (task.c) */
     unsigned nfree;             /* recycled task headers (owner only) */
-    tern_task *free_tasks[TERN_TASK_CACHE];
+    tern_task *free_tasks[TERN__TASK_CACHE];
     uint64_t id_next, id_end;   /* task ids reserved by this worker */
 };
 
 /* A batch of recycled task headers on the runtime's global list. */
 typedef struct tern__batch {
     struct tern__batch *next;
-    tern_task *task[TERN_TASK_CACHE / 2];
+    tern_task *task[TERN__TASK_CACHE / 2];
 } tern__batch;
 
 /* ---- runtime ----------------------------------------------------------------- */
 
 /* Half a local queue plus one: what one overflow moves (queue.c). */
-#define TERN_CHUNK (TERN_LOCAL_QUEUE / 2 + 1)
+#define TERN__CHUNK (TERN__LOCAL_QUEUE / 2 + 1)
 typedef struct tern__chunk {
     struct tern__chunk *next;
     uint32_t head, count; /* task[head..count) not yet taken */
-    tern_task *task[TERN_CHUNK];
+    tern_task *task[TERN__CHUNK];
 } tern__chunk;
 
 typedef struct tern__shard {
@@ -419,7 +419,7 @@ void tern__handles_drain(tern_loop *w);
 int tern__handles_pending(tern_loop *w);
 void tern__timer_fire(tern__timer *t, void *ctx);
 void tern__timer_reap(tern__timer *t, void *ctx);
-enum { TERN_TIMER_SLEEP = 1, TERN_TIMER_HANDLE };
+enum { TERN__TIMER_SLEEP = 1, TERN__TIMER_HANDLE };
 
 /* context.c */
 tern_context *tern__context_capture(void);           /* a reference to the current one */
@@ -456,7 +456,7 @@ int tern__blocking_new(const tern_config *cfg, tern__blocking **out);
  * -ESHUTDOWN, or pthread_create's error when no thread could run it. */
 int tern__blocking_submit(tern_runtime *rt, tern_task *t);
 /* Runs fn(arg) on the current runtime's blocking pool, detached, as a job
- * that is never skipped (TERN_KIND_BLOCKING_MUST) and not bounded by
+ * that is never skipped (TERN__KIND_BLOCKING_MUST) and not bounded by
  * cfg.blocking_queue; then deliver(arg) (may be NULL) tells the waiter.
  * fn must touch nothing but arg's own data: when shutdown abandons the job
  * deliver never runs (the waiter and its runtime may be gone), and the job

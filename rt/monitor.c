@@ -71,7 +71,7 @@ static void sem_make(void)
 static void on_signal(int sig)
 {
     int saved = errno;
-    atomic_store_explicit(&dump_pending[sig], 1, RELAXED);
+    atomic_store_explicit(&dump_pending[sig], 1, TERN__RELAXED);
     sem_post(&sem);
     errno = saved;
 }
@@ -98,8 +98,8 @@ static void stall_print(const tern_stall *s, void *arg)
 
 static uint64_t seq_of(tern_loop *w)
 {
-    return atomic_load_explicit(&w->stats.tasks_run, RELAXED) +
-           atomic_load_explicit(&w->stats.handles_run, RELAXED);
+    return atomic_load_explicit(&w->stats.tasks_run, TERN__RELAXED) +
+           atomic_load_explicit(&w->stats.handles_run, TERN__RELAXED);
 }
 
 static void watch_worker(tern_runtime *rt, unsigned i, uint64_t now)
@@ -108,8 +108,8 @@ static void watch_worker(tern_runtime *rt, unsigned i, uint64_t now)
     struct tern__watch *st = &rt->watch[i];
     uint64_t seq = seq_of(w);
     /* acquire: the task's spawn fields, written before it was queued */
-    tern_task *t = atomic_load_explicit(&w->busy_task, ACQUIRE);
-    uintptr_t cb = atomic_load_explicit(&w->busy_cb, RELAXED);
+    tern_task *t = atomic_load_explicit(&w->busy_task, TERN__ACQUIRE);
+    uintptr_t cb = atomic_load_explicit(&w->busy_cb, TERN__RELAXED);
     if (seq != st->seq || t != st->task || cb != st->cb || (!t && !cb)) {
         *st = (struct tern__watch){.seq = seq, .task = t, .cb = cb, .since = now};
         return;
@@ -122,10 +122,10 @@ static void watch_worker(tern_runtime *rt, unsigned i, uint64_t now)
     tern_stall s = {.worker = i, .name = name, .file = "", .held_ns = now - st->since};
     if (t && !tern__stall_describe(rt, t, &s, name, sizeof name))
         return; /* finished meanwhile: the stall is over */
-    if (seq_of(w) != seq || atomic_load_explicit(&w->busy_task, RELAXED) != t)
+    if (seq_of(w) != seq || atomic_load_explicit(&w->busy_task, TERN__RELAXED) != t)
         return; /* it moved on while we looked: what we read may be another task */
-    atomic_fetch_add_explicit(&w->stats.stalls, 1, RELAXED);
-    atomic_fetch_add_explicit(&rt->stalls, 1, RELAXED);
+    atomic_fetch_add_explicit(&w->stats.stalls, 1, TERN__RELAXED);
+    atomic_fetch_add_explicit(&rt->stalls, 1, TERN__RELAXED);
     /* rt stays listed while calling == rt (tern__monitor_remove waits) */
     calling = rt;
     pthread_mutex_unlock(&list_lock);
@@ -180,7 +180,7 @@ static void *monitor_main(void *arg)
         for (tern_runtime *rt = runtimes; rt; rt = rt->next_rt) {
             int sig = rt->cfg.dump_signal;
             if (sig && !got[sig])
-                got[sig] = atomic_exchange_explicit(&dump_pending[sig], 0, RELAXED) ? 1 : 2;
+                got[sig] = atomic_exchange_explicit(&dump_pending[sig], 0, TERN__RELAXED) ? 1 : 2;
         }
         uint64_t now = tern_now();
         /* rt->next_rt is read with the lock held again after a callback:
@@ -202,7 +202,7 @@ int tern__monitor_add(tern_runtime *rt)
         return -EDEADLK;
     pthread_once(&sem_once, sem_make);
     if (rt->cfg.watchdog &&
-        !(rt->watch = TERN_FAULT_ALLOC(calloc(rt->nworkers, sizeof *rt->watch))))
+        !(rt->watch = TERN__FAULT_ALLOC(calloc(rt->nworkers, sizeof *rt->watch))))
         return -ENOMEM;
     pthread_mutex_lock(&life_lock);
     int err = 0;
@@ -218,7 +218,7 @@ int tern__monitor_add(tern_runtime *rt)
     }
     if (!err && wants_thread(rt) && users == 0) {
         stop = 0;
-        err = -TERN_FAULT_POS(THREAD, pthread_create(&thread, NULL, monitor_main, NULL));
+        err = -TERN__FAULT_POS(THREAD, pthread_create(&thread, NULL, monitor_main, NULL));
         if (err && sig && sigs[sig].users == 0)
             sigaction(sig, &sigs[sig].old, NULL);
     }

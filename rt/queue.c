@@ -2,7 +2,7 @@
  * Ready queues: one bounded lock-free queue per worker and the global inject
  * queue.
  *
- * Local queue (the design of Go's runq): a ring of TERN_LOCAL_QUEUE slots,
+ * Local queue (the design of Go's runq): a ring of TERN__LOCAL_QUEUE slots,
  * indices head and tail that only grow (uint32 wrap-around is harmless
  * because tail - head <= capacity).
  *
@@ -25,7 +25,7 @@
  * even started (timers with 100k sleepers showed 70 ms of lateness when
  * overflow went to the back). Work from other threads goes to the back of
  * the remote list. Workers drain overflow first, except the fairness pull
- * every TERN_EVENT_INTERVAL tasks, which takes remote work first, so work
+ * every TERN__EVENT_INTERVAL tasks, which takes remote work first, so work
  * from outside cannot starve behind a stream of overflow. An atomic length
  * lets busy workers skip the lock.
  */
@@ -34,16 +34,16 @@
 #include "rt/fault.h"
 #include "rt/internal.h"
 
-#define MASK (TERN_LOCAL_QUEUE - 1)
+#define MASK (TERN__LOCAL_QUEUE - 1)
 
 static inline tern_task *slot_get(tern_loop *w, uint32_t i)
 {
-    return atomic_load_explicit(&w->buf[i & MASK], RELAXED);
+    return atomic_load_explicit(&w->buf[i & MASK], TERN__RELAXED);
 }
 
 static inline void slot_set(tern_loop *w, uint32_t i, tern_task *t)
 {
-    atomic_store_explicit(&w->buf[i & MASK], t, RELAXED);
+    atomic_store_explicit(&w->buf[i & MASK], t, TERN__RELAXED);
 }
 
 /* Moves half of a full queue plus t to the inject queue. Returns 0 when a
@@ -51,15 +51,15 @@ static inline void slot_set(tern_loop *w, uint32_t i, tern_task *t)
 static int push_overflow(tern_loop *w, tern_task *t, uint32_t head, uint32_t tail)
 {
     uint32_t n = (tail - head) / 2;
-    tern__chunk *c = TERN_FAULT_ALLOC(malloc(sizeof *c));
-    tern_task *stack_batch[TERN_CHUNK];
+    tern__chunk *c = TERN__FAULT_ALLOC(malloc(sizeof *c));
+    tern_task *stack_batch[TERN__CHUNK];
     tern_task **batch = c ? c->task : stack_batch;
 
     for (uint32_t i = 0; i < n; i++)
         batch[i] = slot_get(w, head + i);
     /* acq_rel: acquire so our slot reads are ordered before claiming them,
      * release for symmetry with thieves' claims. */
-    if (!atomic_compare_exchange_strong_explicit(&w->head, &head, head + n, ACQ_REL, RELAXED)) {
+    if (!atomic_compare_exchange_strong_explicit(&w->head, &head, head + n, TERN__ACQ_REL, TERN__RELAXED)) {
         free(c);
         return 0;
     }
@@ -80,7 +80,7 @@ static int push_overflow(tern_loop *w, tern_task *t, uint32_t head, uint32_t tai
         c->next = rt->over;
         rt->over = c;
         atomic_store_explicit(&rt->inject_len,
-                              atomic_load_explicit(&rt->inject_len, RELAXED) + n + 1, RELEASE);
+                              atomic_load_explicit(&rt->inject_len, TERN__RELAXED) + n + 1, TERN__RELEASE);
         pthread_mutex_unlock(&rt->inject_lock);
     }
     /* Others should help with what we could not keep. */
@@ -91,12 +91,12 @@ static int push_overflow(tern_loop *w, tern_task *t, uint32_t head, uint32_t tai
 void tern__queue_push(tern_loop *w, tern_task *t)
 {
     for (;;) {
-        uint32_t head = atomic_load_explicit(&w->head, ACQUIRE);
-        uint32_t tail = atomic_load_explicit(&w->tail, RELAXED); /* ours */
-        if (tail - head < TERN_LOCAL_QUEUE) {
+        uint32_t head = atomic_load_explicit(&w->head, TERN__ACQUIRE);
+        uint32_t tail = atomic_load_explicit(&w->tail, TERN__RELAXED); /* ours */
+        if (tail - head < TERN__LOCAL_QUEUE) {
             slot_set(w, tail, t);
             /* release: the slot and the task's fields before the index */
-            atomic_store_explicit(&w->tail, tail + 1, RELEASE);
+            atomic_store_explicit(&w->tail, tail + 1, TERN__RELEASE);
             return;
         }
         if (push_overflow(w, t, head, tail))
@@ -107,14 +107,14 @@ void tern__queue_push(tern_loop *w, tern_task *t)
 tern_task *tern__queue_pop(tern_loop *w)
 {
     for (;;) {
-        uint32_t head = atomic_load_explicit(&w->head, ACQUIRE);
-        uint32_t tail = atomic_load_explicit(&w->tail, RELAXED);
+        uint32_t head = atomic_load_explicit(&w->head, TERN__ACQUIRE);
+        uint32_t tail = atomic_load_explicit(&w->tail, TERN__RELAXED);
         if (head == tail)
             return NULL;
         tern_task *t = slot_get(w, head);
         /* release: a thief that later claims past this slot must not see
          * the slot as free before our read of it is done */
-        if (atomic_compare_exchange_weak_explicit(&w->head, &head, head + 1, RELEASE, RELAXED))
+        if (atomic_compare_exchange_weak_explicit(&w->head, &head, head + 1, TERN__RELEASE, TERN__RELAXED))
             return t;
     }
 }
@@ -122,10 +122,10 @@ tern_task *tern__queue_pop(tern_loop *w)
 unsigned tern__queue_len(const tern_loop *w)
 {
     tern_loop *m = (tern_loop *)w;
-    uint32_t head = atomic_load_explicit(&m->head, ACQUIRE);
-    uint32_t tail = atomic_load_explicit(&m->tail, ACQUIRE);
+    uint32_t head = atomic_load_explicit(&m->head, TERN__ACQUIRE);
+    uint32_t tail = atomic_load_explicit(&m->tail, TERN__ACQUIRE);
     uint32_t n = tail - head;
-    return n > TERN_LOCAL_QUEUE ? 0 : n; /* a torn pair of reads */
+    return n > TERN__LOCAL_QUEUE ? 0 : n; /* a torn pair of reads */
 }
 
 /*
@@ -135,34 +135,34 @@ unsigned tern__queue_len(const tern_loop *w)
  */
 unsigned tern__queue_steal(tern_loop *victim, tern_loop *w)
 {
-    uint32_t mytail = atomic_load_explicit(&w->tail, RELAXED);
+    uint32_t mytail = atomic_load_explicit(&w->tail, TERN__RELAXED);
     for (;;) {
-        uint32_t head = atomic_load_explicit(&victim->head, ACQUIRE);
+        uint32_t head = atomic_load_explicit(&victim->head, TERN__ACQUIRE);
         /* acquire: pairs with the owner's release of tail, so the slots and
          * the tasks behind them are visible */
-        uint32_t tail = atomic_load_explicit(&victim->tail, ACQUIRE);
+        uint32_t tail = atomic_load_explicit(&victim->tail, TERN__ACQUIRE);
         uint32_t n = tail - head;
         n -= n / 2;
         if (n == 0) {
             /* The LIFO slot is stolen only when the queue is empty: taking
              * it while the owner is busy keeps a woken task from waiting
              * behind a long-running one. */
-            tern_task *t = atomic_load_explicit(&victim->lifo, RELAXED);
+            tern_task *t = atomic_load_explicit(&victim->lifo, TERN__RELAXED);
             if (t && atomic_compare_exchange_strong_explicit(&victim->lifo, &t, NULL,
-                                                             ACQUIRE, RELAXED)) {
+                                                             TERN__ACQUIRE, TERN__RELAXED)) {
                 slot_set(w, mytail, t);
-                atomic_store_explicit(&w->tail, mytail + 1, RELEASE);
+                atomic_store_explicit(&w->tail, mytail + 1, TERN__RELEASE);
                 return 1;
             }
             return 0;
         }
-        if (n > TERN_LOCAL_QUEUE / 2)
+        if (n > TERN__LOCAL_QUEUE / 2)
             continue; /* head and tail read at different moments */
         for (uint32_t i = 0; i < n; i++)
             slot_set(w, mytail + i, slot_get(victim, head + i));
-        if (atomic_compare_exchange_weak_explicit(&victim->head, &head, head + n, ACQ_REL,
-                                                  RELAXED)) {
-            atomic_store_explicit(&w->tail, mytail + n, RELEASE);
+        if (atomic_compare_exchange_weak_explicit(&victim->head, &head, head + n, TERN__ACQ_REL,
+                                                  TERN__RELAXED)) {
+            atomic_store_explicit(&w->tail, mytail + n, TERN__RELEASE);
             return n;
         }
     }
@@ -179,10 +179,10 @@ void tern__inject_push(tern_runtime *rt, tern_task *first, tern_task *last, unsi
     else
         rt->remote_head = first;
     rt->remote_tail = last;
-    atomic_store_explicit(&rt->remote_len, atomic_load_explicit(&rt->remote_len, RELAXED) + n,
-                          RELAXED);
-    atomic_store_explicit(&rt->inject_len, atomic_load_explicit(&rt->inject_len, RELAXED) + n,
-                          RELEASE);
+    atomic_store_explicit(&rt->remote_len, atomic_load_explicit(&rt->remote_len, TERN__RELAXED) + n,
+                          TERN__RELAXED);
+    atomic_store_explicit(&rt->inject_len, atomic_load_explicit(&rt->inject_len, TERN__RELAXED) + n,
+                          TERN__RELEASE);
     pthread_mutex_unlock(&rt->inject_lock);
 }
 
@@ -194,15 +194,15 @@ void tern__inject_push(tern_runtime *rt, tern_task *first, tern_task *last, unsi
  */
 tern_task *tern__inject_pull(tern_runtime *rt, tern_loop *w, int remote_first)
 {
-    if (atomic_load_explicit(&rt->inject_len, ACQUIRE) == 0)
+    if (atomic_load_explicit(&rt->inject_len, TERN__ACQUIRE) == 0)
         return NULL;
-    tern_task *grab[TERN_CHUNK];
+    tern_task *grab[TERN__CHUNK];
     tern__chunk *emptied = NULL;
     uint64_t got = 0;
     pthread_mutex_lock(&rt->inject_lock);
-    uint64_t len = atomic_load_explicit(&rt->inject_len, RELAXED);
+    uint64_t len = atomic_load_explicit(&rt->inject_len, TERN__RELAXED);
     uint64_t n = len / rt->nworkers + 1;
-    uint32_t room = TERN_LOCAL_QUEUE - tern__queue_len(w);
+    uint32_t room = TERN__LOCAL_QUEUE - tern__queue_len(w);
     if (n > room / 2 + 1)
         n = room / 2 + 1;
     tern__chunk *c = rt->over;
@@ -221,15 +221,15 @@ tern_task *tern__inject_pull(tern_runtime *rt, tern_loop *w, int remote_first)
         if (!rt->remote_head)
             rt->remote_tail = NULL;
         atomic_store_explicit(&rt->remote_len,
-                              atomic_load_explicit(&rt->remote_len, RELAXED) - got, RELAXED);
+                              atomic_load_explicit(&rt->remote_len, TERN__RELAXED) - got, TERN__RELAXED);
     }
-    atomic_store_explicit(&rt->inject_len, len - got, RELAXED);
+    atomic_store_explicit(&rt->inject_len, len - got, TERN__RELAXED);
     pthread_mutex_unlock(&rt->inject_lock);
     free(emptied);
     if (!got)
         return NULL;
     for (uint64_t i = 1; i < got; i++)
         tern__queue_push(w, grab[i]);
-    TERN_STAT_ADD(w, inject_pulls, got);
+    TERN__STAT_ADD(w, inject_pulls, got);
     return grab[0];
 }

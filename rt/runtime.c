@@ -184,15 +184,15 @@ static int runtime_alloc(tern_runtime *rt)
 {
     unsigned n = rt->nworkers;
     rt->nshards = n + 1; /* one per worker, one for other threads (task.c) */
-    rt->loops = TERN_FAULT_ALLOC(calloc(n, sizeof *rt->loops));
-    rt->shards = TERN_FAULT_ALLOC(aligned_alloc(64, rt->nshards * sizeof *rt->shards));
-    rt->idle.sleepers = TERN_FAULT_ALLOC(calloc(n, sizeof *rt->idle.sleepers));
+    rt->loops = TERN__FAULT_ALLOC(calloc(n, sizeof *rt->loops));
+    rt->shards = TERN__FAULT_ALLOC(aligned_alloc(64, rt->nshards * sizeof *rt->shards));
+    rt->idle.sleepers = TERN__FAULT_ALLOC(calloc(n, sizeof *rt->idle.sleepers));
     if (rt->shards) /* before the check: runtime_destroy reads them */
         memset(rt->shards, 0, rt->nshards * sizeof *rt->shards);
     if (!rt->loops || !rt->shards || !rt->idle.sleepers)
         return -ENOMEM;
     for (unsigned i = 0; i < n; i++) {
-        tern_loop *w = TERN_FAULT_ALLOC(aligned_alloc(64, (sizeof *w + 63) & ~(size_t)63));
+        tern_loop *w = TERN__FAULT_ALLOC(aligned_alloc(64, (sizeof *w + 63) & ~(size_t)63));
         if (!w)
             return -ENOMEM;
         memset(w, 0, sizeof *w);
@@ -219,7 +219,7 @@ static void ignore_sigpipe(void)
 /* Tells the workers to exit and joins the first n of them. */
 static void workers_stop(tern_runtime *rt, unsigned n)
 {
-    atomic_store_explicit(&rt->stopping, 1, SEQ_CST);
+    atomic_store_explicit(&rt->stopping, 1, TERN__SEQ_CST);
     for (unsigned i = 0; i < n; i++)
         if (rt->loops[i]->driver)
             tern__loop_wake(rt->loops[i]);
@@ -236,7 +236,7 @@ static int workers_start(tern_runtime *rt)
     unsigned started = 0;
     for (; started < rt->nworkers; started++) {
         tern_loop *w = rt->loops[started];
-        err = -TERN_FAULT_POS(THREAD,
+        err = -TERN__FAULT_POS(THREAD,
                               pthread_create(&w->thread, NULL, tern__worker_main, w));
         if (err < 0)
             break;
@@ -282,7 +282,7 @@ int tern_runtime_new(const tern_config *cfg, tern_runtime **out)
         return -EINVAL;
     if (tern__on_monitor())
         return -EDEADLK; /* from an on_stall callback */
-    tern_runtime *rt = TERN_FAULT_ALLOC(calloc(1, sizeof *rt));
+    tern_runtime *rt = TERN__FAULT_ALLOC(calloc(1, sizeof *rt));
     if (!rt)
         return -ENOMEM;
     int err = config_resolve(cfg, &rt->cfg);
@@ -337,7 +337,7 @@ int tern_runtime_new(const tern_config *cfg, tern_runtime **out)
         return err;
     }
     if ((err = tern__monitor_add(rt)) < 0) {
-        atomic_store_explicit(&rt->closing, 1, SEQ_CST);
+        atomic_store_explicit(&rt->closing, 1, TERN__SEQ_CST);
         workers_stop(rt, rt->nworkers);
         runtime_destroy(rt);
         return err;
@@ -352,7 +352,7 @@ static void cancel_all(tern_runtime *rt)
     for (unsigned i = 0; i < rt->nshards; i++) {
         tern__registry_lock(rt, i);
         for (tern_task *t = rt->shards[i].head; t; t = t->reg_next)
-            tern__task_wake(t, TS_CANCELLED);
+            tern__task_wake(t, TERN__TS_CANCELLED);
         tern__registry_unlock(rt, i);
     }
 }
@@ -424,7 +424,7 @@ static unsigned freeze_parked(tern_runtime *rt, tern__remains *rm, int all)
         for (tern_task *t = rt->shards[i].head; t; t = t->reg_next) {
             /* decided before the claim: a claim undone would lose a wake
              * that found it RUNNING and only set NOTIFIED */
-            int k = atomic_load_explicit(&t->wait_kind, RELAXED);
+            int k = atomic_load_explicit(&t->wait_kind, TERN__RELAXED);
             if (!all && k != TERN__W_IO && k != TERN__W_BLOCKING)
                 continue; /* not yet: what it waits on may still end */
             if (!tern__task_freeze(t))
@@ -522,7 +522,7 @@ int tern_runtime_shutdown_timeout(tern_runtime *rt, uint64_t timeout_ns)
     uint64_t now = tern_now();
     uint64_t deadline = timeout_ns > UINT64_MAX - now ? 0 : now + timeout_ns;
     tern__monitor_remove(rt);
-    atomic_store_explicit(&rt->closing, 1, SEQ_CST);
+    atomic_store_explicit(&rt->closing, 1, TERN__SEQ_CST);
     cancel_all(rt);
     tern__blocking_close(rt);
     int abandoned = 0;
@@ -596,12 +596,12 @@ uint64_t tern_loop_time(tern_loop *loop)
 {
     if (!loop)
         loop = tern__loop_self();
-    return loop ? atomic_load_explicit(&loop->now, RELAXED) : 0;
+    return loop ? atomic_load_explicit(&loop->now, TERN__RELAXED) : 0;
 }
 
 
-#define STAT(f) s->f = atomic_load_explicit(&w->stats.f, RELAXED)
-_Static_assert(TERN_POLL_BUCKETS == TERN_POLL_HIST, "one histogram layout");
+#define STAT(f) s->f = atomic_load_explicit(&w->stats.f, TERN__RELAXED)
+_Static_assert(TERN_POLL_BUCKETS == TERN__POLL_HIST, "one histogram layout");
 
 static void stats_read(tern_loop *w, tern_worker_stats *s)
 {
@@ -633,11 +633,11 @@ int tern_loop_get_info(tern_loop *loop, tern_loop_info *out)
     out->backend_note = w->backend_note ? w->backend_note : "";
     out->worker = w->index;
     out->ready_tasks =
-        tern__queue_len(w) + (atomic_load_explicit(&w->lifo, RELAXED) != NULL);
-    out->ready_handles = atomic_load_explicit(&w->fifo_len, RELAXED) +
-                         (uint64_t)atomic_load_explicit(&w->inbox_nonempty, RELAXED);
+        tern__queue_len(w) + (atomic_load_explicit(&w->lifo, TERN__RELAXED) != NULL);
+    out->ready_handles = atomic_load_explicit(&w->fifo_len, TERN__RELAXED) +
+                         (uint64_t)atomic_load_explicit(&w->inbox_nonempty, TERN__RELAXED);
     out->scheduled = w == tern__loop_self() ? w->wheel.count
-                                            : atomic_load_explicit(&w->scheduled, RELAXED);
+                                            : atomic_load_explicit(&w->scheduled, TERN__RELAXED);
     stats_read(w, &out->stats);
     return 0;
 }
@@ -658,8 +658,8 @@ int tern_runtime_metrics(tern_runtime *rt, tern_metrics *out)
     out->workers = rt->nworkers;
     out->backend = rt->backend == TERN_BACKEND_EPOLL ? "epoll" : "io_uring";
     out->live_tasks = tern_runtime_live_tasks(rt);
-    out->inject_depth = atomic_load_explicit(&rt->inject_len, RELAXED);
-    out->stalls = atomic_load_explicit(&rt->stalls, RELAXED);
+    out->inject_depth = atomic_load_explicit(&rt->inject_len, TERN__RELAXED);
+    out->stalls = atomic_load_explicit(&rt->stalls, TERN__RELAXED);
     tern_blocking_info bi;
     tern_runtime_blocking_info(rt, &bi);
     out->blocking_threads = bi.threads;
@@ -673,10 +673,10 @@ int tern_runtime_metrics(tern_runtime *rt, tern_metrics *out)
         const uint64_t *add = (const uint64_t *)&s;
         for (size_t k = 0; k < sizeof s / sizeof(uint64_t); k++)
             sum[k] += add[k];
-        out->ready_tasks += tern__queue_len(w) + (atomic_load_explicit(&w->lifo, RELAXED) != NULL);
-        out->timers_armed += atomic_load_explicit(&w->scheduled, RELAXED);
+        out->ready_tasks += tern__queue_len(w) + (atomic_load_explicit(&w->lifo, TERN__RELAXED) != NULL);
+        out->timers_armed += atomic_load_explicit(&w->scheduled, TERN__RELAXED);
         for (unsigned b = 0; b < TERN_POLL_BUCKETS; b++)
-            out->poll_hist[b] += atomic_load_explicit(&w->poll_hist[b], RELAXED);
+            out->poll_hist[b] += atomic_load_explicit(&w->poll_hist[b], TERN__RELAXED);
     }
     return 0;
 }

@@ -136,7 +136,7 @@ static int take_budget(long n)
 static int guard_madvise(char *p, size_t page)
 {
     for (int tries = 0; tries < 4; tries++) {
-        if (TERN_FAULT_SYS(MADVISE, -1, madvise(p, page, MADV_GUARD_INSTALL)) == 0)
+        if (TERN__FAULT_SYS(MADVISE, -1, madvise(p, page, MADV_GUARD_INSTALL)) == 0)
             return 0;
         if (errno == EINVAL || errno == ENOSYS || errno == EPERM) {
             atomic_store_explicit(&madvise_guard_missing, 1, memory_order_relaxed);
@@ -153,14 +153,14 @@ static void guard_stack(tern__stack_pool *pool, region *r, tern__stack *s)
 {
     size_t page = pool->page;
     int kind = pool->guard_kind;
-    if (kind == TERN_GUARD_AUTO &&
+    if (kind == TERN__GUARD_AUTO &&
         !atomic_load_explicit(&madvise_guard_missing, memory_order_relaxed) &&
         guard_madvise(s->base, page) == 0) {
         s->guarded = 1;
         return;
     }
-    if (kind != TERN_GUARD_CANARY && take_budget(2)) {
-        if (TERN_FAULT_SYS(MPROTECT, -1, mprotect(s->base, page, PROT_NONE)) == 0) {
+    if (kind != TERN__GUARD_CANARY && take_budget(2)) {
+        if (TERN__FAULT_SYS(MPROTECT, -1, mprotect(s->base, page, PROT_NONE)) == 0) {
             s->guarded = 1;
             r->mprotected++;
             return;
@@ -179,9 +179,9 @@ static region *region_new(tern__stack_pool *pool)
 {
     size_t size = pool->stack_size;
     for (size_t n = pool->next_region; n >= 1; n /= 2) {
-        region *r = TERN_FAULT_ALLOC(malloc(sizeof(*r) + n * sizeof(tern__stack)));
+        region *r = TERN__FAULT_ALLOC(malloc(sizeof(*r) + n * sizeof(tern__stack)));
         if (!r) continue;
-        void *p = TERN_FAULT_SYS(MMAP, MAP_FAILED,
+        void *p = TERN__FAULT_SYS(MMAP, MAP_FAILED,
                                  mmap(NULL, n * size, PROT_READ | PROT_WRITE,
                                       MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE, -1, 0));
         if (p == MAP_FAILED) {
@@ -261,10 +261,10 @@ int tern__stack_pool_new(size_t stack_size, unsigned ncaches, tern__stack_pool *
     if (!out) return -EINVAL;
     *out = NULL;
     size_t page = (size_t)sysconf(_SC_PAGESIZE);
-    if (stack_size < TERN_STACK_MIN || stack_size > TERN_STACK_MAX || ncaches == 0 ||
-        ncaches > TERN_STACK_MAX_CACHES)
+    if (stack_size < TERN__STACK_MIN || stack_size > TERN__STACK_MAX || ncaches == 0 ||
+        ncaches > TERN__STACK_MAX_CACHES)
         return -EINVAL;
-    tern__stack_pool *pool = TERN_FAULT_ALLOC(calloc(1, sizeof(*pool)));
+    tern__stack_pool *pool = TERN__FAULT_ALLOC(calloc(1, sizeof(*pool)));
     if (!pool) return -ENOMEM;
     if (posix_memalign((void **)&pool->caches, 64, ncaches * sizeof(cache))) {
         free(pool);
@@ -274,7 +274,7 @@ int tern__stack_pool_new(size_t stack_size, unsigned ncaches, tern__stack_pool *
     pool->stack_size = (stack_size + page - 1) & ~(page - 1);
     pool->page = page;
     pool->ncaches = ncaches;
-    pool->guard_kind = TERN_GUARD_AUTO;
+    pool->guard_kind = TERN__GUARD_AUTO;
     pool->next_region = REGION_FIRST;
     pthread_mutex_init(&pool->lock, NULL);
     *out = pool;

@@ -71,7 +71,7 @@ struct tern__sleep {
 tern_task *tern_task_ref(tern_task *t)
 {
     if (t)
-        atomic_fetch_add_explicit(&t->refs, 1, RELAXED);
+        atomic_fetch_add_explicit(&t->refs, 1, TERN__RELAXED);
     return t;
 }
 
@@ -93,16 +93,16 @@ static void count(tern_runtime *rt, tern_loop *w, int which)
 {
     _Atomic uint64_t *c = w && w->rt == rt ? &w->counts[which] : NULL;
     if (c) /* release: pairs with the acquire in count_sum */
-        atomic_store_explicit(c, atomic_load_explicit(c, RELAXED) + 1, RELEASE);
+        atomic_store_explicit(c, atomic_load_explicit(c, TERN__RELAXED) + 1, TERN__RELEASE);
     else
-        atomic_fetch_add_explicit(&rt->foreign_counts[which], 1, ACQ_REL);
+        atomic_fetch_add_explicit(&rt->foreign_counts[which], 1, TERN__ACQ_REL);
 }
 
 static uint64_t count_sum(tern_runtime *rt, int which)
 {
-    uint64_t n = atomic_load_explicit(&rt->foreign_counts[which], ACQUIRE);
+    uint64_t n = atomic_load_explicit(&rt->foreign_counts[which], TERN__ACQUIRE);
     for (unsigned i = 0; i < rt->nworkers; i++)
-        n += atomic_load_explicit(&rt->loops[i]->counts[which], ACQUIRE);
+        n += atomic_load_explicit(&rt->loops[i]->counts[which], TERN__ACQUIRE);
     return n;
 }
 
@@ -126,17 +126,17 @@ uint64_t tern_runtime_live_tasks(const tern_runtime *crt)
 static tern_task *header_get(tern_runtime *rt, tern_loop *w)
 {
     if (w) {
-        if (!w->nfree && atomic_load_explicit(&rt->nbatches, RELAXED)) {
+        if (!w->nfree && atomic_load_explicit(&rt->nbatches, TERN__RELAXED)) {
             pthread_mutex_lock(&rt->free_lock);
             tern__batch *b = rt->free_batches;
             if (b) {
                 rt->free_batches = b->next;
-                atomic_fetch_sub_explicit(&rt->nbatches, 1, RELAXED);
+                atomic_fetch_sub_explicit(&rt->nbatches, 1, TERN__RELAXED);
             }
             pthread_mutex_unlock(&rt->free_lock);
             if (b) {
                 memcpy(w->free_tasks, b->task, sizeof b->task);
-                w->nfree = TERN_TASK_CACHE / 2;
+                w->nfree = TERN__TASK_CACHE / 2;
                 free(b);
             }
         }
@@ -156,29 +156,29 @@ static void header_put(tern_runtime *rt, tern_loop *w, tern_task *t)
         free(t);
         return;
     }
-    if (w->nfree == TERN_TASK_CACHE) {
+    if (w->nfree == TERN__TASK_CACHE) {
         /* Hand the older half to the global list, unless it already holds
          * plenty (tasks spawned from outside the workers are freed here but
          * never taken from here): then back to malloc. */
-        tern__batch *b = atomic_load_explicit(&rt->nbatches, RELAXED) < TERN_TASK_BATCHES
+        tern__batch *b = atomic_load_explicit(&rt->nbatches, TERN__RELAXED) < TERN__TASK_BATCHES
                              ? malloc(sizeof *b)
                              : NULL;
         if (!b) {
-            for (unsigned k = 0; k < TERN_TASK_CACHE / 2; k++)
+            for (unsigned k = 0; k < TERN__TASK_CACHE / 2; k++)
                 free(w->free_tasks[k]);
-            memmove(w->free_tasks, w->free_tasks + TERN_TASK_CACHE / 2,
+            memmove(w->free_tasks, w->free_tasks + TERN__TASK_CACHE / 2,
                     sizeof w->free_tasks / 2);
-            w->nfree = TERN_TASK_CACHE / 2;
+            w->nfree = TERN__TASK_CACHE / 2;
             w->free_tasks[w->nfree++] = t;
             return;
         }
         memcpy(b->task, w->free_tasks, sizeof b->task);
-        memmove(w->free_tasks, w->free_tasks + TERN_TASK_CACHE / 2, sizeof b->task);
-        w->nfree = TERN_TASK_CACHE / 2;
+        memmove(w->free_tasks, w->free_tasks + TERN__TASK_CACHE / 2, sizeof b->task);
+        w->nfree = TERN__TASK_CACHE / 2;
         pthread_mutex_lock(&rt->free_lock);
         b->next = rt->free_batches;
         rt->free_batches = b;
-        atomic_fetch_add_explicit(&rt->nbatches, 1, RELAXED);
+        atomic_fetch_add_explicit(&rt->nbatches, 1, TERN__RELAXED);
         pthread_mutex_unlock(&rt->free_lock);
     }
     w->free_tasks[w->nfree++] = t;
@@ -193,7 +193,7 @@ void tern__task_cache_free(tern_runtime *rt)
     }
     for (tern__batch *b = rt->free_batches, *nb; b; b = nb) {
         nb = b->next;
-        for (unsigned k = 0; k < TERN_TASK_CACHE / 2; k++)
+        for (unsigned k = 0; k < TERN__TASK_CACHE / 2; k++)
             free(b->task[k]);
         free(b);
     }
@@ -202,7 +202,7 @@ void tern__task_cache_free(tern_runtime *rt)
 void tern__task_unref(tern_task *t)
 {
     /* acq_rel: the last owner must see every other owner's writes */
-    if (atomic_fetch_sub_explicit(&t->refs, 1, ACQ_REL) != 1)
+    if (atomic_fetch_sub_explicit(&t->refs, 1, TERN__ACQ_REL) != 1)
         return;
     tern_runtime *rt = t->rt;
     tern_loop *w = tern__loop_self();
@@ -252,8 +252,8 @@ static void registry_add(tern_task *t)
     if (sh->head)
         sh->head->reg_prev = t;
     sh->head = t;
-    if (atomic_load_explicit(&t->rt->closing, RELAXED))
-        atomic_fetch_or_explicit(&t->state, TS_CANCELLED, RELAXED);
+    if (atomic_load_explicit(&t->rt->closing, TERN__RELAXED))
+        atomic_fetch_or_explicit(&t->state, TERN__TS_CANCELLED, TERN__RELAXED);
     tern__spin_unlock(&sh->lock);
 }
 
@@ -345,27 +345,27 @@ void tern__wait_note(int kind, uintptr_t obj)
     tern_task *t = w ? w->current : NULL;
     if (!t)
         return;
-    atomic_store_explicit(&t->wait_obj, obj, RELAXED);
-    atomic_store_explicit(&t->wait_since, atomic_load_explicit(&w->now, RELAXED), RELAXED);
-    atomic_store_explicit(&t->wait_kind, (uint8_t)kind, RELAXED);
+    atomic_store_explicit(&t->wait_obj, obj, TERN__RELAXED);
+    atomic_store_explicit(&t->wait_since, atomic_load_explicit(&w->now, TERN__RELAXED), TERN__RELAXED);
+    atomic_store_explicit(&t->wait_kind, (uint8_t)kind, TERN__RELAXED);
 }
 
 int tern__task_parked(const tern_task *t)
 {
     /* acquire: pairs with the release of the switch-out, so a caller that
      * sees the task idle also sees the wait it noted before parking */
-    uint32_t st = atomic_load_explicit(&((tern_task *)t)->state, ACQUIRE);
-    if (st & (TS_SCHEDULED | TS_RUNNING | TS_NOTIFIED | TS_COMPLETE))
+    uint32_t st = atomic_load_explicit(&((tern_task *)t)->state, TERN__ACQUIRE);
+    if (st & (TERN__TS_SCHEDULED | TERN__TS_RUNNING | TERN__TS_NOTIFIED | TERN__TS_COMPLETE))
         return -1;
-    return atomic_load_explicit(&((tern_task *)t)->wait_kind, RELAXED);
+    return atomic_load_explicit(&((tern_task *)t)->wait_kind, TERN__RELAXED);
 }
 
 static uint64_t new_id(tern_loop *w)
 {
     if (!w)
-        return atomic_fetch_add_explicit(&next_id, 1, RELAXED);
+        return atomic_fetch_add_explicit(&next_id, 1, TERN__RELAXED);
     if (w->id_next == w->id_end) {
-        w->id_next = atomic_fetch_add_explicit(&next_id, ID_BATCH, RELAXED);
+        w->id_next = atomic_fetch_add_explicit(&next_id, ID_BATCH, TERN__RELAXED);
         w->id_end = w->id_next + ID_BATCH;
     }
     return w->id_next++;
@@ -374,17 +374,17 @@ static uint64_t new_id(tern_loop *w)
 int tern__task_new(tern_runtime *rt, tern_task_fn fn, void *arg, int kind, tern_task **out,
                    int handle, const char *file, int line)
 {
-    if (atomic_load_explicit(&rt->closing, RELAXED))
+    if (atomic_load_explicit(&rt->closing, TERN__RELAXED))
         return -ESHUTDOWN;
     tern_loop *w = tern__loop_self();
     if (w && w->rt != rt)
         w = NULL;
     /* The seam covers recycled headers too: a spawn must cope whether or
      * not its header came from malloc. */
-    tern_task *t = TERN_FAULT_ALLOC(header_get(rt, w));
+    tern_task *t = TERN__FAULT_ALLOC(header_get(rt, w));
     if (!t)
         return -ENOMEM;
-    atomic_init(&t->state, TS_SCHEDULED);
+    atomic_init(&t->state, TERN__TS_SCHEDULED);
     atomic_init(&t->refs, handle ? 2 : 1); /* the scheduler's, the caller's */
     atomic_init(&t->joiner, 0);
     t->next = NULL;
@@ -429,8 +429,8 @@ int tern__task_new(tern_runtime *rt, tern_task_fn fn, void *arg, int kind, tern_
 static void requeue(tern_loop *w, tern_task *t)
 {
     tern__queue_push(w, t);
-    if (!atomic_load_explicit(&w->searching, RELAXED) &&
-        atomic_load_explicit(&w->rt->idle.nsleepers, RELAXED) &&
+    if (!atomic_load_explicit(&w->searching, TERN__RELAXED) &&
+        atomic_load_explicit(&w->rt->idle.nsleepers, TERN__RELAXED) &&
         tern__queue_len(w) > 1)
         tern__notify_work(w->rt);
 }
@@ -450,7 +450,7 @@ void tern__schedule(tern_runtime *rt, tern_task *t, int lifo)
         return;
     }
     if (lifo) {
-        tern_task *prev = atomic_exchange_explicit(&w->lifo, t, ACQ_REL);
+        tern_task *prev = atomic_exchange_explicit(&w->lifo, t, TERN__ACQ_REL);
         if (!prev)
             return; /* one task, run next by us: nothing for others */
         t = prev;
@@ -466,7 +466,7 @@ int tern_runtime_spawn_at(tern_runtime *rt, tern_task_fn fn, void *arg, tern_tas
     if (!rt || !fn)
         return -EINVAL;
     tern_task *t;
-    int r = tern__task_new(rt, fn, arg, TERN_KIND_FIBER, &t, out != NULL, file, line);
+    int r = tern__task_new(rt, fn, arg, TERN__KIND_FIBER, &t, out != NULL, file, line);
     if (r < 0)
         return r;
     if (out)
@@ -479,8 +479,8 @@ int tern_runtime_spawn_at(tern_runtime *rt, tern_task_fn fn, void *arg, tern_tas
     tern_loop *w = tern__loop_self();
     tern_task *me = w && w->rt == rt ? w->current : NULL;
     if (me && (me->budget == 0 || --me->budget == 0)) {
-        TERN_STAT_INC(w, budget_yields);
-        switch_out(me, SW_YIELD);
+        TERN__STAT_INC(w, budget_yields);
+        switch_out(me, TERN__SW_YIELD);
     }
     return 0;
 }
@@ -489,7 +489,7 @@ int tern__spawn_on_exit(tern_runtime *rt, tern_task_fn fn, void *arg,
                         void (*on_exit)(void *arg), tern_task **out)
 {
     tern_task *t;
-    int r = tern__task_new(rt, fn, arg, TERN_KIND_FIBER, &t, out != NULL, NULL, 0);
+    int r = tern__task_new(rt, fn, arg, TERN__KIND_FIBER, &t, out != NULL, NULL, 0);
     if (r < 0)
         return r;
     t->on_exit = on_exit; /* before it is queued: only a worker finishes it */
@@ -521,17 +521,17 @@ int(tern_spawn)(tern_task_fn fn, void *arg, tern_task **out)
 
 void tern__task_wake(tern_task *t, uint32_t extra)
 {
-    uint32_t s = atomic_load_explicit(&t->state, ACQUIRE);
+    uint32_t s = atomic_load_explicit(&t->state, TERN__ACQUIRE);
     for (;;) {
         uint32_t n;
-        if (s & TS_COMPLETE)
+        if (s & TERN__TS_COMPLETE)
             return;
-        if (s & TS_RUNNING)
-            n = s | TS_NOTIFIED | extra;
-        else if (s & TS_SCHEDULED)
+        if (s & TERN__TS_RUNNING)
+            n = s | TERN__TS_NOTIFIED | extra;
+        else if (s & TERN__TS_SCHEDULED)
             n = s | extra;
         else
-            n = s | TS_SCHEDULED | extra;
+            n = s | TERN__TS_SCHEDULED | extra;
         /* Even when nothing changes (NOTIFIED or SCHEDULED already set) the
          * CAS writes: the task's next read-modify-write of the state then
          * reads from our release, so it sees the condition we set before
@@ -539,8 +539,8 @@ void tern__task_wake(tern_task *t, uint32_t extra)
          * pass unseen on weakly ordered CPUs.
          * acq_rel: acquire the parker's release (its context is saved),
          * release our own writes (the condition we are waking it for). */
-        if (atomic_compare_exchange_weak_explicit(&t->state, &s, n, ACQ_REL, ACQUIRE)) {
-            if (n != s && !(s & (TS_RUNNING | TS_SCHEDULED))) {
+        if (atomic_compare_exchange_weak_explicit(&t->state, &s, n, TERN__ACQ_REL, TERN__ACQUIRE)) {
+            if (n != s && !(s & (TERN__TS_RUNNING | TERN__TS_SCHEDULED))) {
                 /* Its saved context and the frames of the wait it returns
                  * through are cold by now (ping_pong's 2000 tasks missed
                  * on most of them): start loading them while the waker
@@ -566,16 +566,16 @@ int tern_task_cancel(tern_task *t)
 {
     if (!t)
         return -EINVAL;
-    uint32_t s = atomic_load_explicit(&t->state, ACQUIRE);
-    if (s & TS_COMPLETE)
+    uint32_t s = atomic_load_explicit(&t->state, TERN__ACQUIRE);
+    if (s & TERN__TS_COMPLETE)
         return -EALREADY;
-    tern__task_wake(t, TS_CANCELLED);
+    tern__task_wake(t, TERN__TS_CANCELLED);
     return 0;
 }
 
 int tern_task_done(const tern_task *t)
 {
-    return t && (atomic_load_explicit(&((tern_task *)t)->state, ACQUIRE) & TS_COMPLETE) != 0;
+    return t && (atomic_load_explicit(&((tern_task *)t)->state, TERN__ACQUIRE) & TERN__TS_COMPLETE) != 0;
 }
 
 uint64_t tern_task_id(const tern_task *t)
@@ -601,7 +601,7 @@ uint64_t tern_task_current_id(void)
  * body that finished without meeting one keeps its result. */
 static int cancelled(tern_task *t)
 {
-    if (!(atomic_load_explicit(&t->state, RELAXED) & TS_CANCELLED))
+    if (!(atomic_load_explicit(&t->state, TERN__RELAXED) & TERN__TS_CANCELLED))
         return 0;
     t->saw_cancel = 1;
     return 1;
@@ -619,7 +619,7 @@ static void task_entry(void *arg)
 {
     tern_task *t = arg;
     t->result = t->fn(t->arg);
-    t->reason = SW_DONE;
+    t->reason = TERN__SW_DONE;
     tern__fiber_switch(&t->fiber, &t->loop->sched, 1);
     __builtin_unreachable();
 }
@@ -650,7 +650,7 @@ static _Atomic(future_done_fn) future_done_hook;
 
 void tern__join_future_hook(future_done_fn done)
 {
-    atomic_store_explicit(&future_done_hook, done, RELAXED);
+    atomic_store_explicit(&future_done_hook, done, TERN__RELAXED);
 }
 
 static uintptr_t join_word(void *who, int tag)
@@ -662,32 +662,32 @@ int tern__join_claim(tern_task *t, void *who, int tag)
 {
     uintptr_t exp = 0;
     return atomic_compare_exchange_strong_explicit(&t->joiner, &exp, join_word(who, tag),
-                                                   SEQ_CST, RELAXED);
+                                                   TERN__SEQ_CST, TERN__RELAXED);
 }
 
 int tern__join_unclaim(tern_task *t, void *who, int tag)
 {
     uintptr_t exp = join_word(who, tag);
-    return atomic_compare_exchange_strong_explicit(&t->joiner, &exp, 0, SEQ_CST, RELAXED);
+    return atomic_compare_exchange_strong_explicit(&t->joiner, &exp, 0, TERN__SEQ_CST, TERN__RELAXED);
 }
 
 int tern__task_has_joiner(const tern_task *t)
 {
-    return atomic_load_explicit(&((tern_task *)t)->joiner, SEQ_CST) != 0;
+    return atomic_load_explicit(&((tern_task *)t)->joiner, TERN__SEQ_CST) != 0;
 }
 
 /* Empties the slot of a task that just became COMPLETE and tells the
  * joiner it held, if any: its result and status are final. */
 static void join_notify(tern_task *t)
 {
-    uintptr_t j = atomic_exchange_explicit(&t->joiner, 0, SEQ_CST);
+    uintptr_t j = atomic_exchange_explicit(&t->joiner, 0, TERN__SEQ_CST);
     void *who = (void *)(j & ~(uintptr_t)3);
     switch (j & 3) {
     case TERN__JOIN_THREAD:
         tern__thread_wake(who);
         break;
     case TERN__JOIN_FUTURE:
-        atomic_load_explicit(&future_done_hook, RELAXED)(who, t->result, t->status);
+        atomic_load_explicit(&future_done_hook, TERN__RELAXED)(who, t->result, t->status);
         break;
     default:
         if (who) {
@@ -702,17 +702,17 @@ static void join_notify(tern_task *t)
 uint32_t tern__task_job_start(tern_task *t)
 {
     /* acquire: the spawner's writes to the header and to arg */
-    return atomic_fetch_xor_explicit(&t->state, TS_SCHEDULED | TS_RUNNING, ACQUIRE);
+    return atomic_fetch_xor_explicit(&t->state, TERN__TS_SCHEDULED | TERN__TS_RUNNING, TERN__ACQUIRE);
 }
 
 int tern__task_freeze(tern_task *t)
 {
-    const uint32_t busy = TS_SCHEDULED | TS_RUNNING | TS_NOTIFIED | TS_COMPLETE;
-    uint32_t s = atomic_load_explicit(&t->state, RELAXED);
+    const uint32_t busy = TERN__TS_SCHEDULED | TERN__TS_RUNNING | TERN__TS_NOTIFIED | TERN__TS_COMPLETE;
+    uint32_t s = atomic_load_explicit(&t->state, TERN__RELAXED);
     /* idle is the only state nobody else moves a task out of; once RUNNING,
      * a wake only sets NOTIFIED */
-    while (!(s & busy) && !atomic_compare_exchange_weak_explicit(&t->state, &s, s | TS_RUNNING,
-                                                                 ACQUIRE, RELAXED))
+    while (!(s & busy) && !atomic_compare_exchange_weak_explicit(&t->state, &s, s | TERN__TS_RUNNING,
+                                                                 TERN__ACQUIRE, TERN__RELAXED))
         ;
     return !(s & busy);
 }
@@ -721,11 +721,11 @@ void tern__task_give_up(tern_task *t)
 {
     t->status = -ECANCELED;
     t->result = NULL;
-    uint32_t s = atomic_load_explicit(&t->state, RELAXED);
+    uint32_t s = atomic_load_explicit(&t->state, TERN__RELAXED);
     /* seq_cst: the join slot's pairing, as in tern__task_finish */
     while (!atomic_compare_exchange_weak_explicit(&t->state, &s,
-                                                  s | TS_COMPLETE | TS_CANCELLED, SEQ_CST,
-                                                  RELAXED))
+                                                  s | TERN__TS_COMPLETE | TERN__TS_CANCELLED, TERN__SEQ_CST,
+                                                  TERN__RELAXED))
         ;
     join_notify(t);
 }
@@ -745,7 +745,7 @@ void tern__task_finish(tern_loop *w, tern_task *t)
     tern_runtime *rt = t->rt;
     if (t->fiber.stack) {
         tern__fiber_destroy(&t->fiber);
-        tern__stack_put(rt->stacks, w ? w->index : TERN_STACK_NO_CACHE, t->fiber.stack);
+        tern__stack_put(rt->stacks, w ? w->index : TERN__STACK_NO_CACHE, t->fiber.stack);
         t->fiber.stack = NULL;
     }
     if (t->on_exit)
@@ -755,14 +755,14 @@ void tern__task_finish(tern_loop *w, tern_task *t)
      * idle task for an instant, and a racing wake (a cancel) would queue a
      * finished task a second time. release: result and status before
      * COMPLETE; seq_cst: see the joiner slot below. */
-    uint32_t s = atomic_load_explicit(&t->state, RELAXED);
+    uint32_t s = atomic_load_explicit(&t->state, TERN__RELAXED);
     while (!atomic_compare_exchange_weak_explicit(&t->state, &s,
-                                                  (s & TS_CANCELLED) | TS_COMPLETE, SEQ_CST,
-                                                  RELAXED))
+                                                  (s & TERN__TS_CANCELLED) | TERN__TS_COMPLETE, TERN__SEQ_CST,
+                                                  TERN__RELAXED))
         ;
     join_notify(t);
     count(rt, w, CNT_FINISHED);
-    if (atomic_load_explicit(&rt->closing, ACQUIRE)) {
+    if (atomic_load_explicit(&rt->closing, TERN__ACQUIRE)) {
         pthread_mutex_lock(&rt->done_lock);
         pthread_cond_broadcast(&rt->done_cond);
         pthread_mutex_unlock(&rt->done_lock);
@@ -770,7 +770,7 @@ void tern__task_finish(tern_loop *w, tern_task *t)
     tern__task_unref(t); /* the scheduler's reference */
 }
 
-/* One poll in TERN_POLL_SAMPLE (when tern_config.metrics is on) is timed
+/* One poll in TERN__POLL_SAMPLE (when tern_config.metrics is on) is timed
  * into the histogram; the countdown costs every other poll one decrement. */
 static __attribute__((noinline)) void poll_timed(tern_loop *w, tern_task *t)
 {
@@ -779,15 +779,15 @@ static __attribute__((noinline)) void poll_timed(tern_loop *w, tern_task *t)
         tern__fiber_switch(&w->sched, &t->fiber, 0);
         return;
     }
-    w->poll_countdown = TERN_POLL_SAMPLE;
+    w->poll_countdown = TERN__POLL_SAMPLE;
     uint64_t t0 = tern_now();
     tern__fiber_switch(&w->sched, &t->fiber, 0);
     uint64_t us = (tern_now() - t0) / 1000;
     unsigned b = us ? 64 - (unsigned)__builtin_clzll(us) : 0;
-    if (b >= TERN_POLL_HIST)
-        b = TERN_POLL_HIST - 1;
+    if (b >= TERN__POLL_HIST)
+        b = TERN__POLL_HIST - 1;
     atomic_store_explicit(&w->poll_hist[b],
-                          atomic_load_explicit(&w->poll_hist[b], RELAXED) + 1, RELAXED);
+                          atomic_load_explicit(&w->poll_hist[b], TERN__RELAXED) + 1, TERN__RELAXED);
 }
 
 /* Worker side: runs t (popped from a queue, state SCHEDULED) until it
@@ -796,8 +796,8 @@ void tern__task_run(tern_loop *w, tern_task *t)
 {
     /* A task run while the runtime closes is cancelled, so shutdown needs
      * to find only the parked ones (see the registry). */
-    if (atomic_load_explicit(&w->rt->closing, RELAXED))
-        atomic_fetch_or_explicit(&t->state, TS_CANCELLED, RELAXED);
+    if (atomic_load_explicit(&w->rt->closing, TERN__RELAXED))
+        atomic_fetch_or_explicit(&t->state, TERN__TS_CANCELLED, TERN__RELAXED);
     uint32_t s = 0;
     if (t->yielded) {
         /* Still RUNNING from before its yield: nobody else could have
@@ -805,9 +805,9 @@ void tern__task_run(tern_loop *w, tern_task *t)
         t->yielded = 0;
     } else {
         /* acquire: the context and data of the worker that last ran it */
-        s = atomic_fetch_xor_explicit(&t->state, TS_SCHEDULED | TS_RUNNING, ACQUIRE);
+        s = atomic_fetch_xor_explicit(&t->state, TERN__TS_SCHEDULED | TERN__TS_RUNNING, TERN__ACQUIRE);
     }
-    if (__builtin_expect(s & TS_COMPLETE, 0)) {
+    if (__builtin_expect(s & TERN__TS_COMPLETE, 0)) {
         /* Invariant 2 broken: fail loudly instead of corrupting the heap. */
         static const char msg[] = "tern: a finished task was scheduled again\n";
         (void)!write(2, msg, sizeof msg - 1);
@@ -815,7 +815,7 @@ void tern__task_run(tern_loop *w, tern_task *t)
     }
     if (!t->started) {
         t->started = 1;
-        if (s & TS_CANCELLED) {
+        if (s & TERN__TS_CANCELLED) {
             t->status = -ECANCELED; /* never started: its body never runs */
             tern__task_finish(w, t);
             return;
@@ -833,15 +833,15 @@ void tern__task_run(tern_loop *w, tern_task *t)
     t->budget = (uint16_t)w->rt->cfg.budget;
     w->current = t;
     tern__fiber_set_current(t->fiber.stack, t->id);
-    TERN_STAT_INC(w, tasks_run);
+    TERN__STAT_INC(w, tasks_run);
     /* release: the watchdog reads the task's spawn fields through it */
-    atomic_store_explicit(&w->busy_task, t, RELEASE);
+    atomic_store_explicit(&w->busy_task, t, TERN__RELEASE);
     if (__builtin_expect(--w->poll_countdown == 0, 0)) {
         poll_timed(w, t);
     } else {
         tern__fiber_switch(&w->sched, &t->fiber, 0);
     }
-    atomic_store_explicit(&w->busy_task, NULL, RELAXED);
+    atomic_store_explicit(&w->busy_task, NULL, TERN__RELAXED);
     tern__fiber_set_current(NULL, 0);
     w->current = NULL;
     /* Without a guard page (old kernels, past the mapping budget) an
@@ -849,29 +849,29 @@ void tern__task_run(tern_loop *w, tern_task *t)
     if (__builtin_expect(t->unguarded, 0) && tern__stack_check(t->fiber.stack))
         tern__stack_overflow_abort(t->fiber.stack, t->id);
 
-    if (t->reason == SW_DONE) {
+    if (t->reason == TERN__SW_DONE) {
         if (t->saw_cancel)
             t->status = -ECANCELED;
         tern__task_finish(w, t);
         return;
     }
-    if (t->reason == SW_YIELD) {
+    if (t->reason == TERN__SW_YIELD) {
         /* A yield leaves the state RUNNING: a wake meanwhile only sets
          * NOTIFIED (a stale permit at worst), so nobody else queues it. */
         t->yielded = 1;
         requeue(w, t);
         return;
     }
-    s = atomic_load_explicit(&t->state, RELAXED);
+    s = atomic_load_explicit(&t->state, TERN__RELAXED);
     for (;;) {
-        uint32_t n = s & ~(uint32_t)(TS_RUNNING | TS_NOTIFIED);
-        if (s & TS_NOTIFIED)
-            n |= TS_SCHEDULED;
+        uint32_t n = s & ~(uint32_t)(TERN__TS_RUNNING | TERN__TS_NOTIFIED);
+        if (s & TERN__TS_NOTIFIED)
+            n |= TERN__TS_SCHEDULED;
         /* release: the saved context and the task's writes, for whoever
          * wakes it and whichever worker runs it next; acquire: what a waker
          * wrote before setting NOTIFIED, for the task's next run */
-        if (atomic_compare_exchange_weak_explicit(&t->state, &s, n, ACQ_REL, RELAXED)) {
-            if (n & TS_SCHEDULED)
+        if (atomic_compare_exchange_weak_explicit(&t->state, &s, n, TERN__ACQ_REL, TERN__RELAXED)) {
+            if (n & TERN__TS_SCHEDULED)
                 requeue(w, t);
             return;
         }
@@ -893,13 +893,13 @@ int tern_yield(void)
         return -EPERM;
     if (cancelled(t))
         return -ECANCELED;
-    switch_out(t, SW_YIELD);
+    switch_out(t, TERN__SW_YIELD);
     return cancelled(t) ? -ECANCELED : 0;
 }
 
 static void sleep_put(tern__sleep *sl)
 {
-    if (atomic_fetch_sub_explicit(&sl->owners, 1, ACQ_REL) == 1)
+    if (atomic_fetch_sub_explicit(&sl->owners, 1, TERN__ACQ_REL) == 1)
         free(sl);
 }
 
@@ -926,12 +926,12 @@ tern__sleep *tern__sleep_of(tern__timer *tm)
 /* Arms a timer on the current worker's wheel that wakes t at deadline. */
 static tern__sleep *sleep_arm(tern_task *t, uint64_t deadline)
 {
-    tern__sleep *sl = TERN_FAULT_ALLOC(malloc(sizeof *sl));
+    tern__sleep *sl = TERN__FAULT_ALLOC(malloc(sizeof *sl));
     if (!sl)
         return NULL;
     memset(&sl->timer, 0, sizeof sl->timer);
     sl->timer.deadline = deadline;
-    sl->timer.kind = TERN_TIMER_SLEEP;
+    sl->timer.kind = TERN__TIMER_SLEEP;
     sl->task = tern_task_ref(t);
     sl->loop = t->loop;
     atomic_init(&sl->owners, 2);
@@ -960,21 +960,21 @@ static int sleep_disarm(tern_task *t, tern__sleep *sl)
      * the task (and its header) alive until the deadline, which for a
      * recv_until(now + 30 s) that succeeded at once is 30 s. */
     tern_loop *owner = sl->loop;
-    tern__sleep *head = atomic_load_explicit(&owner->sleep_reap, RELAXED);
+    tern__sleep *head = atomic_load_explicit(&owner->sleep_reap, TERN__RELAXED);
     do
         sl->reap_next = head;
-    while (!atomic_compare_exchange_weak_explicit(&owner->sleep_reap, &head, sl, SEQ_CST,
-                                                  RELAXED));
+    while (!atomic_compare_exchange_weak_explicit(&owner->sleep_reap, &head, sl, TERN__SEQ_CST,
+                                                  TERN__RELAXED));
     /* A parked owner would sleep until that very deadline: wake it (seq_cst
      * pairs with park's store of parked, then its look at the list). */
-    if (!head && atomic_exchange_explicit(&owner->parked, 0, SEQ_CST))
+    if (!head && atomic_exchange_explicit(&owner->parked, 0, TERN__SEQ_CST))
         tern__loop_wake(owner);
     return 0;
 }
 
 void tern__sleep_reap_remote(tern_loop *w)
 {
-    tern__sleep *sl = atomic_exchange_explicit(&w->sleep_reap, NULL, ACQUIRE);
+    tern__sleep *sl = atomic_exchange_explicit(&w->sleep_reap, NULL, TERN__ACQUIRE);
     while (sl) {
         tern__sleep *next = sl->reap_next;
         if (tern__wheel_remove(&w->wheel, &sl->timer)) {
@@ -996,14 +996,14 @@ int tern__park(uint64_t deadline, int nocancel)
         return -ECANCELED;
     /* A permit already waiting: take it without switching, while the
      * cooperative budget lasts. */
-    uint32_t s = atomic_load_explicit(&t->state, ACQUIRE);
-    if ((s & TS_NOTIFIED) && t->budget > 0) {
+    uint32_t s = atomic_load_explicit(&t->state, TERN__ACQUIRE);
+    if ((s & TERN__TS_NOTIFIED) && t->budget > 0) {
         t->budget--;
-        atomic_fetch_and_explicit(&t->state, ~(uint32_t)TS_NOTIFIED, ACQUIRE);
+        atomic_fetch_and_explicit(&t->state, ~(uint32_t)TERN__TS_NOTIFIED, TERN__ACQUIRE);
         return 0;
     }
-    if (s & TS_NOTIFIED)
-        TERN_STAT_INC(t->loop, budget_yields);
+    if (s & TERN__TS_NOTIFIED)
+        TERN__STAT_INC(t->loop, budget_yields);
     tern__sleep *sl = NULL;
     if (deadline) {
         if (tern_now() >= deadline)
@@ -1012,7 +1012,7 @@ int tern__park(uint64_t deadline, int nocancel)
         if (!sl)
             return -ENOMEM;
     }
-    switch_out(t, SW_PARK);
+    switch_out(t, TERN__SW_PARK);
     int fired = sl ? sleep_disarm(t, sl) : 0;
     if (!nocancel && cancelled(t))
         return -ECANCELED;
@@ -1063,7 +1063,7 @@ int tern_join(tern_task *t, void **result)
     if (me == t)
         return -EINVAL;
     /* acquire: pairs with the release in finish, so result is visible */
-    if (atomic_load_explicit(&t->state, ACQUIRE) & TS_COMPLETE)
+    if (atomic_load_explicit(&t->state, TERN__ACQUIRE) & TERN__TS_COMPLETE)
         return join_result(t, result);
 
     if (!me) {
@@ -1072,7 +1072,7 @@ int tern_join(tern_task *t, void **result)
             return -EBUSY;
         /* finish may or may not have taken our waiter; wait for it to let
          * go of it either way */
-        if ((atomic_load_explicit(&t->state, SEQ_CST) & TS_COMPLETE) &&
+        if ((atomic_load_explicit(&t->state, TERN__SEQ_CST) & TERN__TS_COMPLETE) &&
             tern__join_unclaim(t, &tw, TERN__JOIN_THREAD))
             return join_result(t, result);
         tern__thread_wait(&tw);
@@ -1086,12 +1086,12 @@ int tern_join(tern_task *t, void **result)
     }
     int r = 0;
     tern__wait_note(TERN__W_JOIN, (uintptr_t)t->id);
-    while (!(atomic_load_explicit(&t->state, SEQ_CST) & TS_COMPLETE)) {
+    while (!(atomic_load_explicit(&t->state, TERN__SEQ_CST) & TERN__TS_COMPLETE)) {
         r = tern__park(0, 0);
         if (r == -ECANCELED)
             break;
     }
-    if (r == -ECANCELED && !(atomic_load_explicit(&t->state, ACQUIRE) & TS_COMPLETE)) {
+    if (r == -ECANCELED && !(atomic_load_explicit(&t->state, TERN__ACQUIRE) & TERN__TS_COMPLETE)) {
         if (tern__join_unclaim(t, me, TERN__JOIN_TASK))
             tern__task_unref(me);
         /* else finish took the slot: it wakes us (a stale wake) and drops
@@ -1102,6 +1102,6 @@ int tern_join(tern_task *t, void **result)
     if (tern__join_unclaim(t, me, TERN__JOIN_TASK))
         tern__task_unref(me);
     /* acquire: pairs with the release in finish, so result is visible */
-    (void)atomic_load_explicit(&t->state, ACQUIRE);
+    (void)atomic_load_explicit(&t->state, TERN__ACQUIRE);
     return join_result(t, result);
 }

@@ -39,13 +39,13 @@ void tern__wq_unlink(tern__waitq *q, tern__waiter *w)
 
 int tern__waiter_claim(tern__waiter *w)
 {
-    uint32_t exp = W_WAITING;
+    uint32_t exp = TERN__WAKE_WAITING;
     /* acquire: what the waiter wrote into its node before queueing it is
      * ours to read (a message to take, a count of permits); on failure
      * too, so that whoever frees memory the waiter abandoned (a lookup on
      * the blocking pool) sees the waiter's last touches first */
-    return atomic_compare_exchange_strong_explicit(&w->wake->state, &exp, W_CLAIMED, ACQUIRE,
-                                                   ACQUIRE);
+    return atomic_compare_exchange_strong_explicit(&w->wake->state, &exp, TERN__WAKE_CLAIMED, TERN__ACQUIRE,
+                                                   TERN__ACQUIRE);
 }
 
 tern__waiter *tern__wq_claim(tern__waitq *q)
@@ -63,7 +63,7 @@ tern__waiter *tern__wq_peek(tern__waitq *q)
 {
     tern__waiter *w;
     while ((w = q->head)) {
-        if (atomic_load_explicit(&w->wake->state, RELAXED) == W_WAITING)
+        if (atomic_load_explicit(&w->wake->state, TERN__RELAXED) == TERN__WAKE_WAITING)
             return w;
         tern__wq_unlink(q, w); /* its owner gave up, or another node won */
     }
@@ -74,7 +74,7 @@ size_t tern__wq_count(const tern__waitq *q)
 {
     size_t n = 0;
     for (tern__waiter *w = q->head; w; w = w->next)
-        n += atomic_load_explicit(&w->wake->state, RELAXED) == W_WAITING;
+        n += atomic_load_explicit(&w->wake->state, TERN__RELAXED) == TERN__WAKE_WAITING;
     return n;
 }
 
@@ -89,7 +89,7 @@ size_t tern__wq_waiting(tern__waitq *q)
 void tern__wake_init(tern__wake *k)
 {
     k->task = tern_task_current();
-    atomic_init(&k->state, W_WAITING);
+    atomic_init(&k->state, TERN__WAKE_WAITING);
     atomic_init(&k->fired, -1);
 }
 
@@ -102,7 +102,7 @@ static void futex_wake_all(_Atomic uint32_t *word)
 
 void tern__wake_post(tern__waiter *w)
 {
-    atomic_store_explicit(&w->wake->fired, w->index, RELAXED);
+    atomic_store_explicit(&w->wake->fired, w->index, TERN__RELAXED);
     tern__wake_done(w->wake);
 }
 
@@ -119,13 +119,13 @@ void tern__wake_done(tern__wake *k)
 {
     tern_task *t = k->task;
     if (!t) {
-        atomic_store_explicit(&k->state, W_DONE, RELEASE);
+        atomic_store_explicit(&k->state, TERN__WAKE_DONE, TERN__RELEASE);
         futex_wake_all(&k->state);
         return;
     }
     tern_task_ref(t);
     /* release: the grant (a message copied, a lock handed) before DONE */
-    atomic_store_explicit(&k->state, W_DONE, RELEASE);
+    atomic_store_explicit(&k->state, TERN__WAKE_DONE, TERN__RELEASE);
     tern_unpark(t);
     tern_task_release(t);
 }
@@ -135,15 +135,15 @@ void tern__wake_count(tern__wake *k, int err_index)
     tern_task *t = k->task;
     if (err_index >= 0) {
         int exp = -1;
-        atomic_compare_exchange_strong_explicit(&k->fired, &exp, err_index, RELAXED, RELAXED);
+        atomic_compare_exchange_strong_explicit(&k->fired, &exp, err_index, TERN__RELAXED, TERN__RELAXED);
     }
     if (!t) {
-        atomic_fetch_add_explicit(&k->state, 1, RELEASE);
+        atomic_fetch_add_explicit(&k->state, 1, TERN__RELEASE);
         futex_wake_all(&k->state);
         return;
     }
     tern_task_ref(t);
-    atomic_fetch_add_explicit(&k->state, 1, RELEASE);
+    atomic_fetch_add_explicit(&k->state, 1, TERN__RELEASE);
     tern_unpark(t);
     tern_task_release(t);
 }
@@ -177,10 +177,10 @@ int tern__wake_wait(tern__wake *k, uint64_t deadline, int nocancel)
      * never saw -ECANCELED cancelled). */
     uint8_t saw = k->task ? tern__cancel_seen(k->task) : 0;
     for (;;) {
-        uint32_t s = atomic_load_explicit(&k->state, ACQUIRE);
-        if (s == W_DONE)
+        uint32_t s = atomic_load_explicit(&k->state, TERN__ACQUIRE);
+        if (s == TERN__WAKE_DONE)
             return 0;
-        if (s != W_WAITING) {
+        if (s != TERN__WAKE_WAITING) {
             /* claimed: the waker is mid-grant and will post DONE */
             tern__wake_block(k, s, 0, 1);
             continue;
@@ -188,9 +188,9 @@ int tern__wake_wait(tern__wake *k, uint64_t deadline, int nocancel)
         int r = tern__wake_block(k, s, deadline, nocancel);
         if (r == 0)
             continue;
-        uint32_t exp = W_WAITING;
-        if (atomic_compare_exchange_strong_explicit(&k->state, &exp, W_ABANDONED, ACQ_REL,
-                                                    ACQUIRE))
+        uint32_t exp = TERN__WAKE_WAITING;
+        if (atomic_compare_exchange_strong_explicit(&k->state, &exp, TERN__WAKE_ABANDONED, TERN__ACQ_REL,
+                                                    TERN__ACQUIRE))
             return r;
         /* a waker won the race: the grant is ours, take it */
         if (k->task)
@@ -202,7 +202,7 @@ int tern__wake_wait_count(tern__wake *k, uint32_t target, uint64_t deadline,
                           int (*stop)(tern__wake *k, void *arg), void *arg)
 {
     for (;;) {
-        uint32_t s = atomic_load_explicit(&k->state, ACQUIRE);
+        uint32_t s = atomic_load_explicit(&k->state, TERN__ACQUIRE);
         if (s >= target || (stop && stop(k, arg)))
             return 0;
         int r = tern__wake_block(k, s, deadline, 0);
@@ -214,6 +214,6 @@ int tern__wake_wait_count(tern__wake *k, uint32_t target, uint64_t deadline,
 void tern__wake_drain(tern__wake *k, uint32_t target)
 {
     uint32_t s;
-    while ((s = atomic_load_explicit(&k->state, ACQUIRE)) < target)
+    while ((s = atomic_load_explicit(&k->state, TERN__ACQUIRE)) < target)
         tern__wake_block(k, s, 0, 1);
 }

@@ -35,7 +35,7 @@
 
 #include "rt/internal.h"
 
-enum { W_WAITING, W_CLAIMED, W_DONE, W_ABANDONED };
+enum { TERN__WAKE_WAITING, TERN__WAKE_CLAIMED, TERN__WAKE_DONE, TERN__WAKE_ABANDONED };
 
 typedef struct tern__wake {
     tern_task *task;        /* NULL: a foreign thread, woken by futex */

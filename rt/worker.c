@@ -55,7 +55,7 @@ uint64_t tern_now(void)
 
 void tern__thread_wait(tern__thread_waiter *tw)
 {
-    while (!atomic_load_explicit(&tw->done, ACQUIRE))
+    while (!atomic_load_explicit(&tw->done, TERN__ACQUIRE))
         syscall(SYS_futex, &tw->done, FUTEX_WAIT_PRIVATE, 0, NULL, NULL, 0);
 }
 
@@ -63,7 +63,7 @@ void tern__thread_wake(tern__thread_waiter *tw)
 {
     /* The waiter may return (and its stack frame end) as soon as it sees
      * done; a futex wake on that address afterwards touches no memory. */
-    atomic_store_explicit(&tw->done, 1, RELEASE);
+    atomic_store_explicit(&tw->done, 1, TERN__RELEASE);
     syscall(SYS_futex, &tw->done, FUTEX_WAKE_PRIVATE, 1, NULL, NULL, 0);
 }
 
@@ -72,27 +72,27 @@ void tern__thread_wake(tern__thread_waiter *tw)
 void tern__loop_wake(tern_loop *w)
 {
     /* called from any thread: a real atomic add */
-    atomic_fetch_add_explicit(&w->stats.wakes, 1, RELAXED);
+    atomic_fetch_add_explicit(&w->stats.wakes, 1, TERN__RELAXED);
     w->driver->ops->wake(w->driver);
 }
 
 void tern__notify_work(tern_runtime *rt)
 {
-    TERN_FENCE(); /* publish-then-read, see the top */
-    if (atomic_load_explicit(&rt->idle.searching, RELAXED) != 0)
+    TERN__FENCE(); /* publish-then-read, see the top */
+    if (atomic_load_explicit(&rt->idle.searching, TERN__RELAXED) != 0)
         return;
-    if (atomic_load_explicit(&rt->idle.nsleepers, RELAXED) == 0)
+    if (atomic_load_explicit(&rt->idle.nsleepers, TERN__RELAXED) == 0)
         return;
     tern_loop *v = NULL;
     pthread_mutex_lock(&rt->idle.lock);
-    unsigned n = atomic_load_explicit(&rt->idle.nsleepers, RELAXED);
-    if (n && atomic_load_explicit(&rt->idle.searching, RELAXED) == 0) {
+    unsigned n = atomic_load_explicit(&rt->idle.nsleepers, TERN__RELAXED);
+    if (n && atomic_load_explicit(&rt->idle.searching, TERN__RELAXED) == 0) {
         v = rt->loops[rt->idle.sleepers[n - 1]];
-        atomic_store_explicit(&rt->idle.nsleepers, n - 1, RELAXED);
+        atomic_store_explicit(&rt->idle.nsleepers, n - 1, TERN__RELAXED);
         v->sleeping = 0;
-        atomic_store_explicit(&v->searching, 1, RELAXED); /* handed over: it wakes up
+        atomic_store_explicit(&v->searching, 1, TERN__RELAXED); /* handed over: it wakes up
                                                              as a searcher */
-        atomic_fetch_add_explicit(&rt->idle.searching, 1, SEQ_CST);
+        atomic_fetch_add_explicit(&rt->idle.searching, 1, TERN__SEQ_CST);
     }
     pthread_mutex_unlock(&rt->idle.lock);
     if (v)
@@ -101,10 +101,10 @@ void tern__notify_work(tern_runtime *rt)
 
 static void stop_searching(tern_loop *w)
 {
-    if (!atomic_load_explicit(&w->searching, RELAXED))
+    if (!atomic_load_explicit(&w->searching, TERN__RELAXED))
         return;
-    atomic_store_explicit(&w->searching, 0, RELAXED);
-    if (atomic_fetch_sub_explicit(&w->rt->idle.searching, 1, SEQ_CST) == 1)
+    atomic_store_explicit(&w->searching, 0, TERN__RELAXED);
+    if (atomic_fetch_sub_explicit(&w->rt->idle.searching, 1, TERN__SEQ_CST) == 1)
         tern__notify_work(w->rt);
 }
 
@@ -122,25 +122,25 @@ static uint32_t rng_next(tern_loop *w)
 
 static tern_task *take_lifo(tern_loop *w)
 {
-    tern_task *t = atomic_load_explicit(&w->lifo, RELAXED);
-    if (t && (t = atomic_exchange_explicit(&w->lifo, NULL, ACQUIRE)))
-        TERN_STAT_INC(w, lifo_hits);
+    tern_task *t = atomic_load_explicit(&w->lifo, TERN__RELAXED);
+    if (t && (t = atomic_exchange_explicit(&w->lifo, NULL, TERN__ACQUIRE)))
+        TERN__STAT_INC(w, lifo_hits);
     return t;
 }
 
-/* The next local task: the LIFO slot first (at most TERN_LIFO_STREAK times
+/* The next local task: the LIFO slot first (at most TERN__LIFO_STREAK times
  * in a row, so two tasks waking each other cannot starve the queue), then
  * the queue, then the LIFO slot after all. */
 static tern_task *next_local(tern_loop *w)
 {
     tern_task *t;
-    if (w->lifo_streak < TERN_LIFO_STREAK && (t = take_lifo(w))) {
+    if (w->lifo_streak < TERN__LIFO_STREAK && (t = take_lifo(w))) {
         w->lifo_streak++;
         return t;
     }
     w->lifo_streak = 0;
     if ((t = tern__queue_pop(w))) {
-        TERN_STAT_INC(w, local_hits);
+        TERN__STAT_INC(w, local_hits);
         return t;
     }
     return take_lifo(w);
@@ -159,8 +159,8 @@ static tern_task *steal(tern_loop *w)
             continue;
         unsigned got = tern__queue_steal(v, w);
         if (got) {
-            TERN_STAT_INC(w, steals);
-            TERN_STAT_ADD(w, stolen_tasks, got);
+            TERN__STAT_INC(w, steals);
+            TERN__STAT_ADD(w, stolen_tasks, got);
             return tern__queue_pop(w);
         }
     }
@@ -175,12 +175,12 @@ static tern_task *find_work(tern_loop *w)
     tern_task *t = tern__inject_pull(rt, w, 0);
     if (t)
         return t;
-    if (!atomic_load_explicit(&w->searching, RELAXED)) {
-        unsigned s = atomic_load_explicit(&rt->idle.searching, RELAXED);
+    if (!atomic_load_explicit(&w->searching, TERN__RELAXED)) {
+        unsigned s = atomic_load_explicit(&rt->idle.searching, TERN__RELAXED);
         if (2 * s >= rt->nworkers)
             return NULL;
-        atomic_store_explicit(&w->searching, 1, RELAXED);
-        atomic_fetch_add_explicit(&rt->idle.searching, 1, SEQ_CST);
+        atomic_store_explicit(&w->searching, 1, TERN__RELAXED);
+        atomic_fetch_add_explicit(&rt->idle.searching, 1, TERN__SEQ_CST);
     }
     for (int spin = 0; spin < 3; spin++) {
         t = steal(w);
@@ -194,11 +194,11 @@ static tern_task *find_work(tern_loop *w)
 
 static int work_anywhere(tern_runtime *rt)
 {
-    if (atomic_load_explicit(&rt->inject_len, RELAXED))
+    if (atomic_load_explicit(&rt->inject_len, TERN__RELAXED))
         return 1; /* either list */
     for (unsigned i = 0; i < rt->nworkers; i++) {
         tern_loop *v = rt->loops[i];
-        if (tern__queue_len(v) || atomic_load_explicit(&v->lifo, RELAXED))
+        if (tern__queue_len(v) || atomic_load_explicit(&v->lifo, TERN__RELAXED))
             return 1;
     }
     return 0;
@@ -211,14 +211,14 @@ static void unregister_sleeper(tern_loop *w)
     tern_runtime *rt = w->rt;
     pthread_mutex_lock(&rt->idle.lock);
     if (w->sleeping) {
-        unsigned n = atomic_load_explicit(&rt->idle.nsleepers, RELAXED);
+        unsigned n = atomic_load_explicit(&rt->idle.nsleepers, TERN__RELAXED);
         for (unsigned i = 0; i < n; i++) {
             if (rt->idle.sleepers[i] == w->index) {
                 rt->idle.sleepers[i] = rt->idle.sleepers[n - 1];
                 break;
             }
         }
-        atomic_store_explicit(&rt->idle.nsleepers, n - 1, RELAXED);
+        atomic_store_explicit(&rt->idle.nsleepers, n - 1, TERN__RELAXED);
         w->sleeping = 0;
     }
     pthread_mutex_unlock(&rt->idle.lock);
@@ -232,18 +232,18 @@ static void park(tern_loop *w)
      * hand us the searching role again (it writes w->searching under the
      * lock). The look at every queue below covers work that arrives while
      * nobody searches. */
-    if (atomic_load_explicit(&w->searching, RELAXED)) {
-        atomic_store_explicit(&w->searching, 0, RELAXED);
-        atomic_fetch_sub_explicit(&rt->idle.searching, 1, SEQ_CST);
+    if (atomic_load_explicit(&w->searching, TERN__RELAXED)) {
+        atomic_store_explicit(&w->searching, 0, TERN__RELAXED);
+        atomic_fetch_sub_explicit(&rt->idle.searching, 1, TERN__SEQ_CST);
     }
     pthread_mutex_lock(&rt->idle.lock);
-    unsigned n = atomic_load_explicit(&rt->idle.nsleepers, RELAXED);
+    unsigned n = atomic_load_explicit(&rt->idle.nsleepers, TERN__RELAXED);
     rt->idle.sleepers[n] = w->index;
-    atomic_store_explicit(&rt->idle.nsleepers, n + 1, RELAXED);
+    atomic_store_explicit(&rt->idle.nsleepers, n + 1, TERN__RELAXED);
     w->sleeping = 1;
     pthread_mutex_unlock(&rt->idle.lock);
-    atomic_store_explicit(&w->parked, 1, SEQ_CST);
-    TERN_FENCE(); /* registered, now look once more */
+    atomic_store_explicit(&w->parked, 1, TERN__SEQ_CST);
+    TERN__FENCE(); /* registered, now look once more */
 
     int64_t timeout = -1;
     uint64_t next = tern__wheel_next(&w->wheel);
@@ -251,18 +251,18 @@ static void park(tern_loop *w)
         uint64_t now = tern_now();
         timeout = next > now ? (int64_t)(next - now) : 0;
     }
-    if (work_anywhere(rt) || atomic_load_explicit(&w->inbox_nonempty, ACQUIRE) ||
-        atomic_load_explicit(&w->sleep_reap, ACQUIRE) ||
-        atomic_load_explicit(&rt->stopping, ACQUIRE))
+    if (work_anywhere(rt) || atomic_load_explicit(&w->inbox_nonempty, TERN__ACQUIRE) ||
+        atomic_load_explicit(&w->sleep_reap, TERN__ACQUIRE) ||
+        atomic_load_explicit(&rt->stopping, TERN__ACQUIRE))
         timeout = 0;
     if (timeout != 0)
-        TERN_STAT_INC(w, parks);
+        TERN__STAT_INC(w, parks);
     uint64_t t0 = tern_now();
-    TERN_STAT_ADD(w, busy_ns, t0 - w->busy_since);
+    TERN__STAT_ADD(w, busy_ns, t0 - w->busy_since);
     w->driver->ops->wait(w->driver, timeout);
     w->busy_since = tern_now();
     w->since_poll = 0;
-    atomic_store_explicit(&w->parked, 0, RELAXED);
+    atomic_store_explicit(&w->parked, 0, TERN__RELAXED);
     unregister_sleeper(w);
 }
 
@@ -272,9 +272,9 @@ static void park(tern_loop *w)
 static void maintain(tern_loop *w)
 {
     uint64_t now = tern_now();
-    atomic_store_explicit(&w->now, now, RELAXED);
+    atomic_store_explicit(&w->now, now, TERN__RELAXED);
     /* busy time accrues every turn, so a worker that never parks shows it */
-    TERN_STAT_ADD(w, busy_ns, now - w->busy_since);
+    TERN__STAT_ADD(w, busy_ns, now - w->busy_since);
     w->busy_since = now;
     tern__handles_run(w);
     /* I/O in flight (or descriptors homed here): a worker that stays busy
@@ -282,23 +282,23 @@ static void maintain(tern_loop *w)
      * sleeping. One that runs dry polls when it parks anyway, so polling
      * here every turn would double its system calls (it did: 4.1 per echo
      * request on epoll against Tokio's 2.7). */
-    if (w->since_poll >= TERN_EVENT_INTERVAL && atomic_load_explicit(&w->driver->busy, RELAXED)) {
+    if (w->since_poll >= TERN__EVENT_INTERVAL && atomic_load_explicit(&w->driver->busy, TERN__RELAXED)) {
         w->driver->ops->wait(w->driver, 0);
         w->since_poll = 0;
     }
-    if (atomic_load_explicit(&w->sleep_reap, RELAXED))
+    if (atomic_load_explicit(&w->sleep_reap, TERN__RELAXED))
         tern__sleep_reap_remote(w);
     if (w->wheel.count) {
         uint64_t fired = tern__wheel_advance(&w->wheel, now, tern__timer_fire,
                                              tern__timer_reap, w);
-        TERN_STAT_ADD(w, timers_fired, fired);
+        TERN__STAT_ADD(w, timers_fired, fired);
     }
-    atomic_store_explicit(&w->scheduled, w->wheel.count, RELAXED);
+    atomic_store_explicit(&w->scheduled, w->wheel.count, TERN__RELAXED);
 }
 
 static int should_exit(tern_loop *w)
 {
-    return atomic_load_explicit(&w->rt->stopping, ACQUIRE) && !work_anywhere(w->rt) &&
+    return atomic_load_explicit(&w->rt->stopping, TERN__ACQUIRE) && !work_anywhere(w->rt) &&
            !tern__handles_pending(w);
 }
 
@@ -307,7 +307,7 @@ static int should_exit(tern_loop *w)
  *   1. maintain: read the clock once, run the call_soon handles that were
  *      ready when the turn began, fire due timers (waking sleepers, running
  *      call_later/call_at handles in deadline order);
- *   2. run up to TERN_EVENT_INTERVAL local tasks (LIFO slot, then queue), so
+ *   2. run up to TERN__EVENT_INTERVAL local tasks (LIFO slot, then queue), so
  *      timers and handles wait at most that many tasks;
  *   3. after a full interval, take one task from the inject queue, so work
  *      from outside cannot starve behind a busy local queue (Go's 1-in-61);
@@ -322,7 +322,7 @@ static void loop_run(tern_loop *w)
 
         unsigned ran = 0;
         tern_task *t;
-        while (ran < TERN_EVENT_INTERVAL && (t = next_local(w))) {
+        while (ran < TERN__EVENT_INTERVAL && (t = next_local(w))) {
             /* A worker woken as a searcher may find its work locally (a
              * timer or handle made it): it must leave the searching count
              * before it runs anything, or notify_work would believe someone
@@ -332,7 +332,7 @@ static void loop_run(tern_loop *w)
             ran++;
         }
         w->since_poll += ran;
-        if (ran == TERN_EVENT_INTERVAL) {
+        if (ran == TERN__EVENT_INTERVAL) {
             if ((t = tern__inject_pull(w->rt, w, 1))) {
                 tern__task_run(w, t);
                 w->since_poll++;
@@ -372,9 +372,9 @@ void *tern__worker_main(void *arg)
         w->driver->fdtab = rt->fdtab;
     w->backend_note = rt->backend_note;
     tern__wheel_init(&w->wheel, tern_now(), 1000000);
-    atomic_store_explicit(&w->now, tern_now(), RELAXED);
+    atomic_store_explicit(&w->now, tern_now(), TERN__RELAXED);
     w->busy_since = tern_now();
-    w->poll_countdown = rt->cfg.metrics ? TERN_POLL_SAMPLE : UINT32_MAX;
+    w->poll_countdown = rt->cfg.metrics ? TERN__POLL_SAMPLE : UINT32_MAX;
 
     pthread_mutex_lock(&rt->start_lock);
     if (err && !rt->start_error)

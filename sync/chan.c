@@ -51,12 +51,12 @@ static int chan_new(size_t esize, size_t cap, int oneshot, tern_chan **out)
      * cache lines. An unbounded one grows into its own buffer. */
     int inline_buf = cap != TERN_CHAN_UNBOUNDED;
     size_t bytes = sizeof(tern_chan) + (inline_buf ? size * esize : 0);
-    tern_chan *ch = TERN_FAULT_ALLOC(calloc(1, bytes));
+    tern_chan *ch = TERN__FAULT_ALLOC(calloc(1, bytes));
     if (!ch)
         return -ENOMEM;
     if (inline_buf)
         ch->buf = (unsigned char *)(ch + 1);
-    else if (!(ch->buf = TERN_FAULT_ALLOC(malloc(size * esize)))) {
+    else if (!(ch->buf = TERN__FAULT_ALLOC(malloc(size * esize)))) {
         free(ch);
         return -ENOMEM;
     }
@@ -82,13 +82,13 @@ int tern_chan_new_oneshot(size_t esize, tern_chan **out)
 tern_chan *tern_chan_ref(tern_chan *ch)
 {
     if (ch)
-        atomic_fetch_add_explicit(&ch->refs, 1, RELAXED);
+        atomic_fetch_add_explicit(&ch->refs, 1, TERN__RELAXED);
     return ch;
 }
 
 void tern_chan_release(tern_chan *ch)
 {
-    if (!ch || atomic_fetch_sub_explicit(&ch->refs, 1, ACQ_REL) != 1)
+    if (!ch || atomic_fetch_sub_explicit(&ch->refs, 1, TERN__ACQ_REL) != 1)
         return;
     if (ch->cap == TERN_CHAN_UNBOUNDED)
         free(ch->buf);
@@ -138,7 +138,7 @@ static int grow(tern_chan *ch)
     size_t size = ch->size * 2;
     if (size > SIZE_MAX / ch->esize)
         return -ENOMEM;
-    unsigned char *buf = TERN_FAULT_ALLOC(malloc(size * ch->esize));
+    unsigned char *buf = TERN__FAULT_ALLOC(malloc(size * ch->esize));
     if (!buf)
         return -ENOMEM;
     for (size_t i = 0; i < ch->count; i++)
@@ -394,7 +394,7 @@ static int select_impl(tern_select_case *cases, size_t n, uint64_t deadline, int
     }
     if (r < 0)
         return r;
-    int i = atomic_load_explicit(&k.fired, RELAXED);
+    int i = atomic_load_explicit(&k.fired, TERN__RELAXED);
     cases[i].result = w[i].result;
     return i;
 }

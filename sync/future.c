@@ -48,7 +48,7 @@ int tern_future_new(tern_future **out)
 {
     if (!out)
         return -EINVAL;
-    tern_future *f = TERN_FAULT_ALLOC(calloc(1, sizeof *f));
+    tern_future *f = TERN__FAULT_ALLOC(calloc(1, sizeof *f));
     if (!f)
         return -ENOMEM;
     atomic_init(&f->refs, 1);
@@ -59,14 +59,14 @@ int tern_future_new(tern_future **out)
 tern_future *tern_future_ref(tern_future *f)
 {
     if (f)
-        atomic_fetch_add_explicit(&f->refs, 1, RELAXED);
+        atomic_fetch_add_explicit(&f->refs, 1, TERN__RELAXED);
     return f;
 }
 
 void tern_future_release(tern_future *f)
 {
     /* Pending callbacks hold references, so none is left here. */
-    if (f && atomic_fetch_sub_explicit(&f->refs, 1, ACQ_REL) == 1)
+    if (f && atomic_fetch_sub_explicit(&f->refs, 1, TERN__ACQ_REL) == 1)
         free(f);
 }
 
@@ -108,7 +108,7 @@ static int add_callback(tern_future *f, tern_loop *loop, tern_future_cb cb, void
         return -EINVAL;
     if (!internal && !loop && !(loop = tern_loop_current()))
         return -EINVAL;
-    fcb *c = TERN_FAULT_ALLOC(calloc(1, sizeof *c));
+    fcb *c = TERN__FAULT_ALLOC(calloc(1, sizeof *c));
     if (!c)
         return -ENOMEM;
     c->cb = cb;
@@ -121,7 +121,7 @@ static int add_callback(tern_future *f, tern_loop *loop, tern_future_cb cb, void
         return -ENOMEM;
     }
     TERN__LOCK(&f->q);
-    if (!atomic_load_explicit(&f->done, RELAXED)) {
+    if (!atomic_load_explicit(&f->done, TERN__RELAXED)) {
         if (f->cb_tail)
             f->cb_tail->next = c;
         else
@@ -181,13 +181,13 @@ static int complete(tern_future *f, void *value, int err)
         return -EINVAL;
     tern__waiter *post = NULL, *count = NULL, *w;
     TERN__LOCK(&f->q);
-    if (atomic_load_explicit(&f->done, RELAXED)) {
+    if (atomic_load_explicit(&f->done, TERN__RELAXED)) {
         TERN__UNLOCK(&f->q);
         return -EALREADY;
     }
     f->value = value;
     f->err = err;
-    atomic_store_explicit(&f->done, 1, RELEASE);
+    atomic_store_explicit(&f->done, 1, TERN__RELEASE);
     while ((w = f->q.head)) {
         tern__wq_unlink(&f->q, w);
         if (w->n == COUNTING) {
@@ -241,7 +241,7 @@ int tern_future_cancel(tern_future *f)
     if (!f)
         return -EINVAL;
     TERN__LOCK(&f->q);
-    int done = atomic_load_explicit(&f->done, RELAXED);
+    int done = atomic_load_explicit(&f->done, TERN__RELAXED);
     tern_task *task = done ? NULL : tern_task_ref(f->task);
     TERN__UNLOCK(&f->q);
     if (done)
@@ -257,7 +257,7 @@ int tern_future_cancel(tern_future *f)
 
 int tern_future_done(const tern_future *f)
 {
-    return f && atomic_load_explicit(&((tern_future *)f)->done, ACQUIRE);
+    return f && atomic_load_explicit(&((tern_future *)f)->done, TERN__ACQUIRE);
 }
 
 int tern_future_cancelled(const tern_future *f)
@@ -296,7 +296,7 @@ int tern_task_future(tern_task *t, tern_future **out)
     if (r < 0)
         return r;
     f->task = tern_task_ref(t);
-    atomic_store_explicit(&f->refs, 2, RELAXED); /* the caller's, the join slot's */
+    atomic_store_explicit(&f->refs, 2, TERN__RELAXED); /* the caller's, the join slot's */
     tern__join_future_hook(future_task_done); /* before a future can be in a slot */
     if (!tern__join_claim(t, f, TERN__JOIN_FUTURE)) {
         tern_task_release(t);
@@ -304,9 +304,9 @@ int tern_task_future(tern_task *t, tern_future **out)
         return -EBUSY;
     }
     /* finish may have missed the slot: whoever clears it completes f */
-    if ((atomic_load_explicit(&t->state, SEQ_CST) & TS_COMPLETE) &&
+    if ((atomic_load_explicit(&t->state, TERN__SEQ_CST) & TERN__TS_COMPLETE) &&
         tern__join_unclaim(t, f, TERN__JOIN_FUTURE)) {
-        (void)atomic_load_explicit(&t->state, ACQUIRE); /* result, status */
+        (void)atomic_load_explicit(&t->state, TERN__ACQUIRE); /* result, status */
         future_task_done(f, t->result, t->status);
     }
     *out = f;
@@ -354,7 +354,7 @@ static int future_wait(tern_future *f, uint64_t deadline, int nocancel)
     tern__waiter w = {.wake = &k};
     tern__wake_init(&k);
     TERN__LOCK(&f->q);
-    if (atomic_load_explicit(&f->done, RELAXED)) {
+    if (atomic_load_explicit(&f->done, TERN__RELAXED)) {
         TERN__UNLOCK(&f->q);
         return 0;
     }
@@ -395,7 +395,7 @@ static int check_list(tern_future *const *fs, size_t n)
 
 static tern__waiter *nodes_get(size_t n, tern__waiter *small)
 {
-    return n <= SMALL ? small : TERN_FAULT_ALLOC(malloc(n * sizeof(tern__waiter)));
+    return n <= SMALL ? small : TERN__FAULT_ALLOC(malloc(n * sizeof(tern__waiter)));
 }
 
 static void nodes_put(tern__waiter *w, tern__waiter *small)
@@ -406,7 +406,7 @@ static void nodes_put(tern__waiter *w, tern__waiter *small)
 
 static int first_failure(tern__wake *k, void *arg)
 {
-    return atomic_load_explicit(&k->fired, RELAXED) >= 0;
+    return atomic_load_explicit(&k->fired, TERN__RELAXED) >= 0;
 }
 
 int tern_gather(tern_future *const *fs, size_t n, unsigned flags, uint64_t deadline)
@@ -427,7 +427,7 @@ int tern_gather(tern_future *const *fs, size_t n, unsigned flags, uint64_t deadl
         tern_future *f = fs[i];
         w[i] = (tern__waiter){.wake = &k, .n = COUNTING, .index = (int)i};
         TERN__LOCK(&f->q);
-        if (!atomic_load_explicit(&f->done, RELAXED)) {
+        if (!atomic_load_explicit(&f->done, TERN__RELAXED)) {
             tern__wq_push(&f->q, &w[i]);
             queued++;
         } else if (f->err && !collect) {
@@ -459,7 +459,7 @@ int tern_gather(tern_future *const *fs, size_t n, unsigned flags, uint64_t deadl
     if (r < 0)
         return r;
     if (failed < 0 && !collect)
-        failed = atomic_load_explicit(&k.fired, RELAXED);
+        failed = atomic_load_explicit(&k.fired, TERN__RELAXED);
     return failed >= 0 ? fs[failed]->err : 0;
 }
 
@@ -481,7 +481,7 @@ int tern_wait_any(tern_future *const *fs, size_t n, uint64_t deadline)
         tern_future *f = fs[queued];
         w[queued] = (tern__waiter){.wake = &k, .index = (int)queued};
         TERN__LOCK(&f->q);
-        if (atomic_load_explicit(&f->done, RELAXED)) {
+        if (atomic_load_explicit(&f->done, TERN__RELAXED)) {
             TERN__UNLOCK(&f->q);
             found = (int)queued;
             break;
@@ -490,10 +490,10 @@ int tern_wait_any(tern_future *const *fs, size_t n, uint64_t deadline)
         TERN__UNLOCK(&f->q);
     }
     int r;
-    uint32_t exp = W_WAITING;
+    uint32_t exp = TERN__WAKE_WAITING;
     tern__wait_note(TERN__W_FUTURE, (uintptr_t)fs[0]);
-    if (found >= 0 && atomic_compare_exchange_strong_explicit(&k.state, &exp, W_ABANDONED,
-                                                              ACQ_REL, ACQUIRE))
+    if (found >= 0 && atomic_compare_exchange_strong_explicit(&k.state, &exp, TERN__WAKE_ABANDONED,
+                                                              TERN__ACQ_REL, TERN__ACQUIRE))
         r = 1; /* we settled it: the future we found done */
     else /* none done yet, or one of the queued ones fired first */
         r = tern__wake_wait(&k, found >= 0 ? 0 : deadline, found >= 0);
@@ -505,7 +505,7 @@ int tern_wait_any(tern_future *const *fs, size_t n, uint64_t deadline)
     nodes_put(w, small);
     if (r < 0)
         return r;
-    return r == 1 ? found : atomic_load_explicit(&k.fired, RELAXED);
+    return r == 1 ? found : atomic_load_explicit(&k.fired, TERN__RELAXED);
 }
 
 int tern_wait_for(tern_future *f, void **value, uint64_t deadline)
@@ -642,7 +642,7 @@ int tern_group_spawn_at(tern_group *g_, tern_group_fn fn, void *arg, const char 
     tern_runtime *rt = tern_runtime_current();
     if (!rt)
         return -EPERM;
-    struct tern__gchild *c = TERN_FAULT_ALLOC(calloc(1, sizeof *c));
+    struct tern__gchild *c = TERN__FAULT_ALLOC(calloc(1, sizeof *c));
     if (!c)
         return -ENOMEM;
     c->g = g;
@@ -663,7 +663,7 @@ int tern_group_spawn_at(tern_group *g_, tern_group_fn fn, void *arg, const char 
      * without ever running its body (which would read c). */
     tern_task *t;
     tern_future *f = NULL;
-    int r = tern__task_new(rt, child_main, c, TERN_KIND_FIBER, &t, 1, file, line);
+    int r = tern__task_new(rt, child_main, c, TERN__KIND_FIBER, &t, 1, file, line);
     if (r == 0) {
         c->task = t;
         if ((r = tern_task_future(t, &f)) == 0) {

@@ -99,7 +99,7 @@ int tern_mutex_destroy(tern_mutex *m_)
     tern__mutex *m = tern__mutex_of(m_);
     if (!m)
         return -EINVAL;
-    if (atomic_load_explicit(&m->state, RELAXED) || has_waiters(&m->q))
+    if (atomic_load_explicit(&m->state, TERN__RELAXED) || has_waiters(&m->q))
         return -EBUSY;
     return 0;
 }
@@ -111,17 +111,17 @@ static int mutex_lock_slow(tern__mutex *m, uint64_t deadline, int nocancel)
     waiter_init(&w, &k, 0);
     TERN__LOCK(&m->q);
     /* A CAS loop, since the fast paths keep moving the word under us. */
-    unsigned s = atomic_load_explicit(&m->state, RELAXED);
+    unsigned s = atomic_load_explicit(&m->state, TERN__RELAXED);
     for (;;) {
         if (!(s & M_LOCKED)) {
             if (atomic_compare_exchange_weak_explicit(&m->state, &s, s | M_LOCKED,
-                                                      ACQUIRE, RELAXED)) {
+                                                      TERN__ACQUIRE, TERN__RELAXED)) {
                 TERN__UNLOCK(&m->q);
                 return 0;
             }
         } else if ((s & M_WAITERS) ||
                    atomic_compare_exchange_weak_explicit(&m->state, &s, s | M_WAITERS,
-                                                         RELAXED, RELAXED)) {
+                                                         TERN__RELAXED, TERN__RELAXED)) {
             break;
         }
     }
@@ -130,7 +130,7 @@ static int mutex_lock_slow(tern__mutex *m, uint64_t deadline, int nocancel)
         return 0; /* the unlocker left the word LOCKED for us */
     tern__wq_unlink(&m->q, &w);
     if (!m->q.head)
-        atomic_fetch_and_explicit(&m->state, ~M_WAITERS, RELAXED);
+        atomic_fetch_and_explicit(&m->state, ~M_WAITERS, TERN__RELAXED);
     TERN__UNLOCK(&m->q);
     return r;
 }
@@ -140,8 +140,8 @@ static int mutex_lock_slow(tern__mutex *m, uint64_t deadline, int nocancel)
 static int mutex_try(tern__mutex *m)
 {
     unsigned exp = 0;
-    return atomic_compare_exchange_strong_explicit(&m->state, &exp, M_LOCKED, ACQUIRE,
-                                                   RELAXED);
+    return atomic_compare_exchange_strong_explicit(&m->state, &exp, M_LOCKED, TERN__ACQUIRE,
+                                                   TERN__RELAXED);
 }
 
 static int mutex_lock(tern__mutex *m, uint64_t deadline, int nocancel)
@@ -176,12 +176,12 @@ static int mutex_release(tern__mutex *m, tern__waiter **next)
     *next = NULL;
     unsigned s = M_LOCKED;
     /* release: the critical section before the next owner's acquire CAS */
-    if (atomic_compare_exchange_strong_explicit(&m->state, &s, 0, RELEASE, RELAXED))
+    if (atomic_compare_exchange_strong_explicit(&m->state, &s, 0, TERN__RELEASE, TERN__RELAXED))
         return 0;
     if (!(s & M_LOCKED))
         return -EPERM;
     TERN__LOCK(&m->q);
-    s = atomic_load_explicit(&m->state, RELAXED);
+    s = atomic_load_explicit(&m->state, TERN__RELAXED);
     if (!(s & M_LOCKED)) {
         TERN__UNLOCK(&m->q);
         return -EPERM;
@@ -191,7 +191,7 @@ static int mutex_release(tern__mutex *m, tern__waiter **next)
      * Handing over keeps LOCKED: nobody can slip in between. */
     tern__waiter *w = tern__wq_claim(&m->q);
     unsigned ns = !w ? 0 : m->q.head ? M_LOCKED | M_WAITERS : M_LOCKED;
-    atomic_store_explicit(&m->state, ns, RELEASE);
+    atomic_store_explicit(&m->state, ns, TERN__RELEASE);
     TERN__UNLOCK(&m->q);
     if (w) {
         w->result = 0;
@@ -479,7 +479,7 @@ int tern_event_set(tern_event *e_)
     TERN__LOCK(&e->q);
     /* release: what the setter wrote before, for waiters that see the flag
      * without queueing */
-    atomic_store_explicit(&e->set, 1, RELEASE);
+    atomic_store_explicit(&e->set, 1, TERN__RELEASE);
     tern__waiter *all = claim_all(&e->q);
     TERN__UNLOCK(&e->q);
     tern__wake_post_all(all);
@@ -492,14 +492,14 @@ int tern_event_clear(tern_event *e_)
     if (!e)
         return -EINVAL;
     /* Waiters already woken by a set stay woken (asyncio). */
-    atomic_store_explicit(&e->set, 0, RELAXED);
+    atomic_store_explicit(&e->set, 0, TERN__RELAXED);
     return 0;
 }
 
 int tern_event_is_set(tern_event *e_)
 {
     tern__event *e = tern__event_of(e_);
-    return e && atomic_load_explicit(&e->set, ACQUIRE);
+    return e && atomic_load_explicit(&e->set, TERN__ACQUIRE);
 }
 
 int tern_event_wait(tern_event *e_, uint64_t deadline)
@@ -507,7 +507,7 @@ int tern_event_wait(tern_event *e_, uint64_t deadline)
     tern__event *e = tern__event_of(e_);
     if (!e)
         return -EINVAL;
-    if (atomic_load_explicit(&e->set, ACQUIRE))
+    if (atomic_load_explicit(&e->set, TERN__ACQUIRE))
         return 0;
     tern__waiter w;
     tern__wake k;
@@ -515,7 +515,7 @@ int tern_event_wait(tern_event *e_, uint64_t deadline)
     TERN__LOCK(&e->q);
     /* set stores the flag under this lock, so it is either seen here or
      * finds us queued */
-    if (atomic_load_explicit(&e->set, ACQUIRE)) {
+    if (atomic_load_explicit(&e->set, TERN__ACQUIRE)) {
         TERN__UNLOCK(&e->q);
         return 0;
     }

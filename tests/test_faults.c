@@ -174,10 +174,10 @@ START_TEST(spawn_stress)
     ck_assert_int_gt(spawn_ok, 0);
     ck_assert_int_gt(spawn_fail, 0);
     ck_assert_int_gt(spawn_nostack, 0);
-    ck_assert_uint_gt(tern__fault_count(TERN_FAULT_MALLOC), 0);
-    ck_assert_uint_gt(tern__fault_count(TERN_FAULT_MMAP), 0);
-    ck_assert_uint_gt(tern__fault_count(TERN_FAULT_MADVISE) +
-                          tern__fault_count(TERN_FAULT_MPROTECT),
+    ck_assert_uint_gt(tern__fault_count(TERN__FAULT_MALLOC), 0);
+    ck_assert_uint_gt(tern__fault_count(TERN__FAULT_MMAP), 0);
+    ck_assert_uint_gt(tern__fault_count(TERN__FAULT_MADVISE) +
+                          tern__fault_count(TERN__FAULT_MPROTECT),
                       0);
     tern__fault_set(NULL);
 }
@@ -253,7 +253,7 @@ START_TEST(timers)
     ck_assert_int_gt(atomic_load(&sleep_enomem), 0);
     ck_assert_int_gt(timers_armed, 0);
     ck_assert_int_lt(timers_armed, 50);
-    ck_assert_uint_gt(tern__fault_count(TERN_FAULT_MALLOC), 0);
+    ck_assert_uint_gt(tern__fault_count(TERN__FAULT_MALLOC), 0);
     tern__fault_set(NULL);
 }
 END_TEST
@@ -379,7 +379,7 @@ START_TEST(channels)
         sent += atomic_load(&msg_sent[m]);
     }
     ck_assert_int_gt(sent, PRODUCERS * PER / 2);
-    ck_assert_uint_gt(tern__fault_count(TERN_FAULT_MALLOC), 0);
+    ck_assert_uint_gt(tern__fault_count(TERN__FAULT_MALLOC), 0);
     tern__fault_set(NULL);
 }
 END_TEST
@@ -457,7 +457,7 @@ START_TEST(pump_without_stack)
      * a stack when the pump runs there */
     if (run_faulty(1, "mmap:ENOMEM", pump_main, NULL) < 0)
         return;
-    ck_assert_uint_gt(tern__fault_count(TERN_FAULT_MMAP), 0);
+    ck_assert_uint_gt(tern__fault_count(TERN__FAULT_MMAP), 0);
     tern__fault_set(NULL);
 }
 END_TEST
@@ -487,7 +487,7 @@ static int try_new(tern_backend be, unsigned workers, const char *spec,
     tern_runtime *rt = NULL;
     int r = tern_runtime_new(&cfg, &rt);
     unsigned long n = 0;
-    for (int s = 0; s < TERN_FAULT_NSEAMS; s++)
+    for (int s = 0; s < TERN__FAULT_NSEAMS; s++)
         n += tern__fault_count(s);
     if (fired) *fired = n;
     tern__fault_set(NULL); /* creation is what is under test */
@@ -802,12 +802,12 @@ START_TEST(echo_service)
     atomic_store(&srv_stop, 1);
     ck_assert_int_eq(tern_join(srv, NULL), 0);
     unsigned long io_faults =
-        tern__fault_count(TERN_FAULT_READ) + tern__fault_count(TERN_FAULT_RECV) +
-        tern__fault_count(TERN_FAULT_WRITE) + tern__fault_count(TERN_FAULT_SEND);
-    unsigned long accept_faults = tern__fault_count(TERN_FAULT_ACCEPT);
-    unsigned long driver_faults = tern__fault_count(TERN_FAULT_URING_SUBMIT) +
-                                  tern__fault_count(TERN_FAULT_EPOLL_WAIT);
-    unsigned long malloc_faults = tern__fault_count(TERN_FAULT_MALLOC);
+        tern__fault_count(TERN__FAULT_READ) + tern__fault_count(TERN__FAULT_RECV) +
+        tern__fault_count(TERN__FAULT_WRITE) + tern__fault_count(TERN__FAULT_SEND);
+    unsigned long accept_faults = tern__fault_count(TERN__FAULT_ACCEPT);
+    unsigned long driver_faults = tern__fault_count(TERN__FAULT_URING_SUBMIT) +
+                                  tern__fault_count(TERN__FAULT_EPOLL_WAIT);
+    unsigned long malloc_faults = tern__fault_count(TERN__FAULT_MALLOC);
     ck_assert_int_eq(tern_runtime_free(rt), 0);
     tern__fault_set(NULL);
     ck_assert_int_eq(tern_close(l), 0);
@@ -868,7 +868,7 @@ START_TEST(connect_faults)
     if (run_faulty(2, "connect:p=0.5,seed=3", connect_main, (void *)(intptr_t)l) == 0) {
         ck_assert_int_gt(conn_ok, 0);
         ck_assert_int_gt(conn_refused, 0);
-        ck_assert_uint_eq(tern__fault_count(TERN_FAULT_CONNECT),
+        ck_assert_uint_eq(tern__fault_count(TERN__FAULT_CONNECT),
                           (unsigned long)conn_refused);
     }
     tern__fault_set(NULL);
@@ -895,21 +895,21 @@ START_TEST(spec_syntax)
     /* every=3 after 2: calls 5, 8, 11 fail, with the errno asked for */
     ck_assert_int_eq(tern__fault_set("read:EIO:every=3:after=2"), 0);
     for (int n = 1; n <= 12; n++)
-        ck_assert_int_eq(tern__fault(TERN_FAULT_READ),
+        ck_assert_int_eq(tern__fault(TERN__FAULT_READ),
                          n > 2 && (n - 2) % 3 == 0 ? EIO : 0);
-    ck_assert_uint_eq(tern__fault_count(TERN_FAULT_READ), 3);
-    ck_assert_uint_eq(tern__fault_calls(TERN_FAULT_READ), 12);
-    ck_assert_int_eq(tern__fault(TERN_FAULT_WRITE), 0); /* not named: off */
+    ck_assert_uint_eq(tern__fault_count(TERN__FAULT_READ), 3);
+    ck_assert_uint_eq(tern__fault_calls(TERN__FAULT_READ), 12);
+    ck_assert_int_eq(tern__fault(TERN__FAULT_WRITE), 0); /* not named: off */
 
     /* p: about that share, default errno */
     ck_assert_int_eq(tern__fault_set("accept:p=0.25,seed=7"), 0);
     int hits = 0;
     for (int n = 0; n < 4000; n++)
-        hits += tern__fault(TERN_FAULT_ACCEPT) == EMFILE;
+        hits += tern__fault(TERN__FAULT_ACCEPT) == EMFILE;
     ck_assert_int_gt(hits, 800);
     ck_assert_int_lt(hits, 1200);
     ck_assert_int_eq(tern__fault_set(NULL), 0);
-    ck_assert_int_eq(tern__fault(TERN_FAULT_ACCEPT), 0);
+    ck_assert_int_eq(tern__fault(TERN__FAULT_ACCEPT), 0);
 }
 END_TEST
 

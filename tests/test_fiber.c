@@ -458,13 +458,13 @@ static void check_overflow(int guard, uint64_t id)
 
 START_TEST(test_overflow_madvise_guard)
 {
-    check_overflow(TERN_GUARD_AUTO, 4242);
+    check_overflow(TERN__GUARD_AUTO, 4242);
 }
 END_TEST
 
 START_TEST(test_overflow_mprotect_guard)
 {
-    check_overflow(TERN_GUARD_MPROTECT, 18446744073709551615ull);
+    check_overflow(TERN__GUARD_MPROTECT, 18446744073709551615ull);
 }
 END_TEST
 
@@ -515,7 +515,7 @@ END_TEST
 START_TEST(test_mprotect_guard)
 {
     tern__stack_pool *pool = new_pool(STACK_SIZE, 1);
-    tern__stack_pool_set_guard(pool, TERN_GUARD_MPROTECT);
+    tern__stack_pool_set_guard(pool, TERN__GUARD_MPROTECT);
     tern__stack *s = tern__stack_get(pool, 0);
     ck_assert_ptr_nonnull(s);
     ck_assert_int_eq(s->guarded, 1);
@@ -540,7 +540,7 @@ static void cn_entry(void *arg)
 START_TEST(test_canary)
 {
     tern__stack_pool *pool = new_pool(STACK_SIZE, 1);
-    tern__stack_pool_set_guard(pool, TERN_GUARD_CANARY);
+    tern__stack_pool_set_guard(pool, TERN__GUARD_CANARY);
     tern__stack *s = tern__stack_get(pool, 0);
     ck_assert_ptr_nonnull(s);
     ck_assert_int_eq(s->guarded, 0);
@@ -571,7 +571,7 @@ static void canary_abort_child(void *p)
 {
     tern__stack_pool *pool;
     tern__stack_pool_new(STACK_SIZE, 1, &pool);
-    tern__stack_pool_set_guard(pool, TERN_GUARD_CANARY);
+    tern__stack_pool_set_guard(pool, TERN__GUARD_CANARY);
     tern__stack *s = tern__stack_get(pool, 0);
     if (tern__stack_check(s) == 0) s->base[4096] ^= 1;
     if (tern__stack_check(s) != 0) tern__stack_overflow_abort(s, 99);
@@ -596,17 +596,17 @@ START_TEST(test_pool_bad_args)
     ck_assert_int_eq(tern__stack_pool_new(STACK_SIZE, 1, NULL), -EINVAL);
     ck_assert_int_eq(tern__stack_pool_new(0, 1, &p), -EINVAL);
     ck_assert_ptr_null(p);
-    ck_assert_int_eq(tern__stack_pool_new(TERN_STACK_MIN - 1, 1, &p), -EINVAL);
-    ck_assert_int_eq(tern__stack_pool_new(TERN_STACK_MAX + 1, 1, &p), -EINVAL);
+    ck_assert_int_eq(tern__stack_pool_new(TERN__STACK_MIN - 1, 1, &p), -EINVAL);
+    ck_assert_int_eq(tern__stack_pool_new(TERN__STACK_MAX + 1, 1, &p), -EINVAL);
     ck_assert_int_eq(tern__stack_pool_new(STACK_SIZE, 0, &p), -EINVAL);
-    ck_assert_int_eq(tern__stack_pool_new(STACK_SIZE, TERN_STACK_MAX_CACHES + 1, &p),
+    ck_assert_int_eq(tern__stack_pool_new(STACK_SIZE, TERN__STACK_MAX_CACHES + 1, &p),
                      -EINVAL);
     ck_assert_ptr_null(p);
     tern__stack_pool_free(NULL);
     /* Sizes round up to pages; the guard is part of the size. */
-    ck_assert_int_eq(tern__stack_pool_new(TERN_STACK_MIN + 1, 1, &p), 0);
+    ck_assert_int_eq(tern__stack_pool_new(TERN__STACK_MIN + 1, 1, &p), 0);
     tern__stack *s = tern__stack_get(p, 0);
-    ck_assert_uint_eq(s->size, TERN_STACK_MIN + 4096);
+    ck_assert_uint_eq(s->size, TERN__STACK_MIN + 4096);
     ck_assert_uint_eq((uintptr_t)s->base % 4096, 0);
     tern__stack_put(p, 0, s);
     tern__stack_pool_free(p);
@@ -632,10 +632,10 @@ START_TEST(test_pool_reuse)
     }
     ck_assert_uint_eq(tern__stack_pool_carved(pool), carved);
     /* A thread without a cache uses the global list. */
-    tern__stack *g = tern__stack_get(pool, TERN_STACK_NO_CACHE);
+    tern__stack *g = tern__stack_get(pool, TERN__STACK_NO_CACHE);
     ck_assert_ptr_nonnull(g);
     ck_assert_ptr_ne(g, s);
-    tern__stack_put(pool, TERN_STACK_NO_CACHE, g);
+    tern__stack_put(pool, TERN__STACK_NO_CACHE, g);
     tern__stack_pool_free(pool);
 }
 END_TEST
@@ -752,7 +752,7 @@ static void enomem_child(void *p)
     while (n < 100000 && (st[n] = tern__stack_get(pool, 0)) != NULL)
         n++;
     if (n == 0 || n == 100000) _exit(5);
-    if (tern__stack_get(pool, TERN_STACK_NO_CACHE) != NULL) _exit(6);
+    if (tern__stack_get(pool, TERN__STACK_NO_CACHE) != NULL) _exit(6);
     for (int i = 0; i < n; i++)
         tern__stack_put(pool, 0, st[i]);
     /* Freed stacks are handed out again even now. */
