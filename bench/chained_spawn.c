@@ -17,7 +17,7 @@
 _Static_assert(sizeof(void *) == 8, "chained_spawn packs two 32-bit counts in a pointer");
 
 static struct {
-    tern_task *waiter;  /* a reference, given back by the last task */
+    tern_task *waiter;    /* a reference, given back by the last task */
     _Atomic uint64_t ran; /* depth the chain carried, set by the last task */
     _Atomic int done;
     _Atomic int err;

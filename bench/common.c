@@ -37,8 +37,8 @@ static int parse_u64(const char *s, uint64_t *out)
 }
 
 void bench_parse(int argc, char **argv, const char *workload, int nsizes,
-                 const char *const *names, const uint64_t *defaults,
-                 const uint64_t *max, bench_args *out)
+                 const char *const *names, const uint64_t *defaults, const uint64_t *max,
+                 bench_args *out)
 {
     char msg[256];
     int npos = 0;
@@ -144,18 +144,19 @@ void bench_print_metrics(tern_runtime *rt)
     if (tern_runtime_metrics(rt, &m) < 0)
         return;
     const tern_worker_stats *s = &m.total;
-    printf("INFO metrics backend=%s tasks_run=%llu steals=%llu stolen_tasks=%llu parks=%llu "
-           "wakes=%llu inject_pulls=%llu lifo_hits=%llu local_hits=%llu budget_yields=%llu "
-           "handles_run=%llu timers_fired=%llu busy_ms=%.1f io_submitted=%llu "
-           "io_completed=%llu stalls=%llu",
-           m.backend, (unsigned long long)s->tasks_run, (unsigned long long)s->steals,
-           (unsigned long long)s->stolen_tasks, (unsigned long long)s->parks,
-           (unsigned long long)s->wakes, (unsigned long long)s->inject_pulls,
-           (unsigned long long)s->lifo_hits, (unsigned long long)s->local_hits,
-           (unsigned long long)s->budget_yields, (unsigned long long)s->handles_run,
-           (unsigned long long)s->timers_fired, (double)s->busy_ns / 1e6,
-           (unsigned long long)s->io_submitted, (unsigned long long)s->io_completed,
-           (unsigned long long)m.stalls);
+    printf(
+        "INFO metrics backend=%s tasks_run=%llu steals=%llu stolen_tasks=%llu parks=%llu "
+        "wakes=%llu inject_pulls=%llu lifo_hits=%llu local_hits=%llu budget_yields=%llu "
+        "handles_run=%llu timers_fired=%llu busy_ms=%.1f io_submitted=%llu "
+        "io_completed=%llu stalls=%llu",
+        m.backend, (unsigned long long)s->tasks_run, (unsigned long long)s->steals,
+        (unsigned long long)s->stolen_tasks, (unsigned long long)s->parks,
+        (unsigned long long)s->wakes, (unsigned long long)s->inject_pulls,
+        (unsigned long long)s->lifo_hits, (unsigned long long)s->local_hits,
+        (unsigned long long)s->budget_yields, (unsigned long long)s->handles_run,
+        (unsigned long long)s->timers_fired, (double)s->busy_ns / 1e6,
+        (unsigned long long)s->io_submitted, (unsigned long long)s->io_completed,
+        (unsigned long long)m.stalls);
     uint64_t sampled = 0;
     for (int b = 0; b < TERN_POLL_BUCKETS; b++)
         sampled += m.poll_hist[b];

@@ -15,8 +15,8 @@
 #define BENCH_DEFAULT_WORKERS 2u
 
 typedef struct bench_args {
-    unsigned workers;                 /* --workers N, default 2 */
-    uint64_t size[BENCH_MAX_SIZES];   /* positional sizes (defaults filled in) */
+    unsigned workers;               /* --workers N, default 2 */
+    uint64_t size[BENCH_MAX_SIZES]; /* positional sizes (defaults filled in) */
 } bench_args;
 
 /* Parses argv as `<workload> [--workers N] [SIZE...]` (--workers N or
@@ -24,8 +24,8 @@ typedef struct bench_args {
  * (for the usage line). Each size must be an integer in 1..max[i] (max NULL:
  * no limit beyond uint64). Bad arguments: usage on stderr, exit 2. */
 void bench_parse(int argc, char **argv, const char *workload, int nsizes,
-                 const char *const *names, const uint64_t *defaults,
-                 const uint64_t *max, bench_args *out);
+                 const char *const *names, const uint64_t *defaults, const uint64_t *max,
+                 bench_args *out);
 
 /* CLOCK_MONOTONIC in nanoseconds. */
 uint64_t bench_now_ns(void);

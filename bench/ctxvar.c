@@ -39,7 +39,10 @@ typedef struct state {
 
 enum { GET, SET, COPY };
 
-static void *val(uint64_t x) { return (void *)(uintptr_t)x; }
+static void *val(uint64_t x)
+{
+    return (void *)(uintptr_t)x;
+}
 
 /* Sets vars[0..n) to i + 1 in the current context and checks its length. */
 static void set_all(state *st, size_t n)
@@ -91,7 +94,8 @@ static void measure_set(state *st)
                     "each variable holds its last set value");
     }
     tern_context *c = tern_context_copy();
-    bench_check(tern_context_len(c) == n, "sets of set variables did not grow the context");
+    bench_check(tern_context_len(c) == n,
+                "sets of set variables did not grow the context");
     tern_context_release(c);
 }
 
@@ -122,9 +126,15 @@ static void *one(void *arg)
     state *st = arg;
     set_all(st, st->nvars);
     switch (st->kind) {
-    case GET: measure_get(st); break;
-    case SET: measure_set(st); break;
-    default: measure_copy(st); break;
+    case GET:
+        measure_get(st);
+        break;
+    case SET:
+        measure_set(st);
+        break;
+    default:
+        measure_copy(st);
+        break;
     }
     return NULL;
 }
@@ -144,9 +154,9 @@ static void *root(void *arg)
         int kind;
         size_t nvars;
     } runs[] = {
-        {"ctxvar_get", GET, 1},       {"ctxvar_get", GET, 100},
-        {"ctxvar_set", SET, 1},       {"ctxvar_set", SET, 100},
-        {"context_copy", COPY, 1},    {"context_copy", COPY, 100},
+        {"ctxvar_get", GET, 1},           {"ctxvar_get", GET, 100},
+        {"ctxvar_set", SET, 1},           {"ctxvar_set", SET, 100},
+        {"context_copy", COPY, 1},        {"context_copy", COPY, 100},
         {"context_copy", COPY, MAX_VARS},
     };
     for (size_t r = 0; r < sizeof runs / sizeof runs[0]; r++) {

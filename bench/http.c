@@ -26,13 +26,13 @@
 
 #include "server.h"
 
-#define HEAD_MAX 8192      /* request line + headers + blank line */
-#define OUT_MAX 16384      /* answers gathered before one write */
-#define ANSWER_MAX 256     /* one answer, headers and body */
+#define HEAD_MAX 8192  /* request line + headers + blank line */
+#define OUT_MAX 16384  /* answers gathered before one write */
+#define ANSWER_MAX 256 /* one answer, headers and body */
 #define LINGER_NS (500 * 1000000ull)
 #define LINGER_BYTES 65536
 
-#define PARSE_MORE 0  /* the head is not all in yet */
+#define PARSE_MORE 0 /* the head is not all in yet */
 #define PARSE_BAD (-1)
 
 static const char BODY[] = "Hello, World!";
@@ -50,9 +50,9 @@ typedef struct request {
 
 typedef struct conn {
     int fd;
-    size_t len, off;   /* in[off..len) not parsed yet */
+    size_t len, off; /* in[off..len) not parsed yet */
     size_t outlen;
-    uint64_t discard;  /* body bytes of the last request still to skip */
+    uint64_t discard; /* body bytes of the last request still to skip */
     char in[HEAD_MAX];
     char out[OUT_MAX];
 } conn;
@@ -89,7 +89,8 @@ static int parse_request_line(const char *p, size_t n, request *rq)
     if (i == target || i == n || p[i] != ' ')
         return -1;
     i++;
-    if (n - i != 8 || memcmp(p + i, "HTTP/1.", 7) != 0 || (p[i + 7] != '0' && p[i + 7] != '1'))
+    if (n - i != 8 || memcmp(p + i, "HTTP/1.", 7) != 0 ||
+        (p[i + 7] != '0' && p[i + 7] != '1'))
         return -1;
     rq->minor = p[i + 7] - '0';
     return 0;
@@ -199,7 +200,8 @@ static long parse_head(const char *p, size_t n, request *rq)
             continue; /* RFC 9112 2.2: empty lines before a request are ignored */
         if (len == 0)
             return check_head(rq) < 0 ? PARSE_BAD : (long)pos;
-        int rc = lines++ == 0 ? parse_request_line(line, len, rq) : parse_header(line, len, rq);
+        int rc = lines++ == 0 ? parse_request_line(line, len, rq)
+                              : parse_header(line, len, rq);
         if (rc < 0)
             return PARSE_BAD;
     }
@@ -234,7 +236,7 @@ static void answer(conn *c, int status, int head_only, int close, int say_keep_a
                      "HTTP/1.1 %d %s\r\nServer: tern\r\nDate: %s\r\n"
                      "Content-Type: text/plain\r\nContent-Length: %zu\r\n%s\r\n%s",
                      status, reason, http_date(), status == 200 ? sizeof BODY - 1 : 0,
-                     close ? "Connection: close\r\n"
+                     close            ? "Connection: close\r\n"
                      : say_keep_alive ? "Connection: keep-alive\r\n"
                                       : "",
                      body ? BODY : "");
@@ -293,7 +295,8 @@ static void linger(conn *c)
     uint64_t deadline = tern_now() + LINGER_NS;
     size_t total = 0;
     ssize_t n;
-    while (total < LINGER_BYTES && (n = tern_recv(c->fd, c->in, sizeof c->in, 0, deadline)) > 0)
+    while (total < LINGER_BYTES &&
+           (n = tern_recv(c->fd, c->in, sizeof c->in, 0, deadline)) > 0)
         total += (size_t)n;
 }
 

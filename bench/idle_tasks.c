@@ -15,9 +15,9 @@
 
 typedef struct state {
     uint64_t k;
-    tern_future **shots;       /* one never-completed future per task */
-    tern_task *root;           /* parked until started == k */
-    _Atomic uint64_t started;  /* tasks that reached their wait */
+    tern_future **shots;      /* one never-completed future per task */
+    tern_task *root;          /* parked until started == k */
+    _Atomic uint64_t started; /* tasks that reached their wait */
     _Atomic uint64_t finished;
     _Atomic uint64_t bad_value;
 } state;
@@ -106,7 +106,8 @@ int main(int argc, char **argv)
     bench_check(atomic_load(&st.bad_value) == 0, "every idle task received its value");
     bench_check(atomic_load(&st.finished) == st.k, "every idle task woke and finished");
     char extra[160];
-    snprintf(extra, sizeof extra, " bytes_per_task=%.0f rss_before_kb=%llu rss_after_kb=%llu",
+    snprintf(extra, sizeof extra,
+             " bytes_per_task=%.0f rss_before_kb=%llu rss_after_kb=%llu",
              ((double)o.after - (double)o.before) / (double)st.k,
              (unsigned long long)(o.before / 1024), (unsigned long long)(o.after / 1024));
     bench_result("idle_tasks", st.k, o.elapsed_ns, extra);

@@ -49,12 +49,12 @@
 typedef struct conn {
     int fd;
     uint32_t id;
-    uint64_t seq;         /* requests started on this connection */
-    size_t sent, got;     /* progress of the request in flight */
-    uint64_t t_sent;      /* when it started */
-    int busy;             /* a request is in flight */
-    int want_out;         /* EPOLLOUT registered (a short send) */
-    unsigned char *msg;   /* what was sent, i.e. the echo we expect */
+    uint64_t seq;       /* requests started on this connection */
+    size_t sent, got;   /* progress of the request in flight */
+    uint64_t t_sent;    /* when it started */
+    int busy;           /* a request is in flight */
+    int want_out;       /* EPOLLOUT registered (a short send) */
+    unsigned char *msg; /* what was sent, i.e. the echo we expect */
     unsigned char *rx;
 } conn;
 
@@ -70,10 +70,11 @@ static void usage(const char *msg)
 {
     if (msg)
         fprintf(stderr, "loadgen: %s\n", msg);
-    fprintf(stderr, "usage: loadgen --port P [--conns C] [--secs S] [--runtime NAME] "
-                    "[--warmup-ms MS] [--size BYTES]\n"
-                    "  defaults: --conns 50 --secs 5 --runtime tern --warmup-ms 500 "
-                    "--size 64; bounds: conns 1..%d, secs 1..%d, size 1..%d\n",
+    fprintf(stderr,
+            "usage: loadgen --port P [--conns C] [--secs S] [--runtime NAME] "
+            "[--warmup-ms MS] [--size BYTES]\n"
+            "  defaults: --conns 50 --secs 5 --runtime tern --warmup-ms 500 "
+            "--size 64; bounds: conns 1..%d, secs 1..%d, size 1..%d\n",
             MAX_CONNS, MAX_SECS, MAX_SIZE);
     exit(2);
 }
@@ -106,8 +107,8 @@ static unsigned parse_uint(const char *flag, const char *s, unsigned lo, unsigne
     errno = 0;
     unsigned long v = s ? strtoul(s, &end, 10) : 0;
     if (!s || *s < '0' || *s > '9' || errno || *end || v < lo || v > hi) {
-        snprintf(msg, sizeof msg, "bad %s %.32s (want %u..%u)", flag, s ? s : "(none)", lo,
-                 hi);
+        snprintf(msg, sizeof msg, "bad %s %.32s (want %u..%u)", flag, s ? s : "(none)",
+                 lo, hi);
         usage(msg);
     }
     return (unsigned)v;
@@ -157,7 +158,8 @@ static void raise_fd_limit(unsigned conns)
 /* A blocking connect, retried while the server is not listening yet. */
 static int connect_loopback(unsigned port, uint64_t give_up)
 {
-    struct sockaddr_in sa = {.sin_family = AF_INET, .sin_port = htons((uint16_t)port),
+    struct sockaddr_in sa = {.sin_family = AF_INET,
+                             .sin_port = htons((uint16_t)port),
                              .sin_addr.s_addr = htonl(INADDR_LOOPBACK)};
     for (;;) {
         int fd = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
@@ -361,11 +363,12 @@ int main(int argc, char **argv)
     free(cs);
     printf("INFO loadgen port=%u conns=%u size=%u warmup_ms=%u max_us=%llu\n", o.port,
            o.conns, o.size, o.warmup_ms, (unsigned long long)hist_max_us);
-    printf("RESULT workload=tcp_echo runtime=%s conns=%u secs=%u req_per_s=%.0f p50_us=%llu "
-           "p99_us=%llu requests=%llu errors=0\n",
-           o.runtime, o.conns, o.secs, (double)requests / o.secs,
-           (unsigned long long)percentile(requests, 0.50),
-           (unsigned long long)percentile(requests, 0.99), (unsigned long long)requests);
+    printf(
+        "RESULT workload=tcp_echo runtime=%s conns=%u secs=%u req_per_s=%.0f p50_us=%llu "
+        "p99_us=%llu requests=%llu errors=0\n",
+        o.runtime, o.conns, o.secs, (double)requests / o.secs,
+        (unsigned long long)percentile(requests, 0.50),
+        (unsigned long long)percentile(requests, 0.99), (unsigned long long)requests);
     free(hist);
     return 0;
 }

@@ -77,7 +77,8 @@ int main(int argc, char **argv)
     /* n = P*M and the checksum P*M*(M+1)/2 must fit in 64 bits (the
      * product below cannot overflow 128 bits once P*M fits in 64) */
     unsigned __int128 pm = (unsigned __int128)st.p * st.m;
-    unsigned __int128 want_sum = pm <= UINT64_MAX ? pm * ((unsigned __int128)st.m + 1) / 2 : 0;
+    unsigned __int128 want_sum =
+        pm <= UINT64_MAX ? pm * ((unsigned __int128)st.m + 1) / 2 : 0;
     if (pm > UINT64_MAX || want_sum > UINT64_MAX) {
         fprintf(stderr, "error: P*M*(M+1)/2 does not fit in 64 bits\n");
         return 2;

@@ -59,7 +59,8 @@ int main(int argc, char **argv)
 
     uint64_t total = st.t * st.iters;
     bench_check(st.counter == total, "counter == T*I (no increment lost)");
-    bench_check(tern_mutex_destroy(&st.mu) == 0, "the mutex is unlocked and unwaited at the end");
+    bench_check(tern_mutex_destroy(&st.mu) == 0,
+                "the mutex is unlocked and unwaited at the end");
     bench_result("mutex", total, elapsed_ns, NULL);
     return 0;
 }

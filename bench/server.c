@@ -180,11 +180,11 @@ static void *serve(void *arg)
     uint64_t deadline = s->lifetime_s ? tern_now() + s->lifetime_s * 1000000000ull : 0;
     unsigned char why = STOP_BY_ERROR;
     ssize_t n = tern_read(stop_pipe[0], &why, 1, deadline);
-    const char *reason = n == -ETIMEDOUT   ? "lifetime over"
-                         : n != 1          ? "error"
-                         : why == SIGINT   ? "SIGINT"
-                         : why == SIGTERM  ? "SIGTERM"
-                                           : "accept failed";
+    const char *reason = n == -ETIMEDOUT  ? "lifetime over"
+                         : n != 1         ? "error"
+                         : why == SIGINT  ? "SIGINT"
+                         : why == SIGTERM ? "SIGTERM"
+                                          : "accept failed";
     if (n < 0 && n != -ETIMEDOUT) {
         fprintf(stderr, "error: %s: waiting for a stop: %s\n", s->name,
                 tern_strerror((int)n));

@@ -12,8 +12,8 @@
 typedef struct state {
     uint64_t n;
     _Atomic uint64_t count;
-    tern_task *waiter;      /* a reference, given back by the last task */
-    _Atomic int spawn_err;  /* first spawn failure, 0 if none */
+    tern_task *waiter;     /* a reference, given back by the last task */
+    _Atomic int spawn_err; /* first spawn failure, 0 if none */
     _Atomic uint64_t spawned;
     uint64_t elapsed_ns;
 } state;

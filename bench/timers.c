@@ -117,8 +117,9 @@ int main(int argc, char **argv)
 
     bench_check(atomic_load(&st.woke) == k, "every sleeper woke once");
     if (atomic_load(&st.early)) {
-        fprintf(stderr, "error: verification failed: %llu of %llu sleepers woke early "
-                        "(worst by %llu ns)\n",
+        fprintf(stderr,
+                "error: verification failed: %llu of %llu sleepers woke early "
+                "(worst by %llu ns)\n",
                 (unsigned long long)atomic_load(&st.early), (unsigned long long)k,
                 (unsigned long long)atomic_load(&st.worst_early_ns));
         return 1;

@@ -91,12 +91,15 @@ static void *peek_loop(void *arg)
     tern_call_later(loop, 50 * MS, log_cb, "later", NULL);
     tern_call_later(loop, 60 * MS, log_cb, "later", NULL);
     tern_loop_get_info(loop, &after);
-    printf("  backend=%s (%s), worker %u\n", after.backend, after.backend_note, after.worker);
+    printf("  backend=%s (%s), worker %u\n", after.backend, after.backend_note,
+           after.worker);
     printf("  ready handles %llu -> %llu (asyncio's _ready), timers armed %llu -> %llu "
            "(asyncio's _scheduled)\n",
-           (unsigned long long)before.ready_handles, (unsigned long long)after.ready_handles,
-           (unsigned long long)before.scheduled, (unsigned long long)after.scheduled);
-    check(after.ready_handles == before.ready_handles + 3, "three call_soon handles wait in the FIFO");
+           (unsigned long long)before.ready_handles,
+           (unsigned long long)after.ready_handles, (unsigned long long)before.scheduled,
+           (unsigned long long)after.scheduled);
+    check(after.ready_handles == before.ready_handles + 3,
+          "three call_soon handles wait in the FIFO");
     tern_sleep(80 * MS);
     tern_loop_get_info(loop, &after);
     check(log_is("soon soon soon later later"), "they ran: %s", log_buf);
@@ -114,7 +117,8 @@ static void *io_waiter(void *arg)
     check(ev > 0 && (ev & POLLIN), "the waiting task woke for POLLIN (events 0x%x)", ev);
     char buf[16] = {0};
     ssize_t n = tern_read(sp[0], buf, sizeof buf - 1, 0);
-    check(n == 5 && strcmp(buf, "hello") == 0, "and read \"%s\" without blocking its worker", buf);
+    check(n == 5 && strcmp(buf, "hello") == 0,
+          "and read \"%s\" without blocking its worker", buf);
     return NULL;
 }
 
@@ -125,7 +129,7 @@ static void *io_writer(void *arg)
     return NULL;
 }
 
-/* ---- step 3: a future's life ----------------------------------------------------------- */
+/* ---- step 3: a future's life ------------------------------------------------------- */
 
 static void future_cb(tern_future *f, void *arg)
 {
@@ -137,19 +141,22 @@ static void *future_tour(void *arg)
     tern_future *f;
     tern_future_new(&f);
     void *v;
-    check(!tern_future_done(f) && tern_future_result(f, &v) == -EAGAIN, "a new future is pending");
+    check(!tern_future_done(f) && tern_future_result(f, &v) == -EAGAIN,
+          "a new future is pending");
     tern_future_add_done_callback(f, NULL, future_cb, "first");
     tern_future_add_done_callback(f, NULL, future_cb, "second");
     tern_future_set_result(f, (void *)42);
-    check(tern_future_set_result(f, (void *)43) == -EALREADY, "it completes exactly once");
+    check(tern_future_set_result(f, (void *)43) == -EALREADY,
+          "it completes exactly once");
     check(tern_future_await(f, &v, 0) == 0 && v == (void *)42, "awaiting gives 42");
     tern_sleep(5 * MS);
-    check(log_is("first second"), "done callbacks ran on this loop, in order: %s", log_buf);
+    check(log_is("first second"), "done callbacks ran on this loop, in order: %s",
+          log_buf);
     tern_future_release(f);
     return NULL;
 }
 
-/* ---- step 4: task scheduling order ------------------------------------------------------- */
+/* ---- step 4: task scheduling order ------------------------------------------------- */
 
 static void *named(void *arg)
 {
@@ -169,7 +176,7 @@ static void *spawn_three(void *arg)
     return NULL;
 }
 
-/* ---- step 5: call_soon / call_later / call_at ------------------------------------------------ */
+/* ---- step 5: call_soon / call_later / call_at -------------------------------------- */
 
 static void *order_tour(void *arg)
 {
@@ -182,7 +189,7 @@ static void *order_tour(void *arg)
     return NULL;
 }
 
-/* ---- step 6: a generator pipeline ------------------------------------------------------------ */
+/* ---- step 6: a generator pipeline -------------------------------------------------- */
 
 static int count_to_10(tern_gen *g, void *arg)
 {
@@ -223,7 +230,7 @@ static void *pipeline_tour(void *arg)
     return NULL;
 }
 
-/* ---- step 7: context variables follow requests across workers ----------------------------------- */
+/* ---- step 7: context variables follow requests across workers ---------------------- */
 
 static tern_ctxvar *request_id;
 static _Atomic int moved, mismatches;
@@ -252,14 +259,15 @@ static void *requests_tour(void *arg)
         tern_spawn(handle_request, (void *)(i + 100), &t[i]);
     for (int i = 0; i < 8; i++)
         tern_join(t[i], NULL);
-    check(atomic_load(&mismatches) == 0, "8 concurrent requests each saw only their own id");
+    check(atomic_load(&mismatches) == 0,
+          "8 concurrent requests each saw only their own id");
     printf("  (some request %s worker meanwhile)\n",
            atomic_load(&moved) ? "changed" : "did not change");
     check(tern_ctxvar_get(request_id) == NULL, "and the spawner's context never had one");
     return NULL;
 }
 
-/* ---- step 8: a mini event loop on the driver table -----------------------------------------------
+/* ---- step 8: a mini event loop on the driver table ------------------------------------
  *
  * What every loop is: a FIFO of ready callbacks, a list of timed ones, and
  * a selector to sleep in until the next timer or a wake-up. Here in a few

@@ -11,7 +11,8 @@
 
 /* Fallbacks from io_uring to epoll: the reasons a kernel refuses a ring
  * (docs/design.md, "The I/O driver"). */
-static const char *fallback_note(int err) {
+static const char *fallback_note(int err)
+{
     switch (err) {
     case -ENOSYS:
         return "epoll: io_uring unavailable (-ENOSYS)";
@@ -28,7 +29,8 @@ static const char *fallback_note(int err) {
 static const char auto_uring[] = "io_uring";
 
 /* TERN_BACKEND: 1 and *want set, 0 when unset or empty, -EINVAL otherwise. */
-static int env_backend(tern_backend *want) {
+static int env_backend(tern_backend *want)
+{
     const char *s = getenv("TERN_BACKEND");
     if (!s || !*s)
         return 0;
@@ -42,7 +44,8 @@ static int env_backend(tern_backend *want) {
 }
 
 static int open_forced(tern_backend want, tern__driver **out, const char **note,
-                       int by_env) {
+                       int by_env)
+{
     static const char *const notes[2][2] = {
         {"io_uring (forced by config)", "io_uring (forced by TERN_BACKEND)"},
         {"epoll (forced by config)", "epoll (forced by TERN_BACKEND)"},
@@ -54,7 +57,8 @@ static int open_forced(tern_backend want, tern__driver **out, const char **note,
     return rc;
 }
 
-int tern__driver_open(tern_backend want, tern__driver **out, const char **note) {
+int tern__driver_open(tern_backend want, tern__driver **out, const char **note)
+{
     if (!out)
         return -EINVAL;
     switch (want) {
@@ -87,16 +91,19 @@ int tern__driver_open(tern_backend want, tern__driver **out, const char **note) 
     return rc;
 }
 
-int tern__driver_shared_new(tern_backend backend, struct tern__fdtab **out) {
+int tern__driver_shared_new(tern_backend backend, struct tern__fdtab **out)
+{
     *out = NULL;
     return backend == TERN_BACKEND_EPOLL ? tern__fdtab_new(out) : 0;
 }
 
-void tern__driver_shared_free(struct tern__fdtab *tab) {
+void tern__driver_shared_free(struct tern__fdtab *tab)
+{
     tern__fdtab_free(tab);
 }
 
-const char *tern__driver_refused(const char *note, int err) {
+const char *tern__driver_refused(const char *note, int err)
+{
     if (note != auto_uring) /* forced by config or TERN_BACKEND: no fallback */
         return NULL;
     switch (err) {

@@ -108,7 +108,8 @@ void tern__driver_shared_free(struct tern__fdtab *tab);
 const char *tern__io_name(int code);
 
 /* The backend d runs (never TERN_BACKEND_AUTO). */
-static inline tern_backend tern__driver_backend(const tern__driver *d) {
+static inline tern_backend tern__driver_backend(const tern__driver *d)
+{
     return d->ops == &tern__uring_ops ? TERN_BACKEND_IO_URING : TERN_BACKEND_EPOLL;
 }
 

@@ -20,8 +20,8 @@
 #include <unistd.h>
 
 #include "io/driver.h"
-#include "rt/fault.h"
 #include "io/io.h"
+#include "rt/fault.h"
 
 #define MAX_EVENTS 64
 
@@ -40,11 +40,13 @@ typedef struct epoll_driver {
     bool no_pwait2; /* the kernel lacks epoll_pwait2 (< 5.11) */
 } epoll_driver;
 
-int tern__epoll_fd(tern__driver *d) {
+int tern__epoll_fd(tern__driver *d)
+{
     return ((epoll_driver *)d)->epfd;
 }
 
-static int epoll_open(tern__driver **out) {
+static int epoll_open(tern__driver **out)
+{
     epoll_driver *e = TERN__FAULT_ALLOC(calloc(1, sizeof *e));
     if (!e)
         return -ENOMEM;
@@ -57,7 +59,8 @@ static int epoll_open(tern__driver **out) {
     if (e->efd < 0)
         goto fail;
     struct epoll_event ev = {.events = EPOLLIN, .data.u64 = WAKE_KEY};
-    if (TERN__FAULT_SYS(EPOLL_CTL, -1, epoll_ctl(e->epfd, EPOLL_CTL_ADD, e->efd, &ev)) < 0)
+    if (TERN__FAULT_SYS(EPOLL_CTL, -1, epoll_ctl(e->epfd, EPOLL_CTL_ADD, e->efd, &ev)) <
+        0)
         goto fail;
     e->base.ops = &tern__epoll_ops;
     *out = &e->base;
@@ -76,7 +79,8 @@ fail:
  * glibc 2.35) takes a timespec, so a 1.2 ms timer does not sleep 2 ms; where
  * it is missing, the timeout is rounded up to whole ms, so the wait may
  * overshoot by up to 1 ms but never returns before the timeout. */
-static int poll_events(epoll_driver *e, struct epoll_event *evs, int64_t timeout_ns) {
+static int poll_events(epoll_driver *e, struct epoll_event *evs, int64_t timeout_ns)
+{
     int err = TERN__FAULT(EPOLL_WAIT);
     if (err) {
         errno = err;
@@ -100,13 +104,15 @@ static int poll_events(epoll_driver *e, struct epoll_event *evs, int64_t timeout
     return epoll_wait(e->epfd, evs, MAX_EVENTS, ms > INT_MAX ? INT_MAX : (int)ms);
 }
 
-static void drain_wake(epoll_driver *e) {
+static void drain_wake(epoll_driver *e)
+{
     uint64_t v;
     ssize_t r = read(e->efd, &v, sizeof v); /* resets the counter */
     (void)r; /* -EAGAIN: another read got there first; nothing to do */
 }
 
-static int epoll_wait_ns(tern__driver *d, int64_t timeout_ns) {
+static int epoll_wait_ns(tern__driver *d, int64_t timeout_ns)
+{
     epoll_driver *e = (epoll_driver *)d;
     struct epoll_event evs[MAX_EVENTS];
     int n = poll_events(e, evs, timeout_ns);
@@ -121,7 +127,8 @@ static int epoll_wait_ns(tern__driver *d, int64_t timeout_ns) {
     return n;
 }
 
-static void epoll_wake(tern__driver *d) {
+static void epoll_wake(tern__driver *d)
+{
     epoll_driver *e = (epoll_driver *)d;
     uint64_t one = 1;
     int saved = errno; /* a signal handler may be the caller */
@@ -130,7 +137,8 @@ static void epoll_wake(tern__driver *d) {
     errno = saved;
 }
 
-static void epoll_close(tern__driver *d) {
+static void epoll_close(tern__driver *d)
+{
     epoll_driver *e = (epoll_driver *)d;
     close(e->efd);
     close(e->epfd);

@@ -22,16 +22,16 @@
 #include <stdlib.h>
 #include <sys/epoll.h>
 
-#include "rt/fault.h"
 #include "io/io.h"
+#include "rt/fault.h"
 
 #define CHUNK 1024
 #define MAX_CHUNKS 4096 /* descriptors below 4M */
 
 typedef struct entry {
-    tern__waitq q;   /* lock + waiters; a waiter's n holds the events it wants */
+    tern__waitq q; /* lock + waiters; a waiter's n holds the events it wants */
     _Atomic uint32_t seq;
-    tern__driver *home; /* registered with this driver's epoll set, or NULL */
+    tern__driver *home;   /* registered with this driver's epoll set, or NULL */
     _Atomic int nonblock; /* O_NONBLOCK set (or checked) since the fd was opened */
 } entry;
 
@@ -84,7 +84,8 @@ static entry *lookup(tern__fdtab *tab, int fd, int create)
         entry *fresh = TERN__FAULT_ALLOC(calloc(CHUNK, sizeof *fresh));
         if (!fresh)
             return NULL;
-        if (atomic_compare_exchange_strong_explicit(slot, &c, fresh, TERN__ACQ_REL, TERN__ACQUIRE))
+        if (atomic_compare_exchange_strong_explicit(slot, &c, fresh, TERN__ACQ_REL,
+                                                    TERN__ACQUIRE))
             c = fresh;
         else
             free(fresh); /* another thread made it first */
@@ -144,8 +145,8 @@ void tern__fdtab_event(tern__fdtab *tab, int fd, uint32_t revents)
     tern__wake_post_all(post);
 }
 
-int tern__fdtab_wait(tern__fdtab *tab, tern__driver *d, int fd, short events, uint32_t seq,
-                     uint64_t deadline)
+int tern__fdtab_wait(tern__fdtab *tab, tern__driver *d, int fd, short events,
+                     uint32_t seq, uint64_t deadline)
 {
     entry *e = lookup(tab, fd, 1);
     if (!e)
@@ -162,7 +163,7 @@ int tern__fdtab_wait(tern__fdtab *tab, tern__driver *d, int fd, short events, ui
             .data.u64 = (uint64_t)fd,
         };
         if (TERN__FAULT_SYS(EPOLL_CTL, -1,
-                           epoll_ctl(tern__epoll_fd(d), EPOLL_CTL_ADD, fd, &ev)) < 0) {
+                            epoll_ctl(tern__epoll_fd(d), EPOLL_CTL_ADD, fd, &ev)) < 0) {
             int err = errno;
             TERN__UNLOCK(&e->q);
             /* A regular file cannot be polled: it is always ready. */

@@ -14,8 +14,8 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
-#include "rt/fault.h"
 #include "io/io.h"
+#include "rt/fault.h"
 
 #define MAX_LEN 0x7ffff000u /* what Linux moves in one call at most */
 
@@ -31,13 +31,24 @@ static int io_fault(const tern__ioop *op)
 {
 #ifdef TERN_FAULTS
     switch ((enum tern__io_code)op->code) {
-    case TERN__IO_READ: case TERN__IO_READV: return TERN__FAULT(READ);
-    case TERN__IO_WRITE: case TERN__IO_WRITEV: return TERN__FAULT(WRITE);
-    case TERN__IO_RECV: case TERN__IO_RECVMSG: return TERN__FAULT(RECV);
-    case TERN__IO_SEND: case TERN__IO_SENDMSG: return TERN__FAULT(SEND);
-    case TERN__IO_ACCEPT: return TERN__FAULT(ACCEPT);
-    case TERN__IO_CONNECT: return TERN__FAULT(CONNECT);
-    default: break;
+    case TERN__IO_READ:
+    case TERN__IO_READV:
+        return TERN__FAULT(READ);
+    case TERN__IO_WRITE:
+    case TERN__IO_WRITEV:
+        return TERN__FAULT(WRITE);
+    case TERN__IO_RECV:
+    case TERN__IO_RECVMSG:
+        return TERN__FAULT(RECV);
+    case TERN__IO_SEND:
+    case TERN__IO_SENDMSG:
+        return TERN__FAULT(SEND);
+    case TERN__IO_ACCEPT:
+        return TERN__FAULT(ACCEPT);
+    case TERN__IO_CONNECT:
+        return TERN__FAULT(CONNECT);
+    default:
+        break;
     }
 #endif
     (void)op;
@@ -107,11 +118,13 @@ static int uring_once(tern_loop *w, tern__ioop *op, uint64_t deadline)
     uint8_t saw = tern__cancel_seen(op->wake.task);
     int reason = 0;
     for (;;) {
-        int done = atomic_load_explicit(&op->wake.state, TERN__ACQUIRE) == TERN__WAKE_DONE;
+        int done =
+            atomic_load_explicit(&op->wake.state, TERN__ACQUIRE) == TERN__WAKE_DONE;
         if (done && (!reason || atomic_load_explicit(&op->cancel_acked, TERN__ACQUIRE)))
             break;
         r = tern__park(reason ? 0 : deadline, reason != 0);
-        if (r < 0 && !reason && atomic_load_explicit(&op->wake.state, TERN__ACQUIRE) != TERN__WAKE_DONE) {
+        if (r < 0 && !reason &&
+            atomic_load_explicit(&op->wake.state, TERN__ACQUIRE) != TERN__WAKE_DONE) {
             reason = r;
             request_cancel(op);
         }
@@ -195,8 +208,8 @@ static ssize_t sys_now(tern__ioop *op)
 /* Needs O_NONBLOCK on the descriptor itself (no MSG_DONTWAIT form). */
 static int needs_nonblock(int code)
 {
-    return code == TERN__IO_READ || code == TERN__IO_WRITE || code == TERN__IO_READV || code == TERN__IO_WRITEV ||
-           code == TERN__IO_ACCEPT || code == TERN__IO_CONNECT;
+    return code == TERN__IO_READ || code == TERN__IO_WRITE || code == TERN__IO_READV ||
+           code == TERN__IO_WRITEV || code == TERN__IO_ACCEPT || code == TERN__IO_CONNECT;
 }
 
 static ssize_t epoll_run(tern__ioop *op, uint64_t deadline)
@@ -213,7 +226,8 @@ static ssize_t epoll_run(tern__ioop *op, uint64_t deadline)
         if (r != -EAGAIN && r != -EWOULDBLOCK)
             return r;
         /* the task may be on another worker than last time round */
-        r = tern__fdtab_wait(tab, tern__loop_self()->driver, op->fd, op->events, seq, deadline);
+        r = tern__fdtab_wait(tab, tern__loop_self()->driver, op->fd, op->events, seq,
+                             deadline);
         if (r < 0)
             return r;
     }
@@ -237,7 +251,8 @@ static int epoll_connect(tern__ioop *op, uint64_t deadline)
     if (errno != EINPROGRESS)
         return -errno;
     for (;;) {
-        r = tern__fdtab_wait(tab, tern__loop_self()->driver, op->fd, POLLOUT, seq, deadline);
+        r = tern__fdtab_wait(tab, tern__loop_self()->driver, op->fd, POLLOUT, seq,
+                             deadline);
         if (r < 0)
             return r;
         int err = 0;
@@ -308,22 +323,25 @@ static int pool_run(tern__ioop *op)
 const char *tern__io_name(int code)
 {
     static const char *const names[] = {
-        [TERN__IO_READ] = "read",       [TERN__IO_WRITE] = "write",     [TERN__IO_READV] = "readv",
-        [TERN__IO_WRITEV] = "writev",   [TERN__IO_RECV] = "recv",       [TERN__IO_SEND] = "send",
-        [TERN__IO_RECVMSG] = "recvmsg", [TERN__IO_SENDMSG] = "sendmsg", [TERN__IO_ACCEPT] = "accept",
-        [TERN__IO_CONNECT] = "connect", [TERN__IO_POLL] = "poll",       [TERN__IO_OPEN] = "open",
-        [TERN__IO_PREAD] = "pread",     [TERN__IO_PWRITE] = "pwrite",   [TERN__IO_FSYNC] = "fsync",
-        [TERN__IO_STATX] = "statx",     [TERN__IO_CLOSE] = "close",
+        [TERN__IO_READ] = "read",       [TERN__IO_WRITE] = "write",
+        [TERN__IO_READV] = "readv",     [TERN__IO_WRITEV] = "writev",
+        [TERN__IO_RECV] = "recv",       [TERN__IO_SEND] = "send",
+        [TERN__IO_RECVMSG] = "recvmsg", [TERN__IO_SENDMSG] = "sendmsg",
+        [TERN__IO_ACCEPT] = "accept",   [TERN__IO_CONNECT] = "connect",
+        [TERN__IO_POLL] = "poll",       [TERN__IO_OPEN] = "open",
+        [TERN__IO_PREAD] = "pread",     [TERN__IO_PWRITE] = "pwrite",
+        [TERN__IO_FSYNC] = "fsync",     [TERN__IO_STATX] = "statx",
+        [TERN__IO_CLOSE] = "close",
     };
     return code >= 0 && code <= TERN__IO_CLOSE && names[code] ? names[code] : "io";
 }
 
-/* ---- dispatch --------------------------------------------------------------------------- */
+/* ---- dispatch ---------------------------------------------------------------------- */
 
 static int is_file_op(int code)
 {
-    return code == TERN__IO_OPEN || code == TERN__IO_PREAD || code == TERN__IO_PWRITE || code == TERN__IO_FSYNC ||
-           code == TERN__IO_STATX;
+    return code == TERN__IO_OPEN || code == TERN__IO_PREAD || code == TERN__IO_PWRITE ||
+           code == TERN__IO_FSYNC || code == TERN__IO_STATX;
 }
 
 static ssize_t run_on(tern_loop *w, tern__ioop *op, uint64_t deadline)
@@ -353,7 +371,7 @@ static ssize_t run(tern__ioop *op, short events, uint64_t deadline)
     return r;
 }
 
-/* ---- the public operations --------------------------------------------------------------- */
+/* ---- the public operations --------------------------------------------------------- */
 
 ssize_t tern_read(int fd, void *buf, size_t len, uint64_t deadline)
 {
@@ -361,7 +379,8 @@ ssize_t tern_read(int fd, void *buf, size_t len, uint64_t deadline)
         return -EBADF;
     if (!buf && len)
         return -EINVAL;
-    tern__ioop op = {.code = TERN__IO_READ, .fd = fd, .buf = buf, .len = clamp(len), .off = -1};
+    tern__ioop op = {
+        .code = TERN__IO_READ, .fd = fd, .buf = buf, .len = clamp(len), .off = -1};
     return run(&op, POLLIN, deadline);
 }
 
@@ -371,7 +390,10 @@ ssize_t tern_write(int fd, const void *buf, size_t len, uint64_t deadline)
         return -EBADF;
     if (!buf && len)
         return -EINVAL;
-    tern__ioop op = {.code = TERN__IO_WRITE, .fd = fd, .buf = (void *)buf, .len = clamp(len),
+    tern__ioop op = {.code = TERN__IO_WRITE,
+                     .fd = fd,
+                     .buf = (void *)buf,
+                     .len = clamp(len),
                      .off = -1};
     return run(&op, POLLOUT, deadline);
 }
@@ -387,7 +409,8 @@ ssize_t tern_readv(int fd, const struct iovec *iov, int iovcnt, uint64_t deadlin
         return -EBADF;
     if (bad_iov(iov, iovcnt))
         return -EINVAL;
-    tern__ioop op = {.code = TERN__IO_READV, .fd = fd, .iov = iov, .iovcnt = iovcnt, .off = -1};
+    tern__ioop op = {
+        .code = TERN__IO_READV, .fd = fd, .iov = iov, .iovcnt = iovcnt, .off = -1};
     return run(&op, POLLIN, deadline);
 }
 
@@ -397,7 +420,8 @@ ssize_t tern_writev(int fd, const struct iovec *iov, int iovcnt, uint64_t deadli
         return -EBADF;
     if (bad_iov(iov, iovcnt))
         return -EINVAL;
-    tern__ioop op = {.code = TERN__IO_WRITEV, .fd = fd, .iov = iov, .iovcnt = iovcnt, .off = -1};
+    tern__ioop op = {
+        .code = TERN__IO_WRITEV, .fd = fd, .iov = iov, .iovcnt = iovcnt, .off = -1};
     return run(&op, POLLOUT, deadline);
 }
 
@@ -419,7 +443,8 @@ ssize_t tern_read_exact(int fd, void *buf, size_t len, size_t *got, uint64_t dea
     return r < 0 ? r : (ssize_t)n;
 }
 
-ssize_t tern_write_all(int fd, const void *buf, size_t len, size_t *sent, uint64_t deadline)
+ssize_t tern_write_all(int fd, const void *buf, size_t len, size_t *sent,
+                       uint64_t deadline)
 {
     size_t n = 0;
     ssize_t r = 0;
@@ -462,18 +487,24 @@ int tern_accept(int fd, struct sockaddr *addr, socklen_t *addrlen, uint64_t dead
         return -EBADF;
     if (addr && !addrlen)
         return -EINVAL;
-    tern__ioop op = {.code = TERN__IO_ACCEPT, .fd = fd, .addr = addr, .addrlen = addrlen,
+    tern__ioop op = {.code = TERN__IO_ACCEPT,
+                     .fd = fd,
+                     .addr = addr,
+                     .addrlen = addrlen,
                      .flags = SOCK_CLOEXEC};
     return (int)run(&op, POLLIN, deadline);
 }
 
-int tern_connect(int fd, const struct sockaddr *addr, socklen_t addrlen, uint64_t deadline)
+int tern_connect(int fd, const struct sockaddr *addr, socklen_t addrlen,
+                 uint64_t deadline)
 {
     if (fd < 0)
         return -EBADF;
     if (!addr)
         return -EINVAL;
-    tern__ioop op = {.code = TERN__IO_CONNECT, .fd = fd, .addr = (struct sockaddr *)addr,
+    tern__ioop op = {.code = TERN__IO_CONNECT,
+                     .fd = fd,
+                     .addr = (struct sockaddr *)addr,
                      .alen = addrlen};
     return (int)run(&op, POLLOUT, deadline);
 }
@@ -484,7 +515,8 @@ ssize_t tern_recv(int fd, void *buf, size_t len, int flags, uint64_t deadline)
         return -EBADF;
     if (!buf && len)
         return -EINVAL;
-    tern__ioop op = {.code = TERN__IO_RECV, .fd = fd, .buf = buf, .len = clamp(len), .flags = flags};
+    tern__ioop op = {
+        .code = TERN__IO_RECV, .fd = fd, .buf = buf, .len = clamp(len), .flags = flags};
     return run(&op, POLLIN, deadline);
 }
 
@@ -494,7 +526,10 @@ ssize_t tern_send(int fd, const void *buf, size_t len, int flags, uint64_t deadl
         return -EBADF;
     if (!buf && len)
         return -EINVAL;
-    tern__ioop op = {.code = TERN__IO_SEND, .fd = fd, .buf = (void *)buf, .len = clamp(len),
+    tern__ioop op = {.code = TERN__IO_SEND,
+                     .fd = fd,
+                     .buf = (void *)buf,
+                     .len = clamp(len),
                      .flags = flags};
     return run(&op, POLLOUT, deadline);
 }
@@ -515,7 +550,8 @@ ssize_t tern_sendmsg(int fd, const struct msghdr *msg, int flags, uint64_t deadl
         return -EBADF;
     if (!msg)
         return -EINVAL;
-    tern__ioop op = {.code = TERN__IO_SENDMSG, .fd = fd, .msg = (struct msghdr *)msg, .flags = flags};
+    tern__ioop op = {
+        .code = TERN__IO_SENDMSG, .fd = fd, .msg = (struct msghdr *)msg, .flags = flags};
     return run(&op, POLLOUT, deadline);
 }
 
@@ -527,8 +563,10 @@ ssize_t tern_recvfrom(int fd, void *buf, size_t len, int flags, struct sockaddr 
     if (from && !fromlen)
         return -EINVAL;
     struct iovec iov = {.iov_base = buf, .iov_len = clamp(len)};
-    struct msghdr msg = {.msg_name = from, .msg_namelen = from ? *fromlen : 0,
-                         .msg_iov = &iov, .msg_iovlen = 1};
+    struct msghdr msg = {.msg_name = from,
+                         .msg_namelen = from ? *fromlen : 0,
+                         .msg_iov = &iov,
+                         .msg_iovlen = 1};
     if (!buf && len)
         return -EINVAL;
     ssize_t r = tern_recvmsg(fd, &msg, flags, deadline);
@@ -537,14 +575,16 @@ ssize_t tern_recvfrom(int fd, void *buf, size_t len, int flags, struct sockaddr 
     return r;
 }
 
-ssize_t tern_sendto(int fd, const void *buf, size_t len, int flags, const struct sockaddr *to,
-                    socklen_t tolen, uint64_t deadline)
+ssize_t tern_sendto(int fd, const void *buf, size_t len, int flags,
+                    const struct sockaddr *to, socklen_t tolen, uint64_t deadline)
 {
     if (!buf && len)
         return -EINVAL;
     struct iovec iov = {.iov_base = (void *)buf, .iov_len = clamp(len)};
-    struct msghdr msg = {.msg_name = (void *)to, .msg_namelen = to ? tolen : 0,
-                         .msg_iov = &iov, .msg_iovlen = 1};
+    struct msghdr msg = {.msg_name = (void *)to,
+                         .msg_namelen = to ? tolen : 0,
+                         .msg_iov = &iov,
+                         .msg_iovlen = 1};
     return tern_sendmsg(fd, &msg, flags, deadline);
 }
 
@@ -555,13 +595,16 @@ int tern_shutdown(int fd, int how)
     return shutdown(fd, how) < 0 ? -errno : 0;
 }
 
-/* ---- files ---------------------------------------------------------------------------------- */
+/* ---- files ------------------------------------------------------------------------- */
 
 int tern_open(const char *path, int flags, mode_t mode, uint64_t deadline)
 {
     if (!path)
         return -EINVAL;
-    tern__ioop op = {.code = TERN__IO_OPEN, .fd = AT_FDCWD, .path = path, .flags = flags | O_CLOEXEC,
+    tern__ioop op = {.code = TERN__IO_OPEN,
+                     .fd = AT_FDCWD,
+                     .path = path,
+                     .flags = flags | O_CLOEXEC,
                      .mode = mode};
     return (int)run(&op, 0, deadline);
 }
@@ -572,7 +615,8 @@ ssize_t tern_pread(int fd, void *buf, size_t len, off_t offset, uint64_t deadlin
         return -EBADF;
     if ((!buf && len) || offset < 0)
         return -EINVAL;
-    tern__ioop op = {.code = TERN__IO_PREAD, .fd = fd, .buf = buf, .len = clamp(len), .off = offset};
+    tern__ioop op = {
+        .code = TERN__IO_PREAD, .fd = fd, .buf = buf, .len = clamp(len), .off = offset};
     return run(&op, 0, deadline);
 }
 
@@ -582,7 +626,10 @@ ssize_t tern_pwrite(int fd, const void *buf, size_t len, off_t offset, uint64_t 
         return -EBADF;
     if ((!buf && len) || offset < 0)
         return -EINVAL;
-    tern__ioop op = {.code = TERN__IO_PWRITE, .fd = fd, .buf = (void *)buf, .len = clamp(len),
+    tern__ioop op = {.code = TERN__IO_PWRITE,
+                     .fd = fd,
+                     .buf = (void *)buf,
+                     .len = clamp(len),
                      .off = offset};
     return run(&op, 0, deadline);
 }
@@ -600,7 +647,11 @@ int tern_statx(int dirfd, const char *path, int flags, unsigned mask, struct sta
 {
     if (!path || !out)
         return -EINVAL;
-    tern__ioop op = {.code = TERN__IO_STATX, .fd = dirfd, .path = path, .flags = flags, .mask = mask,
+    tern__ioop op = {.code = TERN__IO_STATX,
+                     .fd = dirfd,
+                     .path = path,
+                     .flags = flags,
+                     .mask = mask,
                      .stx = out};
     return (int)run(&op, 0, deadline);
 }

@@ -28,8 +28,22 @@
 #include "rt/wait.h"
 
 enum tern__io_code {
-    TERN__IO_READ, TERN__IO_WRITE, TERN__IO_READV, TERN__IO_WRITEV, TERN__IO_RECV, TERN__IO_SEND, TERN__IO_RECVMSG, TERN__IO_SENDMSG,
-    TERN__IO_ACCEPT, TERN__IO_CONNECT, TERN__IO_POLL, TERN__IO_OPEN, TERN__IO_PREAD, TERN__IO_PWRITE, TERN__IO_FSYNC, TERN__IO_STATX,
+    TERN__IO_READ,
+    TERN__IO_WRITE,
+    TERN__IO_READV,
+    TERN__IO_WRITEV,
+    TERN__IO_RECV,
+    TERN__IO_SEND,
+    TERN__IO_RECVMSG,
+    TERN__IO_SENDMSG,
+    TERN__IO_ACCEPT,
+    TERN__IO_CONNECT,
+    TERN__IO_POLL,
+    TERN__IO_OPEN,
+    TERN__IO_PREAD,
+    TERN__IO_PWRITE,
+    TERN__IO_FSYNC,
+    TERN__IO_STATX,
     TERN__IO_CLOSE,
 };
 
@@ -38,13 +52,13 @@ typedef struct tern__ioop {
     unsigned char code; /* enum tern__io_code */
     short events;       /* TERN__IO_POLL */
     int fd;
-    int flags;          /* recv/send/accept/open/statx/fsync flags */
+    int flags; /* recv/send/accept/open/statx/fsync flags */
     void *buf;
     size_t len;
     const struct iovec *iov;
     int iovcnt;
-    unsigned mask;      /* statx */
-    off_t off;          /* pread/pwrite; -1 for read/write: the file position */
+    unsigned mask; /* statx */
+    off_t off;     /* pread/pwrite; -1 for read/write: the file position */
     struct sockaddr *addr;
     socklen_t *addrlen; /* accept */
     socklen_t alen;     /* connect */
@@ -53,10 +67,10 @@ typedef struct tern__ioop {
     unsigned mode;
     struct statx *stx;
     /* completion */
-    tern__wake wake;          /* task, and state TERN__WAKE_WAITING -> TERN__WAKE_DONE */
+    tern__wake wake; /* task, and state TERN__WAKE_WAITING -> TERN__WAKE_DONE */
     _Atomic uint32_t cancel_acked; /* the owner has sent the cancel */
     int res;
-    tern_loop *loop;          /* whose ring holds it */
+    tern_loop *loop; /* whose ring holds it */
 } tern__ioop;
 
 #define TERN__URING_IO 2 /* tern__ioop.kind: uring.c's tag for an operation */
@@ -81,8 +95,8 @@ uint32_t tern__fdtab_seq(tern__fdtab *tab, int fd);
  * with d (the calling worker's driver) the first time. Returns at once (0)
  * when an event arrived since seq was read. Returns the events seen (> 0),
  * 0 to retry, or -ETIMEDOUT, -ECANCELED, -ENOMEM, -EBADF. */
-int tern__fdtab_wait(tern__fdtab *tab, tern__driver *d, int fd, short events, uint32_t seq,
-                     uint64_t deadline);
+int tern__fdtab_wait(tern__fdtab *tab, tern__driver *d, int fd, short events,
+                     uint32_t seq, uint64_t deadline);
 /* Makes fd non-blocking once (cached until forgotten). 0 or -errno. */
 int tern__fdtab_nonblock(tern__fdtab *tab, int fd);
 /* Forgets fd (before it is closed): deregisters it and wakes its waiters. */

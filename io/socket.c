@@ -117,7 +117,8 @@ int tern_getaddrinfo(const char *host, const char *service, const struct addrinf
     lookup *l = calloc(1, sizeof *l);
     if (!l)
         return -ENOMEM;
-    if ((host && !(l->host = strdup(host))) || (service && !(l->service = strdup(service)))) {
+    if ((host && !(l->host = strdup(host))) ||
+        (service && !(l->service = strdup(service)))) {
         lookup_free(l);
         return -ENOMEM;
     }
@@ -187,7 +188,7 @@ static int resolve(const char *host, uint16_t port, int socktype, int passive,
     return tern_getaddrinfo(host, service, &hints, out, deadline);
 }
 
-/* ---- listeners and connectors ------------------------------------------------------------- */
+/* ---- listeners and connectors ------------------------------------------------------ */
 
 static int setopt(int fd, int level, int name, int value)
 {
@@ -221,17 +222,20 @@ static int bind_one(const struct sockaddr *addr, socklen_t len, int type, int ba
 /* host NULL or "": the IPv6 wildcard, which takes IPv4 too unless V6ONLY;
  * the IPv4 one where the system has no IPv6. Otherwise the first resolved
  * address that binds. */
-static int listen_on(const char *host, uint16_t port, int type, int backlog, unsigned flags)
+static int listen_on(const char *host, uint16_t port, int type, int backlog,
+                     unsigned flags)
 {
     if (flags & ~(TERN_REUSEPORT | TERN_V6ONLY))
         return -EINVAL;
     if (!host || !*host) {
-        struct sockaddr_in6 a6 = {.sin6_family = AF_INET6, .sin6_port = htons(port),
+        struct sockaddr_in6 a6 = {.sin6_family = AF_INET6,
+                                  .sin6_port = htons(port),
                                   .sin6_addr = IN6ADDR_ANY_INIT};
         int fd = bind_one((struct sockaddr *)&a6, sizeof a6, type, backlog, flags);
         if (fd != -EAFNOSUPPORT)
             return fd;
-        struct sockaddr_in a4 = {.sin_family = AF_INET, .sin_port = htons(port),
+        struct sockaddr_in a4 = {.sin_family = AF_INET,
+                                 .sin_port = htons(port),
                                  .sin_addr.s_addr = htonl(INADDR_ANY)};
         return bind_one((struct sockaddr *)&a4, sizeof a4, type, backlog, flags);
     }
@@ -324,7 +328,7 @@ int tern_unix_connect(const char *path, uint64_t deadline)
     return connect_one((struct sockaddr *)&sun, len, deadline);
 }
 
-/* ---- options and addresses ---------------------------------------------------------------- */
+/* ---- options and addresses --------------------------------------------------------- */
 
 int tern_sock_nodelay(int fd, int on)
 {

@@ -59,7 +59,8 @@ struct addrinfo;
  * out of range), -EPIPE, -ECONNRESET, -ETIMEDOUT, -ECANCELED, ... */
 TERN_API ssize_t tern_read(int fd, void *buf, size_t len, uint64_t deadline);
 TERN_API ssize_t tern_write(int fd, const void *buf, size_t len, uint64_t deadline);
-TERN_API ssize_t tern_readv(int fd, const struct iovec *iov, int iovcnt, uint64_t deadline);
+TERN_API ssize_t tern_readv(int fd, const struct iovec *iov, int iovcnt,
+                            uint64_t deadline);
 TERN_API ssize_t tern_writev(int fd, const struct iovec *iov, int iovcnt,
                              uint64_t deadline);
 
@@ -111,9 +112,11 @@ TERN_API ssize_t tern_recv(int fd, void *buf, size_t len, int flags, uint64_t de
 TERN_API ssize_t tern_send(int fd, const void *buf, size_t len, int flags,
                            uint64_t deadline);
 TERN_API ssize_t tern_recvfrom(int fd, void *buf, size_t len, int flags,
-                               struct sockaddr *from, socklen_t *fromlen, uint64_t deadline);
+                               struct sockaddr *from, socklen_t *fromlen,
+                               uint64_t deadline);
 TERN_API ssize_t tern_sendto(int fd, const void *buf, size_t len, int flags,
-                             const struct sockaddr *to, socklen_t tolen, uint64_t deadline);
+                             const struct sockaddr *to, socklen_t tolen,
+                             uint64_t deadline);
 TERN_API ssize_t tern_recvmsg(int fd, struct msghdr *msg, int flags, uint64_t deadline);
 TERN_API ssize_t tern_sendmsg(int fd, const struct msghdr *msg, int flags,
                               uint64_t deadline);
@@ -142,7 +145,8 @@ TERN_API int tern_getaddrinfo(const char *host, const char *service,
  * the fd or a negative errno (-EADDRINUSE, -ENXIO, -EINVAL, ...). Any
  * thread for a wildcard or numeric host, and then it never suspends; a
  * name is looked up, which suspends a task (-EPERM outside one). */
-TERN_API int tern_tcp_listen(const char *host, uint16_t port, int backlog, unsigned flags);
+TERN_API int tern_tcp_listen(const char *host, uint16_t port, int backlog,
+                             unsigned flags);
 /* Connects to host:port, trying each resolved address in turn until one
  * answers (the deadline covers them all). Returns the fd or the last
  * address's error. */
@@ -168,13 +172,14 @@ TERN_API int tern_sock_bufsizes(int fd, int rcvbuf, int sndbuf);
 TERN_API int tern_sock_local_addr(int fd, struct sockaddr_storage *addr, socklen_t *len);
 TERN_API int tern_sock_peer_addr(int fd, struct sockaddr_storage *addr, socklen_t *len);
 
-/* ---- regular files ------------------------------------------------------------------ */
+/* ---- regular files ----------------------------------------------------------------- */
 
 /* openat(AT_FDCWD, path, flags | O_CLOEXEC, mode). Returns the fd or a
  * negative errno. */
 TERN_API int tern_open(const char *path, int flags, mode_t mode, uint64_t deadline);
 /* pread(2) / pwrite(2) at offset. Return the count or an error. */
-TERN_API ssize_t tern_pread(int fd, void *buf, size_t len, off_t offset, uint64_t deadline);
+TERN_API ssize_t tern_pread(int fd, void *buf, size_t len, off_t offset,
+                            uint64_t deadline);
 TERN_API ssize_t tern_pwrite(int fd, const void *buf, size_t len, off_t offset,
                              uint64_t deadline);
 /* fsync(2), or fdatasync(2) when datasync is non-zero. */

@@ -31,8 +31,8 @@
 #include <unistd.h>
 
 #include "io/driver.h"
-#include "rt/fault.h"
 #include "io/io.h"
+#include "rt/fault.h"
 
 #ifdef TERN_TSAN
 /* The eventfd write -> kernel -> read completion is a real happens-before
@@ -49,8 +49,8 @@ void __tsan_release(void *addr);
 #define RING_ENTRIES 256
 
 enum uring_kind {
-    URING_WAKE = 1,              /* the eventfd read behind wake() */
-    URING_IO = TERN__URING_IO,   /* a task's operation (tern__ioop, io.h) */
+    URING_WAKE = 1,            /* the eventfd read behind wake() */
+    URING_IO = TERN__URING_IO, /* a task's operation (tern__ioop, io.h) */
 };
 
 /* The head of every op record whose address rides in user_data. */
@@ -95,12 +95,13 @@ static const unsigned setup_tiers[] = {
     0,
 };
 
-static int setup_ring(struct io_uring *ring) {
+static int setup_ring(struct io_uring *ring)
+{
     int rc = -EINVAL;
     for (size_t i = 0; i < sizeof setup_tiers / sizeof setup_tiers[0]; i++) {
         struct io_uring_params p = {.flags = setup_tiers[i]};
         rc = TERN__FAULT_NEG(URING_INIT,
-                            io_uring_queue_init_params(RING_ENTRIES, ring, &p));
+                             io_uring_queue_init_params(RING_ENTRIES, ring, &p));
         if (rc != -EINVAL)
             break;
     }
@@ -109,7 +110,8 @@ static int setup_ring(struct io_uring *ring) {
 
 /* An SQE, submitting what is queued once if the SQ is full. NULL when the
  * kernel still has taken none. */
-static struct io_uring_sqe *get_sqe(uring *u) {
+static struct io_uring_sqe *get_sqe(uring *u)
+{
     struct io_uring_sqe *sqe = io_uring_get_sqe(&u->ring);
     if (!sqe) {
         (void)TERN__FAULT_NEG(URING_SUBMIT, io_uring_submit(&u->ring));
@@ -118,7 +120,8 @@ static struct io_uring_sqe *get_sqe(uring *u) {
     return sqe;
 }
 
-static void arm_wake(uring *u) {
+static void arm_wake(uring *u)
+{
     struct io_uring_sqe *sqe = get_sqe(u);
     if (!sqe)
         return; /* wake_armed stays false: the next wait tries again */
@@ -127,7 +130,8 @@ static void arm_wake(uring *u) {
     u->wake_armed = true;
 }
 
-static int uring_open(tern__driver **out) {
+static int uring_open(tern__driver **out)
+{
     uring *u = TERN__FAULT_ALLOC(calloc(1, sizeof *u));
     if (!u)
         return -ENOMEM;
@@ -161,7 +165,8 @@ static int uring_open(tern__driver **out) {
     return 0;
 }
 
-static void on_wake(uring *u, int res) {
+static void on_wake(uring *u, int res)
+{
     (void)res; /* 8 (the counter, now zero) or an error: either way, re-arm */
     TSAN_ACQUIRE(&u->wake_op);
     u->wake_armed = false;
@@ -169,11 +174,13 @@ static void on_wake(uring *u, int res) {
 }
 
 /* Dispatches every ready CQE; returns how many carried an op record. */
-static int reap(uring *u) {
+static int reap(uring *u)
+{
     struct io_uring_cqe *cqe;
     unsigned head, seen = 0;
     int n = 0;
-    io_uring_for_each_cqe(&u->ring, head, cqe) {
+    io_uring_for_each_cqe(&u->ring, head, cqe)
+    {
         seen++;
         /* LIBURING_UDATA_TIMEOUT: liburing's own timeout SQE, used for a
          * timed wait on kernels without IORING_FEAT_EXT_ARG (< 5.11). */
@@ -197,13 +204,15 @@ static int reap(uring *u) {
 
 /* Whether a zero-timeout wait must enter the kernel: SQEs to submit, or
  * completions the kernel holds back (deferred task work, CQ overflow). */
-static bool must_enter(const uring *u) {
+static bool must_enter(const uring *u)
+{
     unsigned kflags = IO_URING_READ_ONCE(*u->ring.sq.kflags);
     return u->always_enter || io_uring_sq_ready(&u->ring) ||
            (kflags & (IORING_SQ_TASKRUN | IORING_SQ_CQ_OVERFLOW));
 }
 
-static int uring_wait(tern__driver *d, int64_t timeout_ns) {
+static int uring_wait(tern__driver *d, int64_t timeout_ns)
+{
     uring *u = (uring *)d;
     struct io_uring_cqe *cqe;
     int rc = 0;
@@ -216,15 +225,15 @@ static int uring_wait(tern__driver *d, int64_t timeout_ns) {
         if (must_enter(u))
             rc = TERN__FAULT_NEG(URING_SUBMIT, io_uring_submit_and_get_events(&u->ring));
     } else if (timeout_ns < 0) {
-        rc = TERN__FAULT_NEG(URING_SUBMIT,
-                            io_uring_submit_and_wait_timeout(&u->ring, &cqe, 1, NULL, NULL));
+        rc = TERN__FAULT_NEG(URING_SUBMIT, io_uring_submit_and_wait_timeout(
+                                               &u->ring, &cqe, 1, NULL, NULL));
     } else {
         struct __kernel_timespec ts = {
             .tv_sec = timeout_ns / 1000000000,
             .tv_nsec = timeout_ns % 1000000000,
         };
-        rc = TERN__FAULT_NEG(URING_SUBMIT,
-                            io_uring_submit_and_wait_timeout(&u->ring, &cqe, 1, &ts, NULL));
+        rc = TERN__FAULT_NEG(
+            URING_SUBMIT, io_uring_submit_and_wait_timeout(&u->ring, &cqe, 1, &ts, NULL));
     }
     int n = reap(u);
     /* -ETIME: the timeout passed. -EINTR: a signal. -EAGAIN/-EBUSY: the
@@ -237,7 +246,8 @@ static int uring_wait(tern__driver *d, int64_t timeout_ns) {
 
 /* Prepares op's SQE. The file position (-1) is what read/write without an
  * offset mean; sends never raise SIGPIPE. */
-static int uring_submit(tern__driver *d, tern__ioop *op) {
+static int uring_submit(tern__driver *d, tern__ioop *op)
+{
     uring *u = (uring *)d;
     struct io_uring_sqe *sqe = get_sqe(u);
     if (!sqe)
@@ -253,10 +263,12 @@ static int uring_submit(tern__driver *d, tern__ioop *op) {
         io_uring_prep_write(sqe, op->fd, op->buf, len, (uint64_t)op->off);
         break;
     case TERN__IO_READV:
-        io_uring_prep_readv(sqe, op->fd, op->iov, (unsigned)op->iovcnt, (uint64_t)op->off);
+        io_uring_prep_readv(sqe, op->fd, op->iov, (unsigned)op->iovcnt,
+                            (uint64_t)op->off);
         break;
     case TERN__IO_WRITEV:
-        io_uring_prep_writev(sqe, op->fd, op->iov, (unsigned)op->iovcnt, (uint64_t)op->off);
+        io_uring_prep_writev(sqe, op->fd, op->iov, (unsigned)op->iovcnt,
+                             (uint64_t)op->off);
         break;
     case TERN__IO_RECV:
         io_uring_prep_recv(sqe, op->fd, op->buf, len, op->flags);
@@ -299,7 +311,8 @@ static int uring_submit(tern__driver *d, tern__ioop *op) {
 
 /* The operation completes with -ECANCELED (or its own result, if it was
  * already done); the cancel's own completion carries no record. */
-static void uring_cancel(tern__driver *d, uintptr_t key) {
+static void uring_cancel(tern__driver *d, uintptr_t key)
+{
     uring *u = (uring *)d;
     struct io_uring_sqe *sqe;
     /* The kernel may refuse submissions while the CQ is full: reap too. */
@@ -311,7 +324,8 @@ static void uring_cancel(tern__driver *d, uintptr_t key) {
     io_uring_sqe_set_data64(sqe, 0);
 }
 
-static void uring_wake(tern__driver *d) {
+static void uring_wake(tern__driver *d)
+{
     uring *u = (uring *)d;
     uint64_t one = 1;
     int saved = errno; /* a signal handler may be the caller */
@@ -327,7 +341,8 @@ static void uring_wake(tern__driver *d) {
  * hit that thread's own registered ring, so there we spoil the index (the
  * kernel then answers -EINVAL and touches nothing); the owner's entry then
  * keeps the ring alive until the owner thread exits. */
-static void uring_close(tern__driver *d) {
+static void uring_close(tern__driver *d)
+{
     uring *u = (uring *)d;
     if (!pthread_equal(pthread_self(), u->owner))
         u->ring.enter_ring_fd = -1;

@@ -50,13 +50,13 @@ typedef struct running {
     tern_task_fn fn;
     uint64_t id, since;
     pthread_t thread; /* the one running it, detached if abandoned */
-    int abandoned; /* shutdown gave up on it: the thread must not touch task */
+    int abandoned;    /* shutdown gave up on it: the thread must not touch task */
 } running;
 
 /* One pool thread, for joining it once it has exited. */
 typedef struct pool_thread {
     struct tern__blocking *pool;
-    pthread_t id; /* written under the pool lock before the thread can exit */
+    pthread_t id;             /* written under the pool lock before the thread can exit */
     struct pool_thread *next; /* on pool->exited */
 } pool_thread;
 
@@ -128,11 +128,16 @@ static void run_job(tern__blocking *b, tern_task *t, running *me)
     /* t->rt is alive: shutdown waits for this job, or abandons it under
      * the lock we hold */
     int skip = t->kind != TERN__KIND_BLOCKING_MUST &&
-               ((s & TERN__TS_CANCELLED) || atomic_load_explicit(&t->rt->closing, TERN__RELAXED));
+               ((s & TERN__TS_CANCELLED) ||
+                atomic_load_explicit(&t->rt->closing, TERN__RELAXED));
     tern_task_fn fn = t->fn;
     void *arg = t->arg;
-    *me = (running){.task = t, .fn = fn, .id = t->id, .since = tern_now(),
-                    .thread = pthread_self(), .next = b->running};
+    *me = (running){.task = t,
+                    .fn = fn,
+                    .id = t->id,
+                    .since = tern_now(),
+                    .thread = pthread_self(),
+                    .next = b->running};
     if (b->running)
         b->running->prev = me;
     b->running = me;
@@ -251,7 +256,8 @@ int tern__blocking_submit(tern_runtime *rt, tern_task *t)
         pool_thread *pt = TERN__FAULT_ALLOC(malloc(sizeof *pt));
         if (pt) {
             pt->pool = b;
-            err = -TERN__FAULT_POS(THREAD, pthread_create(&pt->id, NULL, blocking_main, pt));
+            err = -TERN__FAULT_POS(THREAD,
+                                   pthread_create(&pt->id, NULL, blocking_main, pt));
             if (err)
                 free(pt);
         } else {
@@ -330,17 +336,19 @@ unsigned tern__blocking_abandon(tern_runtime *rt, void (*give_up)(tern_task *, v
         r->abandoned = 1;
         b->abandoned_threads++;
         pthread_detach(r->thread); /* it may never end: nobody will join it */
-        fprintf(stderr,
-                "tern: shutdown abandoned blocking job %llu running for %llu ms (fn %p%s)\n",
-                (unsigned long long)r->id, (unsigned long long)((now - r->since) / 1000000u),
-                (void *)(uintptr_t)r->fn,
-                r->task->kind == TERN__KIND_BLOCKING_MUST ? ", tern's own" : "");
+        fprintf(
+            stderr,
+            "tern: shutdown abandoned blocking job %llu running for %llu ms (fn %p%s)\n",
+            (unsigned long long)r->id, (unsigned long long)((now - r->since) / 1000000u),
+            (void *)(uintptr_t)r->fn,
+            r->task->kind == TERN__KIND_BLOCKING_MUST ? ", tern's own" : "");
         give_up(r->task, arg);
         n++;
     }
     tern_task *t;
     while ((t = take_job(b))) {
-        fprintf(stderr, "tern: shutdown dropped blocking job %llu before it started (fn %p)\n",
+        fprintf(stderr,
+                "tern: shutdown dropped blocking job %llu before it started (fn %p)\n",
                 (unsigned long long)t->id, (void *)(uintptr_t)t->fn);
         give_up(t, arg);
         n++;
@@ -440,7 +448,8 @@ int tern__blocking_must(tern_task_fn fn, void (*deliver)(void *), void *arg)
     tern_runtime *rt = tern_runtime_current();
     if (!rt)
         return -EPERM;
-    return spawn_blocking(rt, fn, arg, TERN__KIND_BLOCKING_MUST, deliver, NULL, NULL, NULL);
+    return spawn_blocking(rt, fn, arg, TERN__KIND_BLOCKING_MUST, deliver, NULL, NULL,
+                          NULL);
 }
 
 int tern_spawn_blocking(tern_task_fn fn, void *arg, tern_task **out)
@@ -450,5 +459,3 @@ int tern_spawn_blocking(tern_task_fn fn, void *arg, tern_task **out)
         return -EPERM;
     return tern_runtime_spawn_blocking(w->rt, fn, arg, out);
 }
-
-

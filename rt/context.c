@@ -41,11 +41,11 @@ typedef struct leaf {
 
 typedef struct node {
     _Atomic uint32_t refs;
-    uint32_t bitmap;    /* trie node: which of the 32 slots are present */
-    uint32_t hash;      /* collision node: the hash all its leaves share */
+    uint32_t bitmap; /* trie node: which of the 32 slots are present */
+    uint32_t hash;   /* collision node: the hash all its leaves share */
     uint8_t collision;
-    uint8_t n;          /* entries */
-    void *e[];          /* leaf *, or node * | 1 */
+    uint8_t n; /* entries */
+    void *e[]; /* leaf *, or node * | 1 */
 } node;
 
 struct tern_context {
@@ -91,7 +91,8 @@ static uint32_t mix(uint64_t x)
     return (uint32_t)x;
 }
 
-int tern_ctxvar_new(const char *name, void *deflt, void (*dtor)(void *), tern_ctxvar **out)
+int tern_ctxvar_new(const char *name, void *deflt, void (*dtor)(void *),
+                    tern_ctxvar **out)
 {
     if (!name || !out)
         return -EINVAL;
@@ -161,7 +162,8 @@ static void leaf_release(leaf *l)
 
 static void entry_ref(void *e)
 {
-    atomic_fetch_add_explicit(is_node(e) ? &as_node(e)->refs : &((leaf *)e)->refs, 1, TERN__RELAXED);
+    atomic_fetch_add_explicit(is_node(e) ? &as_node(e)->refs : &((leaf *)e)->refs, 1,
+                              TERN__RELAXED);
 }
 
 static void node_release(node *n)
@@ -559,7 +561,7 @@ void *tern_context_run(tern_context *ctx, tern_task_fn fn, void *arg)
     return r;
 }
 
-/* ---- get, set, reset ------------------------------------------------------------------ */
+/* ---- get, set, reset --------------------------------------------------------------- */
 
 void *tern_ctxvar_get(tern_ctxvar *v)
 {

@@ -75,10 +75,12 @@ typedef struct item {
 static int parse_errno(const char *s, int *out)
 {
     for (size_t i = 0; i < sizeof errnos / sizeof errnos[0]; i++)
-        if (strcmp(s, errnos[i].name) == 0) return *out = errnos[i].err, 0;
+        if (strcmp(s, errnos[i].name) == 0)
+            return *out = errnos[i].err, 0;
     char *end;
     long v = strtol(s, &end, 10);
-    if (*s < '0' || *s > '9' || *end || v <= 0 || v > 4095) return -1;
+    if (*s < '0' || *s > '9' || *end || v <= 0 || v > 4095)
+        return -1;
     *out = (int)v;
     return 0;
 }
@@ -86,7 +88,8 @@ static int parse_errno(const char *s, int *out)
 static int parse_ulong(const char *s, unsigned long *out)
 {
     char *end;
-    if (*s < '0' || *s > '9') return -1;
+    if (*s < '0' || *s > '9')
+        return -1;
     *out = strtoul(s, &end, 10);
     return *end ? -1 : 0;
 }
@@ -97,25 +100,32 @@ static int parse_item(char *tok, item *items)
     char *save, *name = strtok_r(tok, ":", &save);
     int id = -1;
     for (int i = 0; name && i < TERN__FAULT_NSEAMS; i++)
-        if (strcmp(name, names[i]) == 0) id = i;
-    if (id < 0) return -1;
+        if (strcmp(name, names[i]) == 0)
+            id = i;
+    if (id < 0)
+        return -1;
     item it = {.err = default_err[id]};
     for (char *opt; (opt = strtok_r(NULL, ":", &save));) {
         if (strncmp(opt, "every=", 6) == 0) {
-            if (parse_ulong(opt + 6, &it.every) || it.every == 0) return -1;
+            if (parse_ulong(opt + 6, &it.every) || it.every == 0)
+                return -1;
         } else if (strncmp(opt, "after=", 6) == 0) {
-            if (parse_ulong(opt + 6, &it.after)) return -1;
+            if (parse_ulong(opt + 6, &it.after))
+                return -1;
         } else if (strncmp(opt, "p=", 2) == 0) {
             char *end;
             double p = strtod(opt + 2, &end);
-            if (*end || end == opt + 2 || !(p >= 0 && p <= 1)) return -1;
+            if (*end || end == opt + 2 || !(p >= 0 && p <= 1))
+                return -1;
             it.p = p >= 1 ? UINT64_MAX : (uint64_t)(p * 18446744073709551616.0);
-            if (it.p == 0) it.err = 0; /* p=0: never */
+            if (it.p == 0)
+                it.err = 0; /* p=0: never */
         } else if (parse_errno(opt, &it.err)) {
             return -1;
         }
     }
-    if (!it.p && !it.every) it.every = 1;
+    if (!it.p && !it.every)
+        it.every = 1;
     items[id] = it;
     return 0;
 }
@@ -125,7 +135,8 @@ static int apply(const char *spec)
     item items[TERN__FAULT_NSEAMS] = {{0}};
     uint64_t s = 1;
     char *copy = strdup(spec ? spec : "");
-    if (!copy) return -ENOMEM;
+    if (!copy)
+        return -ENOMEM;
     int bad = 0;
     char *save;
     for (char *tok = strtok_r(copy, ",", &save); tok && !bad;
@@ -137,7 +148,8 @@ static int apply(const char *spec)
             bad = parse_item(tok, items) != 0;
     }
     free(copy);
-    if (bad) return -EINVAL;
+    if (bad)
+        return -EINVAL;
     int any = 0;
     atomic_store_explicit(&armed, 0, memory_order_relaxed);
     for (int i = 0; i < TERN__FAULT_NSEAMS; i++) {
@@ -169,13 +181,16 @@ static void env_init(void)
 int tern__fault(enum tern__fault_seam id)
 {
     pthread_once(&env_once, env_init);
-    if (!atomic_load_explicit(&armed, memory_order_relaxed)) return 0;
+    if (!atomic_load_explicit(&armed, memory_order_relaxed))
+        return 0;
     seam *sm = &seams[id];
     int err = atomic_load_explicit(&sm->err, memory_order_relaxed);
-    if (!err) return 0;
+    if (!err)
+        return 0;
     unsigned long n = atomic_fetch_add_explicit(&sm->calls, 1, memory_order_relaxed) + 1;
     unsigned long after = atomic_load_explicit(&sm->after, memory_order_relaxed);
-    if (n <= after) return 0;
+    if (n <= after)
+        return 0;
     unsigned long every = atomic_load_explicit(&sm->every, memory_order_relaxed);
     uint64_t p = atomic_load_explicit(&sm->p, memory_order_relaxed);
     int hit;
@@ -184,7 +199,8 @@ int tern__fault(enum tern__fault_seam id)
     else
         hit = mix(atomic_load_explicit(&seed, memory_order_relaxed) ^
                   mix(atomic_fetch_add_explicit(&draws, 1, memory_order_relaxed))) < p;
-    if (!hit) return 0;
+    if (!hit)
+        return 0;
     atomic_fetch_add_explicit(&sm->faults, 1, memory_order_relaxed);
     return err;
 }

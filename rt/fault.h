@@ -74,21 +74,21 @@ unsigned long tern__fault_calls(enum tern__fault_seam seam);
 
 #define TERN__FAULT(s) tern__fault(TERN__FAULT_##s)
 /* A libc call: `failed` (-1, MAP_FAILED) with errno set, or the call. */
-#define TERN__FAULT_SYS(s, failed, call)                                                  \
+#define TERN__FAULT_SYS(s, failed, call)                                                 \
     ({                                                                                   \
-        int fe_ = tern__fault(TERN__FAULT_##s);                                           \
+        int fe_ = tern__fault(TERN__FAULT_##s);                                          \
         fe_ ? (errno = fe_, (failed)) : (call);                                          \
     })
 /* A call that returns -errno (liburing). */
-#define TERN__FAULT_NEG(s, call)                                                          \
+#define TERN__FAULT_NEG(s, call)                                                         \
     ({                                                                                   \
-        int fe_ = tern__fault(TERN__FAULT_##s);                                           \
+        int fe_ = tern__fault(TERN__FAULT_##s);                                          \
         fe_ ? -fe_ : (call);                                                             \
     })
 /* A call that returns the errno itself (pthread_create). */
-#define TERN__FAULT_POS(s, call)                                                          \
+#define TERN__FAULT_POS(s, call)                                                         \
     ({                                                                                   \
-        int fe_ = tern__fault(TERN__FAULT_##s);                                           \
+        int fe_ = tern__fault(TERN__FAULT_##s);                                          \
         fe_ ? fe_ : (call);                                                              \
     })
 /* An allocation of a runtime structure: NULL, or the call. */

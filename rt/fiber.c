@@ -264,8 +264,10 @@ static void write_all(const char *p, size_t n)
 {
     while (n > 0) {
         ssize_t w = write(2, p, n);
-        if (w < 0 && errno == EINTR) continue;
-        if (w <= 0) return;
+        if (w < 0 && errno == EINTR)
+            continue;
+        if (w <= 0)
+            return;
         p += w;
         n -= (size_t)w;
     }
@@ -305,7 +307,8 @@ void tern__fiber_init(tern__fiber *f, tern__stack *s, void (*entry)(void *), voi
 #ifdef TERN_TSAN
     /* A fresh TSan fiber: a reused one would still carry the shadow call
      * stack of the fiber that ran before and never returned. */
-    if (f->tsan) __tsan_destroy_fiber(f->tsan);
+    if (f->tsan)
+        __tsan_destroy_fiber(f->tsan);
     f->tsan = __tsan_create_fiber(0);
 #endif
 }
@@ -346,7 +349,8 @@ NO_ASAN void tern__fiber_switch(tern__fiber *from, tern__fiber *to, int last)
         from->tsan = NULL;
     }
     __tsan_switch_to_fiber(to->tsan, 0);
-    if (dead) __tsan_destroy_fiber(dead);
+    if (dead)
+        __tsan_destroy_fiber(dead);
 #endif
 #ifdef TERN_ASAN
     /* A NULL save slot on the last switch lets ASan free from's fake
@@ -365,7 +369,8 @@ NO_ASAN void tern__fiber_switch(tern__fiber *from, tern__fiber *to, int last)
 void tern__fiber_destroy(tern__fiber *f)
 {
 #ifdef TERN_TSAN
-    if (f->tsan && f->stack) __tsan_destroy_fiber(f->tsan);
+    if (f->tsan && f->stack)
+        __tsan_destroy_fiber(f->tsan);
     f->tsan = NULL;
 #endif
     (void)f;
@@ -445,7 +450,8 @@ static void on_segv(int sig, siginfo_t *si, void *uc)
      * instruction and faults again under that disposition; a signal sent
      * with kill is re-raised, pending until this handler returns. */
     sigaction(SIGSEGV, &prev_segv, NULL);
-    if (si->si_code <= 0) raise(sig);
+    if (si->si_code <= 0)
+        raise(sig);
     (void)uc;
 }
 
@@ -457,21 +463,26 @@ static void install_segv(void)
     sa.sa_sigaction = on_segv;
     sa.sa_flags = SA_SIGINFO | SA_ONSTACK;
     sigemptyset(&sa.sa_mask);
-    if (sigaction(SIGSEGV, &sa, &prev_segv) != 0) segv_err = -errno;
+    if (sigaction(SIGSEGV, &sa, &prev_segv) != 0)
+        segv_err = -errno;
 }
 
 int tern__fiber_thread_init(void)
 {
     pthread_once(&segv_once, install_segv);
-    if (segv_err) return segv_err;
-    if (alt_mem) return 0;
+    if (segv_err)
+        return segv_err;
+    if (alt_mem)
+        return 0;
     /* The handler must not run on the stack that just overflowed. Keep an
      * alternate stack the thread already has (ASan gives threads one). */
     stack_t old;
-    if (sigaltstack(NULL, &old) == 0 && !(old.ss_flags & SS_DISABLE)) return 0;
+    if (sigaltstack(NULL, &old) == 0 && !(old.ss_flags & SS_DISABLE))
+        return 0;
     void *mem = mmap(NULL, ALTSTACK_SIZE, PROT_READ | PROT_WRITE,
                      MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
-    if (mem == MAP_FAILED) return -ENOMEM;
+    if (mem == MAP_FAILED)
+        return -ENOMEM;
     stack_t ss = {.ss_sp = mem, .ss_size = ALTSTACK_SIZE, .ss_flags = 0};
     if (sigaltstack(&ss, NULL) != 0) {
         int e = errno;
@@ -485,7 +496,8 @@ int tern__fiber_thread_init(void)
 
 void tern__fiber_thread_exit(void)
 {
-    if (!alt_mem) return;
+    if (!alt_mem)
+        return;
     stack_t cur;
     if (sigaltstack(NULL, &cur) == 0 && cur.ss_sp == alt_mem) {
         stack_t off = {.ss_sp = NULL, .ss_size = 0, .ss_flags = SS_DISABLE};

@@ -26,8 +26,8 @@ typedef struct tern__stack {
 } tern__stack;
 
 typedef struct tern__fiber {
-    void *sp;                /* saved stack pointer while switched out */
-    tern__stack *stack;      /* NULL for a thread's own (scheduler) context */
+    void *sp;           /* saved stack pointer while switched out */
+    tern__stack *stack; /* NULL for a thread's own (scheduler) context */
     /* Sanitizer state exists only in those builds: a task header must stay
      * within two cache lines (every spawn writes one). */
 #ifdef TERN_TSAN

@@ -40,8 +40,8 @@ int tern_handle_cancel(tern_handle *h)
     if (!h)
         return -EINVAL;
     uint32_t exp = TERN__HS_PENDING;
-    if (!atomic_compare_exchange_strong_explicit(&h->state, &exp, TERN__HS_CANCELLED, TERN__ACQ_REL,
-                                                 TERN__RELAXED))
+    if (!atomic_compare_exchange_strong_explicit(&h->state, &exp, TERN__HS_CANCELLED,
+                                                 TERN__ACQ_REL, TERN__RELAXED))
         return -EALREADY;
     if (h->timer.kind == TERN__TIMER_HANDLE)
         tern__timer_cancel(&h->timer); /* the owner reaps it */
@@ -50,14 +50,16 @@ int tern_handle_cancel(tern_handle *h)
 
 int tern_handle_cancelled(const tern_handle *h)
 {
-    return h && atomic_load_explicit(&((tern_handle *)h)->state, TERN__ACQUIRE) == TERN__HS_CANCELLED;
+    return h && atomic_load_explicit(&((tern_handle *)h)->state, TERN__ACQUIRE) ==
+                    TERN__HS_CANCELLED;
 }
 
 /* Runs h if nobody cancelled it first. */
 static void handle_run(tern_loop *w, tern_handle *h)
 {
     uint32_t exp = TERN__HS_PENDING;
-    if (atomic_compare_exchange_strong_explicit(&h->state, &exp, TERN__HS_DONE, TERN__ACQ_REL, TERN__RELAXED)) {
+    if (atomic_compare_exchange_strong_explicit(&h->state, &exp, TERN__HS_DONE,
+                                                TERN__ACQ_REL, TERN__RELAXED)) {
         tern_context *prev = tern__context_enter(h->ctx);
         TERN__STAT_INC(w, handles_run); /* first: the watchdog's sign of progress */
         atomic_store_explicit(&w->busy_cb, (uintptr_t)h->cb, TERN__RELAXED);
@@ -96,7 +98,8 @@ static void fifo_append(tern_loop *w, tern_handle *first, tern_handle *last, uin
     else
         w->fifo_head = first;
     w->fifo_tail = last;
-    atomic_store_explicit(&w->fifo_len, atomic_load_explicit(&w->fifo_len, TERN__RELAXED) + n,
+    atomic_store_explicit(&w->fifo_len,
+                          atomic_load_explicit(&w->fifo_len, TERN__RELAXED) + n,
                           TERN__RELAXED);
 }
 
@@ -162,7 +165,8 @@ int tern__handle_post(tern_loop *loop, tern_handle *h)
     atomic_store_explicit(&loop->inbox_nonempty, 1, TERN__RELEASE);
     pthread_mutex_unlock(&loop->inbox_lock);
     /* seq_cst pairs with park's store of parked then read of the inbox */
-    if (loop != tern__loop_self() && atomic_exchange_explicit(&loop->parked, 0, TERN__SEQ_CST))
+    if (loop != tern__loop_self() &&
+        atomic_exchange_explicit(&loop->parked, 0, TERN__SEQ_CST))
         tern__loop_wake(loop);
     return 0;
 }
@@ -260,7 +264,8 @@ void tern__handles_run(tern_loop *w)
         w->fifo_head = h->next;
         if (!w->fifo_head)
             w->fifo_tail = NULL;
-        atomic_store_explicit(&w->fifo_len, atomic_load_explicit(&w->fifo_len, TERN__RELAXED) - 1,
+        atomic_store_explicit(&w->fifo_len,
+                              atomic_load_explicit(&w->fifo_len, TERN__RELAXED) - 1,
                               TERN__RELAXED);
         handle_run(w, h);
     }

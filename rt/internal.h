@@ -27,8 +27,8 @@
 
 #include "io/driver.h"
 #include "rt/fiber.h"
-#include "tern.h"
 #include "rt/wheel.h"
+#include "tern.h"
 
 /* Named orderings, so grep finds every ordering decision. */
 #define TERN__RELAXED memory_order_relaxed
@@ -39,11 +39,13 @@
 
 /* Counters written by one thread and read by others: a relaxed load and store
  * is a plain move on x86-64, where an atomic add would be a locked op. */
-#define TERN__STAT_INC(w, f)                                                              \
-    atomic_store_explicit(&(w)->stats.f, atomic_load_explicit(&(w)->stats.f, TERN__RELAXED) + 1, \
+#define TERN__STAT_INC(w, f)                                                             \
+    atomic_store_explicit(&(w)->stats.f,                                                 \
+                          atomic_load_explicit(&(w)->stats.f, TERN__RELAXED) + 1,        \
                           TERN__RELAXED)
-#define TERN__STAT_ADD(w, f, n)                                                           \
-    atomic_store_explicit(&(w)->stats.f, atomic_load_explicit(&(w)->stats.f, TERN__RELAXED) + (n), \
+#define TERN__STAT_ADD(w, f, n)                                                          \
+    atomic_store_explicit(&(w)->stats.f,                                                 \
+                          atomic_load_explicit(&(w)->stats.f, TERN__RELAXED) + (n),      \
                           TERN__RELAXED)
 
 /* A full fence for the Dekker-style hand-offs (publish, fence, read the
@@ -51,7 +53,8 @@
  * seq_cst read-modify-write of one shared word, which TSan does order. */
 #ifdef TERN_TSAN
 extern _Atomic unsigned tern__fence_word;
-#define TERN__FENCE() ((void)atomic_fetch_add_explicit(&tern__fence_word, 0, TERN__SEQ_CST))
+#define TERN__FENCE()                                                                    \
+    ((void)atomic_fetch_add_explicit(&tern__fence_word, 0, TERN__SEQ_CST))
 #else
 #define TERN__FENCE() atomic_thread_fence(TERN__SEQ_CST)
 #endif
@@ -63,7 +66,8 @@ extern _Atomic unsigned tern__fence_word;
 static inline void tern__spin_lock(_Atomic unsigned *l)
 {
     for (unsigned n = 0;; n++) {
-        if (!atomic_load_explicit(l, TERN__RELAXED) && !atomic_exchange_explicit(l, 1, TERN__ACQUIRE))
+        if (!atomic_load_explicit(l, TERN__RELAXED) &&
+            !atomic_exchange_explicit(l, 1, TERN__ACQUIRE))
             return;
         if (n < 100)
             ck_pr_stall();
@@ -77,8 +81,7 @@ static inline void tern__spin_unlock(_Atomic unsigned *l)
     atomic_store_explicit(l, 0, TERN__RELEASE);
 }
 
-
-#define TERN__LOCAL_QUEUE 256 /* power of two */
+#define TERN__LOCAL_QUEUE 256   /* power of two */
 #define TERN__EVENT_INTERVAL 61 /* tasks run between two looks at timers/inject */
 #define TERN__LIFO_STREAK 3     /* LIFO runs in a row before the queue gets a turn */
 #define TERN__TASK_CACHE 256    /* recycled task headers kept per worker */
@@ -114,7 +117,7 @@ struct tern_task {
     _Atomic uint32_t refs;
     tern_loop *loop; /* the worker it runs on now; set before each switch-in */
     uint64_t id;
-    uint8_t reason;     /* SW_*: why the fiber switched out */
+    uint8_t reason; /* SW_*: why the fiber switched out */
     uint8_t started;
     uint8_t yielded;    /* queued by a yield, state left RUNNING (task.c) */
     uint8_t saw_cancel; /* a suspension point returned -ECANCELED to it */
@@ -129,8 +132,8 @@ struct tern_task {
     tern_task_fn fn;
     void *arg;
     void *result;
-    tern_context *ctx;        /* its context variables (context.c) */
-    _Atomic uintptr_t joiner; /* tern_task*, thread waiter | 1, or tern_future* | 2 */
+    tern_context *ctx;          /* its context variables (context.c) */
+    _Atomic uintptr_t joiner;   /* tern_task*, thread waiter | 1, or tern_future* | 2 */
     void (*on_exit)(void *arg); /* tern__spawn_on_exit's, or NULL */
     uint64_t pad1;
     /* Third line: what the registry, tern_dump and the watchdog read. The
@@ -141,8 +144,8 @@ struct tern_task {
     _Atomic uintptr_t wait_obj;            /* what it waits on (TERN__W_* says how) */
     _Atomic uint64_t wait_since;           /* loop time when that wait began */
     uint32_t line;
-    _Atomic uint8_t wait_kind;             /* TERN__W_* */
-    uint16_t shard;                        /* its registry shard (task.c) */
+    _Atomic uint8_t wait_kind; /* TERN__W_* */
+    uint16_t shard;            /* its registry shard (task.c) */
 };
 #ifdef TERN__TASK_SIZE_CHECK
 _Static_assert(sizeof(struct tern_task) <= 192, "a task header fits three cache lines");
@@ -150,11 +153,27 @@ _Static_assert(sizeof(struct tern_task) <= 192, "a task header fits three cache 
 
 /* What a waiting task waits on, for tern_dump (tern__wait_note). */
 enum {
-    TERN__W_NONE, TERN__W_PARK, TERN__W_SLEEP, TERN__W_JOIN, TERN__W_FUTURE,
-    TERN__W_CHAN_SEND, TERN__W_CHAN_RECV, TERN__W_SELECT, TERN__W_MUTEX, TERN__W_RWLOCK,
-    TERN__W_SEM, TERN__W_EVENT, TERN__W_NOTIFY, TERN__W_COND, TERN__W_BARRIER,
-    TERN__W_WAITGROUP, TERN__W_GROUP, TERN__W_GEN, TERN__W_IO,
-    TERN__W_BLOCKING, TERN__W_COUNT
+    TERN__W_NONE,
+    TERN__W_PARK,
+    TERN__W_SLEEP,
+    TERN__W_JOIN,
+    TERN__W_FUTURE,
+    TERN__W_CHAN_SEND,
+    TERN__W_CHAN_RECV,
+    TERN__W_SELECT,
+    TERN__W_MUTEX,
+    TERN__W_RWLOCK,
+    TERN__W_SEM,
+    TERN__W_EVENT,
+    TERN__W_NOTIFY,
+    TERN__W_COND,
+    TERN__W_BARRIER,
+    TERN__W_WAITGROUP,
+    TERN__W_GROUP,
+    TERN__W_GEN,
+    TERN__W_IO,
+    TERN__W_BLOCKING,
+    TERN__W_COUNT
 };
 /* Records what the calling task is about to wait on (obj: an object
  * address, a deadline, a task id, or for TERN__W_IO fd | op << 32) and
@@ -244,19 +263,19 @@ struct tern_loop {
     tern_runtime *rt;
     unsigned index;
     pthread_t thread;
-    tern__fiber sched;     /* the worker thread's own context */
-    tern_task *current;    /* task switched in, or NULL */
+    tern__fiber sched;  /* the worker thread's own context */
+    tern_task *current; /* task switched in, or NULL */
     unsigned lifo_streak;
     unsigned since_poll; /* tasks run since the driver was last asked for events */
     uint32_t rng;
     _Atomic int searching; /* counted in rt->idle.searching; a notifier sets it
                               while we may be reaping I/O inside park */
-    int sleeping;  /* in rt->idle.sleepers; guarded by rt->idle.lock */
+    int sleeping;          /* in rt->idle.sleepers; guarded by rt->idle.lock */
 
     _Atomic uint64_t now; /* loop time: read once per turn, any thread reads */
     tern__wheel wheel;
     _Atomic(tern__sleep *) sleep_reap; /* sleep entries other threads gave up */
-    _Atomic uint64_t scheduled; /* wheel.count as of the last turn, for others */
+    _Atomic uint64_t scheduled;        /* wheel.count as of the last turn, for others */
     tern__driver *driver;
     const char *backend_note;
     _Atomic int parked; /* 1 while in (or entering) the driver wait */
@@ -274,13 +293,13 @@ struct tern_loop {
      * task switched in, or the callback being run (0 in the loop itself). */
     _Atomic(tern_task *) busy_task;
     _Atomic uintptr_t busy_cb;
-    uint64_t busy_since; /* when the worker left its last park (busy_ns) */
+    uint64_t busy_since;     /* when the worker left its last park (busy_ns) */
     uint32_t poll_countdown; /* polls until the next timed one */
     _Atomic uint64_t poll_hist[TERN__POLL_HIST];
     _Atomic uint64_t counts[3]; /* spawned, finished, freed here (task.c) */
     unsigned nfree;             /* recycled task headers (owner only) */
     tern_task *free_tasks[TERN__TASK_CACHE];
-    uint64_t id_next, id_end;   /* task ids reserved by this worker */
+    uint64_t id_next, id_end; /* task ids reserved by this worker */
 };
 
 /* A batch of recycled task headers on the runtime's global list. */
@@ -342,8 +361,8 @@ struct tern_runtime {
     pthread_mutex_t free_lock;          /* recycled task headers */
     tern__batch *free_batches;
     _Atomic unsigned nbatches;
-    _Atomic int closing;         /* shutdown began: no new tasks */
-    _Atomic int stopping;        /* workers should exit once idle */
+    _Atomic int closing;  /* shutdown began: no new tasks */
+    _Atomic int stopping; /* workers should exit once idle */
     pthread_mutex_t done_lock;
     pthread_cond_t done_cond; /* a task finished while closing */
 
@@ -372,8 +391,8 @@ uint64_t tern__unfinished(tern_runtime *rt);
 void tern__task_cache_free(tern_runtime *rt);
 /* file:line: where it was spawned (NULL, 0 when unknown); set before the
  * task becomes visible in the registry. */
-int tern__task_new(tern_runtime *rt, tern_task_fn fn, void *arg, int kind, tern_task **out,
-                   int handle, const char *file, int line);
+int tern__task_new(tern_runtime *rt, tern_task_fn fn, void *arg, int kind,
+                   tern_task **out, int handle, const char *file, int line);
 /* tern_runtime_spawn whose task calls on_exit(arg) as it finishes, whether
  * its body ran or not (cancelled before it started, no stack): once, on the
  * finishing thread outside any task (so it must not suspend), before a
@@ -422,14 +441,14 @@ void tern__timer_reap(tern__timer *t, void *ctx);
 enum { TERN__TIMER_SLEEP = 1, TERN__TIMER_HANDLE };
 
 /* context.c */
-tern_context *tern__context_capture(void);           /* a reference to the current one */
-tern_context *tern__context_enter(tern_context *c);  /* thread's current <- c; returns old */
+tern_context *tern__context_capture(void); /* a reference to the current one */
+tern_context *
+tern__context_enter(tern_context *c); /* thread's current <- c; returns old */
 void tern__context_leave(tern_context *prev);
 void tern__ctxvar_set_hash(tern_ctxvar *v, uint32_t hash); /* tests: force collisions */
 /* Calls fn(var, value, arg) for every variable set in c (tern_dump). */
 void tern__context_each(const tern_context *c, void (*fn)(tern_ctxvar *, void *, void *),
                         void *arg);
-
 
 /* task.c: the registry of live tasks. tern__registry_lock(rt, i) locks
  * shard i (0 <= i < rt->nshards); under it the shard's tasks stay alive and

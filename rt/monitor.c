@@ -35,7 +35,7 @@ struct tern__watch {
     uint64_t seq;    /* polls + callbacks of the worker when last sampled */
     tern_task *task; /* what it ran then */
     uintptr_t cb;
-    uint64_t since;  /* when that poll was first seen */
+    uint64_t since; /* when that poll was first seen */
     int reported;
 };
 
@@ -44,7 +44,7 @@ static pthread_mutex_t life_lock = PTHREAD_MUTEX_INITIALIZER; /* thread start/st
 static pthread_cond_t called = PTHREAD_COND_INITIALIZER;      /* calling went NULL */
 static tern_runtime *runtimes;
 static tern_runtime *calling; /* whose on_stall runs now; guarded by list_lock */
-static unsigned users; /* runtimes that want the thread; guarded by life_lock */
+static unsigned users;        /* runtimes that want the thread; guarded by life_lock */
 static pthread_t thread;
 static int stop; /* guarded by list_lock */
 /* Initialised once and never destroyed: a handler may post it at any time. */
@@ -92,7 +92,8 @@ static void stall_print(const tern_stall *s, void *arg)
                 *s->name ? "\"" : "", *s->file ? s->file : "?", s->line,
                 (unsigned long long)(s->held_ns / 1000000));
     else
-        fprintf(stderr, "tern: worker %u stalled: a loop callback has held it for %llu ms\n",
+        fprintf(stderr,
+                "tern: worker %u stalled: a loop callback has held it for %llu ms\n",
                 s->worker, (unsigned long long)(s->held_ns / 1000000));
 }
 
@@ -180,7 +181,9 @@ static void *monitor_main(void *arg)
         for (tern_runtime *rt = runtimes; rt; rt = rt->next_rt) {
             int sig = rt->cfg.dump_signal;
             if (sig && !got[sig])
-                got[sig] = atomic_exchange_explicit(&dump_pending[sig], 0, TERN__RELAXED) ? 1 : 2;
+                got[sig] = atomic_exchange_explicit(&dump_pending[sig], 0, TERN__RELAXED)
+                               ? 1
+                               : 2;
         }
         uint64_t now = tern_now();
         /* rt->next_rt is read with the lock held again after a callback:

@@ -59,7 +59,8 @@ static int push_overflow(tern_loop *w, tern_task *t, uint32_t head, uint32_t tai
         batch[i] = slot_get(w, head + i);
     /* acq_rel: acquire so our slot reads are ordered before claiming them,
      * release for symmetry with thieves' claims. */
-    if (!atomic_compare_exchange_strong_explicit(&w->head, &head, head + n, TERN__ACQ_REL, TERN__RELAXED)) {
+    if (!atomic_compare_exchange_strong_explicit(&w->head, &head, head + n, TERN__ACQ_REL,
+                                                 TERN__RELAXED)) {
         free(c);
         return 0;
     }
@@ -79,8 +80,9 @@ static int push_overflow(tern_loop *w, tern_task *t, uint32_t head, uint32_t tai
         pthread_mutex_lock(&rt->inject_lock);
         c->next = rt->over;
         rt->over = c;
-        atomic_store_explicit(&rt->inject_len,
-                              atomic_load_explicit(&rt->inject_len, TERN__RELAXED) + n + 1, TERN__RELEASE);
+        atomic_store_explicit(
+            &rt->inject_len, atomic_load_explicit(&rt->inject_len, TERN__RELAXED) + n + 1,
+            TERN__RELEASE);
         pthread_mutex_unlock(&rt->inject_lock);
     }
     /* Others should help with what we could not keep. */
@@ -114,7 +116,8 @@ tern_task *tern__queue_pop(tern_loop *w)
         tern_task *t = slot_get(w, head);
         /* release: a thief that later claims past this slot must not see
          * the slot as free before our read of it is done */
-        if (atomic_compare_exchange_weak_explicit(&w->head, &head, head + 1, TERN__RELEASE, TERN__RELAXED))
+        if (atomic_compare_exchange_weak_explicit(&w->head, &head, head + 1,
+                                                  TERN__RELEASE, TERN__RELAXED))
             return t;
     }
 }
@@ -148,8 +151,8 @@ unsigned tern__queue_steal(tern_loop *victim, tern_loop *w)
              * it while the owner is busy keeps a woken task from waiting
              * behind a long-running one. */
             tern_task *t = atomic_load_explicit(&victim->lifo, TERN__RELAXED);
-            if (t && atomic_compare_exchange_strong_explicit(&victim->lifo, &t, NULL,
-                                                             TERN__ACQUIRE, TERN__RELAXED)) {
+            if (t && atomic_compare_exchange_strong_explicit(
+                         &victim->lifo, &t, NULL, TERN__ACQUIRE, TERN__RELAXED)) {
                 slot_set(w, mytail, t);
                 atomic_store_explicit(&w->tail, mytail + 1, TERN__RELEASE);
                 return 1;
@@ -160,8 +163,8 @@ unsigned tern__queue_steal(tern_loop *victim, tern_loop *w)
             continue; /* head and tail read at different moments */
         for (uint32_t i = 0; i < n; i++)
             slot_set(w, mytail + i, slot_get(victim, head + i));
-        if (atomic_compare_exchange_weak_explicit(&victim->head, &head, head + n, TERN__ACQ_REL,
-                                                  TERN__RELAXED)) {
+        if (atomic_compare_exchange_weak_explicit(&victim->head, &head, head + n,
+                                                  TERN__ACQ_REL, TERN__RELAXED)) {
             atomic_store_explicit(&w->tail, mytail + n, TERN__RELEASE);
             return n;
         }
@@ -179,9 +182,11 @@ void tern__inject_push(tern_runtime *rt, tern_task *first, tern_task *last, unsi
     else
         rt->remote_head = first;
     rt->remote_tail = last;
-    atomic_store_explicit(&rt->remote_len, atomic_load_explicit(&rt->remote_len, TERN__RELAXED) + n,
+    atomic_store_explicit(&rt->remote_len,
+                          atomic_load_explicit(&rt->remote_len, TERN__RELAXED) + n,
                           TERN__RELAXED);
-    atomic_store_explicit(&rt->inject_len, atomic_load_explicit(&rt->inject_len, TERN__RELAXED) + n,
+    atomic_store_explicit(&rt->inject_len,
+                          atomic_load_explicit(&rt->inject_len, TERN__RELAXED) + n,
                           TERN__RELEASE);
     pthread_mutex_unlock(&rt->inject_lock);
 }
@@ -221,7 +226,8 @@ tern_task *tern__inject_pull(tern_runtime *rt, tern_loop *w, int remote_first)
         if (!rt->remote_head)
             rt->remote_tail = NULL;
         atomic_store_explicit(&rt->remote_len,
-                              atomic_load_explicit(&rt->remote_len, TERN__RELAXED) - got, TERN__RELAXED);
+                              atomic_load_explicit(&rt->remote_len, TERN__RELAXED) - got,
+                              TERN__RELAXED);
     }
     atomic_store_explicit(&rt->inject_len, len - got, TERN__RELAXED);
     pthread_mutex_unlock(&rt->inject_lock);

@@ -5,9 +5,9 @@
 #define _GNU_SOURCE
 #include <errno.h>
 #include <limits.h>
+#include <sched.h>
 #include <signal.h>
 #include <stdio.h>
-#include <sched.h>
 #include <stdlib.h>
 #include <string.h>
 #include <time.h>
@@ -50,9 +50,12 @@ static unsigned cpu_count(void)
 /* A signal by number or name ("USR1", "SIGUSR2"); 0 when unknown. */
 static int signal_parse(const char *s)
 {
-    static const struct { const char *name; int sig; } names[] = {
-        {"USR1", SIGUSR1}, {"USR2", SIGUSR2}, {"QUIT", SIGQUIT}, {"HUP", SIGHUP},
-        {"PWR", SIGPWR},   {"WINCH", SIGWINCH},
+    static const struct {
+        const char *name;
+        int sig;
+    } names[] = {
+        {"USR1", SIGUSR1}, {"USR2", SIGUSR2}, {"QUIT", SIGQUIT},
+        {"HUP", SIGHUP},   {"PWR", SIGPWR},   {"WINCH", SIGWINCH},
     };
     char *end;
     long n = strtol(s, &end, 10);
@@ -97,8 +100,15 @@ static int config_env(tern_config *c)
 static int dump_signal_ok(int sig)
 {
     switch (sig) {
-    case SIGKILL: case SIGSTOP: case SIGSEGV: case SIGBUS: case SIGFPE: case SIGILL:
-    case SIGABRT: case SIGTRAP: case SIGSYS:
+    case SIGKILL:
+    case SIGSTOP:
+    case SIGSEGV:
+    case SIGBUS:
+    case SIGFPE:
+    case SIGILL:
+    case SIGABRT:
+    case SIGTRAP:
+    case SIGSYS:
         return 0;
     default:
         return sig >= 0 && sig < NSIG;
@@ -120,10 +130,12 @@ static int config_resolve(const tern_config *in, tern_config *out)
     tern_config_init(out);
     if (!in)
         in = out;
-    if (!reserved_zero(in) || in->workers > TERN_MAX_WORKERS || in->backend > TERN_BACKEND_EPOLL ||
+    if (!reserved_zero(in) || in->workers > TERN_MAX_WORKERS ||
+        in->backend > TERN_BACKEND_EPOLL ||
         (in->stack_size && (in->stack_size < 16384 || in->stack_size > (1u << 30))) ||
         in->budget > 65535 || in->blocking_threads > 4096 ||
-        in->blocking_queue > TERN_MAX_BLOCKING_QUEUE || in->blocking_keepalive_ms > TERN_MAX_MS ||
+        in->blocking_queue > TERN_MAX_BLOCKING_QUEUE ||
+        in->blocking_keepalive_ms > TERN_MAX_MS ||
         in->shutdown_timeout_ms > TERN_MAX_MS || !dump_signal_ok(in->dump_signal) ||
         in->stall_ms > TERN_MAX_STALL_MS)
         return -EINVAL;
@@ -192,7 +204,8 @@ static int runtime_alloc(tern_runtime *rt)
     if (!rt->loops || !rt->shards || !rt->idle.sleepers)
         return -ENOMEM;
     for (unsigned i = 0; i < n; i++) {
-        tern_loop *w = TERN__FAULT_ALLOC(aligned_alloc(64, (sizeof *w + 63) & ~(size_t)63));
+        tern_loop *w =
+            TERN__FAULT_ALLOC(aligned_alloc(64, (sizeof *w + 63) & ~(size_t)63));
         if (!w)
             return -ENOMEM;
         memset(w, 0, sizeof *w);
@@ -237,7 +250,7 @@ static int workers_start(tern_runtime *rt)
     for (; started < rt->nworkers; started++) {
         tern_loop *w = rt->loops[started];
         err = -TERN__FAULT_POS(THREAD,
-                              pthread_create(&w->thread, NULL, tern__worker_main, w));
+                               pthread_create(&w->thread, NULL, tern__worker_main, w));
         if (err < 0)
             break;
     }
@@ -319,8 +332,9 @@ int tern_runtime_new(const tern_config *cfg, tern_runtime **out)
     }
 
     err = workers_start(rt);
-    const char *why =
-        err && err == rt->driver_error ? tern__driver_refused(rt->backend_note, err) : NULL;
+    const char *why = err && err == rt->driver_error
+                          ? tern__driver_refused(rt->backend_note, err)
+                          : NULL;
     if (why) {
         /* AUTO, and a worker's ring was refused after the probe's was not:
          * the workers must agree on one backend, so all start over on
@@ -429,7 +443,8 @@ static unsigned freeze_parked(tern_runtime *rt, tern__remains *rm, int all)
                 continue; /* not yet: what it waits on may still end */
             if (!tern__task_freeze(t))
                 continue;
-            fprintf(stderr, "tern: shutdown abandoned task %llu waiting for a blocking job\n",
+            fprintf(stderr,
+                    "tern: shutdown abandoned task %llu waiting for a blocking job\n",
                     (unsigned long long)t->id);
             remember(t, rm);
             n++;
@@ -479,7 +494,7 @@ static int abandon(tern_runtime *rt, tern__remains *rm)
         goto done;
     /* Passes that freeze nothing and see nothing finish for 100 ms: then
      * whatever is still parked deaf waits on something frozen; take it all. */
-    for (int idle = 0;; ) {
+    for (int idle = 0;;) {
         unsigned n = freeze_parked(rt, rm, idle >= 100);
         stuck += n;
         frozen += n;
@@ -599,7 +614,6 @@ uint64_t tern_loop_time(tern_loop *loop)
     return loop ? atomic_load_explicit(&loop->now, TERN__RELAXED) : 0;
 }
 
-
 #define STAT(f) s->f = atomic_load_explicit(&w->stats.f, TERN__RELAXED)
 _Static_assert(TERN_POLL_BUCKETS == TERN__POLL_HIST, "one histogram layout");
 
@@ -634,10 +648,12 @@ int tern_loop_get_info(tern_loop *loop, tern_loop_info *out)
     out->worker = w->index;
     out->ready_tasks =
         tern__queue_len(w) + (atomic_load_explicit(&w->lifo, TERN__RELAXED) != NULL);
-    out->ready_handles = atomic_load_explicit(&w->fifo_len, TERN__RELAXED) +
-                         (uint64_t)atomic_load_explicit(&w->inbox_nonempty, TERN__RELAXED);
-    out->scheduled = w == tern__loop_self() ? w->wheel.count
-                                            : atomic_load_explicit(&w->scheduled, TERN__RELAXED);
+    out->ready_handles =
+        atomic_load_explicit(&w->fifo_len, TERN__RELAXED) +
+        (uint64_t)atomic_load_explicit(&w->inbox_nonempty, TERN__RELAXED);
+    out->scheduled = w == tern__loop_self()
+                         ? w->wheel.count
+                         : atomic_load_explicit(&w->scheduled, TERN__RELAXED);
     stats_read(w, &out->stats);
     return 0;
 }
@@ -673,7 +689,8 @@ int tern_runtime_metrics(tern_runtime *rt, tern_metrics *out)
         const uint64_t *add = (const uint64_t *)&s;
         for (size_t k = 0; k < sizeof s / sizeof(uint64_t); k++)
             sum[k] += add[k];
-        out->ready_tasks += tern__queue_len(w) + (atomic_load_explicit(&w->lifo, TERN__RELAXED) != NULL);
+        out->ready_tasks +=
+            tern__queue_len(w) + (atomic_load_explicit(&w->lifo, TERN__RELAXED) != NULL);
         out->timers_armed += atomic_load_explicit(&w->scheduled, TERN__RELAXED);
         for (unsigned b = 0; b < TERN_POLL_BUCKETS; b++)
             out->poll_hist[b] += atomic_load_explicit(&w->poll_hist[b], TERN__RELAXED);
@@ -688,22 +705,37 @@ const char *tern_strerror(int err)
     if (err < 0)
         err = -err;
     switch (err) {
-    case 0: return "success";
-    case ECANCELED: return "cancelled (the calling task, or the task, job or future waited for)";
-    case ETIMEDOUT: return "timed out (a deadline passed)";
-    case ESHUTDOWN: return "shutting down (the runtime or task group takes no new work)";
-    case EINVAL: return "invalid argument";
-    case ENOMEM: return "out of memory";
-    case EAGAIN: return "try again (it would have to wait, or a queue or resource is full)";
-    case EPERM: return "not permitted here (no task or runtime on this thread, the wrong "
-                       "loop's thread, a lock not held, or the kernel refused)";
-    case EALREADY: return "already done (finished, cancelled or closed before)";
-    case EBUSY: return "busy (held, waited on, or joined by someone else)";
-    case EDEADLK: return "would wait for itself (called from the thread or task it waits for)";
-    case ENOSYS: return "not supported by this kernel";
-    case EPIPE: return "closed (the channel, pipe or connection takes no more data)";
-    case ENXIO: return "no such host or service (or device)";
-    case ENODATA: return "the stream ended before all the bytes asked for";
+    case 0:
+        return "success";
+    case ECANCELED:
+        return "cancelled (the calling task, or the task, job or future waited for)";
+    case ETIMEDOUT:
+        return "timed out (a deadline passed)";
+    case ESHUTDOWN:
+        return "shutting down (the runtime or task group takes no new work)";
+    case EINVAL:
+        return "invalid argument";
+    case ENOMEM:
+        return "out of memory";
+    case EAGAIN:
+        return "try again (it would have to wait, or a queue or resource is full)";
+    case EPERM:
+        return "not permitted here (no task or runtime on this thread, the wrong "
+               "loop's thread, a lock not held, or the kernel refused)";
+    case EALREADY:
+        return "already done (finished, cancelled or closed before)";
+    case EBUSY:
+        return "busy (held, waited on, or joined by someone else)";
+    case EDEADLK:
+        return "would wait for itself (called from the thread or task it waits for)";
+    case ENOSYS:
+        return "not supported by this kernel";
+    case EPIPE:
+        return "closed (the channel, pipe or connection takes no more data)";
+    case ENXIO:
+        return "no such host or service (or device)";
+    case ENODATA:
+        return "the stream ended before all the bytes asked for";
     default: {
         /* strerror may format unknown codes into a shared buffer; this one
          * only ever returns static text. */

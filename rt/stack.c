@@ -112,12 +112,14 @@ static void canary_write(tern__stack *s, size_t page)
 
 NO_ASAN int tern__stack_check(const tern__stack *s)
 {
-    if (s->guarded) return 0;
+    if (s->guarded)
+        return 0;
     /* sysconf(_SC_PAGESIZE) reads a value glibc cached at startup. */
     const volatile uint64_t *w =
         (const uint64_t *)(s->base + (size_t)sysconf(_SC_PAGESIZE));
     for (int i = 0; i < CANARY_WORDS; i++)
-        if (w[i] != canary_word(s, i)) return -EFAULT;
+        if (w[i] != canary_word(s, i))
+            return -EFAULT;
     return 0;
 }
 
@@ -180,10 +182,12 @@ static region *region_new(tern__stack_pool *pool)
     size_t size = pool->stack_size;
     for (size_t n = pool->next_region; n >= 1; n /= 2) {
         region *r = TERN__FAULT_ALLOC(malloc(sizeof(*r) + n * sizeof(tern__stack)));
-        if (!r) continue;
-        void *p = TERN__FAULT_SYS(MMAP, MAP_FAILED,
-                                 mmap(NULL, n * size, PROT_READ | PROT_WRITE,
-                                      MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE, -1, 0));
+        if (!r)
+            continue;
+        void *p =
+            TERN__FAULT_SYS(MMAP, MAP_FAILED,
+                            mmap(NULL, n * size, PROT_READ | PROT_WRITE,
+                                 MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE, -1, 0));
         if (p == MAP_FAILED) {
             free(r);
             continue;
@@ -210,7 +214,8 @@ static size_t carve(tern__stack_pool *pool, size_t want)
         region *r = pool->regions;
         if (!r || r->carved == r->nstacks) {
             r = region_new(pool);
-            if (!r) break;
+            if (!r)
+                break;
         }
         tern__stack *s = &r->stacks[r->carved++];
         s->base = r->base + (r->carved - 1) * pool->stack_size;
@@ -230,7 +235,8 @@ static size_t carve(tern__stack_pool *pool, size_t want)
  * maybe warm) go first. Called with pool->lock held. */
 static unsigned take_global(tern__stack_pool *pool, unsigned n, tern__stack **chain)
 {
-    if (pool->free_count == 0) carve(pool, n);
+    if (pool->free_count == 0)
+        carve(pool, n);
     unsigned got = 0;
     tern__stack *head = pool->free_head, *last = NULL;
     for (tern__stack *s = head; s && got < n; s = s->next) {
@@ -258,14 +264,16 @@ static void give_global(tern__stack_pool *pool, tern__stack *head, tern__stack *
 
 int tern__stack_pool_new(size_t stack_size, unsigned ncaches, tern__stack_pool **out)
 {
-    if (!out) return -EINVAL;
+    if (!out)
+        return -EINVAL;
     *out = NULL;
     size_t page = (size_t)sysconf(_SC_PAGESIZE);
     if (stack_size < TERN__STACK_MIN || stack_size > TERN__STACK_MAX || ncaches == 0 ||
         ncaches > TERN__STACK_MAX_CACHES)
         return -EINVAL;
     tern__stack_pool *pool = TERN__FAULT_ALLOC(calloc(1, sizeof(*pool)));
-    if (!pool) return -ENOMEM;
+    if (!pool)
+        return -ENOMEM;
     if (posix_memalign((void **)&pool->caches, 64, ncaches * sizeof(cache))) {
         free(pool);
         return -ENOMEM;
@@ -283,7 +291,8 @@ int tern__stack_pool_new(size_t stack_size, unsigned ncaches, tern__stack_pool *
 
 void tern__stack_pool_free(tern__stack_pool *pool)
 {
-    if (!pool) return;
+    if (!pool)
+        return;
     region *r = pool->regions;
     while (r) {
         region *next = r->next;
@@ -311,7 +320,8 @@ static tern__stack *refill(tern__stack_pool *pool, cache *c)
     pthread_mutex_lock(&pool->lock);
     unsigned got = take_global(pool, CACHE_BATCH, &chain);
     pthread_mutex_unlock(&pool->lock);
-    if (!got) return NULL; /* out of memory or mappings */
+    if (!got)
+        return NULL; /* out of memory or mappings */
     c->head = chain->next;
     c->count = got - 1;
     return chain;
@@ -360,7 +370,8 @@ void tern__stack_put(tern__stack_pool *pool, unsigned cache_index, tern__stack *
         cache *c = &pool->caches[cache_index];
         s->next = c->head;
         c->head = s;
-        if (++c->count > CACHE_MAX) spill(pool, c);
+        if (++c->count > CACHE_MAX)
+            spill(pool, c);
         return;
     }
     give_global(pool, s, s, 1);

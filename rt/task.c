@@ -93,7 +93,8 @@ static void count(tern_runtime *rt, tern_loop *w, int which)
 {
     _Atomic uint64_t *c = w && w->rt == rt ? &w->counts[which] : NULL;
     if (c) /* release: pairs with the acquire in count_sum */
-        atomic_store_explicit(c, atomic_load_explicit(c, TERN__RELAXED) + 1, TERN__RELEASE);
+        atomic_store_explicit(c, atomic_load_explicit(c, TERN__RELAXED) + 1,
+                              TERN__RELEASE);
     else
         atomic_fetch_add_explicit(&rt->foreign_counts[which], 1, TERN__ACQ_REL);
 }
@@ -160,9 +161,10 @@ static void header_put(tern_runtime *rt, tern_loop *w, tern_task *t)
         /* Hand the older half to the global list, unless it already holds
          * plenty (tasks spawned from outside the workers are freed here but
          * never taken from here): then back to malloc. */
-        tern__batch *b = atomic_load_explicit(&rt->nbatches, TERN__RELAXED) < TERN__TASK_BATCHES
-                             ? malloc(sizeof *b)
-                             : NULL;
+        tern__batch *b =
+            atomic_load_explicit(&rt->nbatches, TERN__RELAXED) < TERN__TASK_BATCHES
+                ? malloc(sizeof *b)
+                : NULL;
         if (!b) {
             for (unsigned k = 0; k < TERN__TASK_CACHE / 2; k++)
                 free(w->free_tasks[k]);
@@ -346,7 +348,8 @@ void tern__wait_note(int kind, uintptr_t obj)
     if (!t)
         return;
     atomic_store_explicit(&t->wait_obj, obj, TERN__RELAXED);
-    atomic_store_explicit(&t->wait_since, atomic_load_explicit(&w->now, TERN__RELAXED), TERN__RELAXED);
+    atomic_store_explicit(&t->wait_since, atomic_load_explicit(&w->now, TERN__RELAXED),
+                          TERN__RELAXED);
     atomic_store_explicit(&t->wait_kind, (uint8_t)kind, TERN__RELAXED);
 }
 
@@ -355,7 +358,8 @@ int tern__task_parked(const tern_task *t)
     /* acquire: pairs with the release of the switch-out, so a caller that
      * sees the task idle also sees the wait it noted before parking */
     uint32_t st = atomic_load_explicit(&((tern_task *)t)->state, TERN__ACQUIRE);
-    if (st & (TERN__TS_SCHEDULED | TERN__TS_RUNNING | TERN__TS_NOTIFIED | TERN__TS_COMPLETE))
+    if (st &
+        (TERN__TS_SCHEDULED | TERN__TS_RUNNING | TERN__TS_NOTIFIED | TERN__TS_COMPLETE))
         return -1;
     return atomic_load_explicit(&((tern_task *)t)->wait_kind, TERN__RELAXED);
 }
@@ -371,8 +375,8 @@ static uint64_t new_id(tern_loop *w)
     return w->id_next++;
 }
 
-int tern__task_new(tern_runtime *rt, tern_task_fn fn, void *arg, int kind, tern_task **out,
-                   int handle, const char *file, int line)
+int tern__task_new(tern_runtime *rt, tern_task_fn fn, void *arg, int kind,
+                   tern_task **out, int handle, const char *file, int line)
 {
     if (atomic_load_explicit(&rt->closing, TERN__RELAXED))
         return -ESHUTDOWN;
@@ -539,7 +543,8 @@ void tern__task_wake(tern_task *t, uint32_t extra)
          * pass unseen on weakly ordered CPUs.
          * acq_rel: acquire the parker's release (its context is saved),
          * release our own writes (the condition we are waking it for). */
-        if (atomic_compare_exchange_weak_explicit(&t->state, &s, n, TERN__ACQ_REL, TERN__ACQUIRE)) {
+        if (atomic_compare_exchange_weak_explicit(&t->state, &s, n, TERN__ACQ_REL,
+                                                  TERN__ACQUIRE)) {
             if (n != s && !(s & (TERN__TS_RUNNING | TERN__TS_SCHEDULED))) {
                 /* Its saved context and the frames of the wait it returns
                  * through are cold by now (ping_pong's 2000 tasks missed
@@ -575,7 +580,8 @@ int tern_task_cancel(tern_task *t)
 
 int tern_task_done(const tern_task *t)
 {
-    return t && (atomic_load_explicit(&((tern_task *)t)->state, TERN__ACQUIRE) & TERN__TS_COMPLETE) != 0;
+    return t && (atomic_load_explicit(&((tern_task *)t)->state, TERN__ACQUIRE) &
+                 TERN__TS_COMPLETE) != 0;
 }
 
 uint64_t tern_task_id(const tern_task *t)
@@ -668,7 +674,8 @@ int tern__join_claim(tern_task *t, void *who, int tag)
 int tern__join_unclaim(tern_task *t, void *who, int tag)
 {
     uintptr_t exp = join_word(who, tag);
-    return atomic_compare_exchange_strong_explicit(&t->joiner, &exp, 0, TERN__SEQ_CST, TERN__RELAXED);
+    return atomic_compare_exchange_strong_explicit(&t->joiner, &exp, 0, TERN__SEQ_CST,
+                                                   TERN__RELAXED);
 }
 
 int tern__task_has_joiner(const tern_task *t)
@@ -702,17 +709,20 @@ static void join_notify(tern_task *t)
 uint32_t tern__task_job_start(tern_task *t)
 {
     /* acquire: the spawner's writes to the header and to arg */
-    return atomic_fetch_xor_explicit(&t->state, TERN__TS_SCHEDULED | TERN__TS_RUNNING, TERN__ACQUIRE);
+    return atomic_fetch_xor_explicit(&t->state, TERN__TS_SCHEDULED | TERN__TS_RUNNING,
+                                     TERN__ACQUIRE);
 }
 
 int tern__task_freeze(tern_task *t)
 {
-    const uint32_t busy = TERN__TS_SCHEDULED | TERN__TS_RUNNING | TERN__TS_NOTIFIED | TERN__TS_COMPLETE;
+    const uint32_t busy =
+        TERN__TS_SCHEDULED | TERN__TS_RUNNING | TERN__TS_NOTIFIED | TERN__TS_COMPLETE;
     uint32_t s = atomic_load_explicit(&t->state, TERN__RELAXED);
     /* idle is the only state nobody else moves a task out of; once RUNNING,
      * a wake only sets NOTIFIED */
-    while (!(s & busy) && !atomic_compare_exchange_weak_explicit(&t->state, &s, s | TERN__TS_RUNNING,
-                                                                 TERN__ACQUIRE, TERN__RELAXED))
+    while (!(s & busy) &&
+           !atomic_compare_exchange_weak_explicit(&t->state, &s, s | TERN__TS_RUNNING,
+                                                  TERN__ACQUIRE, TERN__RELAXED))
         ;
     return !(s & busy);
 }
@@ -723,9 +733,9 @@ void tern__task_give_up(tern_task *t)
     t->result = NULL;
     uint32_t s = atomic_load_explicit(&t->state, TERN__RELAXED);
     /* seq_cst: the join slot's pairing, as in tern__task_finish */
-    while (!atomic_compare_exchange_weak_explicit(&t->state, &s,
-                                                  s | TERN__TS_COMPLETE | TERN__TS_CANCELLED, TERN__SEQ_CST,
-                                                  TERN__RELAXED))
+    while (!atomic_compare_exchange_weak_explicit(
+        &t->state, &s, s | TERN__TS_COMPLETE | TERN__TS_CANCELLED, TERN__SEQ_CST,
+        TERN__RELAXED))
         ;
     join_notify(t);
 }
@@ -756,9 +766,9 @@ void tern__task_finish(tern_loop *w, tern_task *t)
      * finished task a second time. release: result and status before
      * COMPLETE; seq_cst: see the joiner slot below. */
     uint32_t s = atomic_load_explicit(&t->state, TERN__RELAXED);
-    while (!atomic_compare_exchange_weak_explicit(&t->state, &s,
-                                                  (s & TERN__TS_CANCELLED) | TERN__TS_COMPLETE, TERN__SEQ_CST,
-                                                  TERN__RELAXED))
+    while (!atomic_compare_exchange_weak_explicit(
+        &t->state, &s, (s & TERN__TS_CANCELLED) | TERN__TS_COMPLETE, TERN__SEQ_CST,
+        TERN__RELAXED))
         ;
     join_notify(t);
     count(rt, w, CNT_FINISHED);
@@ -787,7 +797,8 @@ static __attribute__((noinline)) void poll_timed(tern_loop *w, tern_task *t)
     if (b >= TERN__POLL_HIST)
         b = TERN__POLL_HIST - 1;
     atomic_store_explicit(&w->poll_hist[b],
-                          atomic_load_explicit(&w->poll_hist[b], TERN__RELAXED) + 1, TERN__RELAXED);
+                          atomic_load_explicit(&w->poll_hist[b], TERN__RELAXED) + 1,
+                          TERN__RELAXED);
 }
 
 /* Worker side: runs t (popped from a queue, state SCHEDULED) until it
@@ -805,7 +816,8 @@ void tern__task_run(tern_loop *w, tern_task *t)
         t->yielded = 0;
     } else {
         /* acquire: the context and data of the worker that last ran it */
-        s = atomic_fetch_xor_explicit(&t->state, TERN__TS_SCHEDULED | TERN__TS_RUNNING, TERN__ACQUIRE);
+        s = atomic_fetch_xor_explicit(&t->state, TERN__TS_SCHEDULED | TERN__TS_RUNNING,
+                                      TERN__ACQUIRE);
     }
     if (__builtin_expect(s & TERN__TS_COMPLETE, 0)) {
         /* Invariant 2 broken: fail loudly instead of corrupting the heap. */
@@ -870,7 +882,8 @@ void tern__task_run(tern_loop *w, tern_task *t)
         /* release: the saved context and the task's writes, for whoever
          * wakes it and whichever worker runs it next; acquire: what a waker
          * wrote before setting NOTIFIED, for the task's next run */
-        if (atomic_compare_exchange_weak_explicit(&t->state, &s, n, TERN__ACQ_REL, TERN__RELAXED)) {
+        if (atomic_compare_exchange_weak_explicit(&t->state, &s, n, TERN__ACQ_REL,
+                                                  TERN__RELAXED)) {
             if (n & TERN__TS_SCHEDULED)
                 requeue(w, t);
             return;
@@ -963,8 +976,8 @@ static int sleep_disarm(tern_task *t, tern__sleep *sl)
     tern__sleep *head = atomic_load_explicit(&owner->sleep_reap, TERN__RELAXED);
     do
         sl->reap_next = head;
-    while (!atomic_compare_exchange_weak_explicit(&owner->sleep_reap, &head, sl, TERN__SEQ_CST,
-                                                  TERN__RELAXED));
+    while (!atomic_compare_exchange_weak_explicit(&owner->sleep_reap, &head, sl,
+                                                  TERN__SEQ_CST, TERN__RELAXED));
     /* A parked owner would sleep until that very deadline: wake it (seq_cst
      * pairs with park's store of parked, then its look at the list). */
     if (!head && atomic_exchange_explicit(&owner->parked, 0, TERN__SEQ_CST))
@@ -1091,7 +1104,8 @@ int tern_join(tern_task *t, void **result)
         if (r == -ECANCELED)
             break;
     }
-    if (r == -ECANCELED && !(atomic_load_explicit(&t->state, TERN__ACQUIRE) & TERN__TS_COMPLETE)) {
+    if (r == -ECANCELED &&
+        !(atomic_load_explicit(&t->state, TERN__ACQUIRE) & TERN__TS_COMPLETE)) {
         if (tern__join_unclaim(t, me, TERN__JOIN_TASK))
             tern__task_unref(me);
         /* else finish took the slot: it wakes us (a stale wake) and drops

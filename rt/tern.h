@@ -72,29 +72,29 @@ typedef enum tern_backend {
 /* What the watchdog reports when a worker has not returned to its loop for
  * longer than tern_config.stall_ms (see tern_config.watchdog). */
 typedef struct tern_stall {
-    unsigned worker;   /* index of the stalled worker */
-    uint64_t task_id;  /* the task holding it, or 0 when it is a loop callback */
-    const char *name;  /* the task's name ("" when unnamed); valid during the call */
-    const char *file;  /* where it was spawned, or "" when unknown */
+    unsigned worker;  /* index of the stalled worker */
+    uint64_t task_id; /* the task holding it, or 0 when it is a loop callback */
+    const char *name; /* the task's name ("" when unnamed); valid during the call */
+    const char *file; /* where it was spawned, or "" when unknown */
     int line;
-    uint64_t held_ns;  /* how long it has held the worker so far (sampled:
-                          accurate to a quarter of the threshold) */
+    uint64_t held_ns;     /* how long it has held the worker so far (sampled:
+                             accurate to a quarter of the threshold) */
     uint64_t reserved[4]; /* zero; room for fields in later versions */
 } tern_stall;
 
 /* Runtime configuration. Zero-initialise it (or call tern_config_init) and
  * set what you need: every zero field means "the default". */
 typedef struct tern_config {
-    unsigned workers;          /* worker threads; 0 = number of CPUs */
-    size_t stack_size;         /* fiber stack bytes; 0 = 64 KiB. Committed lazily:
-                                  an idle task costs the pages it touched */
-    tern_backend backend;      /* I/O driver; see tern_backend */
-    unsigned blocking_threads; /* blocking pool maximum (<= 4096); 0 = 64 */
-    unsigned budget;           /* cooperative budget: suspension points a task may
-                                  pass before it is made to yield; 0 = 128 */
-    unsigned blocking_queue;   /* blocking jobs that may wait for a thread once
-                                  blocking_threads are all busy; one more is
-                                  refused with -EAGAIN. <= 1048576; 0 = 1024 */
+    unsigned workers;               /* worker threads; 0 = number of CPUs */
+    size_t stack_size;              /* fiber stack bytes; 0 = 64 KiB. Committed lazily:
+                                       an idle task costs the pages it touched */
+    tern_backend backend;           /* I/O driver; see tern_backend */
+    unsigned blocking_threads;      /* blocking pool maximum (<= 4096); 0 = 64 */
+    unsigned budget;                /* cooperative budget: suspension points a task may
+                                       pass before it is made to yield; 0 = 128 */
+    unsigned blocking_queue;        /* blocking jobs that may wait for a thread once
+                                       blocking_threads are all busy; one more is
+                                       refused with -EAGAIN. <= 1048576; 0 = 1024 */
     unsigned blocking_keepalive_ms; /* a blocking thread idle this long retires;
                                        <= 86400000 (a day); 0 = 10000 */
     unsigned shutdown_timeout_ms;   /* how long tern_runtime_free waits for
@@ -106,26 +106,26 @@ typedef struct tern_config {
      * them on without a rebuild: TERN_WATCHDOG=<ms> (watchdog with that
      * threshold), TERN_METRICS=1, TERN_DUMP_SIGNAL=<number or name, e.g.
      * USR1>. */
-    int watchdog;              /* 1: a monitor thread reports, once per stall, a
-                                  worker held by one task or callback for more
-                                  than stall_ms, and counts it (metrics) */
-    unsigned stall_ms;         /* watchdog threshold; 0 = 100 ms */
+    int watchdog;      /* 1: a monitor thread reports, once per stall, a
+                          worker held by one task or callback for more
+                          than stall_ms, and counts it (metrics) */
+    unsigned stall_ms; /* watchdog threshold; 0 = 100 ms */
     void (*on_stall)(const tern_stall *stall, void *arg); /* called on the monitor
                                   thread with no lock held; NULL = one line on
                                   stderr. It may call tern_dump, not create or
                                   free runtimes (-EDEADLK); tern_runtime_free
                                   waits for a call in progress to return */
     void *stall_arg;
-    int metrics;               /* 1: also time one poll in 64 into the poll-time
-                                  histogram (the counters are always kept) */
-    int dump_signal;           /* a signal number (e.g. SIGUSR1) on which the
-                                  monitor thread prints this runtime's dump to
-                                  stderr; 0 = none. Not one the kernel raises
-                                  for a fault (SEGV, BUS, FPE, ILL, ABRT, TRAP,
-                                  SYS) nor KILL or STOP: -EINVAL */
-    uint64_t reserved[8];      /* must be zero (-EINVAL otherwise): room for
-                                  fields in later versions, whose zero will
-                                  mean "the default" */
+    int metrics;          /* 1: also time one poll in 64 into the poll-time
+                             histogram (the counters are always kept) */
+    int dump_signal;      /* a signal number (e.g. SIGUSR1) on which the
+                             monitor thread prints this runtime's dump to
+                             stderr; 0 = none. Not one the kernel raises
+                             for a fault (SEGV, BUS, FPE, ILL, ABRT, TRAP,
+                             SYS) nor KILL or STOP: -EINVAL */
+    uint64_t reserved[8]; /* must be zero (-EINVAL otherwise): room for
+                             fields in later versions, whose zero will
+                             mean "the default" */
 } tern_config;
 
 /* Sets every field of cfg to its default. Any thread. Never suspends. */
@@ -441,7 +441,7 @@ typedef struct tern_loop_info {
     uint64_t ready_handles;   /* call_soon handles waiting to run */
     uint64_t scheduled;       /* timer entries armed (sleeps and timed handles) */
     tern_worker_stats stats;
-    uint64_t reserved[4];     /* zero; room for fields in later versions */
+    uint64_t reserved[4]; /* zero; room for fields in later versions */
 } tern_loop_info;
 
 /* Fills *out for loop (NULL = current). Values are read without stopping the
@@ -475,7 +475,7 @@ typedef struct tern_metrics {
     /* Poll times, when tern_config.metrics is on: sampled polls per bucket
      * (one poll in 64 is timed). */
     uint64_t poll_hist[TERN_POLL_BUCKETS];
-    uint64_t reserved[8];      /* zero; room for fields in later versions */
+    uint64_t reserved[8]; /* zero; room for fields in later versions */
 } tern_metrics;
 
 /* Fills *out for rt. Returns 0 or -EINVAL (NULL argument). Any thread.
@@ -582,7 +582,7 @@ TERN_API const char *tern_strerror(int err);
 }
 #endif
 
-#include "tern_sync.h" /* futures, task groups, locks, channels */
 #include "tern_io.h"   /* sockets, pipes, files */
+#include "tern_sync.h" /* futures, task groups, locks, channels */
 
 #endif /* TERN_H */

@@ -44,8 +44,8 @@ int tern__waiter_claim(tern__waiter *w)
      * ours to read (a message to take, a count of permits); on failure
      * too, so that whoever frees memory the waiter abandoned (a lookup on
      * the blocking pool) sees the waiter's last touches first */
-    return atomic_compare_exchange_strong_explicit(&w->wake->state, &exp, TERN__WAKE_CLAIMED, TERN__ACQUIRE,
-                                                   TERN__ACQUIRE);
+    return atomic_compare_exchange_strong_explicit(
+        &w->wake->state, &exp, TERN__WAKE_CLAIMED, TERN__ACQUIRE, TERN__ACQUIRE);
 }
 
 tern__waiter *tern__wq_claim(tern__waitq *q)
@@ -135,7 +135,8 @@ void tern__wake_count(tern__wake *k, int err_index)
     tern_task *t = k->task;
     if (err_index >= 0) {
         int exp = -1;
-        atomic_compare_exchange_strong_explicit(&k->fired, &exp, err_index, TERN__RELAXED, TERN__RELAXED);
+        atomic_compare_exchange_strong_explicit(&k->fired, &exp, err_index, TERN__RELAXED,
+                                                TERN__RELAXED);
     }
     if (!t) {
         atomic_fetch_add_explicit(&k->state, 1, TERN__RELEASE);
@@ -189,8 +190,8 @@ int tern__wake_wait(tern__wake *k, uint64_t deadline, int nocancel)
         if (r == 0)
             continue;
         uint32_t exp = TERN__WAKE_WAITING;
-        if (atomic_compare_exchange_strong_explicit(&k->state, &exp, TERN__WAKE_ABANDONED, TERN__ACQ_REL,
-                                                    TERN__ACQUIRE))
+        if (atomic_compare_exchange_strong_explicit(&k->state, &exp, TERN__WAKE_ABANDONED,
+                                                    TERN__ACQ_REL, TERN__ACQUIRE))
             return r;
         /* a waker won the race: the grant is ours, take it */
         if (k->task)

@@ -46,11 +46,11 @@ typedef struct tern__wake {
 struct tern__waiter {
     struct tern__waiter *next, *prev;
     tern__wake *wake;
-    void *elem;    /* channels: the message to send or the slot to fill */
-    uint64_t n;    /* semaphores: permits asked; rwlocks: 1 for a writer */
-    int result;    /* what the waker reports (e.g. -EPIPE, 0 = end) */
-    int index;     /* which case (select, wait_any, gather) */
-    int linked;    /* in a queue; guarded by that queue's lock */
+    void *elem; /* channels: the message to send or the slot to fill */
+    uint64_t n; /* semaphores: permits asked; rwlocks: 1 for a writer */
+    int result; /* what the waker reports (e.g. -EPIPE, 0 = end) */
+    int index;  /* which case (select, wait_any, gather) */
+    int linked; /* in a queue; guarded by that queue's lock */
 };
 typedef struct tern__waiter tern__waiter;
 

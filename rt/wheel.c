@@ -70,9 +70,8 @@ static uint32_t state_load(tern__timer *t)
 static int state_claim(tern__timer *t, uint32_t to)
 {
     uint32_t expect = TERN__TIMER_PENDING;
-    return atomic_compare_exchange_strong_explicit(&t->state, &expect, to,
-                                                   memory_order_acq_rel,
-                                                   memory_order_acquire);
+    return atomic_compare_exchange_strong_explicit(
+        &t->state, &expect, to, memory_order_acq_rel, memory_order_acquire);
 }
 
 static uint64_t tick_of(const tern__wheel *w, uint64_t ns)

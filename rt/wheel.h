@@ -39,16 +39,16 @@ typedef struct tern__timer {
     uint64_t seq;                    /* insertion order, for ties */
     _Atomic uint32_t state;
     uint8_t level, slot;
-    uint8_t kind;                    /* owner's tag: what fired (sleep, handle, ...) */
+    uint8_t kind; /* owner's tag: what fired (sleep, handle, ...) */
 } tern__timer;
 
 typedef struct tern__wheel {
-    uint64_t tick_ns;    /* resolution, 1 ms by default */
-    uint64_t elapsed;    /* current tick: the one the last advance's now fell in */
-    uint64_t origin;     /* ns at tick 0 */
+    uint64_t tick_ns; /* resolution, 1 ms by default */
+    uint64_t elapsed; /* current tick: the one the last advance's now fell in */
+    uint64_t origin;  /* ns at tick 0 */
     uint64_t seq;
-    uint64_t count;      /* entries linked (cancelled ones included until reaped) */
-    uint64_t fresh_seq;  /* wheel.c's bookkeeping for the current tick's slot */
+    uint64_t count;     /* entries linked (cancelled ones included until reaped) */
+    uint64_t fresh_seq; /* wheel.c's bookkeeping for the current tick's slot */
     uint64_t occupied[TERN__WHEEL_LEVELS];
     tern__timer *slots[TERN__WHEEL_LEVELS][TERN__WHEEL_SLOTS];
 } tern__wheel;

@@ -90,8 +90,8 @@ void tern__notify_work(tern_runtime *rt)
         v = rt->loops[rt->idle.sleepers[n - 1]];
         atomic_store_explicit(&rt->idle.nsleepers, n - 1, TERN__RELAXED);
         v->sleeping = 0;
-        atomic_store_explicit(&v->searching, 1, TERN__RELAXED); /* handed over: it wakes up
-                                                             as a searcher */
+        atomic_store_explicit(&v->searching, 1, TERN__RELAXED); /* handed over: it wakes
+                                                             up as a searcher */
         atomic_fetch_add_explicit(&rt->idle.searching, 1, TERN__SEQ_CST);
     }
     pthread_mutex_unlock(&rt->idle.lock);
@@ -266,7 +266,7 @@ static void park(tern_loop *w)
     unregister_sleeper(w);
 }
 
-/* ---- the loop ------------------------------------------------------------------------- */
+/* ---- the loop ---------------------------------------------------------------------- */
 
 /* Loop time, handles and timers: the part of a turn that is not tasks. */
 static void maintain(tern_loop *w)
@@ -282,15 +282,16 @@ static void maintain(tern_loop *w)
      * sleeping. One that runs dry polls when it parks anyway, so polling
      * here every turn would double its system calls (it did: 4.1 per echo
      * request on epoll against Tokio's 2.7). */
-    if (w->since_poll >= TERN__EVENT_INTERVAL && atomic_load_explicit(&w->driver->busy, TERN__RELAXED)) {
+    if (w->since_poll >= TERN__EVENT_INTERVAL &&
+        atomic_load_explicit(&w->driver->busy, TERN__RELAXED)) {
         w->driver->ops->wait(w->driver, 0);
         w->since_poll = 0;
     }
     if (atomic_load_explicit(&w->sleep_reap, TERN__RELAXED))
         tern__sleep_reap_remote(w);
     if (w->wheel.count) {
-        uint64_t fired = tern__wheel_advance(&w->wheel, now, tern__timer_fire,
-                                             tern__timer_reap, w);
+        uint64_t fired =
+            tern__wheel_advance(&w->wheel, now, tern__timer_fire, tern__timer_reap, w);
         TERN__STAT_ADD(w, timers_fired, fired);
     }
     atomic_store_explicit(&w->scheduled, w->wheel.count, TERN__RELAXED);
@@ -298,8 +299,8 @@ static void maintain(tern_loop *w)
 
 static int should_exit(tern_loop *w)
 {
-    return atomic_load_explicit(&w->rt->stopping, TERN__ACQUIRE) && !work_anywhere(w->rt) &&
-           !tern__handles_pending(w);
+    return atomic_load_explicit(&w->rt->stopping, TERN__ACQUIRE) &&
+           !work_anywhere(w->rt) && !tern__handles_pending(w);
 }
 
 /*

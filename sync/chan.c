@@ -216,8 +216,8 @@ static int chan_op(tern_chan *ch, int op, void *elem, uint64_t deadline, int mod
         return -EINVAL;
     tern__waiter *post = NULL;
     TERN__LOCK(&ch->recvq);
-    int r = op == TERN_SELECT_SEND ? send_now(ch, elem, &post)
-                                   : recv_now(ch, elem, &post);
+    int r =
+        op == TERN_SELECT_SEND ? send_now(ch, elem, &post) : recv_now(ch, elem, &post);
     if (r != -EAGAIN || mode == NOWAIT) {
         TERN__UNLOCK(&ch->recvq);
         tern__wake_post_all(post);
@@ -285,7 +285,7 @@ int tern_chan_close(tern_chan *ch)
     return was ? -EALREADY : 0;
 }
 
-/* ---- select ------------------------------------------------------------------------- */
+/* ---- select ------------------------------------------------------------------------ */
 
 #define SELECT_MAX 64
 

@@ -381,7 +381,7 @@ int tern_future_await(tern_future *f, void **value, uint64_t deadline)
     return r < 0 ? r : tern_future_result(f, value);
 }
 
-/* ---- combinators ---------------------------------------------------------------------- */
+/* ---- combinators ------------------------------------------------------------------- */
 
 static int check_list(tern_future *const *fs, size_t n)
 {
@@ -438,7 +438,8 @@ int tern_gather(tern_future *const *fs, size_t n, unsigned flags, uint64_t deadl
     int r = 0;
     if (failed < 0) {
         tern__wait_note(TERN__W_FUTURE, (uintptr_t)fs[0]);
-        r = tern__wake_wait_count(&k, queued, deadline, collect ? NULL : first_failure, NULL);
+        r = tern__wake_wait_count(&k, queued, deadline, collect ? NULL : first_failure,
+                                  NULL);
     }
     /* Take back the nodes no future has fired yet; wait for the firings
      * already under way, which still touch k. */
@@ -492,10 +493,11 @@ int tern_wait_any(tern_future *const *fs, size_t n, uint64_t deadline)
     int r;
     uint32_t exp = TERN__WAKE_WAITING;
     tern__wait_note(TERN__W_FUTURE, (uintptr_t)fs[0]);
-    if (found >= 0 && atomic_compare_exchange_strong_explicit(&k.state, &exp, TERN__WAKE_ABANDONED,
-                                                              TERN__ACQ_REL, TERN__ACQUIRE))
+    if (found >= 0 &&
+        atomic_compare_exchange_strong_explicit(&k.state, &exp, TERN__WAKE_ABANDONED,
+                                                TERN__ACQ_REL, TERN__ACQUIRE))
         r = 1; /* we settled it: the future we found done */
-    else /* none done yet, or one of the queued ones fired first */
+    else       /* none done yet, or one of the queued ones fired first */
         r = tern__wake_wait(&k, found >= 0 ? 0 : deadline, found >= 0);
     for (size_t i = 0; i < queued; i++) {
         TERN__LOCK(&fs[i]->q);
@@ -550,7 +552,7 @@ int tern_future_shield(tern_future *f, tern_future **out)
     return 0;
 }
 
-/* ---- task groups --------------------------------------------------------------------------
+/* ---- task groups ----------------------------------------------------------------------
  *
  * Each child is a task plus its future; an internal callback on the future
  * does the group's accounting when the task finishes, whether or not its

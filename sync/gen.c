@@ -34,15 +34,15 @@ struct tern_gen {
     void *arg;
     void (*drop)(void *arg); /* stages: frees arg (and the source) with g */
     tern_runtime *rt;
-    tern_task *task; /* the producer (our reference), once spawned */
-    tern_task *self; /* the same, set by the producer itself: it may yield
-                        before its spawner has stored `task` */
+    tern_task *task;  /* the producer (our reference), once spawned */
+    tern_task *self;  /* the same, set by the producer itself: it may yield
+                         before its spawner has stored `task` */
     tern_future *fut; /* the producer's join handle */
     void *value;      /* the slot, while full */
     int full, asked, started, closed, done, ran;
     int orphan; /* closed by gen_free_nowait: finish frees g */
-    int ret; /* what fn returned (when ran) */
-    int err; /* once done: 0 (the end) or the error next keeps returning */
+    int ret;    /* what fn returned (when ran) */
+    int err;    /* once done: 0 (the end) or the error next keeps returning */
 };
 
 /* Stages and the channel pump: one record each, owned by their gen/task. */
@@ -56,7 +56,6 @@ typedef struct stage {
     void *arg;
     uint64_t left;
 } stage;
-
 
 static void claim_all(tern__waitq *q, tern__waiter **post, int result)
 {
@@ -329,7 +328,7 @@ static void gen_free_nowait(tern_gen *g)
         gen_destroy(g);
 }
 
-/* ---- producer side ------------------------------------------------------------------ */
+/* ---- producer side ----------------------------------------------------------------- */
 
 int tern_gen_yield(tern_gen *g, void *value)
 {
@@ -378,7 +377,7 @@ int tern_gen_yield(tern_gen *g, void *value)
     return w.result;
 }
 
-/* ---- stages --------------------------------------------------------------------------- */
+/* ---- stages ------------------------------------------------------------------------ */
 
 static int stage_body(tern_gen *g, void *arg)
 {
@@ -386,7 +385,8 @@ static int stage_body(tern_gen *g, void *arg)
     void *v;
     int r = 0;
     while (s->kind != TAKE || s->left > 0) {
-        r = s->kind == FROM_CHAN ? tern_chan_recv(s->ch, &v) : tern_gen_next(s->src, &v, 0);
+        r = s->kind == FROM_CHAN ? tern_chan_recv(s->ch, &v)
+                                 : tern_gen_next(s->src, &v, 0);
         if (r <= 0)
             break;
         if (s->kind == FILTER && !s->pred(v, s->arg))
@@ -431,7 +431,8 @@ static int stage_new(tern_gen *src, tern_chan *ch, stage tmpl, tern_gen **out)
     return 0;
 }
 
-int tern_gen_map(tern_gen *src, void *(*fn)(void *v, void *arg), void *arg, tern_gen **out)
+int tern_gen_map(tern_gen *src, void *(*fn)(void *v, void *arg), void *arg,
+                 tern_gen **out)
 {
     if (!src || !fn || !out)
         return -EINVAL;
@@ -465,7 +466,7 @@ int tern_gen_from_chan(tern_chan *ch, tern_gen **out)
     return stage_new(NULL, ch, (stage){.kind = FROM_CHAN}, out);
 }
 
-/* ---- a stream into a channel ------------------------------------------------------------ */
+/* ---- a stream into a channel ------------------------------------------------------- */
 
 typedef struct pump {
     tern_gen *g; /* NULL once the body has freed it */

@@ -140,8 +140,8 @@ static int mutex_lock_slow(tern__mutex *m, uint64_t deadline, int nocancel)
 static int mutex_try(tern__mutex *m)
 {
     unsigned exp = 0;
-    return atomic_compare_exchange_strong_explicit(&m->state, &exp, M_LOCKED, TERN__ACQUIRE,
-                                                   TERN__RELAXED);
+    return atomic_compare_exchange_strong_explicit(&m->state, &exp, M_LOCKED,
+                                                   TERN__ACQUIRE, TERN__RELAXED);
 }
 
 static int mutex_lock(tern__mutex *m, uint64_t deadline, int nocancel)
@@ -176,7 +176,8 @@ static int mutex_release(tern__mutex *m, tern__waiter **next)
     *next = NULL;
     unsigned s = M_LOCKED;
     /* release: the critical section before the next owner's acquire CAS */
-    if (atomic_compare_exchange_strong_explicit(&m->state, &s, 0, TERN__RELEASE, TERN__RELAXED))
+    if (atomic_compare_exchange_strong_explicit(&m->state, &s, 0, TERN__RELEASE,
+                                                TERN__RELAXED))
         return 0;
     if (!(s & M_LOCKED))
         return -EPERM;

@@ -14,14 +14,14 @@
  * _INIT macros as words, so tern reads it through these types: may_alias
  * tells the compiler the two views are one object. Each begins with its
  * wait queue, which the test hooks find through tern__wq_of. */
-#define TERN__LAYOUT(name, fields)                                                  \
-    typedef struct __attribute__((may_alias)) tern__##name fields tern__##name;       \
-    _Static_assert(sizeof(tern__##name) <= sizeof(tern_##name) &&                     \
-                       _Alignof(tern__##name) <= _Alignof(tern_##name),               \
-                   "tern_" #name " is too small for its layout");                     \
-    static inline tern__##name *tern__##name##_of(tern_##name *p)                   \
-    {                                                                                 \
-        return (tern__##name *)(void *)p;                                             \
+#define TERN__LAYOUT(name, fields)                                                       \
+    typedef struct __attribute__((may_alias)) tern__##name fields tern__##name;          \
+    _Static_assert(sizeof(tern__##name) <= sizeof(tern_##name) &&                        \
+                       _Alignof(tern__##name) <= _Alignof(tern_##name),                  \
+                   "tern_" #name " is too small for its layout");                        \
+    static inline tern__##name *tern__##name##_of(tern_##name *p)                        \
+    {                                                                                    \
+        return (tern__##name *)(void *)p;                                                \
     }
 
 TERN__LAYOUT(mutex, {
@@ -64,7 +64,8 @@ TERN__LAYOUT(group, {
     unsigned state;
 })
 _Static_assert(offsetof(tern__sem, permits) == 3 * sizeof(uint64_t), "TERN_SEM_INIT");
-_Static_assert(offsetof(tern__barrier, parties) == 3 * sizeof(uint64_t), "TERN_BARRIER_INIT");
+_Static_assert(offsetof(tern__barrier, parties) == 3 * sizeof(uint64_t),
+               "TERN_BARRIER_INIT");
 
 /* The wait queue of any of the types above, for the test hooks. */
 #define tern__wq_of(obj) ((tern__waitq *)(void *)(obj))

@@ -93,7 +93,8 @@ TERN_API int tern_future_add_done_callback(tern_future *f, tern_loop *loop,
 /* Removes every pending callback equal to (cb, arg); returns how many were
  * removed (0 when f is already done: they were scheduled), or -EINVAL.
  * Any thread. Never suspends. */
-TERN_API int tern_future_remove_done_callback(tern_future *f, tern_future_cb cb, void *arg);
+TERN_API int tern_future_remove_done_callback(tern_future *f, tern_future_cb cb,
+                                              void *arg);
 
 /* Waits until f is done. Returns 0 (then read the outcome with
  * tern_future_result), -ETIMEDOUT, -ECANCELED (the *caller* was cancelled;
@@ -120,8 +121,9 @@ TERN_API int tern_task_future(tern_task *task, tern_future **out);
 
 /* ---- combinators (asyncio's gather, wait, wait_for, shield) ------------- */
 
-#define TERN_GATHER_COLLECT 1u /* wait for all even when some fail
-                                  (asyncio's return_exceptions=True) */
+#define TERN_GATHER_COLLECT                                                              \
+    1u /* wait for all even when some fail                                               \
+          (asyncio's return_exceptions=True) */
 
 /* Waits until every future in fs[0..n) is done. Without TERN_GATHER_COLLECT
  * it returns early with the error of the first future that fails (the
@@ -145,9 +147,9 @@ TERN_API int tern_wait_any(tern_future *const *fs, size_t n, uint64_t deadline);
 /* asyncio.wait_for, with a deadline for its timeout: waits for f until
  * deadline (0: none). When it passes, f is cancelled (for a task's
  * future: the task is cancelled and waited for) and the call returns
- * -ETIMEDOUT, unless f completed with a result meanwhile. Otherwise returns like tern_future_await. If the caller is
- * cancelled, f is cancelled too and the call returns -ECANCELED.
- * Suspends; blocks a foreign thread. */
+ * -ETIMEDOUT, unless f completed with a result meanwhile. Otherwise returns like
+ * tern_future_await. If the caller is cancelled, f is cancelled too and the call returns
+ * -ECANCELED. Suspends; blocks a foreign thread. */
 TERN_API int tern_wait_for(tern_future *f, void **value, uint64_t deadline);
 
 /* asyncio.shield: *out receives a new future that completes with f's
@@ -173,7 +175,12 @@ typedef int (*tern_group_fn)(void *arg);
 typedef struct tern_group {
     uint64_t tern__opaque[6];
 } tern_group;
-#define TERN_GROUP_INIT {{0}}
+#define TERN_GROUP_INIT                                                                  \
+    {                                                                                    \
+        {                                                                                \
+            0                                                                            \
+        }                                                                                \
+    }
 
 /* Initialises an empty, open group. Any thread. Never suspends. */
 TERN_API void tern_group_init(tern_group *g);
@@ -185,9 +192,10 @@ TERN_API void tern_group_init(tern_group *g);
 TERN_API int tern_group_spawn(tern_group *g, tern_group_fn fn, void *arg);
 /* The same, recording file:line as the child's spawn site (tern_dump); the
  * macro makes every tern_group_spawn record its caller's. */
-TERN_API int tern_group_spawn_at(tern_group *g, tern_group_fn fn, void *arg, const char *file,
-                                 int line);
-#define tern_group_spawn(g, fn, arg) tern_group_spawn_at((g), (fn), (arg), __FILE__, __LINE__)
+TERN_API int tern_group_spawn_at(tern_group *g, tern_group_fn fn, void *arg,
+                                 const char *file, int line);
+#define tern_group_spawn(g, fn, arg)                                                     \
+    tern_group_spawn_at((g), (fn), (arg), __FILE__, __LINE__)
 
 /* Cancels every child still running and refuses new ones; tern_group_wait
  * will return -ECANCELED unless a child had failed first. Returns 0,
@@ -207,7 +215,12 @@ TERN_API int tern_group_wait(tern_group *g);
 typedef struct tern_mutex {
     uint64_t tern__opaque[4];
 } tern_mutex;
-#define TERN_MUTEX_INIT {{0}}
+#define TERN_MUTEX_INIT                                                                  \
+    {                                                                                    \
+        {                                                                                \
+            0                                                                            \
+        }                                                                                \
+    }
 
 /* Initialises an unlocked mutex. Never suspends. */
 TERN_API void tern_mutex_init(tern_mutex *m);
@@ -232,7 +245,12 @@ TERN_API int tern_mutex_unlock(tern_mutex *m);
 typedef struct tern_rwlock {
     uint64_t tern__opaque[4];
 } tern_rwlock;
-#define TERN_RWLOCK_INIT {{0}}
+#define TERN_RWLOCK_INIT                                                                 \
+    {                                                                                    \
+        {                                                                                \
+            0                                                                            \
+        }                                                                                \
+    }
 
 TERN_API void tern_rwlock_init(tern_rwlock *rw);
 /* Returns 0, or -EBUSY when held or waited on. */
@@ -256,7 +274,12 @@ TERN_API int tern_rwlock_unlock(tern_rwlock *rw);
 typedef struct tern_sem {
     uint64_t tern__opaque[4];
 } tern_sem;
-#define TERN_SEM_INIT(n) {{0, 0, 0, (n)}}
+#define TERN_SEM_INIT(n)                                                                 \
+    {                                                                                    \
+        {                                                                                \
+            0, 0, 0, (n)                                                                 \
+        }                                                                                \
+    }
 
 TERN_API void tern_sem_init(tern_sem *s, uint64_t permits);
 /* Returns 0, or -EBUSY when tasks wait on s. */
@@ -280,7 +303,12 @@ TERN_API uint64_t tern_sem_available(tern_sem *s);
 typedef struct tern_event {
     uint64_t tern__opaque[4];
 } tern_event;
-#define TERN_EVENT_INIT {{0}}
+#define TERN_EVENT_INIT                                                                  \
+    {                                                                                    \
+        {                                                                                \
+            0                                                                            \
+        }                                                                                \
+    }
 
 TERN_API void tern_event_init(tern_event *e);
 TERN_API int tern_event_destroy(tern_event *e); /* 0 or -EBUSY */
@@ -299,7 +327,12 @@ TERN_API int tern_event_wait(tern_event *e, uint64_t deadline);
 typedef struct tern_notify {
     uint64_t tern__opaque[4];
 } tern_notify;
-#define TERN_NOTIFY_INIT {{0}}
+#define TERN_NOTIFY_INIT                                                                 \
+    {                                                                                    \
+        {                                                                                \
+            0                                                                            \
+        }                                                                                \
+    }
 
 TERN_API void tern_notify_init(tern_notify *n);
 TERN_API int tern_notify_destroy(tern_notify *n); /* 0 or -EBUSY */
@@ -318,7 +351,12 @@ TERN_API int tern_notify_wait(tern_notify *n, uint64_t deadline);
 typedef struct tern_cond {
     uint64_t tern__opaque[4];
 } tern_cond;
-#define TERN_COND_INIT {{0}}
+#define TERN_COND_INIT                                                                   \
+    {                                                                                    \
+        {                                                                                \
+            0                                                                            \
+        }                                                                                \
+    }
 
 TERN_API void tern_cond_init(tern_cond *c);
 TERN_API int tern_cond_destroy(tern_cond *c); /* 0 or -EBUSY */
@@ -338,7 +376,12 @@ TERN_API int tern_cond_broadcast(tern_cond *c);
 typedef struct tern_barrier {
     uint64_t tern__opaque[6];
 } tern_barrier;
-#define TERN_BARRIER_INIT(n) {{0, 0, 0, (n)}}
+#define TERN_BARRIER_INIT(n)                                                             \
+    {                                                                                    \
+        {                                                                                \
+            0, 0, 0, (n)                                                                 \
+        }                                                                                \
+    }
 
 /* parties >= 1. Returns 0 or -EINVAL. */
 TERN_API int tern_barrier_init(tern_barrier *b, unsigned parties);
@@ -355,7 +398,12 @@ TERN_API int tern_barrier_wait(tern_barrier *b, uint64_t deadline);
 typedef struct tern_waitgroup {
     uint64_t tern__opaque[4];
 } tern_waitgroup;
-#define TERN_WAITGROUP_INIT {{0}}
+#define TERN_WAITGROUP_INIT                                                              \
+    {                                                                                    \
+        {                                                                                \
+            0                                                                            \
+        }                                                                                \
+    }
 
 TERN_API void tern_waitgroup_init(tern_waitgroup *wg);
 TERN_API int tern_waitgroup_destroy(tern_waitgroup *wg); /* 0 or -EBUSY */

@@ -21,9 +21,9 @@
  * slower). So a check calls into Check only when it fails; every
  * ck_assert_* goes through this macro. */
 #undef ck_assert_msg
-#define ck_assert_msg(expr, ...)                                                           \
-    ((expr) ? (void)0                                                                      \
-            : _ck_assert_failed(__FILE__, __LINE__, "Assertion '" #expr "' failed",        \
+#define ck_assert_msg(expr, ...)                                                         \
+    ((expr) ? (void)0                                                                    \
+            : _ck_assert_failed(__FILE__, __LINE__, "Assertion '" #expr "' failed",      \
                                 ##__VA_ARGS__))
 
 #ifndef TERN_TEST_SCALE
@@ -39,9 +39,9 @@
  * never a fixed sleep standing in for "it has started". The bound is
  * generous because a loaded sanitizer run is slow, not because the state
  * takes long to reach. */
-#define WAIT_UNTIL(cond, ms)                                                                \
+#define WAIT_UNTIL(cond, ms)                                                             \
     do {                                                                                 \
-        for (long wait_i_ = 0; !(cond) && wait_i_ < (long)(ms) * 10; wait_i_++)           \
+        for (long wait_i_ = 0; !(cond) && wait_i_ < (long)(ms)*10; wait_i_++)            \
             usleep(100);                                                                 \
         if (!(cond))                                                                     \
             ck_abort_msg("waited %d ms for: %s", (int)(ms), #cond);                      \
@@ -51,23 +51,25 @@
 
 /* Waits until task t has switched out in a wait of kind (a TERN__W_* from
  * rt/internal.h; -1 for any wait). */
-#define WAIT_PARKED(t, kind)                                                                 \
-    WAIT_UNTIL((kind) < 0 ? tern__task_parked(t) >= 0 : tern__task_parked(t) == (kind), WAIT_MS)
+#define WAIT_PARKED(t, kind)                                                             \
+    WAIT_UNTIL((kind) < 0 ? tern__task_parked(t) >= 0 : tern__task_parked(t) == (kind),  \
+               WAIT_MS)
 
 /* The same from inside a task: polls with tern_sleep, because a usleep
  * would hold the worker, and on a runtime with one worker the task waited
  * on could then never run. Bounded by tern_now(), as a sleep can take
  * longer than asked on a loaded machine. */
-#define TASK_WAIT_UNTIL(cond, ms)                                                           \
+#define TASK_WAIT_UNTIL(cond, ms)                                                        \
     do {                                                                                 \
-        uint64_t wait_end_ = tern_now() + (uint64_t)(ms) * 1000000u;                     \
+        uint64_t wait_end_ = tern_now() + (uint64_t)(ms)*1000000u;                       \
         while (!(cond) && tern_now() < wait_end_)                                        \
             tern_sleep(100000);                                                          \
         if (!(cond))                                                                     \
             ck_abort_msg("waited %d ms for: %s", (int)(ms), #cond);                      \
     } while (0)
-#define TASK_WAIT_PARKED(t, kind)                                                            \
-    TASK_WAIT_UNTIL((kind) < 0 ? tern__task_parked(t) >= 0 : tern__task_parked(t) == (kind), \
+#define TASK_WAIT_PARKED(t, kind)                                                        \
+    TASK_WAIT_UNTIL((kind) < 0 ? tern__task_parked(t) >= 0                               \
+                               : tern__task_parked(t) == (kind),                         \
                     WAIT_MS)
 
 /* Open descriptors of this process. */
@@ -101,7 +103,7 @@ static _Atomic int *test_skips_;
 /* Says why the rest of the calling test cannot run here and counts it; the
  * test then returns. run_suite reports the suite as skipped (exit 77, ctest's
  * SKIP_RETURN_CODE) when a test skipped and none failed. */
-#define test_skip(...)                                                                      \
+#define test_skip(...)                                                                   \
     do {                                                                                 \
         printf("SKIP: " __VA_ARGS__);                                                    \
         printf("\n");                                                                    \
@@ -141,7 +143,8 @@ static inline int run_suite(Suite *s)
     if (failed)
         return EXIT_FAILURE;
     if (test_skips_ && atomic_load(test_skips_)) {
-        printf("%d skipped: the suite reports itself as skipped\n", atomic_load(test_skips_));
+        printf("%d skipped: the suite reports itself as skipped\n",
+               atomic_load(test_skips_));
         return 77;
     }
     return EXIT_SUCCESS;

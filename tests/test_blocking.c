@@ -185,7 +185,8 @@ START_TEST(full_queue_refuses)
     ck_assert_int_eq(tern_runtime_spawn_blocking(rt, gated, (void *)3, &no), -EAGAIN);
     ck_assert_ptr_eq(no, (tern_task *)1); /* untouched */
     tern_future *f = (tern_future *)1;
-    ck_assert_int_eq(tern_runtime_spawn_blocking_future(rt, gated, (void *)3, &f), -EAGAIN);
+    ck_assert_int_eq(tern_runtime_spawn_blocking_future(rt, gated, (void *)3, &f),
+                     -EAGAIN);
     ck_assert_ptr_null(f);
     tern_blocking_info in = info(rt);
     ck_assert_int_eq(in.threads, 1);
@@ -235,7 +236,8 @@ START_TEST(future_result)
     tern_future *f;
     void *v = NULL;
     /* from a thread: blocks */
-    ck_assert_int_eq(tern_runtime_spawn_blocking_future(rt, off_workers, (void *)7, &f), 0);
+    ck_assert_int_eq(tern_runtime_spawn_blocking_future(rt, off_workers, (void *)7, &f),
+                     0);
     ck_assert_int_eq(tern_future_await(f, &v, 0), 0);
     ck_assert_ptr_eq(v, (void *)7);
     tern_future_release(f);
@@ -244,9 +246,11 @@ START_TEST(future_result)
     ck_assert_ptr_eq(v, (void *)8);
     /* off a runtime, and bad arguments */
     ck_assert_int_eq(tern_spawn_blocking_future(off_workers, NULL, &f), -EPERM);
-    ck_assert_int_eq(tern_runtime_spawn_blocking_future(NULL, off_workers, NULL, &f), -EINVAL);
+    ck_assert_int_eq(tern_runtime_spawn_blocking_future(NULL, off_workers, NULL, &f),
+                     -EINVAL);
     ck_assert_int_eq(tern_runtime_spawn_blocking_future(rt, NULL, NULL, &f), -EINVAL);
-    ck_assert_int_eq(tern_runtime_spawn_blocking_future(rt, off_workers, NULL, NULL), -EINVAL);
+    ck_assert_int_eq(tern_runtime_spawn_blocking_future(rt, off_workers, NULL, NULL),
+                     -EINVAL);
     ck_assert_int_eq(tern_runtime_free(rt), 0);
 }
 END_TEST
@@ -296,7 +300,8 @@ START_TEST(shutdown_abandons_running_job)
     uint64_t t0 = tern_now();
     ck_assert_int_eq(tern_runtime_shutdown_timeout(rt, 100 * MS), 1);
     uint64_t took = tern_now() - t0;
-    ck_assert_msg(took >= 100 * MS, "shutdown took %llu ms", (unsigned long long)(took / MS));
+    ck_assert_msg(took >= 100 * MS, "shutdown took %llu ms",
+                  (unsigned long long)(took / MS));
     ck_assert_int_eq(atomic_load(&slow_done), 0);
     /* its future gives up too, instead of waiting for ever */
     ck_assert_int_eq(tern_future_done(f), 1);
@@ -351,11 +356,12 @@ START_TEST(shutdown_cancels_queued)
     tern_runtime *rt = rt_cfg(&cfg);
     gate_reset();
     tern_future *blocker, *f[3];
-    ck_assert_int_eq(tern_runtime_spawn_blocking_future(rt, gated, (void *)0, &blocker), 0);
+    ck_assert_int_eq(tern_runtime_spawn_blocking_future(rt, gated, (void *)0, &blocker),
+                     0);
     WAIT_FOR(atomic_load(&gate_waiting) == 1);
     for (uintptr_t i = 0; i < 3; i++)
-        ck_assert_int_eq(tern_runtime_spawn_blocking_future(rt, gated, (void *)(i + 1), &f[i]),
-                         0);
+        ck_assert_int_eq(
+            tern_runtime_spawn_blocking_future(rt, gated, (void *)(i + 1), &f[i]), 0);
     ck_assert_int_eq(info(rt).queued, 3);
     /* open the gate only once shutdown has begun; it must be in its sleep
      * by then: cancelled before it starts, it would never open the gate and

@@ -185,7 +185,8 @@ START_TEST(bad_arguments)
     memset(c, 0, sizeof c);
     for (int i = 0; i < 63; i++)
         c[i] = (tern_select_case){.chan = NULL, .op = TERN_SELECT_RECV, .elem = &y};
-    c[63] = (tern_select_case){.chan = ch, .op = TERN_SELECT_RECV, .elem = &slot, .result = 77};
+    c[63] = (tern_select_case){
+        .chan = ch, .op = TERN_SELECT_RECV, .elem = &slot, .result = 77};
     ck_assert_int_eq(tern_select(c, 64, 0), 63);
     ck_assert_int_eq(c[63].result, 1);
     ck_assert_int_eq(slot, 7);
@@ -408,9 +409,11 @@ START_TEST(bounded_waiters_fifo)
         rs[i] = mkop(ch, 0);
         ss[i] = mkop(full, 100 + i);
         if (threads) {
-            ths[i] = thread(i % 2 ? recv_fn : send_fn, i % 2 ? (void *)&rs[i] : (void *)&ss[i]);
+            ths[i] = thread(i % 2 ? recv_fn : send_fn,
+                            i % 2 ? (void *)&rs[i] : (void *)&ss[i]);
         } else {
-            ts[i] = spawn(rt, i % 2 ? recv_fn : send_fn, i % 2 ? (void *)&rs[i] : (void *)&ss[i]);
+            ts[i] = spawn(rt, i % 2 ? recv_fn : send_fn,
+                          i % 2 ? (void *)&rs[i] : (void *)&ss[i]);
         }
     }
     WAIT_QUEUED(ch, TERN_SELECT_RECV, K / 2);
@@ -515,7 +518,7 @@ START_TEST(unbounded_grows_in_order)
 }
 END_TEST
 
-/* ---- rendezvous channels ------------------------------------------------------------ */
+/* ---- rendezvous channels ----------------------------------------------------------- */
 
 static tern_chan *pp_a, *pp_b;
 static long pp_n;
@@ -641,7 +644,7 @@ START_TEST(rendezvous)
 }
 END_TEST
 
-/* ---- oneshot channels ------------------------------------------------------------------- */
+/* ---- oneshot channels -------------------------------------------------------------- */
 
 static tern_chan *os_ch;
 static _Atomic int os_go;
@@ -766,7 +769,7 @@ START_TEST(oneshot)
 }
 END_TEST
 
-/* ---- order and element copies ---------------------------------------------------------- */
+/* ---- order and element copies ------------------------------------------------------ */
 
 static const size_t caps[] = {0, 1, 8, 64, TERN_CHAN_UNBOUNDED};
 #define NCAPS ((int)(sizeof caps / sizeof *caps))
@@ -916,7 +919,7 @@ START_TEST(large_elements_copied)
 }
 END_TEST
 
-/* ---- MPMC stress, counted ----------------------------------------------------------------- */
+/* ---- MPMC stress, counted ---------------------------------------------------------- */
 
 typedef struct stress {
     tern_chan *ch;
@@ -985,8 +988,8 @@ static void stress_check(void)
         for (uint32_t i = 0; i < S.n; i++) {
             uint32_t id = p * S.n + i;
             ck_assert_msg(S.counts[id] == (i < S.sent[p] ? 1 : 0),
-                          "message %u (producer %u, #%u of %u sent) received %u times", id, p,
-                          i, S.sent[p], (unsigned)S.counts[id]);
+                          "message %u (producer %u, #%u of %u sent) received %u times",
+                          id, p, i, S.sent[p], (unsigned)S.counts[id]);
             if (i < S.sent[p])
                 sum += id;
         }
@@ -1084,7 +1087,7 @@ START_TEST(foreign_threads_mix)
 }
 END_TEST
 
-/* ---- cancellation ------------------------------------------------------------------------- */
+/* ---- cancellation ------------------------------------------------------------------ */
 
 /* A waiting receiver or sender that is cancelled returns -ECANCELED and
  * leaves nothing behind. */
@@ -1344,9 +1347,10 @@ START_TEST(cancel_send_races_recv)
         ck_assert_int_eq(r, -EAGAIN);
         for (int i = 0; i < CR; i++) {
             int sr = c.ops[i].r;
-            ck_assert_msg(sr == 0 || sr == -ECANCELED || sr == 99, "cancelled send: %d", sr);
-            ck_assert_msg(seen[i] == (sr == 0), "sender %d returned %d, message seen %d times",
-                          i, sr, seen[i]);
+            ck_assert_msg(sr == 0 || sr == -ECANCELED || sr == 99, "cancelled send: %d",
+                          sr);
+            ck_assert_msg(seen[i] == (sr == 0),
+                          "sender %d returned %d, message seen %d times", i, sr, seen[i]);
             ok += sr == 0;
         }
         (void)ok;
@@ -1470,16 +1474,18 @@ START_TEST(shutdown_cancels_waiters)
 }
 END_TEST
 
-/* ---- select --------------------------------------------------------------------------------- */
+/* ---- select ------------------------------------------------------------------------ */
 
 static tern_select_case rcase(tern_chan *ch, long *elem)
 {
-    return (tern_select_case){.chan = ch, .op = TERN_SELECT_RECV, .elem = elem, .result = 99};
+    return (tern_select_case){
+        .chan = ch, .op = TERN_SELECT_RECV, .elem = elem, .result = 99};
 }
 
 static tern_select_case scase(tern_chan *ch, long *elem)
 {
-    return (tern_select_case){.chan = ch, .op = TERN_SELECT_SEND, .elem = elem, .result = 99};
+    return (tern_select_case){
+        .chan = ch, .op = TERN_SELECT_SEND, .elem = elem, .result = 99};
 }
 
 /* select over recv on o->ch and on a second, never-used channel */
@@ -1500,7 +1506,6 @@ static void *select_recv2_fn(void *p)
     tern_chan_release(never);
     return NULL;
 }
-
 
 /* A select run by a task or a thread. */
 typedef struct sel_op {
@@ -1687,22 +1692,22 @@ START_TEST(select_wakes)
     sel_op s;
     tern_task *t = NULL;
     pthread_t th;
-#define SEL_START()                                                                       \
-    do {                                                                                  \
-        if (threads)                                                                      \
-            th = thread(select_fn, &s);                                                   \
-        else                                                                              \
-            t = spawn(rt, select_fn, &s);                                                 \
-        /* its nodes go on all its channels at once: case 0 stands for all */             \
-        WAIT_QUEUED(s.c[0].chan, s.c[0].op, 1);                                           \
-        ck_assert_int_eq(s.r, 99);                                                        \
+#define SEL_START()                                                                      \
+    do {                                                                                 \
+        if (threads)                                                                     \
+            th = thread(select_fn, &s);                                                  \
+        else                                                                             \
+            t = spawn(rt, select_fn, &s);                                                \
+        /* its nodes go on all its channels at once: case 0 stands for all */            \
+        WAIT_QUEUED(s.c[0].chan, s.c[0].op, 1);                                          \
+        ck_assert_int_eq(s.r, 99);                                                       \
     } while (0)
-#define SEL_JOIN()                                                                        \
-    do {                                                                                  \
-        if (threads)                                                                      \
-            join_thread(th);                                                              \
-        else                                                                              \
-            ck_assert_int_eq(tern_join(t, NULL), 0);                                      \
+#define SEL_JOIN()                                                                       \
+    do {                                                                                 \
+        if (threads)                                                                     \
+            join_thread(th);                                                             \
+        else                                                                             \
+            ck_assert_int_eq(tern_join(t, NULL), 0);                                     \
     } while (0)
 
     /* recv cases: a send on channel k completes it */
@@ -1810,7 +1815,8 @@ END_TEST
 START_TEST(select_cancel)
 {
     tern_runtime *rt = rt_new(2);
-    tern_chan *a = mk(sizeof(long), 1), *b = mk(sizeof(long), 1), *e = mk(sizeof(long), 0);
+    tern_chan *a = mk(sizeof(long), 1), *b = mk(sizeof(long), 1),
+              *e = mk(sizeof(long), 0);
     long x = 7, va = -1, ve = -1, sb = 8, se = 9, got;
     ck_assert_int_eq(tern_chan_try_send(b, &x), 0);
     for (int timed = 0; timed < 2; timed++) {
@@ -1902,7 +1908,8 @@ START_TEST(select_races)
         /* sometimes the select waits before the racers come (with buffered
          * send cases it is ready at once and simply returns) */
         if (it % 2)
-            WAIT_UNTIL(tern_task_done(st) || tern__task_parked(st) == TERN__W_SELECT, WAIT_MS);
+            WAIT_UNTIL(tern_task_done(st) || tern__task_parked(st) == TERN__W_SELECT,
+                       WAIT_MS);
         for (int i = 0; i < K; i++) {
             o[i] = mkop(ch[i], base + i);
             ts[i] = spawn(rt, select_sends ? recv_fn_go : send_fn_go, &o[i]);
@@ -1959,7 +1966,8 @@ static void *select_fairness_body(void *arg)
 {
     int use_try = arg != NULL;
     long n = SCALED(10000);
-    tern_chan *a = mk(sizeof(long), TERN_CHAN_UNBOUNDED), *b = mk(sizeof(long), TERN_CHAN_UNBOUNDED);
+    tern_chan *a = mk(sizeof(long), TERN_CHAN_UNBOUNDED),
+              *b = mk(sizeof(long), TERN_CHAN_UNBOUNDED);
     for (long i = 0; i < n; i++) {
         ck_assert_int_eq(tern_chan_send(a, &i), 0);
         ck_assert_int_eq(tern_chan_send(b, &i), 0);
@@ -1974,8 +1982,8 @@ static void *select_fairness_body(void *arg)
         next[k]++;
     }
     ck_assert_int_eq(next[0] + next[1], n);
-    ck_assert_msg(next[0] * 10 > n * 3 && next[1] * 10 > n * 3, "recv shares %ld / %ld of %ld",
-                  next[0], next[1], n);
+    ck_assert_msg(next[0] * 10 > n * 3 && next[1] * 10 > n * 3,
+                  "recv shares %ld / %ld of %ld", next[0], next[1], n);
     ck_assert_uint_eq(tern_chan_len(a), (size_t)(n - next[0]));
     ck_assert_uint_eq(tern_chan_len(b), (size_t)(n - next[1]));
     tern_chan_release(a);
@@ -1995,8 +2003,8 @@ static void *select_fairness_body(void *arg)
     }
     ck_assert_uint_eq(tern_chan_len(a), (size_t)cnt[0]);
     ck_assert_uint_eq(tern_chan_len(b), (size_t)cnt[1]);
-    ck_assert_msg(cnt[0] * 10 > n * 3 && cnt[1] * 10 > n * 3, "send shares %ld / %ld of %ld",
-                  cnt[0], cnt[1], n);
+    ck_assert_msg(cnt[0] * 10 > n * 3 && cnt[1] * 10 > n * 3,
+                  "send shares %ld / %ld of %ld", cnt[0], cnt[1], n);
     tern_chan_release(a);
     tern_chan_release(b);
     return (void *)(uintptr_t)0x600d;
@@ -2061,7 +2069,8 @@ static void *ss_consumer(void *arg)
     uint32_t v[3];
     tern_select_case c[3];
     for (int i = 0; i < 3; i++)
-        c[i] = (tern_select_case){.chan = SS.ch[i], .op = TERN_SELECT_RECV, .elem = &v[i]};
+        c[i] =
+            (tern_select_case){.chan = SS.ch[i], .op = TERN_SELECT_RECV, .elem = &v[i]};
     uint64_t n = 0, sum = 0;
     int live = 3;
     while (live) {
@@ -2119,8 +2128,8 @@ START_TEST(select_stress)
         ck_assert_int_eq(tern_join(cons[i], NULL), 0);
     join_thread(th);
     for (uint64_t i = 0; i < total; i++)
-        ck_assert_msg(SS.counts[i] == 1, "message %lu received %u times", (unsigned long)i,
-                      (unsigned)SS.counts[i]);
+        ck_assert_msg(SS.counts[i] == 1, "message %lu received %u times",
+                      (unsigned long)i, (unsigned)SS.counts[i]);
     ck_assert_uint_eq(atomic_load(&SS.received), total);
     ck_assert_uint_eq(atomic_load(&SS.sum), total * (total - 1) / 2);
     for (int i = 0; i < 3; i++) {
@@ -2133,7 +2142,7 @@ START_TEST(select_stress)
 }
 END_TEST
 
-/* ---- the suite ------------------------------------------------------------------------------ */
+/* ---- the suite --------------------------------------------------------------------- */
 
 Suite *chan_suite(void)
 {

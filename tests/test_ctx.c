@@ -142,14 +142,15 @@ START_TEST(run_restores)
 }
 END_TEST
 
-/* ---- propagation ---------------------------------------------------------------------- */
+/* ---- propagation ------------------------------------------------------------------- */
 
 static tern_ctxvar *pv;
 
 static void *child_sees(void *arg)
 {
     ck_assert_ptr_eq(tern_ctxvar_get(pv), arg);
-    ck_assert_int_eq(tern_ctxvar_set(pv, (void *)999, NULL), 0); /* the parent never sees it */
+    ck_assert_int_eq(tern_ctxvar_set(pv, (void *)999, NULL),
+                     0); /* the parent never sees it */
     ck_assert_int_eq(tern_yield(), 0);
     ck_assert_ptr_eq(tern_ctxvar_get(pv), (void *)999);
     return NULL;
@@ -249,7 +250,7 @@ START_TEST(isolation_across_workers)
 }
 END_TEST
 
-/* ---- destructors -------------------------------------------------------------------------- */
+/* ---- destructors ------------------------------------------------------------------- */
 
 static _Atomic int dtor_calls;
 
@@ -272,20 +273,20 @@ START_TEST(destructor_once_per_value)
     ck_assert_int_eq(tern_ctxvar_set(v, malloc(16), NULL), 0); /* C */
     ck_assert_int_eq(atomic_load(&dtor_calls), 1);             /* B: nobody left */
     tern_context_release(held);
-    ck_assert_int_eq(atomic_load(&dtor_calls), 2);             /* A */
-    ck_assert_int_eq(tern_ctxvar_set(v, malloc(16), &t), 0);   /* D; t keeps C */
+    ck_assert_int_eq(atomic_load(&dtor_calls), 2);           /* A */
+    ck_assert_int_eq(tern_ctxvar_set(v, malloc(16), &t), 0); /* D; t keeps C */
     ck_assert_int_eq(atomic_load(&dtor_calls), 2);
     tern_ctxtoken_free(t);
-    ck_assert_int_eq(atomic_load(&dtor_calls), 3);             /* C */
-    ck_assert_int_eq(tern_ctxvar_reset(v, t0), 0);             /* unset again */
-    ck_assert_int_eq(atomic_load(&dtor_calls), 4);             /* D */
+    ck_assert_int_eq(atomic_load(&dtor_calls), 3); /* C */
+    ck_assert_int_eq(tern_ctxvar_reset(v, t0), 0); /* unset again */
+    ck_assert_int_eq(atomic_load(&dtor_calls), 4); /* D */
     tern_ctxtoken_free(t0);
     ck_assert_int_eq(atomic_load(&dtor_calls), 4);
     tern_ctxvar_free(v);
 }
 END_TEST
 
-/* ---- the HAMT against a reference map ------------------------------------------------------ */
+/* ---- the HAMT against a reference map ---------------------------------------------- */
 
 enum { NV = 3000, SNAPS = 8 };
 

@@ -30,19 +30,22 @@
 
 #define MS 1000000LL
 
-static int64_t now_ns(void) {
+static int64_t now_ns(void)
+{
     struct timespec ts;
     clock_gettime(CLOCK_MONOTONIC, &ts);
     return ts.tv_sec * 1000000000LL + ts.tv_nsec;
 }
 
-static int env_is(const char *name) {
+static int env_is(const char *name)
+{
     const char *s = getenv("TERN_BACKEND");
     return s && strcmp(s, name) == 0;
 }
 
 /* A refused ring is a skip, not a pass and not a failure. */
-static int uring_refused(int rc) {
+static int uring_refused(int rc)
+{
     if (rc != -ENOSYS && rc != -EPERM && rc != -ENOMEM)
         return 0;
     test_skip("io_uring unavailable here (%s)", strerror(-rc));
@@ -59,7 +62,8 @@ static int uring_refused(int rc) {
         ck_assert_int_eq(rc_, 0);                                                        \
     } while (0)
 
-static int count_fds(void) {
+static int count_fds(void)
+{
     DIR *dir = opendir("/proc/self/fd");
     ck_assert_ptr_nonnull(dir);
     int n = 0;
@@ -69,7 +73,8 @@ static int count_fds(void) {
     return n;
 }
 
-START_TEST(t_note_names_backend) {
+START_TEST(t_note_names_backend)
+{
     tern__driver *d;
     const char *note = NULL;
     int rc = tern__driver_open(TERN_BACKEND_AUTO, &d, &note);
@@ -78,7 +83,8 @@ START_TEST(t_note_names_backend) {
     ck_assert_int_eq(rc, 0);
     ck_assert_ptr_nonnull(note);
     const char *name = d->ops->name;
-    ck_assert_msg(strncmp(note, name, strlen(name)) == 0, "note \"%s\" for %s", note, name);
+    ck_assert_msg(strncmp(note, name, strlen(name)) == 0, "note \"%s\" for %s", note,
+                  name);
     if (env_is("io_uring"))
         ck_assert_ptr_eq(d->ops, &tern__uring_ops);
     if (env_is("epoll"))
@@ -92,7 +98,8 @@ START_TEST(t_note_names_backend) {
 END_TEST
 
 /* The config beats the environment: TERN_BACKEND only overrides AUTO. */
-START_TEST(t_force_each_backend) {
+START_TEST(t_force_each_backend)
+{
     tern__driver *d;
     const char *note = NULL;
     ck_assert_int_eq(tern__driver_open(TERN_BACKEND_EPOLL, &d, &note), 0);
@@ -111,7 +118,8 @@ START_TEST(t_force_each_backend) {
 }
 END_TEST
 
-START_TEST(t_invalid_backend) {
+START_TEST(t_invalid_backend)
+{
     tern__driver *d = NULL;
     const char *note = NULL;
     char *saved = getenv("TERN_BACKEND") ? strdup(getenv("TERN_BACKEND")) : NULL;
@@ -132,7 +140,8 @@ START_TEST(t_invalid_backend) {
 }
 END_TEST
 
-START_TEST(t_timeout_zero) {
+START_TEST(t_timeout_zero)
+{
     tern__driver *d;
     OPEN_OR_SKIP(d);
     int64_t t0 = now_ns();
@@ -143,7 +152,8 @@ START_TEST(t_timeout_zero) {
 }
 END_TEST
 
-static void assert_times_out(tern__driver *d, int64_t timeout) {
+static void assert_times_out(tern__driver *d, int64_t timeout)
+{
     int64_t t0 = now_ns();
     ck_assert_int_eq(d->ops->wait(d, timeout), 0);
     int64_t took = now_ns() - t0;
@@ -153,7 +163,8 @@ static void assert_times_out(tern__driver *d, int64_t timeout) {
                   (long long)timeout);
 }
 
-START_TEST(t_timeout_20ms) {
+START_TEST(t_timeout_20ms)
+{
     tern__driver *d;
     OPEN_OR_SKIP(d);
     assert_times_out(d, 20 * MS); /* the first wait also submits the wake read */
@@ -171,7 +182,8 @@ typedef struct waker {
 
 /* 1 when thread tid of this process sleeps in a system call a driver
  * waits in, 0 when not (yet), -1 when the kernel does not say. */
-static int sleeps_in_wait(pid_t tid) {
+static int sleeps_in_wait(pid_t tid)
+{
     char path[64], buf[128];
     snprintf(path, sizeof path, "/proc/self/task/%d/syscall", (int)tid);
     FILE *f = fopen(path, "r");
@@ -195,7 +207,8 @@ static int sleeps_in_wait(pid_t tid) {
         ;
 }
 
-static void *wake_later(void *arg) {
+static void *wake_later(void *arg)
+{
     waker *w = arg;
     /* the wake must find the owner asleep in its wait, not on its way */
     int in = 0;
@@ -203,13 +216,15 @@ static void *wake_later(void *arg) {
         usleep(1000);
     ck_assert_msg(in != 0, "the owner never went to sleep in its wait");
     if (in < 0)
-        printf("wake_ends_infinite_wait: this kernel does not show where a thread sleeps\n");
+        printf(
+            "wake_ends_infinite_wait: this kernel does not show where a thread sleeps\n");
     atomic_store(&w->woke, 1);
     w->d->ops->wake(w->d);
     return NULL;
 }
 
-START_TEST(t_wake_ends_infinite_wait) {
+START_TEST(t_wake_ends_infinite_wait)
+{
     waker w = {.owner = (pid_t)syscall(SYS_gettid)};
     OPEN_OR_SKIP(w.d);
     pthread_t th;
@@ -224,7 +239,8 @@ START_TEST(t_wake_ends_infinite_wait) {
 }
 END_TEST
 
-START_TEST(t_wake_before_wait) {
+START_TEST(t_wake_before_wait)
+{
     tern__driver *d;
     OPEN_OR_SKIP(d);
     /* before the first wait: nothing submitted yet */
@@ -243,7 +259,8 @@ START_TEST(t_wake_before_wait) {
 }
 END_TEST
 
-START_TEST(t_wakes_coalesce) {
+START_TEST(t_wakes_coalesce)
+{
     tern__driver *d;
     OPEN_OR_SKIP(d);
     for (int i = 0; i < 1000; i++)
@@ -278,21 +295,24 @@ typedef struct race {
     atomic_int stop;
 } race;
 
-static void *race_producer(void *arg) {
+static void *race_producer(void *arg)
+{
     race *r = arg;
     for (unsigned i = 1; i <= r->n && !atomic_load(&r->stop); i++) {
         atomic_store(&r->posted, i);
         r->d->ops->wake(r->d);
         /* spin a little (varies the timing), then yield: on a loaded machine
          * both threads may share one CPU */
-        for (unsigned spin = 0; atomic_load(&r->acked) < i && !atomic_load(&r->stop); spin++)
+        for (unsigned spin = 0; atomic_load(&r->acked) < i && !atomic_load(&r->stop);
+             spin++)
             if (spin > (i % 64))
                 sched_yield();
     }
     return NULL;
 }
 
-START_TEST(t_wakes_race_waits) {
+START_TEST(t_wakes_race_waits)
+{
     race r = {.n = 100000 / TERN_TEST_SCALE};
     OPEN_OR_SKIP(r.d);
     pthread_t th;
@@ -301,7 +321,8 @@ START_TEST(t_wakes_race_waits) {
     int64_t end = now_ns() + RACE_BUDGET;
     while (acked < r.n) {
         if (acked >= RACE_MIN && now_ns() > end) {
-            printf("wakes_race_waits: %u of %u round trips in the time budget\n", acked, r.n);
+            printf("wakes_race_waits: %u of %u round trips in the time budget\n", acked,
+                   r.n);
             atomic_store(&r.stop, 1);
             break;
         }
@@ -324,7 +345,8 @@ START_TEST(t_wakes_race_waits) {
 }
 END_TEST
 
-START_TEST(t_open_close_no_fd_leak) {
+START_TEST(t_open_close_no_fd_leak)
+{
     tern__driver *d;
     OPEN_OR_SKIP(d); /* warm up whatever the libraries open once */
     d->ops->wait(d, 0);
@@ -344,7 +366,8 @@ END_TEST
 
 /* Error paths in open: with room for 0 or 1 new descriptor, open fails with
  * -EMFILE and leaves nothing behind; with room for 2 it works. */
-START_TEST(t_open_fails_cleanly) {
+START_TEST(t_open_fails_cleanly)
+{
     tern__driver *d;
     OPEN_OR_SKIP(d);
     d->ops->close(d);
@@ -368,7 +391,8 @@ START_TEST(t_open_fails_cleanly) {
 }
 END_TEST
 
-static void *open_on_thread(void *arg) {
+static void *open_on_thread(void *arg)
+{
     tern__driver **d = arg;
     if (tern__driver_open(TERN_BACKEND_AUTO, d, NULL) != 0)
         *d = NULL;
@@ -379,7 +403,8 @@ static void *open_on_thread(void *arg) {
 
 /* "Any thread once the owner has stopped": the owner exits without closing,
  * the main thread closes, nothing leaks. */
-START_TEST(t_close_from_other_thread) {
+START_TEST(t_close_from_other_thread)
+{
     tern__driver *d;
     OPEN_OR_SKIP(d); /* this thread owns a driver too while it closes another */
     int before = count_fds();
@@ -398,7 +423,8 @@ START_TEST(t_close_from_other_thread) {
 }
 END_TEST
 
-static Suite *driver_suite(void) {
+static Suite *driver_suite(void)
+{
     Suite *s = suite_create("driver");
     TCase *tc = tcase_create("driver");
     tcase_set_timeout(tc, 120);
@@ -418,6 +444,7 @@ static Suite *driver_suite(void) {
     return s;
 }
 
-int main(void) {
+int main(void)
+{
     return run_suite(driver_suite());
 }

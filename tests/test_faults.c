@@ -25,8 +25,8 @@
 #include <sys/time.h>
 #include <unistd.h>
 
-#include "rt/fault.h"
 #include "helpers.h"
+#include "rt/fault.h"
 
 #define MS 1000000ull
 #define SEC 1000000000ull
@@ -80,7 +80,8 @@ static int run_faulty(unsigned workers, const char *spec, tern_task_fn fn, void 
 {
     int fds = fd_count();
     tern_runtime *rt = rt_make(workers);
-    if (!rt) return -1;
+    if (!rt)
+        return -1;
     struct faulty f = {spec, fn, arg};
     int r = tern_block_on(rt, faulty_main, &f, NULL);
     ck_assert_msg(r == 0, "main task: %s", tern_strerror(r));
@@ -95,7 +96,8 @@ static tern_task *spawn_retry(tern_task_fn fn, void *arg)
     tern_task *t = NULL;
     for (int i = 0; i < 10000; i++) {
         int r = tern_spawn(fn, arg, &t);
-        if (r == 0) return t;
+        if (r == 0)
+            return t;
         ck_assert_msg(r == -ENOMEM, "spawn: %s", tern_strerror(r));
     }
     ck_abort_msg("spawn failed 10000 times");
@@ -121,7 +123,8 @@ static void *counted(void *arg)
          !atomic_load(&spawn_done) && tern_now() < until;) {
         int r = tern_sleep(MS);
         ck_assert_msg(r == 0 || r == -ENOMEM, "sleep: %s", tern_strerror(r));
-        if (r < 0) tern_yield();
+        if (r < 0)
+            tern_yield();
     }
     return (void *)(i + 1);
 }
@@ -169,7 +172,8 @@ START_TEST(spawn_stress)
     memset(spawn_ran, 0, sizeof spawn_ran);
     spawn_fail = spawn_nostack = spawn_ok = 0;
     atomic_store(&spawn_done, 0);
-    if (run_faulty(_i ? 4 : 1, spec, spawn_main, NULL) < 0) return;
+    if (run_faulty(_i ? 4 : 1, spec, spawn_main, NULL) < 0)
+        return;
     ck_assert_int_eq(spawn_ok + spawn_nostack + spawn_fail, SPAWN_N);
     ck_assert_int_gt(spawn_ok, 0);
     ck_assert_int_gt(spawn_fail, 0);
@@ -248,7 +252,8 @@ START_TEST(timers)
     atomic_store(&sleep_enomem, 0);
     atomic_store(&timers_fired, 0);
     timers_armed = 0;
-    if (run_faulty(_i ? 4 : 1, "malloc:p=0.3,seed=5", timers_main, NULL) < 0) return;
+    if (run_faulty(_i ? 4 : 1, "malloc:p=0.3,seed=5", timers_main, NULL) < 0)
+        return;
     ck_assert_int_gt(atomic_load(&sleep_ok), 0);
     ck_assert_int_gt(atomic_load(&sleep_enomem), 0);
     ck_assert_int_gt(timers_armed, 0);
@@ -295,7 +300,8 @@ static void *consumer(void *arg)
     ck_assert_msg(r == 0 || r == -ENOMEM, "sleep: %s", tern_strerror(r));
     for (int spins = 0; spins < 1000000; spins++) {
         int r = tern_chan_recv_until(chan, &m, tern_now() + 10 * SEC);
-        if (r == 0) return NULL; /* closed and drained */
+        if (r == 0)
+            return NULL; /* closed and drained */
         if (r == 1) {
             ck_assert_msg(atomic_fetch_add(&msg_recvd[m], 1) == 0, "message %d twice", m);
             continue;
@@ -350,7 +356,8 @@ static void *chan_main(void *arg)
         for (; n < 4096 && tern_chan_len(u) == (size_t)n; n++) {
             ck_assert_int_eq(tern__fault_set("malloc"), 0);
             r = tern_chan_try_send(u, &n);
-            if (r == -ENOMEM) break;
+            if (r == -ENOMEM)
+                break;
             ck_assert_msg(r == 0, "try_send: %s", tern_strerror(r));
             ck_assert_int_eq(tern__fault_set(NULL), 0);
         }
@@ -423,7 +430,8 @@ static void *pump_main(void *arg)
         int n = atomic_load(&holding);
         for (int k = 0; k < HOLD; k++)
             n += tern_task_done(h[k]);
-        if (n == HOLD) break;
+        if (n == HOLD)
+            break;
         ck_assert_int_lt(i, 10000);
         ck_assert_int_eq(tern_sleep(MS), 0);
     }
@@ -489,7 +497,8 @@ static int try_new(tern_backend be, unsigned workers, const char *spec,
     unsigned long n = 0;
     for (int s = 0; s < TERN__FAULT_NSEAMS; s++)
         n += tern__fault_count(s);
-    if (fired) *fired = n;
+    if (fired)
+        *fired = n;
     tern__fault_set(NULL); /* creation is what is under test */
     if (r == 0) {
         /* every loop takes work from other threads (a fallback restarts
@@ -497,7 +506,8 @@ static int try_new(tern_backend be, unsigned workers, const char *spec,
         atomic_store(&posted_ran, 0);
         for (unsigned i = 0; i < workers; i++)
             ck_assert_int_eq(
-                tern_call_soon_threadsafe(tern_runtime_loop(rt, i), posted, NULL, NULL), 0);
+                tern_call_soon_threadsafe(tern_runtime_loop(rt, i), posted, NULL, NULL),
+                0);
         WAIT_UNTIL(atomic_load(&posted_ran) >= workers, WAIT_MS);
         ck_assert_uint_eq(atomic_load(&posted_ran), workers);
         tern_loop_info info;
@@ -508,7 +518,8 @@ static int try_new(tern_backend be, unsigned workers, const char *spec,
                           "worker %u runs %s, note \"%s\"", i, info.backend,
                           info.backend_note);
         }
-        if (note) *note = info.backend_note; /* static strings */
+        if (note)
+            *note = info.backend_note; /* static strings */
         ck_assert_int_eq(tern_runtime_free(rt), 0);
     } else {
         ck_assert_ptr_null(rt);
@@ -528,7 +539,8 @@ static void sweep(tern_backend be, unsigned workers, const char *seam, int err)
         snprintf(spec, sizeof spec, "%s:after=%d", seam, k);
         unsigned long fired;
         int r = try_new(be, workers, spec, &fired, NULL);
-        if (r == 0) return;
+        if (r == 0)
+            return;
         ck_assert_msg(r == -err, "%s: %s", spec, tern_strerror(r));
         ck_assert_msg(fired > 0, "%s failed with no fault", spec);
     }
@@ -650,7 +662,8 @@ static void *echo_handler(void *arg)
         ssize_t n = rw ? tern_read(fd, buf, sizeof buf, dl)
                        : tern_recv(fd, buf, sizeof buf, 0, dl);
         if (n <= 0) {
-            if (n < 0) srv_error(n);
+            if (n < 0)
+                srv_error(n);
             break;
         }
         for (ssize_t off = 0, w; off < n; off += w) {
@@ -674,7 +687,8 @@ static void *acceptor(void *arg)
     int fds[MAXCONN], n = 0;
     while (!atomic_load(&srv_stop)) {
         int s = tern_accept(l, NULL, NULL, tern_now() + 20 * MS);
-        if (s == -ETIMEDOUT) continue;
+        if (s == -ETIMEDOUT)
+            continue;
         if (s < 0) {
             ck_assert_msg(s > -4096, "accept: %d", s);
             atomic_fetch_add(&srv_accept_errors, 1);
@@ -708,7 +722,8 @@ static int send_all(int fd, const unsigned char *p, size_t len)
 {
     while (len) {
         ssize_t w = send(fd, p, len, MSG_NOSIGNAL);
-        if (w <= 0) return -1;
+        if (w <= 0)
+            return -1;
         p += w;
         len -= (size_t)w;
     }
@@ -719,7 +734,8 @@ static int recv_all(int fd, unsigned char *p, size_t len)
 {
     while (len) {
         ssize_t r = recv(fd, p, len, 0);
-        if (r <= 0) return -1; /* EOF, reset or the 5 s timeout: a dropped connection */
+        if (r <= 0)
+            return -1; /* EOF, reset or the 5 s timeout: a dropped connection */
         p += r;
         len -= (size_t)r;
     }
@@ -776,7 +792,8 @@ START_TEST(echo_service)
     atomic_store(&srv_spawn_fail, 0);
     int fds = fd_count();
     tern_runtime *rt = rt_make(2);
-    if (!rt) return;
+    if (!rt)
+        return;
     int l = tern_tcp_listen("127.0.0.1", 0, 0, 0);
     ck_assert_msg(l >= 0, "listen: %s", tern_strerror(l));
     struct sockaddr_storage ss;

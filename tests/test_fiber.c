@@ -246,8 +246,10 @@ __attribute__((noinline)) static long recurse(int depth)
     volatile char buf[1024];
     buf[0] = (char)depth;
     buf[sizeof(buf) - 1] = 1;
-    if ((uintptr_t)buf < dr_lowest) dr_lowest = (uintptr_t)buf;
-    if (depth == 0) return buf[sizeof(buf) - 1];
+    if ((uintptr_t)buf < dr_lowest)
+        dr_lowest = (uintptr_t)buf;
+    if (depth == 0)
+        return buf[sizeof(buf) - 1];
     return recurse(depth - 1) + buf[sizeof(buf) - 1]; /* not a tail call */
 }
 
@@ -319,7 +321,8 @@ static void *mig_thread(void *arg)
         while ((t = atomic_load_explicit(&mig_turn, memory_order_acquire)) != me &&
                t != 2)
             sched_yield();
-        if (t == 2) break;
+        if (t == 2)
+            break;
         mig_home = &self;
         mig_cur_thread = me;
         tern__fiber_set_current(mig_stack, 1);
@@ -431,12 +434,15 @@ struct of_args {
 static void overflow_child(void *p)
 {
     struct of_args *a = p;
-    if (tern__fiber_thread_init() != 0) _exit(3);
+    if (tern__fiber_thread_init() != 0)
+        _exit(3);
     tern__stack_pool *pool;
-    if (tern__stack_pool_new(STACK_SIZE, 1, &pool) != 0) _exit(4);
+    if (tern__stack_pool_new(STACK_SIZE, 1, &pool) != 0)
+        _exit(4);
     tern__stack_pool_set_guard(pool, a->guard);
     tern__stack *s = tern__stack_get(pool, 0);
-    if (!s || !s->guarded) _exit(5);
+    if (!s || !s->guarded)
+        _exit(5);
     tern__fiber_init_thread(&of_main);
     tern__fiber_init(&of_fib, s, of_entry, NULL);
     tern__fiber_set_current(s, a->task_id);
@@ -573,8 +579,10 @@ static void canary_abort_child(void *p)
     tern__stack_pool_new(STACK_SIZE, 1, &pool);
     tern__stack_pool_set_guard(pool, TERN__GUARD_CANARY);
     tern__stack *s = tern__stack_get(pool, 0);
-    if (tern__stack_check(s) == 0) s->base[4096] ^= 1;
-    if (tern__stack_check(s) != 0) tern__stack_overflow_abort(s, 99);
+    if (tern__stack_check(s) == 0)
+        s->base[4096] ^= 1;
+    if (tern__stack_check(s) != 0)
+        tern__stack_overflow_abort(s, 99);
     _exit(0);
 }
 
@@ -739,25 +747,31 @@ END_TEST
 static void enomem_child(void *p)
 {
     tern__stack_pool *pool;
-    if (tern__stack_pool_new(STACK_SIZE, 1, &pool) != 0) _exit(2);
+    if (tern__stack_pool_new(STACK_SIZE, 1, &pool) != 0)
+        _exit(2);
     static tern__stack *st[100000];
     FILE *f = fopen("/proc/self/statm", "r");
     unsigned long pages = 0;
-    if (!f || fscanf(f, "%lu", &pages) != 1) _exit(3);
+    if (!f || fscanf(f, "%lu", &pages) != 1)
+        _exit(3);
     fclose(f);
     struct rlimit rl = {.rlim_cur = pages * 4096 + (32ul << 20),
                         .rlim_max = RLIM_INFINITY};
-    if (setrlimit(RLIMIT_AS, &rl) != 0) _exit(4);
+    if (setrlimit(RLIMIT_AS, &rl) != 0)
+        _exit(4);
     int n = 0;
     while (n < 100000 && (st[n] = tern__stack_get(pool, 0)) != NULL)
         n++;
-    if (n == 0 || n == 100000) _exit(5);
-    if (tern__stack_get(pool, TERN__STACK_NO_CACHE) != NULL) _exit(6);
+    if (n == 0 || n == 100000)
+        _exit(5);
+    if (tern__stack_get(pool, TERN__STACK_NO_CACHE) != NULL)
+        _exit(6);
     for (int i = 0; i < n; i++)
         tern__stack_put(pool, 0, st[i]);
     /* Freed stacks are handed out again even now. */
     tern__stack *again = tern__stack_get(pool, 0);
-    if (!again) _exit(7);
+    if (!again)
+        _exit(7);
     tern__stack_put(pool, 0, again);
     tern__stack_pool_free(pool);
     _exit(0);

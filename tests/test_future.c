@@ -59,9 +59,7 @@ START_TEST(future_outcomes)
 }
 END_TEST
 
-static void noop_cb(tern_future *f, void *arg)
-{
-}
+static void noop_cb(tern_future *f, void *arg) {}
 
 START_TEST(future_bad_arguments)
 {
@@ -154,7 +152,7 @@ START_TEST(complete_exactly_once_racing)
 }
 END_TEST
 
-/* ---- waiting ------------------------------------------------------------------------ */
+/* ---- waiting ----------------------------------------------------------------------- */
 
 static tern_future *shared_f;
 static _Atomic int woken;
@@ -316,7 +314,8 @@ START_TEST(callback_keeps_future_alive)
     atomic_store(&woken, 0);
     ck_assert_int_eq(tern_future_new(&f), 0);
     ck_assert_int_eq(
-        tern_future_add_done_callback(f, tern_runtime_loop(rt, 0), release_in_cb, NULL), 0);
+        tern_future_add_done_callback(f, tern_runtime_loop(rt, 0), release_in_cb, NULL),
+        0);
     ck_assert_int_eq(tern_future_set_result(f, NULL), 0);
     tern_future_release(f); /* the callback still holds it (ASan checks) */
     WAIT_UNTIL(atomic_load(&woken) >= 1, WAIT_MS);
@@ -325,7 +324,7 @@ START_TEST(callback_keeps_future_alive)
 }
 END_TEST
 
-/* ---- tasks as futures ----------------------------------------------------------------- */
+/* ---- tasks as futures -------------------------------------------------------------- */
 
 static void *ret_arg(void *arg)
 {
@@ -421,7 +420,7 @@ START_TEST(task_future_race)
 }
 END_TEST
 
-/* ---- combinators ------------------------------------------------------------------------ */
+/* ---- combinators ------------------------------------------------------------------- */
 
 typedef struct {
     tern_future *f;
@@ -503,8 +502,8 @@ START_TEST(gather_semantics)
     static const uint64_t d3[G] = {1, 2, 3, 4, 5, 6, 7, 8};
     static const int e3[G] = {0, -EIO, 0, -EPIPE, 0, 0, 0, 0};
     gather_setup(rt, d3, e3);
-    ck_assert_int_eq(tern_block_on(rt, gather_all, (void *)(uintptr_t)TERN_GATHER_COLLECT, &r),
-                     0);
+    ck_assert_int_eq(
+        tern_block_on(rt, gather_all, (void *)(uintptr_t)TERN_GATHER_COLLECT, &r), 0);
     ck_assert_int_eq((intptr_t)r, 0);
     for (int i = 0; i < G; i++)
         ck_assert_int_eq(tern_future_result(gf[i], NULL), e3[i]);
@@ -613,7 +612,8 @@ START_TEST(wait_any_semantics)
     ck_assert_int_eq(tern_future_done(gf[0]), 0);
     gather_teardown();
 
-    static const uint64_t d2[G] = {NEVER, NEVER, NEVER, NEVER, NEVER, NEVER, NEVER, NEVER};
+    static const uint64_t d2[G] = {NEVER, NEVER, NEVER, NEVER,
+                                   NEVER, NEVER, NEVER, NEVER};
     gather_setup(rt, d2, NULL);
     ck_assert_int_eq(tern_block_on(rt, wait_any_task, (void *)1, &r), 0);
     ck_assert_int_eq((intptr_t)r, -ETIMEDOUT);
@@ -693,7 +693,7 @@ START_TEST(shield_protects_inner)
 }
 END_TEST
 
-/* ---- task groups -------------------------------------------------------------------------- */
+/* ---- task groups ------------------------------------------------------------------- */
 
 static _Atomic int kids_done, kids_cancelled, kids_started;
 
@@ -828,7 +828,7 @@ START_TEST(group_owner_cancelled)
 }
 END_TEST
 
-/* ---- shutdown ------------------------------------------------------------------------------ */
+/* ---- shutdown ---------------------------------------------------------------------- */
 
 enum { SHUT = 50 };
 static _Atomic int shut_codes[3 * SHUT];
@@ -867,10 +867,11 @@ START_TEST(shutdown_cancels_sync_waiters)
         atomic_store(&shut_codes[SHUT + i], 1);
         atomic_store(&shut_codes[2 * SHUT + i], 1);
         ck_assert_int_eq(tern_runtime_spawn(rt, shut_wait_future, (void *)i, &t[i]), 0);
-        ck_assert_int_eq(tern_runtime_spawn(rt, shut_wait_chan, (void *)(SHUT + i), &t[SHUT + i]),
-                         0);
         ck_assert_int_eq(
-            tern_runtime_spawn(rt, shut_wait_any, (void *)(2 * SHUT + i), &t[2 * SHUT + i]), 0);
+            tern_runtime_spawn(rt, shut_wait_chan, (void *)(SHUT + i), &t[SHUT + i]), 0);
+        ck_assert_int_eq(tern_runtime_spawn(rt, shut_wait_any, (void *)(2 * SHUT + i),
+                                            &t[2 * SHUT + i]),
+                         0);
     }
     /* every one waits (one cancelled before it starts never runs its body) */
     for (int i = 0; i < 3 * SHUT; i++) {

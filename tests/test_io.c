@@ -47,10 +47,10 @@ static uint64_t dl_ms(uint64_t ms)
 }
 #define LONG_DL() dl_ms(20000)
 
-#define ck_assert_einval_or_efault(x)                                                      \
-    do {                                                                                   \
-        long r_ = (long)(x);                                                               \
-        ck_assert_msg(r_ == -EINVAL || r_ == -EFAULT, "%s returned %ld", #x, r_);           \
+#define ck_assert_einval_or_efault(x)                                                    \
+    do {                                                                                 \
+        long r_ = (long)(x);                                                             \
+        ck_assert_msg(r_ == -EINVAL || r_ == -EFAULT, "%s returned %ld", #x, r_);        \
     } while (0)
 
 static unsigned g_workers;
@@ -70,7 +70,8 @@ static tern_runtime *rt_make(unsigned workers)
     cfg.workers = workers;
     tern_runtime *rt = NULL;
     int r = tern_runtime_new(&cfg, &rt);
-    if (r != 0 && backend_is("io_uring") && (r == -ENOSYS || r == -EPERM || r == -ENOMEM)) {
+    if (r != 0 && backend_is("io_uring") &&
+        (r == -ENOSYS || r == -EPERM || r == -ENOMEM)) {
         test_skip("io_uring unavailable here (%s)", tern_strerror(r));
         return NULL;
     }
@@ -96,13 +97,13 @@ static void run_io(int i, tern_task_fn fn, void *arg)
 }
 
 /* IO_TEST(name) { body of the main task } */
-#define IO_TEST(name)                                                                      \
-    static void *name##_main(void *arg);                                                   \
-    START_TEST(name)                                                                       \
-    {                                                                                      \
-        run_io(_i, name##_main, NULL);                                                     \
-    }                                                                                      \
-    END_TEST                                                                               \
+#define IO_TEST(name)                                                                    \
+    static void *name##_main(void *arg);                                                 \
+    START_TEST(name)                                                                     \
+    {                                                                                    \
+        run_io(_i, name##_main, NULL);                                                   \
+    }                                                                                    \
+    END_TEST                                                                             \
     static void *name##_main(void *arg)
 
 static void fill_random(unsigned char *p, size_t n, uint64_t seed)
@@ -512,18 +513,21 @@ IO_TEST(bad_arguments)
         ck_assert_int_eq(tern_recv(fd, buf, 1, 0, LONG_DL()), -EBADF);
         ck_assert_int_eq(tern_send(fd, buf, 1, 0, LONG_DL()), -EBADF);
         ck_assert_int_eq(tern_recvfrom(fd, buf, 1, 0, NULL, NULL, LONG_DL()), -EBADF);
-        ck_assert_int_eq(tern_sendto(fd, buf, 1, 0, (struct sockaddr *)&a, sizeof a,
-                                     LONG_DL()), -EBADF);
+        ck_assert_int_eq(
+            tern_sendto(fd, buf, 1, 0, (struct sockaddr *)&a, sizeof a, LONG_DL()),
+            -EBADF);
         ck_assert_int_eq(tern_recvmsg(fd, &msg, 0, LONG_DL()), -EBADF);
         ck_assert_int_eq(tern_sendmsg(fd, &msg, 0, LONG_DL()), -EBADF);
         ck_assert_int_eq(tern_accept(fd, NULL, NULL, LONG_DL()), -EBADF);
-        ck_assert_int_eq(tern_connect(fd, (struct sockaddr *)&a, sizeof a, LONG_DL()), -EBADF);
+        ck_assert_int_eq(tern_connect(fd, (struct sockaddr *)&a, sizeof a, LONG_DL()),
+                         -EBADF);
         ck_assert_int_eq(tern_shutdown(fd, SHUT_RDWR), -EBADF);
         ck_assert_int_eq(tern_pread(fd, buf, 1, 0, LONG_DL()), -EBADF);
         ck_assert_int_eq(tern_pwrite(fd, buf, 1, 0, LONG_DL()), -EBADF);
         ck_assert_int_eq(tern_fsync(fd, 0, LONG_DL()), -EBADF);
         ck_assert_int_eq(tern_fsync(fd, 1, LONG_DL()), -EBADF);
-        ck_assert_int_eq(tern_statx(fd, "relative", 0, STATX_SIZE, &stx, LONG_DL()), -EBADF);
+        ck_assert_int_eq(tern_statx(fd, "relative", 0, STATX_SIZE, &stx, LONG_DL()),
+                         -EBADF);
         ck_assert_int_eq(tern_sock_nodelay(fd, 1), -EBADF);
         ck_assert_int_eq(tern_sock_keepalive(fd, 10), -EBADF);
         ck_assert_int_eq(tern_sock_bufsizes(fd, 65536, 65536), -EBADF);
@@ -567,7 +571,8 @@ IO_TEST(bad_arguments)
     ck_assert_int_eq(tern_getaddrinfo("127.0.0.1", "80", NULL, NULL, LONG_DL()), -EINVAL);
     ck_assert_einval_or_efault(tern_open(NULL, O_RDONLY, 0, LONG_DL()));
     ck_assert_einval_or_efault(tern_statx(AT_FDCWD, "/", 0, STATX_SIZE, NULL, LONG_DL()));
-    ck_assert_einval_or_efault(tern_statx(AT_FDCWD, NULL, 0, STATX_SIZE, &stx, LONG_DL()));
+    ck_assert_einval_or_efault(
+        tern_statx(AT_FDCWD, NULL, 0, STATX_SIZE, &stx, LONG_DL()));
     ck_assert_einval_or_efault(tern_unix_listen(NULL, 0));
     ck_assert_einval_or_efault(tern_unix_connect(NULL, LONG_DL()));
     ck_assert_int_eq(tern_tcp_listen("127.0.0.1", 0, 0, 0x80), -EINVAL);
@@ -653,7 +658,8 @@ IO_TEST(tcp_echo_half_close)
     ck_assert_uint_eq(sl, sizeof(struct sockaddr_in));
     ck_assert_int_eq(ss.ss_family, AF_INET);
     ck_assert_uint_eq(addr_port(&ss), port);
-    ck_assert_uint_eq(((struct sockaddr_in *)&ss)->sin_addr.s_addr, htonl(INADDR_LOOPBACK));
+    ck_assert_uint_eq(((struct sockaddr_in *)&ss)->sin_addr.s_addr,
+                      htonl(INADDR_LOOPBACK));
 
     char buf[64];
     ck_assert_int_eq(tern_send(c, "ping1", 5, 0, LONG_DL()), 5);
@@ -755,7 +761,8 @@ static void *xfer_writer(void *arg)
                                  {(void *)(x->src + off + h), chunk - h}};
             n = tern_writev(x->fd, v, 3, LONG_DL());
         }
-        ck_assert_msg(n > 0 && (size_t)n <= chunk, "write: %zd (%s)", n, tern_strerror((int)n));
+        ck_assert_msg(n > 0 && (size_t)n <= chunk, "write: %zd (%s)", n,
+                      tern_strerror((int)n));
         off += (size_t)n;
     }
     ck_assert_int_eq(tern_shutdown(x->fd, SHUT_WR), 0);
@@ -784,8 +791,8 @@ static void *xfer_reader(void *arg)
             struct iovec v[2] = {{x->dst + off, h}, {x->dst + off + h, chunk - h}};
             n = tern_readv(x->fd, v, 2, LONG_DL());
         }
-        ck_assert_msg(n > 0 && (size_t)n <= chunk, "read at %zu/%zu: %zd (%s)", off, x->len, n,
-                      tern_strerror((int)n));
+        ck_assert_msg(n > 0 && (size_t)n <= chunk, "read at %zu/%zu: %zd (%s)", off,
+                      x->len, n, tern_strerror((int)n));
         off += (size_t)n;
     }
     /* and then the end of the stream, not one byte more */
@@ -799,7 +806,8 @@ IO_TEST(large_payload_both_ways)
     for (int mode = 0; mode < 3; mode++) {
         size_t len = (size_t)SCALED(mode == 0 ? 32 : 8) << 20;
         len += 12345; /* not a round number */
-        unsigned char *a = malloc(len), *b = malloc(len), *ra = malloc(len), *rb = malloc(len);
+        unsigned char *a = malloc(len), *b = malloc(len), *ra = malloc(len),
+                      *rb = malloc(len);
         ck_assert(a && b && ra && rb);
         fill_random(a, len, 1 + mode);
         fill_random(b, len, 100 + mode);
@@ -808,16 +816,21 @@ IO_TEST(large_payload_both_ways)
         int c, s;
         tcp_pair(&c, &s);
         struct xfer xs[4] = {
-            {c, mode, a, NULL, len, 11}, {s, mode, NULL, ra, len, 12},
-            {s, mode, b, NULL, len, 13}, {c, mode, NULL, rb, len, 14},
+            {c, mode, a, NULL, len, 11},
+            {s, mode, NULL, ra, len, 12},
+            {s, mode, b, NULL, len, 13},
+            {c, mode, NULL, rb, len, 14},
         };
         tern_task *t[4];
         for (int k = 0; k < 4; k++)
-            ck_assert_int_eq(tern_spawn(k % 2 ? xfer_reader : xfer_writer, &xs[k], &t[k]), 0);
+            ck_assert_int_eq(tern_spawn(k % 2 ? xfer_reader : xfer_writer, &xs[k], &t[k]),
+                             0);
         for (int k = 0; k < 4; k++)
             ck_assert_int_eq(tern_join(t[k], NULL), 0);
-        ck_assert_msg(memcmp(a, ra, len) == 0, "mode %d: client->server bytes differ", mode);
-        ck_assert_msg(memcmp(b, rb, len) == 0, "mode %d: server->client bytes differ", mode);
+        ck_assert_msg(memcmp(a, ra, len) == 0, "mode %d: client->server bytes differ",
+                      mode);
+        ck_assert_msg(memcmp(b, rb, len) == 0, "mode %d: server->client bytes differ",
+                      mode);
         ck_assert_int_eq(tern_close(c), 0);
         ck_assert_int_eq(tern_close(s), 0);
         free(a);
@@ -879,7 +892,8 @@ static void *many_client(void *arg)
             out[k] = (unsigned char)(id * 31 + round * 7 + k);
         write_all(c, out, len);
         read_exactly(c, in, len);
-        ck_assert_msg(memcmp(in, out, len) == 0, "client %d round %d: wrong echo", id, round);
+        ck_assert_msg(memcmp(in, out, len) == 0, "client %d round %d: wrong echo", id,
+                      round);
     }
     ck_assert_int_eq(tern_close(c), 0);
     atomic_fetch_add(&many_done, 1);
@@ -986,11 +1000,13 @@ IO_TEST(peer_reset)
     reset_close(s); /* unread data: a reset even without SO_LINGER */
     /* nothing else comes to c: readable means the reset is there */
     int pr = tern_poll(c, POLLIN, LONG_DL());
-    ck_assert_msg(pr > 0 && (pr & (POLLIN | POLLHUP | POLLERR)), "poll for the reset: %d", pr);
+    ck_assert_msg(pr > 0 && (pr & (POLLIN | POLLHUP | POLLERR)), "poll for the reset: %d",
+                  pr);
     char buf[16];
     ssize_t r = tern_recv(c, buf, sizeof buf, 0, LONG_DL());
     ck_assert_msg(r == -ECONNRESET || r == 0, "recv: %zd", r);
-    ck_assert_int_eq(tern_poll(c, POLLIN, LONG_DL()) & (POLLIN | POLLHUP | POLLERR) ? 1 : 0, 1);
+    ck_assert_int_eq(
+        tern_poll(c, POLLIN, LONG_DL()) & (POLLIN | POLLHUP | POLLERR) ? 1 : 0, 1);
     sends_fail_after_reset(c);
     ck_assert_int_eq(tern_close(c), 0);
     return NULL;
@@ -1076,17 +1092,17 @@ END_TEST
 /* ======================================================================= */
 /* Deadlines: accept, recv, recvfrom, poll, connect, getaddrinfo. */
 
-#define EXPECT_TIMEOUT(call, dl)                                                           \
-    do {                                                                                   \
-        uint64_t d_ = (dl), t0_ = tern_now();                                              \
-        long r_ = (long)(call);                                                            \
-        uint64_t n_ = tern_now(), from_ = d_ > t0_ ? d_ : t0_;                             \
-        ck_assert_msg(r_ == -ETIMEDOUT, "%s returned %ld (%s)", #call, r_,                 \
-                      tern_strerror((int)r_));                                             \
-        ck_assert_msg(n_ >= d_, "%s returned %llu ns early", #call,                        \
-                      (unsigned long long)(d_ - n_));                                      \
-        ck_assert_msg(n_ < from_ + 5 * SEC, "%s returned %llu ms late", #call,             \
-                      (unsigned long long)((n_ - from_) / MS));                            \
+#define EXPECT_TIMEOUT(call, dl)                                                         \
+    do {                                                                                 \
+        uint64_t d_ = (dl), t0_ = tern_now();                                            \
+        long r_ = (long)(call);                                                          \
+        uint64_t n_ = tern_now(), from_ = d_ > t0_ ? d_ : t0_;                           \
+        ck_assert_msg(r_ == -ETIMEDOUT, "%s returned %ld (%s)", #call, r_,               \
+                      tern_strerror((int)r_));                                           \
+        ck_assert_msg(n_ >= d_, "%s returned %llu ns early", #call,                      \
+                      (unsigned long long)(d_ - n_));                                    \
+        ck_assert_msg(n_ < from_ + 5 * SEC, "%s returned %llu ms late", #call,           \
+                      (unsigned long long)((n_ - from_) / MS));                          \
     } while (0)
 
 /* A listener whose accept queue is full (it never accepts): further
@@ -1108,7 +1124,8 @@ static int full_listener(struct sockaddr_in *addr, int *fill, int *nfill)
             continue;
         }
         uint64_t now = tern_now();
-        ck_assert_msg(r == -ETIMEDOUT, "connect to a full listener: %s", tern_strerror(r));
+        ck_assert_msg(r == -ETIMEDOUT, "connect to a full listener: %s",
+                      tern_strerror(r));
         ck_assert_uint_ge(now, d);
         ck_assert_int_eq(tern_close(fd), 0);
         return l;
@@ -1202,7 +1219,8 @@ IO_TEST(connect_refused)
     ck_assert_int_eq(tern_tcp_connect("127.0.0.1", port, LONG_DL()), -ECONNREFUSED);
     int fd = tern_socket(AF_INET, SOCK_STREAM, 0);
     ck_assert_int_ge(fd, 0);
-    ck_assert_int_eq(tern_connect(fd, (struct sockaddr *)&a, sizeof a, LONG_DL()), -ECONNREFUSED);
+    ck_assert_int_eq(tern_connect(fd, (struct sockaddr *)&a, sizeof a, LONG_DL()),
+                     -ECONNREFUSED);
     ck_assert_int_eq(tern_close(fd), 0);
     ck_assert_int_eq(tern_close(holder), 0);
     /* and a listener that went away */
@@ -1219,11 +1237,21 @@ IO_TEST(connect_refused)
  * data is sent: nothing may write into a new allocation, and the data must
  * still be there for a fresh read), and the descriptor stays usable. */
 
-enum { K_RECV, K_READ_PIPE, K_READV, K_RECVMSG, K_RECVFROM, K_READ_EXACT, K_ACCEPT,
-       K_POLL, K_CONNECT, K_NKINDS };
-static const char *const kind_name[] = {"recv", "read(pipe)", "readv", "recvmsg",
-                                        "recvfrom", "read_exact", "accept", "poll",
-                                        "connect"};
+enum {
+    K_RECV,
+    K_READ_PIPE,
+    K_READV,
+    K_RECVMSG,
+    K_RECVFROM,
+    K_READ_EXACT,
+    K_ACCEPT,
+    K_POLL,
+    K_CONNECT,
+    K_NKINDS
+};
+static const char *const kind_name[] = {"recv",    "read(pipe)", "readv",
+                                        "recvmsg", "recvfrom",   "read_exact",
+                                        "accept",  "poll",       "connect"};
 #define BLK_LEN 4096
 
 struct blk {
@@ -1254,17 +1282,31 @@ static void *blocked_op(void *arg)
     b->got = 999;
     ssize_t r = -1;
     switch (b->kind) {
-    case K_RECV: r = tern_recv(b->fd, buf, BLK_LEN, 0, b->deadline); break;
-    case K_READ_PIPE: r = tern_read(b->fd, buf, BLK_LEN, b->deadline); break;
-    case K_READV: r = tern_readv(b->fd, iov, 2, b->deadline); break;
-    case K_RECVMSG: r = tern_recvmsg(b->fd, msg, 0, b->deadline); break;
-    case K_RECVFROM:
-        r = tern_recvfrom(b->fd, buf, BLK_LEN, 0, (struct sockaddr *)(buf + BLK_LEN - 256),
-                          alen, b->deadline);
+    case K_RECV:
+        r = tern_recv(b->fd, buf, BLK_LEN, 0, b->deadline);
         break;
-    case K_READ_EXACT: r = tern_read_exact(b->fd, buf, BLK_LEN, &b->got, b->deadline); break;
-    case K_ACCEPT: r = tern_accept(b->fd, (struct sockaddr *)buf, alen, b->deadline); break;
-    case K_POLL: r = tern_poll(b->fd, POLLIN, b->deadline); break;
+    case K_READ_PIPE:
+        r = tern_read(b->fd, buf, BLK_LEN, b->deadline);
+        break;
+    case K_READV:
+        r = tern_readv(b->fd, iov, 2, b->deadline);
+        break;
+    case K_RECVMSG:
+        r = tern_recvmsg(b->fd, msg, 0, b->deadline);
+        break;
+    case K_RECVFROM:
+        r = tern_recvfrom(b->fd, buf, BLK_LEN, 0,
+                          (struct sockaddr *)(buf + BLK_LEN - 256), alen, b->deadline);
+        break;
+    case K_READ_EXACT:
+        r = tern_read_exact(b->fd, buf, BLK_LEN, &b->got, b->deadline);
+        break;
+    case K_ACCEPT:
+        r = tern_accept(b->fd, (struct sockaddr *)buf, alen, b->deadline);
+        break;
+    case K_POLL:
+        r = tern_poll(b->fd, POLLIN, b->deadline);
+        break;
     case K_CONNECT:
         r = tern_connect(b->fd, (struct sockaddr *)&b->to, sizeof b->to, b->deadline);
         break;
@@ -1288,10 +1330,14 @@ static void one_blocked(int kind, int by_cancel)
     struct blk b = {.kind = kind};
     struct sockaddr_in uaddr = lo4(0);
     switch (kind) {
-    case K_RECV: case K_READV: case K_RECVMSG: case K_READ_EXACT:
+    case K_RECV:
+    case K_READV:
+    case K_RECVMSG:
+    case K_READ_EXACT:
         tcp_pair(&peer, &fd);
         break;
-    case K_READ_PIPE: case K_POLL: {
+    case K_READ_PIPE:
+    case K_POLL: {
         int p[2];
         ck_assert_int_eq(pipe2(p, O_CLOEXEC), 0);
         fd = p[0];
@@ -1344,13 +1390,18 @@ static void one_blocked(int kind, int by_cancel)
     fill_random(data, sizeof data, 77 + kind);
     int newfd = -1;
     switch (kind) {
-    case K_RECV: case K_READV: case K_RECVMSG: case K_READ_EXACT: case K_READ_PIPE:
+    case K_RECV:
+    case K_READV:
+    case K_RECVMSG:
+    case K_READ_EXACT:
+    case K_READ_PIPE:
     case K_POLL:
         write_all(peer, data, sizeof data);
         break;
     case K_RECVFROM:
         ck_assert_int_eq(tern_sendto(peer, data, 1000, 0, (struct sockaddr *)&uaddr,
-                                     sizeof uaddr, LONG_DL()), 1000);
+                                     sizeof uaddr, LONG_DL()),
+                         1000);
         break;
     case K_ACCEPT:
         newfd = tern_tcp_connect("127.0.0.1", port, LONG_DL());
@@ -1369,14 +1420,19 @@ static void one_blocked(int kind, int by_cancel)
     }
     /* the data is all still there for a fresh operation */
     switch (kind) {
-    case K_RECV: case K_READV: case K_RECVMSG: case K_READ_EXACT: case K_READ_PIPE:
+    case K_RECV:
+    case K_READV:
+    case K_RECVMSG:
+    case K_READ_EXACT:
+    case K_READ_PIPE:
     case K_POLL:
         read_exactly(fd, back, sizeof back);
         ck_assert_msg(memcmp(back, data, sizeof back) == 0, "%s: data lost or changed",
                       kind_name[kind]);
         break;
     case K_RECVFROM:
-        ck_assert_int_eq(tern_recvfrom(fd, back, sizeof back, 0, NULL, NULL, LONG_DL()), 1000);
+        ck_assert_int_eq(tern_recvfrom(fd, back, sizeof back, 0, NULL, NULL, LONG_DL()),
+                         1000);
         ck_assert_int_eq(memcmp(back, data, 1000), 0);
         break;
     case K_ACCEPT: {
@@ -1432,7 +1488,8 @@ START_TEST(cancel_from_foreign_thread)
         /* the data sent afterwards is all there for a plain reader */
         unsigned char data[BLK_LEN], back[BLK_LEN];
         fill_random(data, sizeof data, 3);
-        ck_assert_int_eq(send(sp[1], data, sizeof data, MSG_NOSIGNAL), (ssize_t)sizeof data);
+        ck_assert_int_eq(send(sp[1], data, sizeof data, MSG_NOSIGNAL),
+                         (ssize_t)sizeof data);
         size_t have = 0;
         while (have < sizeof back) {
             struct pollfd pfd = {.fd = sp[0], .events = POLLIN};
@@ -1516,9 +1573,11 @@ IO_TEST(cancel_races_completion)
         ck_assert_int_eq(tern_recv(s, &extra, 1, 0, 1), -ETIMEDOUT);
     }
     ck_assert_int_eq(won + cancelled, n);
-    ck_assert_msg(join_wrong == 0,
-                  "%d of %d times recv won the race with the cancel (returned the 8 bytes) "
-                  "yet tern_join said -ECANCELED", join_wrong, won);
+    ck_assert_msg(
+        join_wrong == 0,
+        "%d of %d times recv won the race with the cancel (returned the 8 bytes) "
+        "yet tern_join said -ECANCELED",
+        join_wrong, won);
     ck_assert_int_eq(tern_close(c), 0);
     ck_assert_int_eq(tern_close(s), 0);
     return NULL;
@@ -1538,7 +1597,8 @@ static void *wa_task(void *arg)
 {
     struct wa *w = arg;
     w->sent = 999;
-    w->r = tern_write_all(w->fd, w->buf, w->len, &w->sent, w->dur ? dl_ms(0) + w->dur : 0);
+    w->r =
+        tern_write_all(w->fd, w->buf, w->len, &w->sent, w->dur ? dl_ms(0) + w->dur : 0);
     return NULL;
 }
 
@@ -1554,7 +1614,8 @@ static void *ra_task(void *arg)
 {
     struct ra *x = arg;
     x->got = 999;
-    x->r = tern_read_exact(x->fd, x->buf, x->len, &x->got, x->dur ? dl_ms(0) + x->dur : 0);
+    x->r =
+        tern_read_exact(x->fd, x->buf, x->len, &x->got, x->dur ? dl_ms(0) + x->dur : 0);
     return NULL;
 }
 
@@ -1574,7 +1635,8 @@ IO_TEST(partial_transfers_accounted)
         if (by_cancel) {
             /* cancelled in a write that waits for room, some bytes out
              * (16 MiB never fit in the socket buffers) */
-            TASK_WAIT_UNTIL(sock_inq(s) > 0 && tern__task_parked(t) == TERN__W_IO, WAIT_MS);
+            TASK_WAIT_UNTIL(sock_inq(s) > 0 && tern__task_parked(t) == TERN__W_IO,
+                            WAIT_MS);
             ck_assert_int_eq(tern_task_cancel(t), 0);
             ck_assert_int_eq(tern_join(t, NULL), -ECANCELED);
             ck_assert_int_eq(w.r, -ECANCELED);
@@ -1590,7 +1652,8 @@ IO_TEST(partial_transfers_accounted)
         while ((n = tern_recv(s, dst + total, len - total, 0, LONG_DL())) > 0)
             total += (size_t)n;
         ck_assert_int_eq(n, 0);
-        ck_assert_msg(total == w.sent, "write_all said %zu, peer read %zu", w.sent, total);
+        ck_assert_msg(total == w.sent, "write_all said %zu, peer read %zu", w.sent,
+                      total);
         ck_assert_int_eq(memcmp(dst, src, total), 0);
         ck_assert_int_eq(tern_close(c), 0);
         ck_assert_int_eq(tern_close(s), 0);
@@ -1695,15 +1758,17 @@ IO_TEST(udp)
     unsigned char out[8000], in[9000];
     for (unsigned k = 0; k < 5; k++) {
         fill_random(out, sizes[k], k);
-        ck_assert_int_eq(tern_sendto(a, out, sizes[k], 0, (struct sockaddr *)&ab, sizeof ab,
-                                     LONG_DL()), (ssize_t)sizes[k]);
+        ck_assert_int_eq(tern_sendto(a, out, sizes[k], 0, (struct sockaddr *)&ab,
+                                     sizeof ab, LONG_DL()),
+                         (ssize_t)sizes[k]);
     }
     for (unsigned k = 0; k < 5; k++) {
         struct sockaddr_storage from;
         socklen_t fl = sizeof from;
         memset(&from, 0, sizeof from);
         fill_random(out, sizes[k], k);
-        ssize_t n = tern_recvfrom(b, in, sizeof in, 0, (struct sockaddr *)&from, &fl, LONG_DL());
+        ssize_t n =
+            tern_recvfrom(b, in, sizeof in, 0, (struct sockaddr *)&from, &fl, LONG_DL());
         ck_assert_int_eq(n, (ssize_t)sizes[k]); /* boundaries kept */
         ck_assert_int_eq(memcmp(in, out, sizes[k]), 0);
         ck_assert_uint_eq(fl, sizeof(struct sockaddr_in));
@@ -1713,14 +1778,14 @@ IO_TEST(udp)
 
     /* sendmsg with a name and three pieces; recvmsg into two, no control */
     struct iovec wv[3] = {{"hello ", 6}, {"", 0}, {"udp world", 9}};
-    struct msghdr wm = {.msg_name = &ab, .msg_namelen = sizeof ab, .msg_iov = wv,
-                        .msg_iovlen = 3};
+    struct msghdr wm = {
+        .msg_name = &ab, .msg_namelen = sizeof ab, .msg_iov = wv, .msg_iovlen = 3};
     ck_assert_int_eq(tern_sendmsg(a, &wm, 0, LONG_DL()), 15);
     char r1[4], r2[20];
     struct sockaddr_in from;
     struct iovec rv[2] = {{r1, sizeof r1}, {r2, sizeof r2}};
-    struct msghdr rm = {.msg_name = &from, .msg_namelen = sizeof from, .msg_iov = rv,
-                        .msg_iovlen = 2};
+    struct msghdr rm = {
+        .msg_name = &from, .msg_namelen = sizeof from, .msg_iov = rv, .msg_iovlen = 2};
     ck_assert_int_eq(tern_recvmsg(b, &rm, 0, LONG_DL()), 15);
     ck_assert_int_eq(memcmp(r1, "hell", 4), 0);
     ck_assert_int_eq(memcmp(r2, "o udp world", 11), 0);
@@ -1728,15 +1793,15 @@ IO_TEST(udp)
     ck_assert_uint_eq(ntohs(from.sin_port), pa);
     ck_assert_int_eq(rm.msg_flags & MSG_TRUNC, 0);
     /* truncation is reported */
-    ck_assert_int_eq(tern_sendto(a, out, 100, 0, (struct sockaddr *)&ab, sizeof ab, LONG_DL()),
-                     100);
+    ck_assert_int_eq(
+        tern_sendto(a, out, 100, 0, (struct sockaddr *)&ab, sizeof ab, LONG_DL()), 100);
     struct iovec sv = {in, 10};
     struct msghdr sm = {.msg_iov = &sv, .msg_iovlen = 1};
     ck_assert_int_eq(tern_recvmsg(b, &sm, 0, LONG_DL()), 10);
     ck_assert(sm.msg_flags & MSG_TRUNC);
     /* the truncated rest is gone: the next datagram is the next one */
-    ck_assert_int_eq(tern_sendto(a, "next", 4, 0, (struct sockaddr *)&ab, sizeof ab, LONG_DL()),
-                     4);
+    ck_assert_int_eq(
+        tern_sendto(a, "next", 4, 0, (struct sockaddr *)&ab, sizeof ab, LONG_DL()), 4);
     ck_assert_int_eq(tern_recvfrom(b, in, sizeof in, 0, NULL, NULL, LONG_DL()), 4);
     ck_assert_int_eq(memcmp(in, "next", 4), 0);
 
@@ -1765,8 +1830,9 @@ IO_TEST(udp)
     struct sockaddr_in toany = lo4(local_port(any));
     int u = tern_udp_bind("127.0.0.1", 0);
     ck_assert_int_ge(u, 0);
-    ck_assert_int_eq(tern_sendto(u, "any", 3, 0, (struct sockaddr *)&toany, sizeof toany,
-                                 LONG_DL()), 3);
+    ck_assert_int_eq(
+        tern_sendto(u, "any", 3, 0, (struct sockaddr *)&toany, sizeof toany, LONG_DL()),
+        3);
     ck_assert_int_eq(tern_recvfrom(any, in, sizeof in, 0, NULL, NULL, LONG_DL()), 3);
     ck_assert_int_eq(memcmp(in, "any", 3), 0);
     ck_assert_int_eq(tern_close(u), 0);
@@ -1828,7 +1894,8 @@ IO_TEST(ipv6)
     /* a raw AF_INET6 socket with tern_connect */
     l = tern_tcp_listen("::1", 0, 0, 0);
     ck_assert_int_ge(l, 0);
-    struct sockaddr_in6 a6 = {.sin6_family = AF_INET6, .sin6_addr = IN6ADDR_LOOPBACK_INIT,
+    struct sockaddr_in6 a6 = {.sin6_family = AF_INET6,
+                              .sin6_addr = IN6ADDR_LOOPBACK_INIT,
                               .sin6_port = htons(local_port(l))};
     c = tern_socket(AF_INET6, SOCK_STREAM, 0);
     ck_assert_int_ge(c, 0);
@@ -1846,7 +1913,8 @@ IO_TEST(ipv6)
     echo_one_byte(l, c);
     ck_assert_int_eq(tern_close(c), 0);
     c = tern_tcp_connect("127.0.0.1", port, LONG_DL());
-    ck_assert_msg(c >= 0, "connect 127.0.0.1 to a wildcard listener: %s", tern_strerror(c));
+    ck_assert_msg(c >= 0, "connect 127.0.0.1 to a wildcard listener: %s",
+                  tern_strerror(c));
     echo_one_byte(l, c);
     ck_assert_int_eq(tern_close(c), 0);
     ck_assert_int_eq(tern_close(l), 0);
@@ -1870,14 +1938,15 @@ IO_TEST(ipv6)
     int u1 = tern_udp_bind("::1", 0), u2 = tern_udp_bind("::1", 0);
     ck_assert_int_ge(u1, 0);
     ck_assert_int_ge(u2, 0);
-    struct sockaddr_in6 to = {.sin6_family = AF_INET6, .sin6_addr = IN6ADDR_LOOPBACK_INIT,
+    struct sockaddr_in6 to = {.sin6_family = AF_INET6,
+                              .sin6_addr = IN6ADDR_LOOPBACK_INIT,
                               .sin6_port = htons(local_port(u2))};
-    ck_assert_int_eq(tern_sendto(u1, "six", 3, 0, (struct sockaddr *)&to, sizeof to, LONG_DL()),
-                     3);
+    ck_assert_int_eq(
+        tern_sendto(u1, "six", 3, 0, (struct sockaddr *)&to, sizeof to, LONG_DL()), 3);
     char buf[8];
     sl = sizeof ss;
-    ck_assert_int_eq(tern_recvfrom(u2, buf, sizeof buf, 0, (struct sockaddr *)&ss, &sl,
-                                   LONG_DL()), 3);
+    ck_assert_int_eq(
+        tern_recvfrom(u2, buf, sizeof buf, 0, (struct sockaddr *)&ss, &sl, LONG_DL()), 3);
     ck_assert_int_eq(ss.ss_family, AF_INET6);
     ck_assert_uint_eq(addr_port(&ss), local_port(u1));
     ck_assert_int_eq(tern_close(u1), 0);
@@ -1910,12 +1979,15 @@ IO_TEST(unix_sockets)
 
     /* a payload larger than the socket buffers, both ways */
     size_t len = 1u << 20;
-    unsigned char *a = malloc(len), *b = malloc(len), *ra = malloc(len), *rb = malloc(len);
+    unsigned char *a = malloc(len), *b = malloc(len), *ra = malloc(len),
+                  *rb = malloc(len);
     fill_random(a, len, 8);
     fill_random(b, len, 9);
     struct xfer xs[4] = {
-        {c, 0, a, NULL, len, 1}, {s, 1, NULL, ra, len, 2},
-        {s, 2, b, NULL, len, 3}, {c, 0, NULL, rb, len, 4},
+        {c, 0, a, NULL, len, 1},
+        {s, 1, NULL, ra, len, 2},
+        {s, 2, b, NULL, len, 3},
+        {c, 0, NULL, rb, len, 4},
     };
     tern_task *t[4];
     for (int k = 0; k < 4; k++)
@@ -1961,8 +2033,8 @@ IO_TEST(unix_sockets)
 static int fake_eai, fake_errno;
 static _Atomic int fake_calls, fake_release, fake_returned;
 
-static int fake_lookup(const char *host, const char *service, const struct addrinfo *hints,
-                       struct addrinfo **res)
+static int fake_lookup(const char *host, const char *service,
+                       const struct addrinfo *hints, struct addrinfo **res)
 {
     ck_assert_ptr_nonnull(host);
     size_t n = strlen(host);
@@ -1988,7 +2060,8 @@ IO_TEST(resolve)
     ck_assert_int_eq(tern_close(c), 0);
     ck_assert_int_eq(tern_close(l), 0);
 
-    struct addrinfo hints = {.ai_family = AF_INET, .ai_socktype = SOCK_STREAM}, *res = NULL;
+    struct addrinfo hints = {.ai_family = AF_INET, .ai_socktype = SOCK_STREAM},
+                    *res = NULL;
     ck_assert_int_eq(tern_getaddrinfo("localhost", "80", &hints, &res, LONG_DL()), 0);
     ck_assert_ptr_nonnull(res);
     ck_assert_int_eq(res->ai_family, AF_INET);
@@ -2004,23 +2077,26 @@ IO_TEST(resolve)
 
     /* errors, none of which touches the network */
     struct addrinfo num = {.ai_flags = AI_NUMERICHOST};
-    ck_assert_int_eq(tern_getaddrinfo("not-an-address", NULL, &num, &res, LONG_DL()), -ENXIO);
-    ck_assert_int_eq(tern_getaddrinfo("127.0.0.1", "no-such-service-tern", NULL, &res,
-                                      LONG_DL()), -ENXIO);
+    ck_assert_int_eq(tern_getaddrinfo("not-an-address", NULL, &num, &res, LONG_DL()),
+                     -ENXIO);
+    ck_assert_int_eq(
+        tern_getaddrinfo("127.0.0.1", "no-such-service-tern", NULL, &res, LONG_DL()),
+        -ENXIO);
     struct addrinfo badfam = {.ai_family = 12345};
-    ck_assert_int_eq(tern_getaddrinfo("127.0.0.1", "80", &badfam, &res, LONG_DL()), -EINVAL);
+    ck_assert_int_eq(tern_getaddrinfo("127.0.0.1", "80", &badfam, &res, LONG_DL()),
+                     -EINVAL);
     struct addrinfo badflags = {.ai_flags = 0x40000000};
-    ck_assert_int_eq(tern_getaddrinfo("127.0.0.1", "80", &badflags, &res, LONG_DL()), -EINVAL);
+    ck_assert_int_eq(tern_getaddrinfo("127.0.0.1", "80", &badflags, &res, LONG_DL()),
+                     -EINVAL);
     ck_assert_ptr_null(res);
 
     /* The failures a name server gives, without asking one: tests send
      * nothing off the machine. A stand-in lookup answers instead. */
-    static const struct { int eai, sys_errno, want; } cases[] = {
-        {EAI_NONAME, 0, -ENXIO},
-        {EAI_AGAIN, 0, -EAGAIN},
-        {EAI_FAIL, 0, -EIO},
-        {EAI_MEMORY, 0, -ENOMEM},
-        {EAI_SYSTEM, EMFILE, -EMFILE},
+    static const struct {
+        int eai, sys_errno, want;
+    } cases[] = {
+        {EAI_NONAME, 0, -ENXIO},  {EAI_AGAIN, 0, -EAGAIN},       {EAI_FAIL, 0, -EIO},
+        {EAI_MEMORY, 0, -ENOMEM}, {EAI_SYSTEM, EMFILE, -EMFILE},
     };
     for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) {
         fake_eai = cases[i].eai;
@@ -2028,8 +2104,8 @@ IO_TEST(resolve)
         atomic_store(&fake_calls, 0);
         tern__lookup = fake_lookup;
         int want = cases[i].want;
-        ck_assert_int_eq(tern_getaddrinfo("no-such-host.test", NULL, NULL, &res, LONG_DL()),
-                         want);
+        ck_assert_int_eq(
+            tern_getaddrinfo("no-such-host.test", NULL, NULL, &res, LONG_DL()), want);
         ck_assert_ptr_null(res);
         ck_assert_int_eq(tern_tcp_connect("no-such-host.test", 80, LONG_DL()), want);
         ck_assert_int_eq(tern_tcp_listen("no-such-host.test", 0, 0, 0), want);
@@ -2045,11 +2121,13 @@ IO_TEST(resolve)
     atomic_store(&fake_returned, 0);
     tern__lookup = fake_lookup;
     uint64_t t0 = tern_now();
-    ck_assert_int_eq(tern_getaddrinfo("slow.test", "80", NULL, &res, dl_ms(20)), -ETIMEDOUT);
+    ck_assert_int_eq(tern_getaddrinfo("slow.test", "80", NULL, &res, dl_ms(20)),
+                     -ETIMEDOUT);
     ck_assert_ptr_null(res);
     ck_assert_uint_ge(tern_now() - t0, 20 * MS);
     atomic_store(&fake_release, 1);
-    WAIT_UNTIL(atomic_load(&fake_calls) == 1 && atomic_load(&fake_returned) == 1, WAIT_MS);
+    WAIT_UNTIL(atomic_load(&fake_calls) == 1 && atomic_load(&fake_returned) == 1,
+               WAIT_MS);
     tern__lookup = getaddrinfo;
 
     /* Real name servers only when asked for: TERN_TEST_NETWORK=1. */
@@ -2063,8 +2141,8 @@ IO_TEST(resolve)
     ck_assert_msg(sys == EAI_AGAIN || sys == EAI_NONAME || sys == EAI_NODATA,
                   "the system says %s", gai_strerror(sys));
     int want = sys == EAI_AGAIN ? -EAGAIN : -ENXIO;
-    ck_assert_int_eq(tern_getaddrinfo("no-such-host.tern.invalid", NULL, NULL, &res, LONG_DL()),
-                     want);
+    ck_assert_int_eq(
+        tern_getaddrinfo("no-such-host.tern.invalid", NULL, NULL, &res, LONG_DL()), want);
     ck_assert_int_eq(tern_tcp_connect("no-such-host.tern.invalid", 80, LONG_DL()), want);
     return NULL;
 }
@@ -2152,7 +2230,8 @@ IO_TEST(files)
     int fd = tern_open(path, O_CREAT | O_EXCL | O_RDWR, 0600, LONG_DL());
     ck_assert_msg(fd >= 0, "open: %s", tern_strerror(fd));
     ck_assert(is_cloexec(fd));
-    ck_assert_int_eq(tern_open(path, O_CREAT | O_EXCL | O_RDWR, 0600, LONG_DL()), -EEXIST);
+    ck_assert_int_eq(tern_open(path, O_CREAT | O_EXCL | O_RDWR, 0600, LONG_DL()),
+                     -EEXIST);
     ck_assert_int_eq(tern_open(missing, O_RDONLY, 0, LONG_DL()), -ENOENT);
     ck_assert_int_eq(tern_open(dir, O_WRONLY, 0, LONG_DL()), -EISDIR);
 
@@ -2173,14 +2252,16 @@ IO_TEST(files)
 
     struct statx stx;
     memset(&stx, 0, sizeof stx);
-    ck_assert_int_eq(tern_statx(AT_FDCWD, path, 0, STATX_SIZE | STATX_MODE, &stx, LONG_DL()), 0);
+    ck_assert_int_eq(
+        tern_statx(AT_FDCWD, path, 0, STATX_SIZE | STATX_MODE, &stx, LONG_DL()), 0);
     ck_assert_uint_eq(stx.stx_size, len);
     ck_assert(S_ISREG(stx.stx_mode));
     ck_assert_uint_eq(stx.stx_mode & 0777, 0600);
     memset(&stx, 0, sizeof stx);
     ck_assert_int_eq(tern_statx(fd, "", AT_EMPTY_PATH, STATX_SIZE, &stx, LONG_DL()), 0);
     ck_assert_uint_eq(stx.stx_size, len);
-    ck_assert_int_eq(tern_statx(AT_FDCWD, missing, 0, STATX_SIZE, &stx, LONG_DL()), -ENOENT);
+    ck_assert_int_eq(tern_statx(AT_FDCWD, missing, 0, STATX_SIZE, &stx, LONG_DL()),
+                     -ENOENT);
 
     /* read back backwards in other chunk sizes */
     memset(dst, 0, len);
@@ -2190,8 +2271,8 @@ IO_TEST(files)
             chunk = end;
         size_t off = end - chunk, have = 0;
         while (have < chunk) {
-            ssize_t n = tern_pread(fd, dst + off + have, chunk - have, (off_t)(off + have),
-                                   LONG_DL());
+            ssize_t n = tern_pread(fd, dst + off + have, chunk - have,
+                                   (off_t)(off + have), LONG_DL());
             ck_assert_msg(n > 0, "pread: %s", tern_strerror((int)n));
             have += (size_t)n;
         }
@@ -2481,7 +2562,8 @@ IO_TEST(read_exact_write_all)
     /* the reader goes away in the middle: -EPIPE, and sent is at least
      * what it read */
     ck_assert_int_eq(pipe2(p, O_CLOEXEC), 0);
-    struct slow_reader quitter = {.fd = p[0], .dst = dst, .len = len, .stop_after = 100000};
+    struct slow_reader quitter = {
+        .fd = p[0], .dst = dst, .len = len, .stop_after = 100000};
     ck_assert_int_eq(tern_spawn(slow_read, &quitter, &t), 0);
     sent = 99;
     ck_assert_int_eq(tern_write_all(p[1], src, len, &sent, LONG_DL()), -EPIPE);
@@ -2634,8 +2716,9 @@ IO_TEST(many_waiters_one_fd)
         for (int i = 0; i < W; i++) {
             unsigned char b = (unsigned char)i;
             if (udp) {
-                ck_assert_int_eq(tern_sendto(u, &b, 1, 0, (struct sockaddr *)&to, sizeof to,
-                                             LONG_DL()), 1);
+                ck_assert_int_eq(tern_sendto(u, &b, 1, 0, (struct sockaddr *)&to,
+                                             sizeof to, LONG_DL()),
+                                 1);
             } else {
                 cs[i] = tern_tcp_connect("127.0.0.1", port, LONG_DL());
                 ck_assert_int_ge(cs[i], 0);
@@ -2648,7 +2731,8 @@ IO_TEST(many_waiters_one_fd)
         for (int i = 0; i < W; i++) {
             ck_assert_int_eq(tern_join(t[i], NULL), 0);
             ck_assert_msg(udp ? m[i].r == 1 : m[i].r >= 0, "%s waiter %d: %zd (%s)",
-                          udp ? "recvfrom" : "accept", i, m[i].r, tern_strerror((int)m[i].r));
+                          udp ? "recvfrom" : "accept", i, m[i].r,
+                          tern_strerror((int)m[i].r));
             ck_assert_int_ge(m[i].got, 0);
             ck_assert_int_lt(m[i].got, W);
             ck_assert_uint_eq(seen & (1u << m[i].got), 0);
@@ -2730,7 +2814,8 @@ START_TEST(high_fd_numbers)
     ck_assert_int_eq(getrlimit(RLIMIT_NOFILE, &rl), 0);
     rl.rlim_cur = rl.rlim_max;
     ck_assert_int_eq(setrlimit(RLIMIT_NOFILE, &rl), 0);
-    high_fd = rl.rlim_cur == RLIM_INFINITY || rl.rlim_cur > 10001 ? 10000 : (int)rl.rlim_cur - 1;
+    high_fd = rl.rlim_cur == RLIM_INFINITY || rl.rlim_cur > 10001 ? 10000
+                                                                  : (int)rl.rlim_cur - 1;
     ck_assert_int_gt(high_fd, 100);
     run_io(_i, high_fd_main, NULL);
 }
@@ -2785,7 +2870,8 @@ static void *dstream_recv(void *arg)
         if (n == 0)
             break;
         for (ssize_t k = 0; k < n; k++)
-            ck_assert_msg(buf[k] == (off + (size_t)k) % 251, "byte %zu wrong", off + (size_t)k);
+            ck_assert_msg(buf[k] == (off + (size_t)k) % 251, "byte %zu wrong",
+                          off + (size_t)k);
         off += (size_t)n;
     }
     ck_assert_uint_eq(off, d->len);
@@ -2797,7 +2883,7 @@ IO_TEST(deadlines_race_readiness)
     int pairs = SCALED(16);
     size_t len = (size_t)SCALED(200000);
     size_t timeouts = 0;
-    int (*fds)[2] = calloc((size_t)pairs, sizeof *fds);
+    int(*fds)[2] = calloc((size_t)pairs, sizeof *fds);
     struct dstream *d = calloc((size_t)pairs * 2, sizeof *d);
     tern_task **t = calloc((size_t)pairs * 2, sizeof *t);
     for (int i = 0; i < pairs; i++) {

@@ -575,7 +575,7 @@ static void *rw_pref_main(void *arg)
     pthread_t th = thread_start(pref_reader, NULL); /* a thread queues too */
     await_qlen(tern__wq_of(&prw), 3);
     ck_assert_int_eq(tern_rwlock_unlock(&prw), 0);
-    tern_sleep(2 * MS); /* room for a wrong grant to show */
+    tern_sleep(2 * MS);                             /* room for a wrong grant to show */
     ck_assert_int_eq(atomic_load(&p_writer_in), 0); /* one old reader left */
     ck_assert_int_eq(tern_rwlock_unlock(&prw), 0);
     ck_assert_int_eq(tern_join(w, NULL), 0);
@@ -690,8 +690,9 @@ START_TEST(rwlock_stress)
     tern_task *t[TASKS];
     pthread_t th[THREADS];
     for (int i = 0; i < TASKS; i++)
-        ck_assert_int_eq(tern_runtime_spawn(rt, rw_stress_task,
-                                            (void *)(intptr_t)(i % 4 == 0), &t[i]), 0);
+        ck_assert_int_eq(
+            tern_runtime_spawn(rt, rw_stress_task, (void *)(intptr_t)(i % 4 == 0), &t[i]),
+            0);
     for (int i = 0; i < THREADS; i++)
         th[i] = thread_start(rw_stress_task, (void *)(intptr_t)i);
     for (int i = 0; i < TASKS; i++)

@@ -14,8 +14,8 @@
 enum { N = 1000 };
 
 static int seen[4 * 10000 + N];
-static _Atomic int nseen; /* slots taken */
-static _Atomic int ndone; /* slots written */
+static _Atomic int nseen;  /* slots taken */
+static _Atomic int ndone;  /* slots written */
 static _Atomic int inside; /* callbacks never overlap */
 static tern_loop *expect_loop;
 
@@ -50,15 +50,14 @@ START_TEST(call_soon_in_order)
 }
 END_TEST
 
-static void noop(void *arg)
-{
-}
+static void noop(void *arg) {}
 
 static void *wrong_loop(void *arg)
 {
     tern_runtime *rt = tern_runtime_current();
-    tern_loop *other = tern_runtime_loop(rt, 0) == tern_loop_current() ? tern_runtime_loop(rt, 1)
-                                                                       : tern_runtime_loop(rt, 0);
+    tern_loop *other = tern_runtime_loop(rt, 0) == tern_loop_current()
+                           ? tern_runtime_loop(rt, 1)
+                           : tern_runtime_loop(rt, 0);
     ck_assert_int_eq(tern_call_soon(other, noop, NULL, NULL), -EPERM);
     ck_assert_int_eq(tern_call_later(other, 1, noop, NULL, NULL), -EPERM);
     ck_assert_int_eq(tern_call_at(other, 1, noop, NULL, NULL), -EPERM);
@@ -80,8 +79,8 @@ START_TEST(call_soon_bad_arguments)
     tern_loop_info info;
     ck_assert_int_eq(tern_loop_get_info(NULL, &info), -EINVAL);
     tern_runtime *rt = rt_new(2);
-    ck_assert_int_eq(tern_call_soon_threadsafe(tern_runtime_loop(rt, 0), NULL, NULL, NULL),
-                     -EINVAL);
+    ck_assert_int_eq(
+        tern_call_soon_threadsafe(tern_runtime_loop(rt, 0), NULL, NULL, NULL), -EINVAL);
     ck_assert_int_eq(tern_loop_get_info(tern_runtime_loop(rt, 0), NULL), -EINVAL);
     ck_assert_int_eq(tern_block_on(rt, wrong_loop, NULL, NULL), 0);
     tern_runtime_free(rt);
@@ -110,10 +109,12 @@ static void *timed_order_main(void *arg)
         uint64_t delay = (x >> 33) % 30 * 1000000 + (x >> 20) % 3 * 100000;
         if (i % 2) {
             deadline_of[i] = base + delay;
-            ck_assert_int_eq(tern_call_at(NULL, deadline_of[i], record_timed, (void *)i, NULL), 0);
+            ck_assert_int_eq(
+                tern_call_at(NULL, deadline_of[i], record_timed, (void *)i, NULL), 0);
         } else {
             deadline_of[i] = tern_loop_time(NULL) + delay;
-            ck_assert_int_eq(tern_call_later(NULL, delay, record_timed, (void *)i, NULL), 0);
+            ck_assert_int_eq(tern_call_later(NULL, delay, record_timed, (void *)i, NULL),
+                             0);
         }
     }
     tern_loop_info info;
@@ -126,7 +127,8 @@ static void *timed_order_main(void *arg)
         ck_assert_msg(deadline_of[a] < deadline_of[b] ||
                           (deadline_of[a] == deadline_of[b] && a < b),
                       "handle %d (at %llu) ran before %d (at %llu)", a,
-                      (unsigned long long)deadline_of[a], b, (unsigned long long)deadline_of[b]);
+                      (unsigned long long)deadline_of[a], b,
+                      (unsigned long long)deadline_of[b]);
     }
     for (int i = 0; i < N; i++)
         ck_assert_uint_ge(fired_at[i], deadline_of[i]);
@@ -195,7 +197,8 @@ static void *foreign_poster(void *arg)
 {
     intptr_t id = (intptr_t)arg;
     for (intptr_t i = 0; i < per_thread; i++) {
-        int r = tern_call_soon_threadsafe(target, record, (void *)(id * per_thread + i), NULL);
+        int r = tern_call_soon_threadsafe(target, record, (void *)(id * per_thread + i),
+                                          NULL);
         ck_assert_int_eq(r, 0);
     }
     return NULL;
@@ -257,7 +260,8 @@ START_TEST(loop_info_names_backend)
         if (want)
             ck_assert_str_eq(info.backend, want);
         else
-            ck_assert(!strcmp(info.backend, "io_uring") || !strcmp(info.backend, "epoll"));
+            ck_assert(!strcmp(info.backend, "io_uring") ||
+                      !strcmp(info.backend, "epoll"));
     }
     tern_runtime_free(rt);
     /* the config forces a backend too */

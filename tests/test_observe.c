@@ -207,10 +207,10 @@ static void *w_job(void *arg)
     return NULL;
 }
 
-static const char *const names[] = {"sleeper", "reader", "chan", "locker", "awaiter",
-                                     "target", "joiner"};
-static tern_task_fn const bodies[] = {w_sleep, w_recv, w_chan, w_mutex, w_future,
-                                      w_target, w_join};
+static const char *const names[] = {"sleeper", "reader", "chan",  "locker",
+                                    "awaiter", "target", "joiner"};
+static tern_task_fn const bodies[] = {w_sleep,  w_recv,   w_chan, w_mutex,
+                                      w_future, w_target, w_join};
 
 static void *scene_body(void *arg)
 {
@@ -254,11 +254,13 @@ static void *scene_body(void *arg)
     char line[1024], want[160], key[64];
     for (int i = 0; i < 7; i++) {
         snprintf(key, sizeof key, "\"name\":\"%s\"", names[i]);
-        ck_assert_msg(find_line(d, key, line, sizeof line), "%s missing from\n%s", names[i], d);
+        ck_assert_msg(find_line(d, key, line, sizeof line), "%s missing from\n%s",
+                      names[i], d);
         ck_assert_msg(strstr(line, "\"state\":\"waiting\""), "%s", line);
         snprintf(want, sizeof want, "\"file\":\"%s\",\"line\":%d", __FILE__, s->lines[i]);
         ck_assert_msg(strstr(line, want), "%s lacks %s", line, want);
-        snprintf(want, sizeof want, "\"id\":%llu", (unsigned long long)tern_task_id(t[i]));
+        snprintf(want, sizeof want, "\"id\":%llu",
+                 (unsigned long long)tern_task_id(t[i]));
         ck_assert_msg(strstr(line, want), "%s lacks %s", line, want);
         const char *w = strstr(line, "\"waited_ns\":");
         ck_assert_ptr_nonnull(w);
@@ -278,15 +280,18 @@ static void *scene_body(void *arg)
             ck_assert_msg(strstr(line, want), "%s lacks %s", line, want);
             break;
         case 3:
-            snprintf(want, sizeof want, "\"wait\":\"mutex\",\"object\":\"%p\"", (void *)&s->m);
+            snprintf(want, sizeof want, "\"wait\":\"mutex\",\"object\":\"%p\"",
+                     (void *)&s->m);
             ck_assert_msg(strstr(line, want), "%s lacks %s", line, want);
             break;
         case 4:
-            snprintf(want, sizeof want, "\"wait\":\"future\",\"object\":\"%p\"", (void *)s->f);
+            snprintf(want, sizeof want, "\"wait\":\"future\",\"object\":\"%p\"",
+                     (void *)s->f);
             ck_assert_msg(strstr(line, want), "%s lacks %s", line, want);
             break;
         case 5:
-            snprintf(want, sizeof want, "\"wait\":\"event\",\"object\":\"%p\"", (void *)&s->ev);
+            snprintf(want, sizeof want, "\"wait\":\"event\",\"object\":\"%p\"",
+                     (void *)&s->ev);
             ck_assert_msg(strstr(line, want), "%s lacks %s", line, want);
             break;
         case 6:
@@ -308,8 +313,10 @@ static void *scene_body(void *arg)
     ck_assert_msg(find_line(d, "\"reader\"", line, sizeof line), "%s", d);
     snprintf(want, sizeof want, "recv on fd %d] spawned at %s:%d", s->sv[0], __FILE__,
              s->lines[1]);
-    ck_assert_msg(strstr(line, "[waiting ") && strstr(line, want), "%s lacks %s", line, want);
-    ck_assert_msg(find_line(d, "\"sleeper\"", line, sizeof line) && strstr(line, "sleep, "),
+    ck_assert_msg(strstr(line, "[waiting ") && strstr(line, want), "%s lacks %s", line,
+                  want);
+    ck_assert_msg(find_line(d, "\"sleeper\"", line, sizeof line) &&
+                      strstr(line, "sleep, "),
                   "%s", d);
     ck_assert_msg(strstr(d, "    context: request=0x2a"), "%s", d);
     ck_assert_msg(find_line(d, "\"scene\"", line, sizeof line) &&
@@ -375,7 +382,8 @@ static void *ready_body(void *arg)
     ck_assert_int_eq(tern_task_set_name(t, "queued"), 0);
     char *d = dump_str(tern_runtime_current(), 0, NULL);
     char line[512];
-    ck_assert_msg(find_line(d, "\"queued\"", line, sizeof line) && strstr(line, "[ready]"),
+    ck_assert_msg(find_line(d, "\"queued\"", line, sizeof line) &&
+                      strstr(line, "[ready]"),
                   "%s", d);
     free(d);
     ck_assert_int_eq(tern_join(t, NULL), 0);
@@ -601,7 +609,8 @@ START_TEST(test_watchdog)
     tern_task *t;
     uint64_t t0 = tern_now();
     int line = __LINE__ + 1;
-    ck_assert_int_eq(tern_runtime_spawn(rt, spinner, (void *)(intptr_t)(base + 1), &t), 0);
+    ck_assert_int_eq(tern_runtime_spawn(rt, spinner, (void *)(intptr_t)(base + 1), &t),
+                     0);
     uint64_t id = tern_task_id(t);
     ck_assert_int_eq(tern_task_set_name(t, "spinner"), 0);
     ck_assert_int_eq(tern_join(t, NULL), 0);
@@ -614,7 +623,8 @@ START_TEST(test_watchdog)
     ck_assert_str_eq(last_file, __FILE__);
     ck_assert_int_eq(last_stall.line, line);
     ck_assert_uint_ge(last_stall.held_ns, 100 * MS);
-    for (size_t i = 0; i < sizeof last_stall.reserved / sizeof last_stall.reserved[0]; i++)
+    for (size_t i = 0; i < sizeof last_stall.reserved / sizeof last_stall.reserved[0];
+         i++)
         ck_assert_uint_eq(last_stall.reserved[i], 0);
     /* held no longer than the task lived: a bound that holds however late
      * the monitor sampled */
@@ -671,7 +681,7 @@ START_TEST(test_watchdog_env)
 }
 END_TEST
 
-/* ---- the dump signal ----------------------------------------------------------------- */
+/* ---- the dump signal --------------------------------------------------------------- */
 
 START_TEST(test_dump_signal)
 {
@@ -705,8 +715,8 @@ START_TEST(test_dump_signal)
     dup2(saved, 2);
     close(saved);
     fclose(tmp);
-    ck_assert_msg(strstr(buf, "tern runtime ") && strstr(buf, "\"signalled\" [waiting"), "%s",
-                  buf);
+    ck_assert_msg(strstr(buf, "tern runtime ") && strstr(buf, "\"signalled\" [waiting"),
+                  "%s", buf);
     tern_event_set(&ev);
     ck_assert_int_eq(tern_join(t, NULL), 0);
     tern_runtime_free(rt);
@@ -732,7 +742,8 @@ START_TEST(test_config_errors)
 {
     tern_config cfg;
     tern_runtime *rt = NULL;
-    int bad_signals[] = {-1, SIGKILL, SIGSTOP, SIGSEGV, SIGBUS, SIGFPE, SIGILL, SIGABRT, 65};
+    int bad_signals[] = {-1,     SIGKILL, SIGSTOP, SIGSEGV, SIGBUS,
+                         SIGFPE, SIGILL,  SIGABRT, 65};
     for (size_t i = 0; i < sizeof bad_signals / sizeof bad_signals[0]; i++) {
         tern_config_init(&cfg);
         cfg.dump_signal = bad_signals[i];
@@ -743,9 +754,10 @@ START_TEST(test_config_errors)
     cfg.stall_ms = 3600001;
     ck_assert_int_eq(tern_runtime_new(&cfg, &rt), -EINVAL);
     /* the environment is checked as strictly */
-    const char *bad_env[][2] = {{"TERN_DUMP_SIGNAL", "SEGV"}, {"TERN_DUMP_SIGNAL", "NOPE"},
-                                {"TERN_DUMP_SIGNAL", "9"},    {"TERN_WATCHDOG", "abc"},
-                                {"TERN_WATCHDOG", "-5"},      {"TERN_WATCHDOG", "3600001"}};
+    const char *bad_env[][2] = {
+        {"TERN_DUMP_SIGNAL", "SEGV"}, {"TERN_DUMP_SIGNAL", "NOPE"},
+        {"TERN_DUMP_SIGNAL", "9"},    {"TERN_WATCHDOG", "abc"},
+        {"TERN_WATCHDOG", "-5"},      {"TERN_WATCHDOG", "3600001"}};
     for (size_t i = 0; i < sizeof bad_env / sizeof bad_env[0]; i++) {
         setenv(bad_env[i][0], bad_env[i][1], 1);
         tern_config_init(&cfg);
@@ -846,7 +858,7 @@ START_TEST(test_group_location_and_escapes)
 }
 END_TEST
 
-/* ---- metrics ------------------------------------------------------------------------- */
+/* ---- metrics ----------------------------------------------------------------------- */
 
 typedef struct work {
     _Atomic long left;
@@ -888,7 +900,8 @@ static void *echo_rounds(void *arg)
     int *sv = arg;
     for (int i = 0; i < 10; i++) {
         char c = (char)i, d = 0;
-        if (tern_send(sv[0], &c, 1, 0, 0) != 1 || tern_recv(sv[1], &d, 1, 0, 0) != 1 || c != d)
+        if (tern_send(sv[0], &c, 1, 0, 0) != 1 || tern_recv(sv[1], &d, 1, 0, 0) != 1 ||
+            c != d)
             return (void *)1;
     }
     return NULL;

@@ -102,7 +102,8 @@ typedef struct probe {
 /* Records r in p and returns it: the one place a body notes a cancel. */
 static int seen(probe *p, int r)
 {
-    if (r == -ECANCELED) p->saw_cancel = 1;
+    if (r == -ECANCELED)
+        p->saw_cancel = 1;
     return r;
 }
 
@@ -142,7 +143,8 @@ static void *unit_body(void *arg)
     u->p.entered = 1;
     ADD(ran, 1);
     seen(&u->p, u->work == 1 ? tern_yield() : u->work == 2 ? tern_sleep(u->ns) : 0);
-    if (!u->detached) return u;
+    if (!u->detached)
+        return u;
     ADD(detached_done, 1);
     free(u);
     return NULL;
@@ -187,12 +189,14 @@ static void *spawner(void *arg)
             kind[i] = spawn_unit(&rs, &u[i], &t[i]);
         ck_assert_int_eq(tern_sleep(below(&rs, MS)), 0);
         for (int i = 0; i < n; i++) {
-            if (!t[i]) continue;
+            if (!t[i])
+                continue;
             if (kind[i] == 3) /* while it runs or sleeps, or after it finished */
                 ck_assert_int_ne(tern_task_cancel(t[i]), -EINVAL);
             if (join_checked(t[i], &u[i]->p, u[i])) {
                 ADD(cancelled, 1);
-                if (!u[i]->p.entered) ADD(unstarted, 1);
+                if (!u[i]->p.entered)
+                    ADD(unstarted, 1);
             }
             free(u[i]);
         }
@@ -222,7 +226,8 @@ static void wait_for_task(void)
     tern_future_release(f);
     int j = tern_join(t, &v);
     ck_assert_int_eq(j, r == 0 ? 0 : -ECANCELED);
-    if (r) ADD(timeouts, 1);
+    if (r)
+        ADD(timeouts, 1);
 }
 
 static void *timer_task(void *arg)
@@ -347,7 +352,8 @@ static void *producer(void *arg)
             ck_assert_msg(r == -ETIMEDOUT || r == -EAGAIN, "send: %s", tern_strerror(r));
         }
         /* an unbounded send never waits: let the consumers in */
-        if (seq % 64 == 0 && seen(&p->p, tern_yield()) == -ECANCELED) break;
+        if (seq % 64 == 0 && seen(&p->p, tern_yield()) == -ECANCELED)
+            break;
     }
     return p;
 }
@@ -404,7 +410,8 @@ static void chan_round(uint64_t *rs)
     int mode = (int)below(rs, 3);
     if (mode == 1) { /* cancel some of either side, wherever they are */
         for (int i = 0; i < np + nc; i++)
-            if (below(rs, 2)) tern_task_cancel(i < np ? pr[i].t : co[i - np].t);
+            if (below(rs, 2))
+                tern_task_cancel(i < np ? pr[i].t : co[i - np].t);
     } else if (mode == 2) { /* producers finish first, consumers drain */
         atomic_store(&halt, 1);
         for (int i = 0; i < np; i++)
@@ -414,7 +421,8 @@ static void chan_round(uint64_t *rs)
     ck_assert_int_eq(tern_chan_close(ch), 0);
     uint64_t sent = 0, sum = 0;
     for (int i = 0; i < np; i++) {
-        if (mode != 2) join_checked(pr[i].t, &pr[i].p, &pr[i]);
+        if (mode != 2)
+            join_checked(pr[i].t, &pr[i].p, &pr[i]);
         sent += pr[i].n;
         sum += pr[i].sum;
     }
@@ -520,7 +528,8 @@ static void *churner(void *arg)
         }
         ck_assert_int_eq(tern_sleep(below(&rs, 3 * MS)), 0);
         for (int i = 0; i < n; i++)
-            if (below(&rs, 2)) tern_task_cancel(t[i]);
+            if (below(&rs, 2))
+                tern_task_cancel(t[i]);
         /* then every one still waiting, so that a batch always ends */
         ck_assert_int_eq(tern_sleep(below(&rs, 5 * MS)), 0);
         for (int i = 0; i < n; i++) {
@@ -547,7 +556,8 @@ static int kid_body(void *arg)
     kid *k = arg;
     k->entered = 1;
     int r = tern_sleep(k->ns);
-    if (r == 0 && k->fail) r = -EIO;
+    if (r == 0 && k->fail)
+        r = -EIO;
     k->ret = r;
     k->done = 1;
     return r;
@@ -609,7 +619,8 @@ static void *echo_handler(void *arg)
     char buf[4096];
     ssize_t n, w = 0;
     while ((n = tern_recv(fd, buf, sizeof buf, 0, LONG_DL())) > 0) {
-        if ((w = tern_write_all(fd, buf, (size_t)n, NULL, LONG_DL())) < 0) break;
+        if ((w = tern_write_all(fd, buf, (size_t)n, NULL, LONG_DL())) < 0)
+            break;
         ADD(bytes_echoed, (uint64_t)n);
     }
     /* the client hung up: a close, or a reset (SO_LINGER 0, unread data) */
@@ -625,7 +636,8 @@ static void *acceptor(void *arg)
 {
     for (;;) {
         int fd = tern_accept(g_lfd, NULL, NULL, 0);
-        if (fd == -ECANCELED) return NULL;
+        if (fd == -ECANCELED)
+            return NULL;
         if (fd == -ECONNABORTED) { /* reset while queued */
             ADD(accept_aborted, 1);
             continue;

@@ -86,11 +86,13 @@ START_TEST(million_idle_tasks)
     tern_task **t = malloc((size_t)n * sizeof *t);
     ck_assert_ptr_nonnull(t);
     for (long i = 0; i < n; i++)
-        ck_assert_int_eq(tern_runtime_spawn(rt, i % 2 ? park_then_exit : sleep_then_exit,
-                                            NULL, &t[i]), 0);
+        ck_assert_int_eq(
+            tern_runtime_spawn(rt, i % 2 ? park_then_exit : sleep_then_exit, NULL, &t[i]),
+            0);
     /* every one in its wait at once; the bound covers starting them all */
     for (long i = 0; i < n; i++)
-        WAIT_UNTIL(tern__task_parked(t[i]) == (i % 2 ? TERN__W_PARK : TERN__W_SLEEP), 120000);
+        WAIT_UNTIL(tern__task_parked(t[i]) == (i % 2 ? TERN__W_PARK : TERN__W_SLEEP),
+                   120000);
     ck_assert_uint_eq(tern_runtime_live_tasks(rt), (uint64_t)n);
     for (long i = 0; i < n; i++) /* detached, as if spawned without a handle */
         tern_task_release(t[i]);
@@ -172,7 +174,8 @@ START_TEST(wake_races_suspend)
     pthread_t th[2];
     for (intptr_t i = 0; i < 2; i++) {
         pthread_create(&th[i], NULL, waker_thread, (void *)(i * 7));
-        ck_assert_int_eq(tern_runtime_spawn(rt, waker_task, (void *)(i * 13 + 1), &wt[i]), 0);
+        ck_assert_int_eq(tern_runtime_spawn(rt, waker_task, (void *)(i * 13 + 1), &wt[i]),
+                         0);
     }
     for (int i = 0; i < 2; i++) {
         pthread_join(th[i], NULL);
@@ -216,8 +219,9 @@ START_TEST(cancel_races_completion)
     for (long base = 0; base < n; base += BATCH) {
         tern_task *t[BATCH];
         for (long i = base; i < base + BATCH; i++)
-            ck_assert_int_eq(
-                tern_runtime_spawn(rt, short_body, (void *)(uintptr_t)(i + 1), &t[i - base]), 0);
+            ck_assert_int_eq(tern_runtime_spawn(rt, short_body,
+                                                (void *)(uintptr_t)(i + 1), &t[i - base]),
+                             0);
         for (long i = base; i < base + BATCH; i++)
             if (i % 3)
                 tern_task_cancel(t[i - base]);
@@ -240,7 +244,7 @@ START_TEST(cancel_races_completion)
 }
 END_TEST
 
-/* ---- many foreign threads spawning at once ------------------------------------------- */
+/* ---- many foreign threads spawning at once ----------------------------------------- */
 
 static tern_runtime *shared_rt;
 static _Atomic long foreign_done;
@@ -256,7 +260,8 @@ static void *foreign_spawner(void *arg)
     long n = (long)(intptr_t)arg;
     for (long i = 0; i < n; i++) {
         tern_task *t;
-        ck_assert_int_eq(tern_runtime_spawn(shared_rt, bump_done, NULL, i % 2 ? &t : NULL), 0);
+        ck_assert_int_eq(
+            tern_runtime_spawn(shared_rt, bump_done, NULL, i % 2 ? &t : NULL), 0);
         if (i % 2)
             ck_assert_int_eq(tern_join(t, NULL), 0);
     }
@@ -342,7 +347,8 @@ START_TEST(exhaustion_is_an_error)
     }
     int status;
     ck_assert_int_eq(waitpid(pid, &status, 0), pid);
-    ck_assert_msg(WIFEXITED(status) && WEXITSTATUS(status) == 0, "child status %#x", status);
+    ck_assert_msg(WIFEXITED(status) && WEXITSTATUS(status) == 0, "child status %#x",
+                  status);
 }
 END_TEST
 
@@ -359,7 +365,8 @@ static _Atomic int spread_stop, y_released;
 static void *hot_yielder(void *arg)
 {
     while (!atomic_load(&spread_stop)) {
-        atomic_fetch_add(&ran_on[tern_loop_current() == tern_runtime_loop(spread_rt, 1)], 1);
+        atomic_fetch_add(&ran_on[tern_loop_current() == tern_runtime_loop(spread_rt, 1)],
+                         1);
         tern_yield();
     }
     return NULL;
@@ -389,14 +396,15 @@ START_TEST(idle_worker_joins_yielders)
     ck_assert_int_eq(tern_runtime_spawn(rt, x_task, y, &x), 0);
     /* Both workers must end up running the busy pair, wherever each task
      * started. */
-    for (int i = 0; i < WAIT_MS && !(atomic_load(&ran_on[0]) && atomic_load(&ran_on[1])); i++)
+    for (int i = 0; i < WAIT_MS && !(atomic_load(&ran_on[0]) && atomic_load(&ran_on[1]));
+         i++)
         usleep(1000);
     atomic_store(&spread_stop, 1);
     ck_assert_int_eq(tern_join(x, NULL), 0);
     ck_assert_int_eq(tern_join(y, NULL), 0);
     ck_assert_msg(atomic_load(&ran_on[0]) && atomic_load(&ran_on[1]),
-                  "two busy tasks kept one worker (%ld/%ld iterations)", atomic_load(&ran_on[0]),
-                  atomic_load(&ran_on[1]));
+                  "two busy tasks kept one worker (%ld/%ld iterations)",
+                  atomic_load(&ran_on[0]), atomic_load(&ran_on[1]));
     tern_runtime_free(rt);
 }
 END_TEST

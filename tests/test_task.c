@@ -214,7 +214,8 @@ START_TEST(sleep_not_early)
         void *took;
         ck_assert_int_eq(tern_block_on(rt, sleeper_timed, &asks[i], &took), 0);
         ck_assert_uint_ge((uintptr_t)took, asks[i]);
-        ck_assert_uint_lt((uintptr_t)took, asks[i] + 500000000u); /* generous: shared CI */
+        ck_assert_uint_lt((uintptr_t)took,
+                          asks[i] + 500000000u); /* generous: shared CI */
     }
     tern_runtime_free(rt);
 }
@@ -245,7 +246,10 @@ static void *park_checks(void *arg)
 START_TEST(park_unpark)
 {
     tern_runtime *rt = rt_new(2);
-    struct { tern_task *t; _Atomic int go; } box = {0};
+    struct {
+        tern_task *t;
+        _Atomic int go;
+    } box = {0};
     tern_task *t;
     ck_assert_int_eq(tern_runtime_spawn(rt, park_checks, &box, &t), 0);
     WAIT_UNTIL(__atomic_load_n(&box.t, __ATOMIC_ACQUIRE), WAIT_MS);
@@ -352,7 +356,8 @@ START_TEST(stack_overflow_reported)
     char buf[4096] = {0};
     size_t len = 0;
     ssize_t n;
-    while (len < sizeof buf - 1 && (n = read(pipefd[0], buf + len, sizeof buf - 1 - len)) > 0)
+    while (len < sizeof buf - 1 &&
+           (n = read(pipefd[0], buf + len, sizeof buf - 1 - len)) > 0)
         len += (size_t)n;
     close(pipefd[0]);
     int status;
@@ -435,7 +440,8 @@ START_TEST(free_joins_pool_threads)
         ck_assert_int_eq(tern_join(t, NULL), 0);
         if (keepalive) {
             tern_blocking_info bi;
-            WAIT_UNTIL(tern_runtime_blocking_info(rt, &bi) == 0 && bi.threads == 0, WAIT_MS);
+            WAIT_UNTIL(tern_runtime_blocking_info(rt, &bi) == 0 && bi.threads == 0,
+                       WAIT_MS);
             /* a second job starts a new thread and reaps the first */
             ck_assert_int_eq(tern_runtime_spawn_blocking(rt, set_slow_key, &cfg, &t), 0);
             ck_assert_int_eq(tern_join(t, NULL), 0);
@@ -479,7 +485,8 @@ static void *shutdown_setup(void *arg)
     for (int i = 0; i < 100; i++) {
         ck_assert_int_eq(tern_spawn(park_forever, NULL, NULL), 0);
         ck_assert_int_eq(tern_spawn(sleep_forever, NULL, NULL), 0);
-        ck_assert_int_eq(tern_call_later(NULL, 3600ull * 1000000000ull, bump, &later_ran, NULL), 0);
+        ck_assert_int_eq(
+            tern_call_later(NULL, 3600ull * 1000000000ull, bump, &later_ran, NULL), 0);
     }
     return NULL;
 }
@@ -504,7 +511,8 @@ START_TEST(shutdown_cancels_waiters)
     ck_assert_int_eq(tern_block_on(rt, shutdown_setup, NULL, NULL), 0);
     for (int i = 0; i < 50; i++)
         ck_assert_int_eq(tern_call_soon_threadsafe(tern_runtime_loop(rt, i % 3), bump,
-                                                   &soon_ran, NULL), 0);
+                                                   &soon_ran, NULL),
+                         0);
     /* Once a task has counted itself it can only be in (or on its way
      * into) its wait, and a cancel that comes first is sticky: either way
      * the wait returns -ECANCELED. */
@@ -629,7 +637,10 @@ END_TEST
  * matter, and other codes fall back to the C library's static text. */
 START_TEST(strerror_words)
 {
-    static const struct { int err; const char *word; } own[] = {
+    static const struct {
+        int err;
+        const char *word;
+    } own[] = {
         {0, "success"},          {ECANCELED, "cancelled"}, {ETIMEDOUT, "deadline"},
         {ESHUTDOWN, "shutting"}, {EINVAL, "invalid"},      {ENOMEM, "memory"},
         {EAGAIN, "try again"},   {EPERM, "not permitted"}, {EALREADY, "already"},

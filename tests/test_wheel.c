@@ -371,8 +371,10 @@ START_TEST(random_ops_model)
 {
     const size_t ops = SCALED(100000), n = 300;
     tern__wheel w;
-    model_ctx m = {.t = calloc(n, sizeof(tern__timer)), .model = calloc(n, sizeof(int)),
-                   .n = n, .now = 77 * DAY + 3};
+    model_ctx m = {.t = calloc(n, sizeof(tern__timer)),
+                   .model = calloc(n, sizeof(int)),
+                   .n = n,
+                   .now = 77 * DAY + 3};
     rng = 0x2545f4914f6cdd1dULL;
     tern__wheel_init(&w, m.now, MS);
     for (size_t op = 0; op < ops; op++) {
@@ -441,9 +443,9 @@ END_TEST
 /* ---- cascades through all levels, and beyond the range ---------------------------- */
 
 static const uint64_t level_deadlines[] = {
-    1 * MS,          70 * MS,         5 * SEC,          5 * MIN,       5 * HOUR,
-    3 * DAY,         30 * DAY,        800 * DAY,        5 * 365 * DAY, 1 * MS + 123,
-    5 * HOUR + 999,  RANGE * MS,      RANGE * MS + 1,   2 * RANGE * MS - 1,
+    1 * MS,         70 * MS,   5 * SEC,       5 * MIN,           5 * HOUR,
+    3 * DAY,        30 * DAY,  800 * DAY,     5 * 365 * DAY,     1 * MS + 123,
+    5 * HOUR + 999, RANGE *MS, RANGE *MS + 1, 2 * RANGE *MS - 1,
 };
 #define NLEVEL (sizeof level_deadlines / sizeof level_deadlines[0])
 
@@ -794,7 +796,7 @@ static uint64_t mono_ns(void)
 
 typedef struct {
     tern__timer t[ROUND_K];
-    _Atomic unsigned round;        /* published by the owner */
+    _Atomic unsigned round;         /* published by the owner */
     _Atomic unsigned started, done; /* published by the canceller */
     unsigned rounds;
     size_t wins; /* the canceller's, this round */
