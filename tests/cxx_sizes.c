@@ -6,7 +6,12 @@
 #include "tern.h"
 
 #define SZ(T) {sizeof(T), alignof(T)},
-const size_t tern_test_c_sizes[][2] = {SZ(tern_group) SZ(tern_mutex) SZ(tern_rwlock) SZ(tern_sem)
-                                           SZ(tern_event) SZ(tern_notify) SZ(tern_cond)
-                                               SZ(tern_barrier) SZ(tern_waitgroup)
-                                                   SZ(tern_config)};
+/* in the order of cxx_headers.cpp's TYPES */
+// clang-format off
+const size_t tern_test_c_sizes[][2] = {
+    SZ(tern_group) SZ(tern_mutex) SZ(tern_rwlock) SZ(tern_sem) SZ(tern_event)
+    SZ(tern_notify) SZ(tern_cond) SZ(tern_barrier) SZ(tern_waitgroup) SZ(tern_config)
+    SZ(tern_stall) SZ(tern_blocking_info) SZ(tern_worker_stats) SZ(tern_loop_info)
+    SZ(tern_metrics) SZ(tern_select_case)
+};
+// clang-format on

@@ -18,7 +18,7 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 . tests/deps.sh
-tern_deps
+tern_deps clang-format
 
 repeat=0
 builds=()
