@@ -210,9 +210,10 @@ int tern_call_at(tern_loop *loop, uint64_t when, tern_callback_fn cb, void *arg,
 int tern_call_later(tern_loop *loop, uint64_t delay, tern_callback_fn cb, void *arg,
                     tern_handle **out)
 {
-    tern_loop *w = loop ? loop : tern__loop_self();
-    uint64_t base = w ? atomic_load_explicit(&w->now, TERN__RELAXED) : 0;
-    return tern_call_at(loop, base + delay, cb, arg, out);
+    /* From the clock now, not the loop's time cached at the start of the
+     * turn: a task that computed for a while before this call would
+     * otherwise see its callback run early (asyncio counts the same way). */
+    return tern_call_at(loop, tern__after(tern_now(), delay), cb, arg, out);
 }
 
 static tern_handle *handle_of(tern__timer *tm)

@@ -63,6 +63,13 @@ extern _Atomic unsigned tern__fence_word;
  * suspend (wait queues, the task registry). Spins politely, then yields the
  * CPU so that a preempted holder can finish. Unlocking is a plain release
  * store, where a mutex's unlock is a locked instruction. */
+/* now + delay, saturated: a delay too long to add up means "never", and
+ * UINT64_MAX as a deadline is never reached (no timer is even armed). */
+static inline uint64_t tern__after(uint64_t now, uint64_t delay)
+{
+    return delay > UINT64_MAX - now ? UINT64_MAX : now + delay;
+}
+
 static inline void tern__spin_lock(_Atomic unsigned *l)
 {
     for (unsigned n = 0;; n++) {

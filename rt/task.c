@@ -1018,7 +1018,7 @@ int tern__park(uint64_t deadline, int nocancel)
     if (s & TERN__TS_NOTIFIED)
         TERN__STAT_INC(t->loop, budget_yields);
     tern__sleep *sl = NULL;
-    if (deadline) {
+    if (deadline && deadline != UINT64_MAX) {
         if (tern_now() >= deadline)
             return -ETIMEDOUT;
         sl = sleep_arm(t, deadline);
@@ -1054,7 +1054,7 @@ int tern_sleep_until(uint64_t deadline)
 
 int tern_sleep(uint64_t ns)
 {
-    return tern_sleep_until(tern_now() + ns);
+    return tern_sleep_until(tern__after(tern_now(), ns));
 }
 
 /* ---- join ------------------------------------------------------------------------ */

@@ -283,11 +283,13 @@ TERN_API uint64_t tern_task_current_id(void);
 TERN_API int tern_yield(void);
 
 /* Sleeps at least ns nanoseconds (1 ms wheel resolution: the wake-up comes
- * in the first loop turn after the deadline). Returns 0, -ECANCELED, or
+ * in the first loop turn after the deadline); an ns too large to add to
+ * the clock sleeps for ever (until cancelled). Returns 0, -ECANCELED, or
  * -EPERM outside a task. Suspends. */
 TERN_API int tern_sleep(uint64_t ns);
 
-/* Sleeps until tern_now() >= deadline. Returns like tern_sleep. Suspends. */
+/* Sleeps until tern_now() >= deadline (UINT64_MAX: for ever, until
+ * cancelled). Returns like tern_sleep. Suspends. */
 TERN_API int tern_sleep_until(uint64_t deadline);
 
 /* Low-level parking, the primitive every tern wait is built on (Rust's
@@ -340,9 +342,12 @@ TERN_API int tern_call_soon_threadsafe(tern_loop *loop, tern_callback_fn cb, voi
                                        tern_handle **out);
 
 /* Schedules cb(arg) on loop (NULL = current; own thread only, like call_soon)
- * to run at loop time `when` (call_at) or `delay` ns from the loop's time
- * (call_later). Timed callbacks run in deadline order, ties in the order
- * scheduled, never early. Errors as tern_call_soon. */
+ * to run at tern_now() time `when` (call_at) or `delay` ns after the call
+ * (call_later: counted from the clock at the call, not from the loop's
+ * cached time, so a task that computed before calling still waits the
+ * whole delay; a delay too large to add means never). Timed callbacks run
+ * in deadline order, ties in the order scheduled, never early. Errors as
+ * tern_call_soon. */
 TERN_API int tern_call_at(tern_loop *loop, uint64_t when, tern_callback_fn cb, void *arg,
                           tern_handle **out);
 TERN_API int tern_call_later(tern_loop *loop, uint64_t delay, tern_callback_fn cb,

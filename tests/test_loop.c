@@ -12,6 +12,7 @@
 #include "helpers.h"
 
 enum { N = 1000 };
+#define MS 1000000ull
 
 static int seen[4 * 10000 + N];
 static _Atomic int nseen;  /* slots taken */
@@ -89,7 +90,7 @@ END_TEST
 
 /* Timed handles fire in deadline order, ties in scheduling order, never
  * before their time. */
-static uint64_t deadline_of[N];
+static uint64_t deadline_of[N], latest_of[N]; /* equal but for call_later */
 static uint64_t fired_at[N];
 
 static void record_timed(void *arg)
@@ -111,10 +112,14 @@ static void *timed_order_main(void *arg)
             deadline_of[i] = base + delay;
             ck_assert_int_eq(
                 tern_call_at(NULL, deadline_of[i], record_timed, (void *)i, NULL), 0);
+            latest_of[i] = deadline_of[i];
         } else {
-            deadline_of[i] = tern_loop_time(NULL) + delay;
+            /* call_later reads the clock itself: its deadline lies between
+             * these two bounds */
+            deadline_of[i] = tern_now() + delay;
             ck_assert_int_eq(tern_call_later(NULL, delay, record_timed, (void *)i, NULL),
                              0);
+            latest_of[i] = tern_now() + delay;
         }
     }
     tern_loop_info info;
@@ -124,8 +129,9 @@ static void *timed_order_main(void *arg)
         tern_sleep(1000000);
     for (int k = 1; k < N; k++) {
         int a = seen[k - 1], b = seen[k];
-        ck_assert_msg(deadline_of[a] < deadline_of[b] ||
-                          (deadline_of[a] == deadline_of[b] && a < b),
+        int exact = deadline_of[a] == latest_of[a] && deadline_of[b] == latest_of[b];
+        ck_assert_msg(deadline_of[a] < latest_of[b] ||
+                          (deadline_of[a] == latest_of[b] && (!exact || a < b)),
                       "handle %d (at %llu) ran before %d (at %llu)", a,
                       (unsigned long long)deadline_of[a], b,
                       (unsigned long long)deadline_of[b]);
@@ -134,6 +140,73 @@ static void *timed_order_main(void *arg)
         ck_assert_uint_ge(fired_at[i], deadline_of[i]);
     return NULL;
 }
+
+/* call_later counts from the moment of the call, not from the loop time
+ * cached when the turn began: a task that computed for 30 ms first must
+ * still wait the whole delay. A delay too long to add to the clock means
+ * never, not "at once". */
+static _Atomic uint64_t later_ran_at;
+
+static void note_time(void *arg)
+{
+    (void)arg;
+    atomic_store(&later_ran_at, tern_now());
+}
+
+static void never_run(void *arg)
+{
+    (void)arg;
+    ck_abort_msg("a handle scheduled UINT64_MAX ns from now ran");
+}
+
+static void *later_clock_main(void *arg)
+{
+    (void)arg;
+    ck_assert_int_eq(tern_yield(), 0); /* a fresh turn: loop time ~ now */
+    uint64_t spin_until = tern_now() + 30 * MS;
+    while (tern_now() < spin_until)
+        ; /* compute without suspending: the cached loop time falls behind */
+    uint64_t called = tern_now();
+    ck_assert_int_eq(tern_call_later(NULL, 10 * MS, note_time, NULL, NULL), 0);
+    tern_handle *never, *never2;
+    ck_assert_int_eq(tern_call_later(NULL, UINT64_MAX, never_run, NULL, &never), 0);
+    ck_assert_int_eq(tern_call_later(NULL, UINT64_MAX - 1, never_run, NULL, &never2), 0);
+    for (int i = 0; i < 2000 && !atomic_load(&later_ran_at); i++)
+        ck_assert_int_eq(tern_sleep(MS), 0);
+    uint64_t ran = atomic_load(&later_ran_at);
+    ck_assert_uint_ne(ran, 0);
+    ck_assert_msg(ran - called >= 10 * MS, "ran %.3f ms after the call",
+                  (double)(ran - called) / 1e6);
+    ck_assert_int_eq(tern_handle_cancel(never), 0); /* still pending */
+    ck_assert_int_eq(tern_handle_cancel(never2), 0);
+    tern_handle_release(never);
+    tern_handle_release(never2);
+    return NULL;
+}
+
+START_TEST(call_later_from_the_call)
+{
+    tern_config cfg = {.workers = 1};
+    ck_assert_int_eq(tern_run(&cfg, later_clock_main, NULL, NULL), 0);
+}
+END_TEST
+
+/* A handle that can never come due is still dropped (and freed) at
+ * shutdown. */
+static void *later_forever_main(void *arg)
+{
+    (void)arg;
+    ck_assert_int_eq(tern_call_later(NULL, UINT64_MAX, never_run, NULL, NULL), 0);
+    ck_assert_int_eq(tern_call_at(NULL, UINT64_MAX, never_run, NULL, NULL), 0);
+    return NULL;
+}
+
+START_TEST(call_later_forever_dropped)
+{
+    tern_config cfg = {.workers = 1};
+    ck_assert_int_eq(tern_run(&cfg, later_forever_main, NULL, NULL), 0);
+}
+END_TEST
 
 START_TEST(call_later_deadline_order)
 {
@@ -360,6 +433,8 @@ Suite *loop_suite(void)
     tcase_add_test(tc, call_soon_in_order);
     tcase_add_test(tc, call_soon_bad_arguments);
     tcase_add_test(tc, call_later_deadline_order);
+    tcase_add_test(tc, call_later_from_the_call);
+    tcase_add_test(tc, call_later_forever_dropped);
     tcase_add_test(tc, handle_cancel);
     tcase_add_test(tc, call_soon_threadsafe_from_threads);
     tcase_add_test(tc, loop_time_follows_clock);

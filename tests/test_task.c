@@ -93,12 +93,27 @@ static void *sleep_long(void *arg)
     return NULL;
 }
 
+/* A sleep too long to add to the clock is a sleep for ever: it waits, and
+ * a cancel ends it with -ECANCELED from that very sleep. */
+static void *sleep_max(void *arg)
+{
+    *(int *)arg = tern_sleep(UINT64_MAX);
+    return NULL;
+}
+
+static void *sleep_until_never(void *arg)
+{
+    *(int *)arg = tern_sleep_until(UINT64_MAX);
+    return NULL;
+}
+
 START_TEST(cancel_sleeping_task)
 {
+    tern_task_fn bodies[] = {sleep_long, sleep_max, sleep_until_never};
     tern_runtime *rt = rt_new(2);
     tern_task *t;
     int seen = 1;
-    ck_assert_int_eq(tern_runtime_spawn(rt, sleep_long, &seen, &t), 0);
+    ck_assert_int_eq(tern_runtime_spawn(rt, bodies[_i], &seen, &t), 0);
     WAIT_PARKED(t, TERN__W_SLEEP); /* cancelled before it ran, seen would stay 1 */
     ck_assert_int_eq(tern_task_done(t), 0);
     ck_assert_int_eq(tern_task_cancel(t), 0);
@@ -667,7 +682,7 @@ Suite *task_suite(void)
     tcase_add_loop_test(tc, spawn_join_result, 0, 2);
     tcase_add_test(tc, run_main_spawns_and_joins);
     tcase_add_test(tc, task_ids_unique);
-    tcase_add_test(tc, cancel_sleeping_task);
+    tcase_add_loop_test(tc, cancel_sleeping_task, 0, 3);
     tcase_add_test(tc, cancel_unstarted_never_runs);
     tcase_add_test(tc, cancel_is_sticky);
     tcase_add_test(tc, yield_interleaves);
