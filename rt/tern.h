@@ -91,7 +91,8 @@ typedef struct tern_config {
     tern_backend backend;           /* I/O driver; see tern_backend */
     unsigned blocking_threads;      /* blocking pool maximum (<= 4096); 0 = 64 */
     unsigned budget;                /* cooperative budget: suspension points a task may
-                                       pass before it is made to yield; 0 = 128 */
+                                       pass before it is made to yield; <= 65535;
+                                       0 = 128 */
     unsigned blocking_queue;        /* blocking jobs that may wait for a thread once
                                        blocking_threads are all busy; one more is
                                        refused with -EAGAIN. <= 1048576; 0 = 1024 */
@@ -110,11 +111,10 @@ typedef struct tern_config {
                           worker held by one task or callback for more
                           than stall_ms, and counts it (metrics) */
     unsigned stall_ms; /* watchdog threshold; 0 = 100 ms */
-    void (*on_stall)(const tern_stall *stall, void *arg); /* called on the monitor
-                                  thread with no lock held; NULL = one line on
-                                  stderr. It may call tern_dump, not create or
-                                  free runtimes (-EDEADLK); tern_runtime_free
-                                  waits for a call in progress to return */
+    /* Called on the monitor thread with no lock held; NULL = one line on
+     * stderr. It may call tern_dump, not create or free runtimes (-EDEADLK);
+     * tern_runtime_free waits for a call in progress to return. */
+    void (*on_stall)(const tern_stall *stall, void *arg);
     void *stall_arg;
     int metrics;          /* 1: also time one poll in 64 into the poll-time
                              histogram (the counters are always kept) */

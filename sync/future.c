@@ -11,6 +11,7 @@
  * futures: tern_gather), told apart by the node's n field.
  */
 #include <errno.h>
+#include <limits.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -231,7 +232,7 @@ int tern_future_set_result(tern_future *f, void *value)
 
 int tern_future_set_error(tern_future *f, int err)
 {
-    if (err >= 0)
+    if (err >= 0 || err == INT_MIN) /* INT_MIN has no positive errno */
         return -EINVAL;
     return complete(f, NULL, err);
 }
@@ -413,6 +414,8 @@ int tern_gather(tern_future *const *fs, size_t n, unsigned flags, uint64_t deadl
 {
     if (check_list(fs, n) < 0 || (flags & ~TERN_GATHER_COLLECT))
         return -EINVAL;
+    if (n == 0)
+        return 0; /* asyncio.gather() of nothing: done at once, fs untouched */
     int collect = flags & TERN_GATHER_COLLECT;
     tern__waiter small[SMALL], *w = nodes_get(n, small);
     if (!w)

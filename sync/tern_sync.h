@@ -60,8 +60,8 @@ TERN_API void tern_future_release(tern_future *f);
 /* Completes f with a result value, or with an error (err < 0; -ECANCELED
  * counts as cancelling it). Wakes every waiter and schedules every done
  * callback on its loop, in the order they were added. Returns 0, -EINVAL
- * (f NULL, err >= 0), -EALREADY (f was already done: nothing changes).
- * Any thread. Never suspend. */
+ * (f NULL, err >= 0 or INT_MIN, which is no negated errno), -EALREADY (f was already
+ * done: nothing changes). Any thread. Never suspend. */
 TERN_API int tern_future_set_result(tern_future *f, void *value);
 TERN_API int tern_future_set_error(tern_future *f, int err);
 
@@ -121,19 +121,19 @@ TERN_API int tern_task_future(tern_task *task, tern_future **out);
 
 /* ---- combinators (asyncio's gather, wait, wait_for, shield) ------------- */
 
-#define TERN_GATHER_COLLECT                                                              \
-    1u /* wait for all even when some fail                                               \
-          (asyncio's return_exceptions=True) */
+/* tern_gather flag: wait for all even when some fail (asyncio's
+ * return_exceptions=True). */
+#define TERN_GATHER_COLLECT 1u
 
-/* Waits until every future in fs[0..n) is done. Without TERN_GATHER_COLLECT
- * it returns early with the error of the first future that fails (the
- * others keep running, as in asyncio). Returns 0 when all succeeded, the
- * first error seen (with TERN_GATHER_COLLECT: 0 once all are done; read each
- * outcome with tern_future_result), -ETIMEDOUT, or -ECANCELED when the
- * caller is cancelled, in which case every future in fs still pending is
- * cancelled too (asyncio's rule for a cancelled gather). -EINVAL: fs NULL,
- * a NULL entry, unknown flags. -ENOMEM. Suspends; blocks a foreign
- * thread. */
+/* Waits until every future in fs[0..n) is done (n == 0: returns 0 at
+ * once). Without TERN_GATHER_COLLECT it returns early with the error of the
+ * first future that fails (the others keep running, as in asyncio).
+ * Returns 0 when all succeeded, the first error seen (with
+ * TERN_GATHER_COLLECT: 0 once all are done; read each outcome with
+ * tern_future_result), -ETIMEDOUT, or -ECANCELED when the caller is
+ * cancelled, in which case every future in fs still pending is cancelled
+ * too (asyncio's rule for a cancelled gather). -EINVAL: fs NULL, a NULL
+ * entry, unknown flags. -ENOMEM. Suspends; blocks a foreign thread. */
 TERN_API int tern_gather(tern_future *const *fs, size_t n, unsigned flags,
                          uint64_t deadline);
 

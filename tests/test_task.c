@@ -579,6 +579,13 @@ START_TEST(bad_arguments)
     tern_config_init(&cfg);
     cfg.backend = (tern_backend)99;
     ck_assert_int_eq(tern_runtime_new(&cfg, &rt), -EINVAL);
+    tern_config_init(&cfg);
+    cfg.budget = 65536; /* the documented bound is 65535 */
+    ck_assert_int_eq(tern_runtime_new(&cfg, &rt), -EINVAL);
+    cfg.budget = 65535;
+    cfg.workers = 1;
+    ck_assert_int_eq(tern_runtime_new(&cfg, &rt), 0);
+    ck_assert_int_eq(tern_runtime_free(rt), 0);
     ck_assert_int_eq(tern_runtime_new(NULL, NULL), -EINVAL);
     ck_assert_int_eq(tern_runtime_free(NULL), -EINVAL);
     ck_assert_int_eq(tern_run(NULL, NULL, NULL, NULL), -EINVAL);
