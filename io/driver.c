@@ -3,6 +3,7 @@
  * shows up in the loop's introspection).
  */
 #include <errno.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -38,8 +39,13 @@ static int env_backend(tern_backend *want)
         *want = TERN_BACKEND_IO_URING;
     else if (strcmp(s, "epoll") == 0)
         *want = TERN_BACKEND_EPOLL;
-    else
+    else {
+        fprintf(stderr,
+                "tern: TERN_BACKEND=%s: want io_uring or epoll (unset or empty: "
+                "io_uring where the kernel allows it, else epoll)\n",
+                s);
         return -EINVAL;
+    }
     return 1;
 }
 

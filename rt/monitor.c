@@ -207,9 +207,18 @@ int tern__monitor_add(tern_runtime *rt)
     if (rt->cfg.watchdog &&
         !(rt->watch = TERN__FAULT_ALLOC(calloc(rt->nworkers, sizeof *rt->watch))))
         return -ENOMEM;
+    int sig = rt->cfg.dump_signal;
+    sigset_t mask;
+    /* tern's threads inherit this thread's mask: blocked here, the signal
+     * stays pending in every thread of the runtime and no dump comes */
+    if (sig && pthread_sigmask(SIG_BLOCK, NULL, &mask) == 0 && sigismember(&mask, sig))
+        fprintf(stderr,
+                "tern: the dump signal %d (%s) is blocked in the thread creating the "
+                "runtime, and so in the runtime's threads: no dump until a thread "
+                "unblocks it\n",
+                sig, strsignal(sig));
     pthread_mutex_lock(&life_lock);
     int err = 0;
-    int sig = rt->cfg.dump_signal;
     if (sig && sigs[sig].users == 0) {
         struct sigaction sa;
         memset(&sa, 0, sizeof sa);

@@ -73,14 +73,21 @@ static int signal_parse(const char *s)
  * service started with TERN_WATCHDOG=100 at 3 a.m.); it never switches off
  * what the program asked for. A value that makes no sense is -EINVAL, like
  * the same value in the config. */
+static int dump_signal_ok(int sig);
+
 static int config_env(tern_config *c)
 {
     const char *s;
     char *end;
     if ((s = getenv("TERN_WATCHDOG")) && *s) {
         long ms = strtol(s, &end, 10);
-        if (*end || ms < 0 || ms > TERN_MAX_STALL_MS)
+        if (*end || ms < 0 || ms > TERN_MAX_STALL_MS) {
+            fprintf(stderr,
+                    "tern: TERN_WATCHDOG=%s: want a stall threshold in ms, 1..%d "
+                    "(0 or empty: as configured)\n",
+                    s, TERN_MAX_STALL_MS);
             return -EINVAL;
+        }
         if (ms > 0) {
             c->watchdog = 1;
             c->stall_ms = (unsigned)ms;
@@ -89,8 +96,14 @@ static int config_env(tern_config *c)
     if ((s = getenv("TERN_METRICS")) && *s && strcmp(s, "0") != 0)
         c->metrics = 1;
     if ((s = getenv("TERN_DUMP_SIGNAL")) && *s && strcmp(s, "0") != 0 &&
-        !(c->dump_signal = signal_parse(s)))
+        (!(c->dump_signal = signal_parse(s)) || !dump_signal_ok(c->dump_signal))) {
+        fprintf(stderr,
+                "tern: TERN_DUMP_SIGNAL=%s: want a signal number or name (USR1, USR2, "
+                "QUIT, HUP, PWR, WINCH), not one the kernel raises for a fault, KILL or "
+                "STOP (0 or empty: as configured)\n",
+                s);
         return -EINVAL;
+    }
     return 0;
 }
 
@@ -145,7 +158,7 @@ static int config_resolve(const tern_config *in, tern_config *out)
     out->stall_arg = in->stall_arg;
     out->metrics = in->metrics != 0;
     out->dump_signal = in->dump_signal;
-    if (config_env(out) < 0 || !dump_signal_ok(out->dump_signal))
+    if (config_env(out) < 0)
         return -EINVAL;
     out->workers = in->workers ? in->workers : cpu_count();
     out->backend = in->backend;
@@ -299,7 +312,9 @@ int tern_runtime_new(const tern_config *cfg, tern_runtime **out)
     if (!rt)
         return -ENOMEM;
     int err = config_resolve(cfg, &rt->cfg);
-    rt->nworkers = rt->cfg.workers;
+    /* a refused config allocates nothing per worker; anything that fails
+     * later must free what runtime_alloc made for each */
+    rt->nworkers = err ? 0 : rt->cfg.workers;
     pthread_mutex_init(&rt->inject_lock, NULL);
     pthread_mutex_init(&rt->free_lock, NULL);
     pthread_mutex_init(&rt->idle.lock, NULL);
@@ -326,7 +341,6 @@ int tern_runtime_new(const tern_config *cfg, tern_runtime **out)
         }
     }
     if (err) {
-        rt->nworkers = err == -EINVAL ? 0 : rt->nworkers;
         runtime_destroy(rt);
         return err;
     }

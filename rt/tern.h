@@ -122,7 +122,9 @@ typedef struct tern_config {
                              monitor thread prints this runtime's dump to
                              stderr; 0 = none. Not one the kernel raises
                              for a fault (SEGV, BUS, FPE, ILL, ABRT, TRAP,
-                             SYS) nor KILL or STOP: -EINVAL */
+                             SYS) nor KILL or STOP: -EINVAL. tern's threads
+                             take the creating thread's signal mask: one
+                             blocked there is warned about on stderr */
     uint64_t reserved[8]; /* must be zero (-EINVAL otherwise): room for
                              fields in later versions, whose zero will
                              mean "the default" */
@@ -137,7 +139,8 @@ TERN_API void tern_config_init(tern_config *cfg);
  * Returns 0 and sets *out, or -EINVAL (out is NULL, a field is out of range:
  * workers > 1024, stack_size < 16 KiB or > 1 GiB, unknown backend, a dump
  * signal the kernel raises for faults; or a TERN_WATCHDOG /
- * TERN_DUMP_SIGNAL value that makes no sense), -ENOMEM, -EAGAIN (a thread
+ * TERN_DUMP_SIGNAL value that makes no sense, which is named on stderr with
+ * the values it may take), -ENOMEM, -EAGAIN (a thread
  * could not be started), -EDEADLK (from an on_stall callback), or the error
  * of the I/O backend forced by cfg/TERN_BACKEND (-ENOSYS, -EPERM, ...). cfg
  * may be NULL.

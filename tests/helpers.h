@@ -114,6 +114,33 @@ static _Atomic int *test_skips_;
 
 /* Runs a suite; the process exits non-zero when any test failed, 77 when
  * none failed but some skipped. */
+/* What the calls between stderr_capture_start and stderr_capture_stop
+ * wrote to stderr, NUL-terminated in buf (the rest cut). */
+typedef struct stderr_capture {
+    FILE *tmp;
+    int saved;
+} stderr_capture;
+
+static inline void stderr_capture_start(stderr_capture *c)
+{
+    fflush(stderr);
+    c->tmp = tmpfile();
+    ck_assert_ptr_nonnull(c->tmp);
+    c->saved = dup(2);
+    ck_assert_int_ge(c->saved, 0);
+    dup2(fileno(c->tmp), 2);
+}
+
+static inline void stderr_capture_stop(stderr_capture *c, char *buf, size_t len)
+{
+    fflush(stderr);
+    dup2(c->saved, 2);
+    close(c->saved);
+    ssize_t n = pread(fileno(c->tmp), buf, len - 1, 0);
+    buf[n > 0 ? n : 0] = 0;
+    fclose(c->tmp);
+}
+
 static inline int run_suite(Suite *s)
 {
     /* A suite forced onto io_uring where the kernel refuses rings (seccomp,

@@ -735,6 +735,23 @@ START_TEST(test_dump_signal)
     tern_runtime_free(rt);
     sigaction(SIGUSR2, NULL, &sa);
     ck_assert_ptr_eq((void *)sa.sa_handler, (void *)SIG_DFL);
+
+    /* blocked by the program: it would never fire, so tern says so (and
+     * says nothing when it is not blocked, as above) */
+    sigset_t usr2, old;
+    sigemptyset(&usr2);
+    sigaddset(&usr2, SIGUSR2);
+    pthread_sigmask(SIG_BLOCK, &usr2, &old);
+    tern_config_init(&cfg);
+    cfg.dump_signal = SIGUSR2;
+    stderr_capture cap;
+    char said[1024];
+    stderr_capture_start(&cap);
+    rt = rt_with(&cfg, 1);
+    stderr_capture_stop(&cap, said, sizeof said);
+    tern_runtime_free(rt);
+    pthread_sigmask(SIG_SETMASK, &old, NULL);
+    ck_assert_msg(strstr(said, "dump signal") && strstr(said, "is blocked"), "%s", said);
 }
 END_TEST
 
@@ -757,13 +774,28 @@ START_TEST(test_config_errors)
     const char *bad_env[][2] = {
         {"TERN_DUMP_SIGNAL", "SEGV"}, {"TERN_DUMP_SIGNAL", "NOPE"},
         {"TERN_DUMP_SIGNAL", "9"},    {"TERN_WATCHDOG", "abc"},
-        {"TERN_WATCHDOG", "-5"},      {"TERN_WATCHDOG", "3600001"}};
+        {"TERN_WATCHDOG", "-5"},      {"TERN_WATCHDOG", "3600001"},
+        {"TERN_BACKEND", "uring"}};
     for (size_t i = 0; i < sizeof bad_env / sizeof bad_env[0]; i++) {
+        char *saved = getenv(bad_env[i][0]) ? strdup(getenv(bad_env[i][0])) : NULL;
         setenv(bad_env[i][0], bad_env[i][1], 1);
         tern_config_init(&cfg);
+        stderr_capture cap;
+        char said[1024];
+        stderr_capture_start(&cap);
         int r = tern_runtime_new(&cfg, &rt);
-        unsetenv(bad_env[i][0]);
+        stderr_capture_stop(&cap, said, sizeof said);
+        if (saved)
+            setenv(bad_env[i][0], saved, 1);
+        else
+            unsetenv(bad_env[i][0]);
+        free(saved);
         ck_assert_msg(r == -EINVAL, "%s=%s: %d", bad_env[i][0], bad_env[i][1], r);
+        /* the variable, its value and what would do are named */
+        char want[128];
+        snprintf(want, sizeof want, "tern: %s=%s: want ", bad_env[i][0], bad_env[i][1]);
+        ck_assert_msg(strstr(said, want), "%s=%s said: %s", bad_env[i][0], bad_env[i][1],
+                      said);
     }
     /* it only ever switches on: TERN_WATCHDOG=0 leaves the program's watchdog */
     setenv("TERN_WATCHDOG", "0", 1);
