@@ -198,7 +198,9 @@ static const char *state_name(const snap *s, int *worker, tern_task *const *busy
         for (unsigned k = 0; k < nworkers; k++)
             if (busy[k] == s->task)
                 *worker = (int)k;
-        return "running";
+        /* on no worker: it yielded and waits in a run queue (a yield
+         * leaves the state RUNNING, task.c), or is being switched */
+        return *worker >= 0 ? "running" : "ready";
     }
     if (s->state & TERN__TS_SCHEDULED)
         return "ready";

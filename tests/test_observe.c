@@ -375,6 +375,13 @@ END_TEST
 
 /* A task spawned by a running task on a single worker is ready until the
  * spawner lets go. */
+static void *yield_until(void *arg)
+{
+    while (!atomic_load((_Atomic int *)arg))
+        ck_assert_int_eq(tern_yield(), 0);
+    return NULL;
+}
+
 static void *ready_body(void *arg)
 {
     tern_task *t;
@@ -386,6 +393,21 @@ static void *ready_body(void *arg)
                       strstr(line, "[ready]"),
                   "%s", d);
     free(d);
+    ck_assert_int_eq(tern_join(t, NULL), 0);
+
+    /* A task that yielded waits in the run queue with its state still
+     * RUNNING: ready too, not running on no worker. */
+    _Atomic int stop = 0;
+    ck_assert_int_eq(tern_spawn(yield_until, &stop, &t), 0);
+    ck_assert_int_eq(tern_task_set_name(t, "yielder"), 0);
+    for (int i = 0; i < 3; i++)
+        ck_assert_int_eq(tern_yield(), 0); /* one worker: it has run and yielded */
+    d = dump_str(tern_runtime_current(), 0, NULL);
+    ck_assert_msg(find_line(d, "\"yielder\"", line, sizeof line) &&
+                      strstr(line, "[ready]"),
+                  "%s", d);
+    free(d);
+    atomic_store(&stop, 1);
     ck_assert_int_eq(tern_join(t, NULL), 0);
     return arg;
 }
