@@ -1079,6 +1079,8 @@ int tern_join(tern_task *t, void **result)
     if (atomic_load_explicit(&t->state, TERN__ACQUIRE) & TERN__TS_COMPLETE)
         return join_result(t, result);
 
+    if (!me && tern__loop_self())
+        return -EPERM; /* a loop callback may not wait: its loop would stop */
     if (!me) {
         tern__thread_waiter tw = {0};
         if (!tern__join_claim(t, &tw, TERN__JOIN_THREAD))

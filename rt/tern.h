@@ -14,7 +14,11 @@
  *  - "Suspends" means the calling task gives its worker thread to other tasks
  *    until the call can finish. Called from a thread that is not running a
  *    tern task, a suspending call blocks that thread instead, where the entry
- *    says so, or returns -EPERM where it does not.
+ *    says so, or returns -EPERM where it does not. A loop callback
+ *    (call_soon / call_later / call_at, a future's done callback) runs on a
+ *    worker outside any task and must never block it: there, a call that
+ *    would have to wait returns -EPERM and leaves nothing behind, while one
+ *    that can finish at once (an uncontended lock, a set event) does.
  *  - Runtime conditions map onto errno values: -ECANCELED (the task was
  *    cancelled; cancellation is sticky: every later suspension point of that
  *    task returns it too), -ETIMEDOUT (a deadline passed), -ESHUTDOWN (the

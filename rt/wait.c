@@ -153,6 +153,8 @@ int tern__wake_block(tern__wake *k, uint32_t seen, uint64_t deadline, int nocanc
 {
     if (k->task)
         return tern__park(deadline, nocancel);
+    if (tern__loop_self())
+        return -EPERM; /* a loop callback: blocking would stall its loop for ever */
     struct timespec ts, *tp = NULL;
     if (deadline) {
         if (tern_now() >= deadline)

@@ -3,6 +3,7 @@
  * I/O backend (TERN_BACKEND). */
 #define _GNU_SOURCE
 #include <errno.h>
+#include <fcntl.h>
 #include <pthread.h>
 #include <stdatomic.h>
 #include <string.h>
@@ -10,6 +11,7 @@
 #include <unistd.h>
 
 #include "helpers.h"
+#include "sync/sync.h"
 
 enum { N = 1000 };
 #define MS 1000000ull
@@ -205,6 +207,108 @@ START_TEST(call_later_forever_dropped)
 {
     tern_config cfg = {.workers = 1};
     ck_assert_int_eq(tern_run(&cfg, later_forever_main, NULL, NULL), 0);
+}
+END_TEST
+
+/* A loop callback runs on the loop's thread outside any task: a call
+ * that would have to wait there returns -EPERM (blocking would stop the
+ * loop for ever: with one worker nothing could ever wake it), leaves
+ * nothing queued, and one that can finish at once does. */
+typedef struct misuse {
+    tern_mutex held, free_m;
+    tern_event ev;
+    tern_sem sem;
+    tern_cond cond;
+    tern_barrier bar;
+    tern_waitgroup wg;
+    tern_chan *ch;
+    tern_future *f;
+    tern_task *busy;
+    int pipe[2];
+    _Atomic int done;
+} misuse;
+
+static void misuse_cb(void *arg)
+{
+    misuse *m = arg;
+    int v;
+    ck_assert_int_eq(tern_mutex_lock(&m->held), -EPERM);
+    ck_assert_int_eq(tern_mutex_lock_until(&m->held, tern_now() + 1000 * MS), -EPERM);
+    ck_assert_int_eq(tern_mutex_lock(&m->free_m), 0); /* no wait needed */
+    ck_assert_int_eq(tern_cond_wait(&m->cond, &m->free_m, 0), -EPERM);
+    ck_assert_int_eq(tern_mutex_try_lock(&m->free_m), -EAGAIN); /* still ours */
+    ck_assert_int_eq(tern_mutex_unlock(&m->free_m), 0);
+    ck_assert_int_eq(tern_event_wait(&m->ev, 0), -EPERM);
+    ck_assert_int_eq(tern_sem_acquire(&m->sem, 1), -EPERM);
+    ck_assert_int_eq(tern_barrier_wait(&m->bar, 0), -EPERM);
+    ck_assert_int_eq(tern_waitgroup_wait(&m->wg, 0), -EPERM);
+    ck_assert_int_eq(tern_chan_recv(m->ch, &v), -EPERM);
+    tern_select_case c = {.chan = m->ch, .op = TERN_SELECT_RECV, .elem = &v};
+    ck_assert_int_eq(tern_select(&c, 1, 0), -EPERM);
+    ck_assert_int_eq(tern_future_wait(m->f, 0), -EPERM);
+    ck_assert_int_eq(tern_gather(&m->f, 1, 0, 0), -EPERM);
+    ck_assert_int_eq(tern_wait_any(&m->f, 1, 0), -EPERM);
+    ck_assert_int_eq(tern_join(m->busy, NULL), -EPERM);
+    ck_assert_int_eq(tern_sleep(MS), -EPERM);
+    ck_assert_int_eq(tern_yield(), -EPERM);
+    char b;
+    ck_assert_int_eq(tern_read(m->pipe[0], &b, 1, 0), -EPERM);
+    atomic_store(&m->done, 1);
+}
+
+static void *stay(void *arg)
+{
+    tern_event_wait(arg, 0);
+    return NULL;
+}
+
+static void *callback_misuse_main(void *arg)
+{
+    (void)arg;
+    misuse m;
+    tern_mutex_init(&m.held);
+    tern_mutex_init(&m.free_m);
+    tern_event_init(&m.ev);
+    tern_sem_init(&m.sem, 0);
+    tern_cond_init(&m.cond);
+    ck_assert_int_eq(tern_barrier_init(&m.bar, 2), 0);
+    tern_waitgroup_init(&m.wg);
+    ck_assert_int_eq(tern_waitgroup_add(&m.wg, 1), 0);
+    ck_assert_int_eq(tern_chan_new(sizeof(int), 1, &m.ch), 0);
+    ck_assert_int_eq(tern_future_new(&m.f), 0);
+    ck_assert_int_eq(pipe2(m.pipe, O_CLOEXEC), 0);
+    atomic_init(&m.done, 0);
+    ck_assert_int_eq(tern_mutex_lock(&m.held), 0);
+    ck_assert_int_eq(tern_spawn(stay, &m.ev, &m.busy), 0);
+    ck_assert_int_eq(tern_call_soon(NULL, misuse_cb, &m, NULL), 0);
+    for (int i = 0; i < 10000 && !atomic_load(&m.done); i++)
+        ck_assert_int_eq(tern_sleep(MS), 0);
+    ck_assert_int_eq(atomic_load(&m.done), 1);
+    /* nothing was left queued anywhere: every object is free to go */
+    ck_assert_int_eq(tern_mutex_unlock(&m.held), 0);
+    ck_assert_int_eq(tern_mutex_destroy(&m.held), 0);
+    ck_assert_int_eq(tern_mutex_destroy(&m.free_m), 0);
+    ck_assert_int_eq(tern_sem_destroy(&m.sem), 0);
+    ck_assert_int_eq(tern_cond_destroy(&m.cond), 0);
+    ck_assert_int_eq(tern_barrier_destroy(&m.bar), 0);
+    ck_assert_int_eq(tern_waitgroup_done(&m.wg), 0);
+    ck_assert_int_eq(tern_waitgroup_destroy(&m.wg), 0);
+    ck_assert_uint_eq(tern__chan_waiting(m.ch, TERN_SELECT_RECV), 0);
+    ck_assert_uint_eq(tern__future_waiting(m.f), 0);
+    ck_assert_int_eq(tern_event_set(&m.ev), 0);
+    ck_assert_int_eq(tern_join(m.busy, NULL), 0);
+    ck_assert_int_eq(tern_event_destroy(&m.ev), 0);
+    tern_chan_release(m.ch);
+    tern_future_release(m.f);
+    close(m.pipe[0]);
+    close(m.pipe[1]);
+    return NULL;
+}
+
+START_TEST(callback_may_not_wait)
+{
+    tern_config cfg = {.workers = 1};
+    ck_assert_int_eq(tern_run(&cfg, callback_misuse_main, NULL, NULL), 0);
 }
 END_TEST
 
@@ -435,6 +539,7 @@ Suite *loop_suite(void)
     tcase_add_test(tc, call_later_deadline_order);
     tcase_add_test(tc, call_later_from_the_call);
     tcase_add_test(tc, call_later_forever_dropped);
+    tcase_add_test(tc, callback_may_not_wait);
     tcase_add_test(tc, handle_cancel);
     tcase_add_test(tc, call_soon_threadsafe_from_threads);
     tcase_add_test(tc, loop_time_follows_clock);
