@@ -492,7 +492,10 @@ int tern_accept(int fd, struct sockaddr *addr, socklen_t *addrlen, uint64_t dead
                      .addr = addr,
                      .addrlen = addrlen,
                      .flags = SOCK_CLOEXEC};
-    return (int)run(&op, POLLIN, deadline);
+    int r = (int)run(&op, POLLIN, deadline);
+    if (r >= 0)
+        tern__fdtab_forget_all(r);
+    return r;
 }
 
 int tern_connect(int fd, const struct sockaddr *addr, socklen_t addrlen,
@@ -606,7 +609,10 @@ int tern_open(const char *path, int flags, mode_t mode, uint64_t deadline)
                      .path = path,
                      .flags = flags | O_CLOEXEC,
                      .mode = mode};
-    return (int)run(&op, 0, deadline);
+    int r = (int)run(&op, 0, deadline);
+    if (r >= 0)
+        tern__fdtab_forget_all(r);
+    return r;
 }
 
 ssize_t tern_pread(int fd, void *buf, size_t len, off_t offset, uint64_t deadline)

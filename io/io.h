@@ -101,7 +101,11 @@ int tern__fdtab_wait(tern__fdtab *tab, tern__driver *d, int fd, short events,
 int tern__fdtab_nonblock(tern__fdtab *tab, int fd);
 /* Forgets fd (before it is closed): deregisters it and wakes its waiters. */
 void tern__fdtab_forget(tern__fdtab *tab, int fd);
-/* The same in every runtime's table. Any thread. */
+/* The same in every runtime's table. Any thread. Called by tern_close, and
+ * for every descriptor tern creates (socket, accept, open): the kernel
+ * drops a closed descriptor from its epoll sets, but a plain close(2)
+ * leaves the entry registered here, and the next descriptor given that
+ * number would never be armed, so never become ready. */
 void tern__fdtab_forget_all(int fd);
 
 /* epoll.c: the epoll fd behind a driver. */

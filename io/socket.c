@@ -28,7 +28,10 @@ int tern_socket(int domain, int type, int protocol)
     if (!rt || rt->backend != TERN_BACKEND_IO_URING)
         type |= SOCK_NONBLOCK;
     int fd = socket(domain, type | SOCK_CLOEXEC, protocol);
-    return fd < 0 ? -errno : fd;
+    if (fd < 0)
+        return -errno;
+    tern__fdtab_forget_all(fd);
+    return fd;
 }
 
 /* ---- name resolution --------------------------------------------------------------- */

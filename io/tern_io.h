@@ -24,8 +24,11 @@
  *    uses them without blocking (MSG_DONTWAIT, or O_NONBLOCK set on first
  *    use), on io_uring as they are.
  *  - Close descriptors used with tern through tern_close, so the epoll
- *    backend forgets them (a number reused after a plain close(2) would
- *    otherwise inherit a stale registration).
+ *    backend forgets them at once. After a plain close(2) tern still
+ *    starts afresh with every descriptor it makes itself (tern_socket,
+ *    tern_accept, tern_open and the helpers on them); a descriptor made
+ *    elsewhere that gets the old number would inherit its registration on
+ *    epoll and might never become ready.
  *  - SIGPIPE never kills the process: sends use MSG_NOSIGNAL, and
  *    tern_runtime_new sets SIGPIPE to SIG_IGN when it is SIG_DFL (as Go
  *    and Rust do), so a write to a closed peer returns -EPIPE.

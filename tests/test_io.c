@@ -973,6 +973,45 @@ static void sends_fail_after_reset(int c)
                   tern_strerror((int)r));
 }
 
+/* A descriptor closed with plain close(2) instead of tern_close: the next
+ * one tern makes with that number (socket, accept) works all the same. On
+ * epoll the old number's registration would otherwise linger in tern's
+ * table, and the new socket would never be armed: its connect, accept or
+ * read would wait for ever. */
+IO_TEST(reuse_after_plain_close)
+{
+    uint16_t port;
+    int l = tcp_listener(&port, 16);
+    for (int round = 0; round < 3; round++) {
+        int c = tern_tcp_connect("127.0.0.1", port, LONG_DL());
+        ck_assert_int_ge(c, 0);
+        int s = tern_accept(l, NULL, NULL, LONG_DL());
+        ck_assert_int_ge(s, 0);
+        char b;
+        /* both ends registered: each has waited once */
+        ck_assert_int_eq(tern_recv(c, &b, 1, 0, dl_ms(5)), -ETIMEDOUT);
+        ck_assert_int_eq(tern_recv(s, &b, 1, 0, dl_ms(5)), -ETIMEDOUT);
+        close(c); /* not tern_close */
+        close(s);
+        /* the lowest free numbers again: a new socket, then an accept */
+        int c2 = tern_socket(AF_INET, SOCK_STREAM, 0);
+        ck_assert_int_eq(c2, c < s ? c : s);
+        struct sockaddr_in a = lo4(port);
+        ck_assert_int_eq(tern_connect(c2, (struct sockaddr *)&a, sizeof a, LONG_DL()), 0);
+        int s2 = tern_accept(l, NULL, NULL, LONG_DL());
+        ck_assert_int_eq(s2, c < s ? s : c);
+        ck_assert_int_eq(tern_send(c2, "x", 1, 0, LONG_DL()), 1);
+        ck_assert_int_eq(tern_recv(s2, &b, 1, 0, LONG_DL()), 1);
+        ck_assert_int_eq(tern_send(s2, "y", 1, 0, LONG_DL()), 1);
+        ck_assert_int_eq(tern_recv(c2, &b, 1, 0, LONG_DL()), 1);
+        ck_assert_int_eq(b, 'y');
+        ck_assert_int_eq(tern_close(c2), 0);
+        ck_assert_int_eq(tern_close(s2), 0);
+    }
+    ck_assert_int_eq(tern_close(l), 0);
+    return NULL;
+}
+
 IO_TEST(peer_reset)
 {
     /* 1: the reset arrives while a recv waits */
@@ -3023,6 +3062,7 @@ Suite *io_suite(void)
     tcase_add_loop_test(tc, large_payload_both_ways, 0, 2);
     tcase_add_loop_test(tc, many_connections, 0, 2);
     tcase_add_loop_test(tc, peer_reset, 0, 2);
+    tcase_add_loop_test(tc, reuse_after_plain_close, 0, 2);
     tcase_add_loop_test(tc, write_to_closed_peer, 0, 2);
     tcase_add_test(tc, sigpipe_policy);
     tcase_add_loop_test(tc, deadlines, 0, 2);
