@@ -34,6 +34,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/mman.h>
+#include <ucontext.h> /* the stack pointer of a fault */
 #include <unistd.h>
 
 #include "rt/fiber.h"
@@ -434,15 +435,32 @@ void tern__stack_overflow_abort(const tern__stack *s, uint64_t task_id)
     report_overflow(s->base, task_id);
 }
 
+/* The stack pointer when the fault came, or 0 where unknown. */
+static uintptr_t fault_sp(const void *uc)
+{
+#if defined(__x86_64__)
+    return (uintptr_t)((const ucontext_t *)uc)->uc_mcontext.gregs[REG_RSP];
+#elif defined(__aarch64__)
+    return (uintptr_t)((const ucontext_t *)uc)->uc_mcontext.sp;
+#else
+    (void)uc;
+    return 0;
+#endif
+}
+
 static void on_segv(int sig, siginfo_t *si, void *uc)
 {
     const tern__stack *s = cur_stack;
-    /* si_code > 0: a fault the kernel raised, not a kill(2). A fault in the
-     * guard page, or a page or two around the lowest usable address (a big
-     * frame can jump the guard), is an overflow of the running fiber. */
+    /* si_code > 0: a fault the kernel raised, not a kill(2). The running
+     * fiber overflowed when the fault is in its guard page or a page or two
+     * around its lowest usable address, or when its stack pointer is below
+     * that address at all: a frame bigger than the guard, built without
+     * stack-clash protection, faults wherever it first lands. */
     if (s && si->si_code > 0) {
         uintptr_t a = (uintptr_t)si->si_addr, lo = (uintptr_t)s->base + page_size;
-        if (a >= lo - 2 * page_size && a < lo + 2 * page_size)
+        uintptr_t sp = fault_sp(uc);
+        if ((a >= lo - 2 * page_size && a < lo + 2 * page_size) ||
+            (sp && sp < lo && sp >= lo - ((uintptr_t)1 << 40)))
             report_overflow(s->base, cur_task);
     }
     /* Not ours: put back whoever handled SIGSEGV before us (the default
