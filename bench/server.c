@@ -121,6 +121,11 @@ static int stop_signals_init(sigset_t *set)
     return pthread_sigmask(SIG_BLOCK, set, NULL) == 0 ? 0 : -EINVAL;
 }
 
+static void drop_conn(void *arg)
+{
+    tern_close((int)(intptr_t)arg);
+}
+
 static void *accept_loop(void *arg)
 {
     server *s = arg;
@@ -145,7 +150,9 @@ static void *accept_loop(void *arg)
         atomic_fetch_add_explicit(&s->accepted, 1, memory_order_relaxed);
         /* one small message per round trip: never wait for Nagle */
         tern_sock_nodelay(fd, 1);
-        if (tern_spawn(s->conn, (void *)(intptr_t)fd, NULL) < 0)
+        /* the connection task owns fd: if it never runs (no stack under
+         * memory pressure, cancelled at shutdown), drop_conn closes it */
+        if (tern_spawn_owned(s->conn, (void *)(intptr_t)fd, drop_conn, NULL) < 0)
             tern_close(fd);
     }
     tern_close(s->lfd);

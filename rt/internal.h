@@ -142,7 +142,7 @@ struct tern_task {
     tern_context *ctx;          /* its context variables (context.c) */
     _Atomic uintptr_t joiner;   /* tern_task*, thread waiter | 1, or tern_future* | 2 */
     void (*on_exit)(void *arg); /* tern__spawn_on_exit's, or NULL */
-    uint64_t pad1;
+    void (*drop)(void *arg);    /* tern_spawn_owned's: the body never ran */
     /* Third line: what the registry, tern_dump and the watchdog read. The
      * registry lock of its shard guards the links, name and ctx swaps. */
     struct tern_task *reg_prev, *reg_next; /* registry of live tasks */
@@ -251,7 +251,7 @@ struct tern_handle {
 typedef struct tern__stats {
     _Atomic uint64_t tasks_run, steals, stolen_tasks, parks, wakes, inject_pulls,
         lifo_hits, local_hits, budget_yields, handles_run, timers_fired, busy_ns,
-        io_submitted, io_completed, stalls;
+        io_submitted, io_completed, stalls, never_ran;
 } tern__stats;
 
 /* Poll times are sampled one poll in TERN__POLL_SAMPLE (two clock reads per

@@ -400,6 +400,7 @@ int tern__task_new(tern_runtime *rt, tern_task_fn fn, void *arg, int kind,
     t->fn = fn;
     t->arg = arg;
     t->on_exit = NULL;
+    t->drop = NULL;
     t->result = NULL;
     t->status = 0;
     t->kind = (uint8_t)kind;
@@ -464,8 +465,9 @@ void tern__schedule(tern_runtime *rt, tern_task *t, int lifo)
 
 static void switch_out(tern_task *t, int reason);
 
-int tern_runtime_spawn_at(tern_runtime *rt, tern_task_fn fn, void *arg, tern_task **out,
-                          const char *file, int line)
+static int spawn_fiber(tern_runtime *rt, tern_task_fn fn, void *arg,
+                       void (*drop)(void *arg), tern_task **out, const char *file,
+                       int line)
 {
     if (!rt || !fn)
         return -EINVAL;
@@ -473,6 +475,7 @@ int tern_runtime_spawn_at(tern_runtime *rt, tern_task_fn fn, void *arg, tern_tas
     int r = tern__task_new(rt, fn, arg, TERN__KIND_FIBER, &t, out != NULL, file, line);
     if (r < 0)
         return r;
+    t->drop = drop; /* before it is queued: only the worker that runs it reads it */
     if (out)
         *out = t;
     tern__schedule(rt, t, 0);
@@ -487,6 +490,28 @@ int tern_runtime_spawn_at(tern_runtime *rt, tern_task_fn fn, void *arg, tern_tas
         switch_out(me, TERN__SW_YIELD);
     }
     return 0;
+}
+
+int tern_runtime_spawn_at(tern_runtime *rt, tern_task_fn fn, void *arg, tern_task **out,
+                          const char *file, int line)
+{
+    return spawn_fiber(rt, fn, arg, NULL, out, file, line);
+}
+
+int tern_runtime_spawn_owned_at(tern_runtime *rt, tern_task_fn fn, void *arg,
+                                void (*drop)(void *arg), tern_task **out,
+                                const char *file, int line)
+{
+    return spawn_fiber(rt, fn, arg, drop, out, file, line);
+}
+
+int tern_spawn_owned_at(tern_task_fn fn, void *arg, void (*drop)(void *arg),
+                        tern_task **out, const char *file, int line)
+{
+    tern_loop *w = tern__loop_self();
+    if (!w)
+        return -EPERM;
+    return tern_runtime_spawn_owned_at(w->rt, fn, arg, drop, out, file, line);
 }
 
 int tern__spawn_on_exit(tern_runtime *rt, tern_task_fn fn, void *arg,
@@ -827,14 +852,15 @@ void tern__task_run(tern_loop *w, tern_task *t)
     }
     if (!t->started) {
         t->started = 1;
-        if (s & TERN__TS_CANCELLED) {
-            t->status = -ECANCELED; /* never started: its body never runs */
-            tern__task_finish(w, t);
-            return;
-        }
-        tern__stack *st = tern__stack_get(w->rt->stacks, w->index);
-        if (!st) {
-            t->status = -ENOMEM;
+        tern__stack *st = NULL;
+        if ((s & TERN__TS_CANCELLED) ||
+            !(st = tern__stack_get(w->rt->stacks, w->index))) {
+            /* cancelled before it started, or no stack: its body never runs,
+             * and what arg owns is handed to drop */
+            t->status = s & TERN__TS_CANCELLED ? -ECANCELED : -ENOMEM;
+            TERN__STAT_INC(w, never_ran);
+            if (t->drop)
+                t->drop(t->arg);
             tern__task_finish(w, t);
             return;
         }

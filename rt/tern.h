@@ -228,6 +228,26 @@ TERN_API int tern_runtime_spawn_at(tern_runtime *rt, tern_task_fn fn, void *arg,
                                    tern_task **out, const char *file, int line);
 TERN_API int tern_spawn_at(tern_task_fn fn, void *arg, tern_task **out, const char *file,
                            int line);
+/* tern_runtime_spawn for a task that owns arg: when the task finishes
+ * without its body ever running (cancelled before it started, no stack to
+ * be had, the runtime shutting down first), drop(arg) is called instead,
+ * exactly once, so that what arg holds (a connection's descriptor, a
+ * buffer) is not orphaned; when the body runs, arg is the body's and drop
+ * is never called. drop runs on a worker outside any task: it must not
+ * suspend. drop may be NULL. Such tasks are counted in
+ * tern_worker_stats.never_ran either way. On a spawn error nothing was
+ * queued, drop is not called and arg is still the caller's. Returns as
+ * tern_runtime_spawn; tern_spawn_owned as tern_spawn. The macros record the
+ * caller's file:line, as tern_spawn's do. */
+TERN_API int tern_runtime_spawn_owned_at(tern_runtime *rt, tern_task_fn fn, void *arg,
+                                         void (*drop)(void *arg), tern_task **out,
+                                         const char *file, int line);
+TERN_API int tern_spawn_owned_at(tern_task_fn fn, void *arg, void (*drop)(void *arg),
+                                 tern_task **out, const char *file, int line);
+#define tern_runtime_spawn_owned(rt, fn, arg, drop, out)                                 \
+    tern_runtime_spawn_owned_at((rt), (fn), (arg), (drop), (out), __FILE__, __LINE__)
+#define tern_spawn_owned(fn, arg, drop, out)                                             \
+    tern_spawn_owned_at((fn), (arg), (drop), (out), __FILE__, __LINE__)
 #define tern_runtime_spawn(rt, fn, arg, out)                                             \
     tern_runtime_spawn_at((rt), (fn), (arg), (out), __FILE__, __LINE__)
 #define tern_spawn(fn, arg, out) tern_spawn_at((fn), (arg), (out), __FILE__, __LINE__)
@@ -440,7 +460,9 @@ typedef struct tern_worker_stats {
     uint64_t io_submitted;  /* I/O operations started by tasks on this worker */
     uint64_t io_completed;  /* I/O operations that finished on this worker */
     uint64_t stalls;        /* watchdog reports about this worker */
-    uint64_t reserved[8];   /* zero; room for counters in later versions */
+    uint64_t never_ran;     /* tasks finished without running their body:
+                               cancelled before they started, or no stack */
+    uint64_t reserved[7];   /* zero; room for counters in later versions */
 } tern_worker_stats;
 
 /* asyncio's view of one loop. */

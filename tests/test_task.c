@@ -150,6 +150,95 @@ static void *cancel_before_start(void *arg)
     return NULL;
 }
 
+/* tern_spawn_owned: arg goes to the body, or, when the body never runs, to
+ * drop, exactly once; never to both, never lost. */
+static _Atomic int owned_ran, owned_dropped;
+
+static void *owned_body(void *arg)
+{
+    atomic_fetch_add(&owned_ran, 1);
+    free(arg);
+    return NULL;
+}
+
+static void owned_drop(void *arg)
+{
+    ck_assert_ptr_null(tern_task_current()); /* outside any task */
+    atomic_fetch_add(&owned_dropped, 1);
+    free(arg);
+}
+
+static uint64_t never_ran_count(tern_runtime *rt)
+{
+    tern_metrics m;
+    ck_assert_int_eq(tern_runtime_metrics(rt, &m), 0);
+    return m.total.never_ran;
+}
+
+static void *owned_main(void *arg)
+{
+    tern_runtime *rt = tern_runtime_current();
+    uint64_t before = never_ran_count(rt);
+    tern_task *t;
+    /* one worker, no suspension between spawn and cancel: it cannot start */
+    ck_assert_int_eq(tern_spawn_owned(owned_body, malloc(16), owned_drop, &t), 0);
+    ck_assert_int_eq(tern_task_cancel(t), 0);
+    ck_assert_int_eq(tern_join(t, NULL), -ECANCELED);
+    ck_assert_int_eq(atomic_load(&owned_dropped), 1);
+    ck_assert_int_eq(atomic_load(&owned_ran), 0);
+    ck_assert_uint_eq(never_ran_count(rt), before + 1);
+    /* a body that runs owns arg: no drop */
+    ck_assert_int_eq(tern_spawn_owned(owned_body, malloc(16), owned_drop, &t), 0);
+    ck_assert_int_eq(tern_join(t, NULL), 0);
+    ck_assert_int_eq(atomic_load(&owned_ran), 1);
+    ck_assert_int_eq(atomic_load(&owned_dropped), 1);
+    ck_assert_uint_eq(never_ran_count(rt), before + 1);
+    /* detached, and drop may be NULL */
+    ck_assert_int_eq(tern_spawn_owned(owned_body, malloc(16), owned_drop, NULL), 0);
+    ck_assert_int_eq(tern_spawn_owned(count_body, NULL, NULL, &t), 0);
+    ck_assert_int_eq(tern_task_cancel(t), 0);
+    ck_assert_int_eq(tern_join(t, NULL), -ECANCELED);
+    ck_assert_int_eq(tern_runtime_spawn_owned(NULL, owned_body, NULL, owned_drop, &t),
+                     -EINVAL);
+    ck_assert_int_eq(tern_runtime_spawn_owned(rt, NULL, NULL, owned_drop, &t), -EINVAL);
+    return arg;
+}
+
+START_TEST(spawn_owned_drops_unrun)
+{
+    atomic_store(&owned_ran, 0);
+    atomic_store(&owned_dropped, 0);
+    tern_config cfg = {.workers = 1};
+    ck_assert_int_eq(tern_run(&cfg, owned_main, NULL, NULL), 0);
+    ck_assert_int_eq(atomic_load(&owned_ran) + atomic_load(&owned_dropped), 3);
+    /* off a runtime: refused, arg still the caller's, drop not called */
+    tern_task *t;
+    ck_assert_int_eq(tern_spawn_owned(owned_body, NULL, owned_drop, &t), -EPERM);
+    ck_assert_int_eq(atomic_load(&owned_ran) + atomic_load(&owned_dropped), 3);
+}
+END_TEST
+
+/* Spawned from a foreign thread and shut down at once: every task either
+ * ran or was dropped, none both, none lost, on any number of workers. */
+START_TEST(spawn_owned_shutdown_accounts)
+{
+    enum { K = 2000 };
+    for (int round = 0; round < 5; round++) {
+        atomic_store(&owned_ran, 0);
+        atomic_store(&owned_dropped, 0);
+        tern_runtime *rt = rt_new(2);
+        int spawned = 0;
+        for (int i = 0; i < K; i++)
+            if (tern_runtime_spawn_owned(rt, owned_body, malloc(16), owned_drop, NULL) ==
+                0)
+                spawned++;
+        ck_assert_int_eq(spawned, K);
+        ck_assert_int_eq(tern_runtime_free(rt), 0);
+        ck_assert_int_eq(atomic_load(&owned_ran) + atomic_load(&owned_dropped), K);
+    }
+}
+END_TEST
+
 START_TEST(cancel_unstarted_never_runs)
 {
     tern_config cfg = {.workers = 1};
@@ -711,6 +800,8 @@ Suite *task_suite(void)
     tcase_add_test(tc, task_ids_unique);
     tcase_add_loop_test(tc, cancel_sleeping_task, 0, 3);
     tcase_add_test(tc, cancel_unstarted_never_runs);
+    tcase_add_test(tc, spawn_owned_drops_unrun);
+    tcase_add_test(tc, spawn_owned_shutdown_accounts);
     tcase_add_test(tc, cancel_is_sticky);
     tcase_add_test(tc, yield_interleaves);
     tcase_add_test(tc, sleep_not_early);
