@@ -246,6 +246,7 @@ END_TEST
  * drop: none is left open, and the descriptor count comes back to where
  * it was. In a child, whose limit the rest of the suite does not share;
  * not under a sanitizer, whose shadow memory needs the address space. */
+#if !defined(TERN_ASAN) && !defined(TERN_TSAN)
 enum { AS_CONNS = 4000 };
 static _Atomic int as_served, as_dropped;
 
@@ -342,6 +343,7 @@ START_TEST(address_limit_orphans_nothing)
                   "child: status %d (10-17: the step that failed, see as_child)", status);
 }
 END_TEST
+#endif
 
 START_TEST(cancel_unstarted_never_runs)
 {
