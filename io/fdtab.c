@@ -1,8 +1,11 @@
 /*
  * The descriptor table of the epoll backend (see io.h).
  *
- * One entry per descriptor number, in chunks allocated on first use and
- * kept until the runtime goes. An entry is registered once, edge-triggered,
+ * One entry per descriptor number, in chunks of 1024 allocated on first
+ * use and kept until the runtime goes, found through a directory of 1024
+ * chunks per 2^20 numbers, itself allocated on first use: every number a
+ * descriptor can have (below 2^31) has its entry, at 16 KiB of table and
+ * a directory per million numbers in use. An entry is registered once, edge-triggered,
  * with the epoll set of the worker where a task first had to wait on it
  * (its home), and stays so until tern_close. Only the home loop receives
  * its events, so a listener shared by many tasks wakes one worker, not all
@@ -25,8 +28,9 @@
 #include "io/io.h"
 #include "rt/fault.h"
 
-#define CHUNK 1024
-#define MAX_CHUNKS 4096 /* descriptors below 4M */
+#define CHUNK 1024 /* entries per chunk */
+#define DIR 1024   /* chunks per directory */
+#define DIRS 2048  /* directories: DIRS * DIR * CHUNK = 2^31 numbers */
 
 typedef struct entry {
     tern__waitq q; /* lock + waiters; a waiter's n holds the events it wants */
@@ -35,8 +39,11 @@ typedef struct entry {
     _Atomic int nonblock; /* O_NONBLOCK set (or checked) since the fd was opened */
 } entry;
 
+/* Both levels are arrays of these: a directory, or a chunk of entries. */
+typedef _Atomic(void *) slot;
+
 struct tern__fdtab {
-    _Atomic(entry *) chunks[MAX_CHUNKS];
+    slot dirs[DIRS];
     struct tern__fdtab *next; /* on `tabs` */
 };
 
@@ -69,28 +76,40 @@ void tern__fdtab_free(tern__fdtab *tab)
             break;
         }
     pthread_mutex_unlock(&tabs_lock);
-    for (unsigned i = 0; i < MAX_CHUNKS; i++)
-        free(atomic_load_explicit(&tab->chunks[i], TERN__RELAXED));
+    for (unsigned d = 0; d < DIRS; d++) {
+        slot *dir = atomic_load_explicit(&tab->dirs[d], TERN__RELAXED);
+        for (unsigned i = 0; dir && i < DIR; i++)
+            free(atomic_load_explicit(&dir[i], TERN__RELAXED));
+        free(dir);
+    }
     free(tab);
+}
+
+/* *slot, or when it is empty and create is set, a zeroed block of n items
+ * of size bytes published there (the first of racing creators wins). */
+static void *slot_get(slot *sl, size_t n, size_t size, int create)
+{
+    void *p = atomic_load_explicit(sl, TERN__ACQUIRE);
+    if (p || !create)
+        return p;
+    void *fresh = TERN__FAULT_ALLOC(calloc(n, size));
+    if (!fresh)
+        return NULL;
+    if (atomic_compare_exchange_strong_explicit(sl, &p, fresh, TERN__ACQ_REL,
+                                                TERN__ACQUIRE))
+        return fresh;
+    free(fresh); /* another thread made it first */
+    return p;
 }
 
 static entry *lookup(tern__fdtab *tab, int fd, int create)
 {
-    if (fd < 0 || fd >= CHUNK * MAX_CHUNKS)
+    if (fd < 0)
         return NULL;
-    _Atomic(entry *) *slot = &tab->chunks[fd / CHUNK];
-    entry *c = atomic_load_explicit(slot, TERN__ACQUIRE);
-    if (!c && create) {
-        entry *fresh = TERN__FAULT_ALLOC(calloc(CHUNK, sizeof *fresh));
-        if (!fresh)
-            return NULL;
-        if (atomic_compare_exchange_strong_explicit(slot, &c, fresh, TERN__ACQ_REL,
-                                                    TERN__ACQUIRE))
-            c = fresh;
-        else
-            free(fresh); /* another thread made it first */
-    }
-    return c ? &c[fd % CHUNK] : NULL;
+    unsigned u = (unsigned)fd;
+    slot *dir = slot_get(&tab->dirs[u / (DIR * CHUNK)], DIR, sizeof(slot), create);
+    entry *c = dir ? slot_get(&dir[u / CHUNK % DIR], CHUNK, sizeof(entry), create) : NULL;
+    return c ? &c[u % CHUNK] : NULL;
 }
 
 uint32_t tern__fdtab_seq(tern__fdtab *tab, int fd)

@@ -1012,6 +1012,45 @@ IO_TEST(reuse_after_plain_close)
     return NULL;
 }
 
+/* The highest descriptor number the limits allow (raised as far as this
+ * process may) works like any other on both backends: epoll's table has an
+ * entry for every number, not only for the first few million. */
+IO_TEST(highest_descriptor)
+{
+    struct rlimit old, lim;
+    ck_assert_int_eq(getrlimit(RLIMIT_NOFILE, &old), 0);
+    lim = old;
+    FILE *f = fopen("/proc/sys/fs/nr_open", "r");
+    unsigned long nr_open = 0;
+    if (f && fscanf(f, "%lu", &nr_open) == 1 && nr_open > lim.rlim_max) {
+        struct rlimit up = {nr_open, nr_open}; /* allowed when privileged */
+        if (setrlimit(RLIMIT_NOFILE, &up) == 0)
+            lim = up;
+    }
+    if (f)
+        fclose(f);
+    lim.rlim_cur = lim.rlim_max;
+    ck_assert_int_eq(setrlimit(RLIMIT_NOFILE, &lim), 0);
+    int c, s;
+    tcp_pair(&c, &s);
+    int high = (int)(lim.rlim_cur > INT_MAX ? INT_MAX : lim.rlim_cur) - 1;
+    ck_assert_int_eq(dup2(c, high), high);
+    ck_assert_int_eq(tern_close(c), 0);
+    ck_assert_int_eq(tern_send(high, "hi", 2, 0, LONG_DL()), 2);
+    char b[2];
+    read_exactly(s, b, 2);
+    ck_assert_int_eq(tern_send(s, "yo", 2, 0, LONG_DL()), 2);
+    ck_assert_int_eq(tern_recv(high, b, 1, 0, LONG_DL()), 1);
+    ck_assert_int_eq(tern_recv(high, b + 1, 1, 0, LONG_DL()), 1);
+    ck_assert_int_eq(memcmp(b, "yo", 2), 0);
+    /* a wait there: the entry is armed and woken */
+    ck_assert_int_eq(tern_recv(high, b, 1, 0, dl_ms(5)), -ETIMEDOUT);
+    ck_assert_int_eq(tern_close(high), 0);
+    ck_assert_int_eq(tern_close(s), 0);
+    setrlimit(RLIMIT_NOFILE, &old);
+    return NULL;
+}
+
 IO_TEST(peer_reset)
 {
     /* 1: the reset arrives while a recv waits */
@@ -3063,6 +3102,7 @@ Suite *io_suite(void)
     tcase_add_loop_test(tc, many_connections, 0, 2);
     tcase_add_loop_test(tc, peer_reset, 0, 2);
     tcase_add_loop_test(tc, reuse_after_plain_close, 0, 2);
+    tcase_add_loop_test(tc, highest_descriptor, 0, 2);
     tcase_add_loop_test(tc, write_to_closed_peer, 0, 2);
     tcase_add_test(tc, sigpipe_policy);
     tcase_add_loop_test(tc, deadlines, 0, 2);
