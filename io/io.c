@@ -346,8 +346,14 @@ static int is_file_op(int code)
 
 static ssize_t run_on(tern_loop *w, tern__ioop *op, uint64_t deadline)
 {
-    if (w->driver->ops->kind == TERN__DRIVER_COMPLETION)
+    if (w->driver->ops->kind == TERN__DRIVER_COMPLETION) {
+        /* io_uring reads and writes a stream at whatever offset it is
+         * given; pread(2), and so the epoll backend, refuse it */
+        if ((op->code == TERN__IO_PREAD || op->code == TERN__IO_PWRITE) &&
+            lseek(op->fd, 0, SEEK_CUR) < 0)
+            return -errno;
         return uring_run(op, deadline);
+    }
     if (is_file_op(op->code))
         return pool_run(op);
     if (op->code == TERN__IO_CONNECT)

@@ -180,7 +180,9 @@ TERN_API int tern_sock_peer_addr(int fd, struct sockaddr_storage *addr, socklen_
 /* openat(AT_FDCWD, path, flags | O_CLOEXEC, mode). Returns the fd or a
  * negative errno. */
 TERN_API int tern_open(const char *path, int flags, mode_t mode, uint64_t deadline);
-/* pread(2) / pwrite(2) at offset. Return the count or an error. */
+/* pread(2) / pwrite(2) at offset. Return the count or an error; -ESPIPE on
+ * both backends for a descriptor that cannot seek (a pipe, a socket),
+ * which is left untouched. */
 TERN_API ssize_t tern_pread(int fd, void *buf, size_t len, off_t offset,
                             uint64_t deadline);
 TERN_API ssize_t tern_pwrite(int fd, const void *buf, size_t len, off_t offset,

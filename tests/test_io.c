@@ -1051,6 +1051,29 @@ IO_TEST(highest_descriptor)
     return NULL;
 }
 
+/* pread and pwrite need a descriptor that can seek: -ESPIPE on both
+ * backends for a pipe or a socket (io_uring itself would read from the
+ * stream and ignore the offset). */
+IO_TEST(positional_io_needs_seek)
+{
+    int p[2];
+    ck_assert_int_eq(pipe2(p, O_CLOEXEC), 0);
+    ck_assert_int_eq(write(p[1], "abc", 3), 3);
+    char b[4];
+    ck_assert_int_eq(tern_pread(p[0], b, 3, 0, dl_ms(2000)), -ESPIPE);
+    ck_assert_int_eq(tern_pwrite(p[1], "d", 1, 0, dl_ms(2000)), -ESPIPE);
+    ck_assert_int_eq(read(p[0], b, sizeof b), 3); /* nothing was consumed */
+    int c, s;
+    tcp_pair(&c, &s);
+    ck_assert_int_eq(tern_pread(c, b, 1, 0, dl_ms(2000)), -ESPIPE);
+    ck_assert_int_eq(tern_pwrite(c, "x", 1, 0, dl_ms(2000)), -ESPIPE);
+    close(p[0]);
+    close(p[1]);
+    ck_assert_int_eq(tern_close(c), 0);
+    ck_assert_int_eq(tern_close(s), 0);
+    return NULL;
+}
+
 IO_TEST(peer_reset)
 {
     /* 1: the reset arrives while a recv waits */
@@ -3103,6 +3126,7 @@ Suite *io_suite(void)
     tcase_add_loop_test(tc, peer_reset, 0, 2);
     tcase_add_loop_test(tc, reuse_after_plain_close, 0, 2);
     tcase_add_loop_test(tc, highest_descriptor, 0, 2);
+    tcase_add_loop_test(tc, positional_io_needs_seek, 0, 2);
     tcase_add_loop_test(tc, write_to_closed_peer, 0, 2);
     tcase_add_test(tc, sigpipe_policy);
     tcase_add_loop_test(tc, deadlines, 0, 2);
