@@ -3,6 +3,7 @@
 #include "server.h"
 
 #include <fcntl.h>
+#include <netinet/in.h>
 #include <signal.h>
 #include <stdatomic.h>
 #include <stdio.h>
@@ -51,8 +52,8 @@ static void usage(const char *name, const char *msg)
         fprintf(stderr, "error: %s\n", msg);
     fprintf(stderr,
             "usage: %s [--workers N] PORT [LIFETIME_S]\n"
-            "  serves 127.0.0.1:PORT until SIGINT, SIGTERM or LIFETIME_S seconds "
-            "(default: no limit); --workers default %u\n",
+            "  serves 127.0.0.1:PORT (0: any free port) until SIGINT, SIGTERM or "
+            "LIFETIME_S seconds (default: no limit); --workers default %u\n",
             name, BENCH_DEFAULT_WORKERS);
     exit(2);
 }
@@ -90,7 +91,7 @@ static void parse_args(int argc, char **argv, server *s)
         else if (npos == 2)
             usage(s->name, "too many arguments");
         else if (npos++ == 0)
-            s->port = (unsigned)parse_arg(s->name, "PORT", a, 1, 65535);
+            s->port = (unsigned)parse_arg(s->name, "PORT", a, 0, 65535);
         else
             s->lifetime_s = parse_arg(s->name, "LIFETIME_S", a, 0, MAX_LIFETIME_S);
     }
@@ -170,6 +171,10 @@ static void *serve(void *arg)
         s->failed = 1;
         return NULL;
     }
+    struct sockaddr_storage addr;
+    socklen_t alen = sizeof addr;
+    if (s->port == 0 && tern_sock_local_addr(s->lfd, &addr, &alen) == 0)
+        s->port = ntohs(((struct sockaddr_in *)&addr)->sin_port);
     tern_loop_info info;
     const char *backend = tern_loop_get_info(NULL, &info) == 0 ? info.backend : "?";
     printf("INFO %s listening on 127.0.0.1:%u backend=%s workers=%u\n", s->name, s->port,

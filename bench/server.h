@@ -1,8 +1,8 @@
 /*
  * What tern's benchmark servers (tcp_echo, http) share: the command line
- * `<name> [--workers N] PORT [LIFETIME_S]`, a listener on 127.0.0.1:PORT,
- * an accept task that spawns one task per connection, and a clean stop on
- * SIGINT, SIGTERM or after LIFETIME_S seconds.
+ * `<name> [--workers N] PORT [LIFETIME_S]`, a listener on 127.0.0.1:PORT
+ * (PORT 0: one the kernel picks, shown in the INFO line), an accept task that spawns one
+ * task per connection, and a clean stop on SIGINT, SIGTERM or after LIFETIME_S seconds.
  */
 #ifndef TERN_BENCH_SERVER_H
 #define TERN_BENCH_SERVER_H
