@@ -4,6 +4,7 @@
 
 #include <fcntl.h>
 #include <netinet/in.h>
+#include <pthread.h>
 #include <signal.h>
 #include <stdatomic.h>
 #include <stdio.h>
@@ -14,17 +15,39 @@
 #define MAX_LIFETIME_S (366u * 24 * 3600)
 #define ACCEPT_BACKOFF_NS (10 * 1000000ull) /* out of descriptors: let some close */
 #define STOP_BY_ERROR 0                     /* a stop byte that is no signal number */
+#define DRAIN_POLL_NS (5 * 1000000ull) /* how often the drain looks at what is left */
+#define MS 1000000ull
+
+struct server_conn {
+    _Atomic int refs; /* the task's, and the registry's while it is linked */
+    int fd;
+    int linked; /* in the registry (the task handle is held) */
+    int done;   /* the task finished or never ran */
+    int idle;   /* waiting in server_recv_idle */
+    int cut;    /* cancelled by the drain while idle */
+    tern_task *task;
+    server_conn *prev, *next;
+};
 
 typedef struct server {
     const char *name;
-    tern_task_fn conn;
+    server_conn_fn conn;
     unsigned workers;
     unsigned port;
     uint64_t lifetime_s; /* 0: until a signal */
     int lfd;
     int failed;
     _Atomic uint64_t accepted;
+    _Atomic uint64_t live; /* connections not finished yet */
+    /* The registry of connections, for the drain. Held only around a few
+     * stores, never across a suspension. */
+    pthread_mutex_t lock;
+    server_conn *conns;
+    _Atomic int draining; /* set under lock; read without it on every answer */
 } server;
+
+static server *the_server;
+static server_limits limits;
 
 /* Signal handler -> serving task: one byte per stop request (the number of
  * the signal). The handler may only use async-signal-safe calls. */
@@ -53,7 +76,8 @@ static void usage(const char *name, const char *msg)
     fprintf(stderr,
             "usage: %s [--workers N] PORT [LIFETIME_S]\n"
             "  serves 127.0.0.1:PORT (0: any free port) until SIGINT, SIGTERM or "
-            "LIFETIME_S seconds (default: no limit); --workers default %u\n",
+            "LIFETIME_S seconds (default: no limit); --workers default %u; limits from "
+            "TERN_SERVER_* (see bench/server.h)\n",
             name, BENCH_DEFAULT_WORKERS);
     exit(2);
 }
@@ -72,6 +96,131 @@ static uint64_t parse_arg(const char *name, const char *what, const char *s, uin
         usage(name, msg);
     }
     return v;
+}
+
+/* One limit from the environment: strict decimal, or exit 2. */
+static uint64_t env_limit(const char *name, const char *var, uint64_t def, uint64_t unit)
+{
+    const char *v = getenv(var);
+    if (!v || !*v)
+        return def * unit;
+    char *end = NULL;
+    errno = 0;
+    unsigned long long x = strtoull(v, &end, 10);
+    if (*v < '0' || *v > '9' || errno || *end || x > UINT64_MAX / unit) {
+        fprintf(stderr, "error: %s: bad %s=%.32s (want a decimal number)\n", name, var,
+                v);
+        exit(2);
+    }
+    return (uint64_t)x * unit;
+}
+
+static void read_limits(const char *name)
+{
+    limits.header_timeout_ns =
+        env_limit(name, "TERN_SERVER_HEADER_TIMEOUT_MS", 60000, MS);
+    limits.idle_timeout_ns = env_limit(name, "TERN_SERVER_IDLE_TIMEOUT_MS", 75000, MS);
+    limits.write_timeout_ns = env_limit(name, "TERN_SERVER_WRITE_TIMEOUT_MS", 60000, MS);
+    limits.drain_timeout_ns = env_limit(name, "TERN_SERVER_DRAIN_TIMEOUT_MS", 5000, MS);
+    limits.body_max = env_limit(name, "TERN_SERVER_BODY_MAX", 1048576, 1);
+}
+
+const server_limits *server_get_limits(void)
+{
+    return &limits;
+}
+
+uint64_t server_deadline(uint64_t ns)
+{
+    if (!ns)
+        return 0;
+    uint64_t now = tern_now();
+    return ns > UINT64_MAX - now ? 0 : now + ns;
+}
+
+int server_draining(void)
+{
+    return atomic_load_explicit(&the_server->draining, memory_order_relaxed);
+}
+
+ssize_t server_recv_idle(server_conn *c, int fd, void *buf, size_t len)
+{
+    server *s = the_server;
+    pthread_mutex_lock(&s->lock);
+    int draining = atomic_load(&s->draining);
+    c->idle = !draining;
+    pthread_mutex_unlock(&s->lock);
+    if (draining)
+        return -ECANCELED;
+    ssize_t n = tern_recv(fd, buf, len, 0, server_deadline(limits.idle_timeout_ns));
+    pthread_mutex_lock(&s->lock);
+    c->idle = 0;
+    int cut = c->cut;
+    pthread_mutex_unlock(&s->lock);
+    /* bytes that came as the drain cut the connection start no request */
+    return cut ? -ECANCELED : n;
+}
+
+int server_write(int fd, const void *buf, size_t len)
+{
+    ssize_t rc =
+        tern_write_all(fd, buf, len, NULL, server_deadline(limits.write_timeout_ns));
+    return rc < 0 ? (int)rc : 0;
+}
+
+static void conn_put(server_conn *c)
+{
+    if (atomic_fetch_sub(&c->refs, 1) == 1)
+        free(c);
+}
+
+/* The end of a connection, whether its task ran or not: out of the
+ * registry, fd closed. */
+static void conn_finish(server_conn *c)
+{
+    server *s = the_server;
+    tern_close(c->fd);
+    pthread_mutex_lock(&s->lock);
+    c->done = 1;
+    int linked = c->linked;
+    if (linked) {
+        if (c->prev)
+            c->prev->next = c->next;
+        else
+            s->conns = c->next;
+        if (c->next)
+            c->next->prev = c->prev;
+        c->linked = 0;
+    }
+    pthread_mutex_unlock(&s->lock);
+    atomic_fetch_sub(&s->live, 1);
+    if (linked) {
+        tern_task_release(c->task);
+        conn_put(c); /* the registry's */
+    }
+    conn_put(c); /* the task's */
+}
+
+static void *conn_task(void *arg)
+{
+    server_conn *c = arg;
+    the_server->conn(c, c->fd);
+    conn_finish(c);
+    return NULL;
+}
+
+/* Cancels the connections waiting idle (all of them when all is set). */
+static void cut_conns(server *s, int all)
+{
+    pthread_mutex_lock(&s->lock);
+    atomic_store(&s->draining, 1);
+    for (server_conn *c = s->conns; c; c = c->next) {
+        if (all || c->idle) {
+            c->cut = 1;
+            tern_task_cancel(c->task);
+        }
+    }
+    pthread_mutex_unlock(&s->lock);
 }
 
 static void parse_args(int argc, char **argv, server *s)
@@ -124,7 +273,7 @@ static int stop_signals_init(sigset_t *set)
 
 static void drop_conn(void *arg)
 {
-    tern_close((int)(intptr_t)arg);
+    conn_finish(arg);
 }
 
 static void *accept_loop(void *arg)
@@ -151,10 +300,44 @@ static void *accept_loop(void *arg)
         atomic_fetch_add_explicit(&s->accepted, 1, memory_order_relaxed);
         /* one small message per round trip: never wait for Nagle */
         tern_sock_nodelay(fd, 1);
-        /* the connection task owns fd: if it never runs (no stack under
-         * memory pressure, cancelled at shutdown), drop_conn closes it */
-        if (tern_spawn_owned(s->conn, (void *)(intptr_t)fd, drop_conn, NULL) < 0)
+        server_conn *c = calloc(1, sizeof *c);
+        if (!c) {
             tern_close(fd);
+            continue;
+        }
+        c->fd = fd;
+        atomic_init(&c->refs, 2);
+        atomic_fetch_add(&s->live, 1);
+        /* the connection task owns c and fd: if it never runs (no stack
+         * under memory pressure, cancelled at shutdown), drop_conn closes
+         * fd; the second reference is the registry's, which the drain
+         * walks to cancel idle connections */
+        tern_task *t;
+        if (tern_spawn_owned(conn_task, c, drop_conn, &t) < 0) {
+            atomic_fetch_sub(&s->live, 1);
+            tern_close(fd);
+            free(c);
+            continue;
+        }
+        pthread_mutex_lock(&s->lock);
+        int done = c->done;
+        if (!done) {
+            c->task = t;
+            c->linked = 1;
+            c->next = s->conns;
+            if (c->next)
+                c->next->prev = c;
+            s->conns = c;
+            if (atomic_load(&s->draining)) { /* a stop began meanwhile: it is to go too */
+                c->cut = 1;
+                tern_task_cancel(t);
+            }
+        }
+        pthread_mutex_unlock(&s->lock);
+        if (done) {
+            tern_task_release(t);
+            conn_put(c);
+        }
     }
     tern_close(s->lfd);
     return NULL;
@@ -202,18 +385,32 @@ static void *serve(void *arg)
                 tern_strerror((int)n));
         s->failed = 1;
     }
+    /* The drain: no new connection (the acceptor closes the listener, so
+     * connects are refused), idle ones closed, the others given until the
+     * drain deadline to finish the request they are in. */
     tern_task_cancel(acceptor);
     tern_join(acceptor, NULL); /* -ECANCELED: it met the cancel, as it should */
-    printf("INFO %s stopped (%s) after %llu connections\n", s->name, reason,
-           (unsigned long long)atomic_load(&s->accepted));
+    cut_conns(s, 0);
+    uint64_t drain_end = server_deadline(limits.drain_timeout_ns);
+    while (atomic_load(&s->live) > 0 && (!drain_end || tern_now() < drain_end))
+        tern_sleep(DRAIN_POLL_NS);
+    uint64_t left = atomic_load(&s->live);
+    cut_conns(s, 1);
+    printf(
+        "INFO %s stopped (%s) after %llu connections, %llu cut at the drain deadline\n",
+        s->name, reason, (unsigned long long)atomic_load(&s->accepted),
+        (unsigned long long)left);
     fflush(stdout);
     return NULL;
 }
 
-int server_main(int argc, char **argv, const char *name, tern_task_fn conn)
+int server_main(int argc, char **argv, const char *name, server_conn_fn conn)
 {
     server s = {.name = name, .conn = conn};
     parse_args(argc, argv, &s);
+    read_limits(name);
+    pthread_mutex_init(&s.lock, NULL);
+    the_server = &s;
 
     sigset_t stops;
     int rc = stop_signals_init(&stops);
