@@ -300,19 +300,23 @@ END_TEST
  * idle timeout; one that keeps busy is not. */
 START_TEST(http_idle_keepalive_closed)
 {
-    const char *env[] = {"TERN_SERVER_IDLE_TIMEOUT_MS=400", NULL};
+    const char *env[] = {"TERN_SERVER_IDLE_TIMEOUT_MS=1500", NULL};
     srv s;
     srv_start(&s, "http", env);
     int fd = cl_connect(s.port);
     char buf[1024];
-    for (int i = 0; i < 4; i++) { /* busy for longer than one idle timeout */
+    for (int i = 0; i < 8; i++) { /* busy for longer than one idle timeout */
         cl_puts(fd, GET);
         cl_expect(fd, buf, sizeof buf, "Hello, World!");
-        usleep(150 * 1000);
+        usleep(250 * 1000);
     }
+    /* the server's idle wait starts after it has this request */
     long start = now_ms();
+    cl_puts(fd, GET);
+    cl_expect(fd, buf, sizeof buf, "Hello, World!");
     ck_assert_msg(cl_wait_closed(fd, BOUND_MS), "an idle connection stayed open");
-    ck_assert_msg(now_ms() - start >= 200, "closed before the idle timeout");
+    ck_assert_msg(now_ms() - start >= 1480, "closed %ld ms after the last request",
+                  now_ms() - start);
     close(fd);
     srv_stop(&s);
 }
