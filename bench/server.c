@@ -2,7 +2,6 @@
 #define _GNU_SOURCE
 #include "server.h"
 
-#include <fcntl.h>
 #include <netinet/in.h>
 #include <pthread.h>
 #include <signal.h>
@@ -10,11 +9,12 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/signalfd.h>
 #include <unistd.h>
 
 #define MAX_LIFETIME_S (366u * 24 * 3600)
 #define ACCEPT_BACKOFF_NS (10 * 1000000ull) /* out of descriptors: let some close */
-#define STOP_BY_ERROR 0                     /* a stop byte that is no signal number */
+#define STOP_BY_ERROR 0x73746f70            /* sigqueue value: the acceptor failed */
 #define DRAIN_POLL_NS (5 * 1000000ull) /* how often the drain looks at what is left */
 #define MS 1000000ull
 
@@ -49,24 +49,17 @@ typedef struct server {
 static server *the_server;
 static server_limits limits;
 
-/* Signal handler -> serving task: one byte per stop request (the number of
- * the signal). The handler may only use async-signal-safe calls. */
-static int stop_pipe[2] = {-1, -1};
+/* SIGINT and SIGTERM reach the serving task through a signalfd: no
+ * handler, so nothing runs asynchronously, and a sanitizer that defers
+ * handlers until an intercepted call (ThreadSanitizer; the main thread
+ * waits in tern_block_on's raw futex) cannot hold a stop back. */
+static int stop_fd = -1;
 
-static void on_stop_signal(int sig)
+/* A stop the server itself asks for: SIGTERM queued with STOP_BY_ERROR. */
+static void request_stop(void)
 {
-    int saved = errno;
-    unsigned char b = (unsigned char)sig;
-    /* the write end is non-blocking: a full pipe already holds a stop */
-    ssize_t rc = write(stop_pipe[1], &b, 1);
-    (void)rc;
-    errno = saved;
-}
-
-static void request_stop(unsigned char why)
-{
-    ssize_t rc = write(stop_pipe[1], &why, 1);
-    (void)rc;
+    union sigval v = {.sival_int = STOP_BY_ERROR};
+    sigqueue(getpid(), SIGTERM, v);
 }
 
 static void usage(const char *name, const char *msg)
@@ -248,27 +241,21 @@ static void parse_args(int argc, char **argv, server *s)
         usage(s->name, "PORT is required");
 }
 
-/* SIGINT and SIGTERM write to stop_pipe. They are blocked here and stay
- * blocked in every thread the runtime starts (threads inherit the mask);
- * main() unblocks them once the runtime is up, so the handler always runs
- * on the main thread, which just waits in tern_block_on, and never
- * interrupts a worker's system calls. */
-static int stop_signals_init(sigset_t *set)
+/* SIGINT and SIGTERM are blocked here, before the runtime starts threads,
+ * so that every thread inherits the mask and none is interrupted by them;
+ * they stay pending for stop_fd. */
+static int stop_signals_init(void)
 {
-    if (pipe2(stop_pipe, O_CLOEXEC) < 0)
-        return -errno;
-    /* The read end stays blocking: tern waits for it like any pipe (on
-     * io_uring an O_NONBLOCK pipe would answer -EAGAIN instead of waiting). */
-    if (fcntl(stop_pipe[1], F_SETFL, O_NONBLOCK) < 0)
-        return -errno;
-    sigemptyset(set);
-    sigaddset(set, SIGINT);
-    sigaddset(set, SIGTERM);
-    struct sigaction sa = {.sa_handler = on_stop_signal, .sa_flags = SA_RESTART};
-    sigemptyset(&sa.sa_mask);
-    if (sigaction(SIGINT, &sa, NULL) < 0 || sigaction(SIGTERM, &sa, NULL) < 0)
-        return -errno;
-    return pthread_sigmask(SIG_BLOCK, set, NULL) == 0 ? 0 : -EINVAL;
+    sigset_t set;
+    sigemptyset(&set);
+    sigaddset(&set, SIGINT);
+    sigaddset(&set, SIGTERM);
+    if (pthread_sigmask(SIG_BLOCK, &set, NULL) != 0)
+        return -EINVAL;
+    /* blocking: tern waits for it like any descriptor (on io_uring an
+     * O_NONBLOCK one would answer -EAGAIN instead of waiting) */
+    stop_fd = signalfd(-1, &set, SFD_CLOEXEC);
+    return stop_fd < 0 ? -errno : 0;
 }
 
 static void drop_conn(void *arg)
@@ -294,7 +281,7 @@ static void *accept_loop(void *arg)
         if (fd < 0) {
             fprintf(stderr, "error: %s: accept: %s\n", s->name, tern_strerror(fd));
             s->failed = 1;
-            request_stop(STOP_BY_ERROR);
+            request_stop();
             break;
         }
         atomic_fetch_add_explicit(&s->accepted, 1, memory_order_relaxed);
@@ -373,13 +360,16 @@ static void *serve(void *arg)
         return NULL;
     }
     uint64_t deadline = s->lifetime_s ? tern_now() + s->lifetime_s * 1000000000ull : 0;
-    unsigned char why = STOP_BY_ERROR;
-    ssize_t n = tern_read(stop_pipe[0], &why, 1, deadline);
-    const char *reason = n == -ETIMEDOUT  ? "lifetime over"
-                         : n != 1         ? "error"
-                         : why == SIGINT  ? "SIGINT"
-                         : why == SIGTERM ? "SIGTERM"
-                                          : "accept failed";
+    struct signalfd_siginfo si;
+    memset(&si, 0, sizeof si);
+    ssize_t n = tern_read(stop_fd, &si, sizeof si, deadline);
+    int own = si.ssi_code == SI_QUEUE && si.ssi_pid == (uint32_t)getpid() &&
+              si.ssi_int == STOP_BY_ERROR;
+    const char *reason = n == -ETIMEDOUT           ? "lifetime over"
+                         : n != (ssize_t)sizeof si ? "error"
+                         : own                     ? "accept failed"
+                         : si.ssi_signo == SIGINT  ? "SIGINT"
+                                                   : "SIGTERM";
     if (n < 0 && n != -ETIMEDOUT) {
         fprintf(stderr, "error: %s: waiting for a stop: %s\n", s->name,
                 tern_strerror((int)n));
@@ -412,18 +402,15 @@ int server_main(int argc, char **argv, const char *name, server_conn_fn conn)
     pthread_mutex_init(&s.lock, NULL);
     the_server = &s;
 
-    sigset_t stops;
-    int rc = stop_signals_init(&stops);
+    int rc = stop_signals_init();
     if (rc < 0)
         bench_die("stop signals", rc);
     tern_runtime *rt = bench_runtime_new(s.workers);
-    pthread_sigmask(SIG_UNBLOCK, &stops, NULL);
     rc = tern_block_on(rt, serve, &s, NULL);
     if (rc < 0)
         bench_die("tern_block_on", rc);
     /* connection tasks still waiting are woken with -ECANCELED and close */
     bench_runtime_free(rt);
-    close(stop_pipe[0]);
-    close(stop_pipe[1]);
+    close(stop_fd);
     return s.failed;
 }
