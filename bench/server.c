@@ -18,13 +18,16 @@
 #define DRAIN_POLL_NS (5 * 1000000ull) /* how often the drain looks at what is left */
 #define MS 1000000ull
 
+enum { CONN_BUSY, CONN_IDLE, CONN_CUT };
+
 struct server_conn {
     _Atomic int refs; /* the task's, and the registry's while it is linked */
     int fd;
     int linked; /* in the registry (the task handle is held) */
     int done;   /* the task finished or never ran */
-    int idle;   /* waiting in server_recv_idle */
-    int cut;    /* cancelled by the drain while idle */
+    /* BUSY, IDLE (waiting in server_recv_idle) or CUT (cancelled by the
+     * drain): a connection's own word, so a request takes no shared lock */
+    _Atomic int state;
     tern_task *task;
     server_conn *prev, *next;
 };
@@ -136,22 +139,21 @@ int server_draining(void)
     return atomic_load_explicit(&the_server->draining, memory_order_relaxed);
 }
 
+/* Idle, then a look at draining; the drain sets draining, then cuts what
+ * it finds idle (seq_cst both ways): either this sees the drain or the
+ * drain sees this idle, never neither. */
 ssize_t server_recv_idle(server_conn *c, int fd, void *buf, size_t len)
 {
-    server *s = the_server;
-    pthread_mutex_lock(&s->lock);
-    int draining = atomic_load(&s->draining);
-    c->idle = !draining;
-    pthread_mutex_unlock(&s->lock);
-    if (draining)
-        return -ECANCELED;
+    int busy = CONN_BUSY;
+    if (!atomic_compare_exchange_strong(&c->state, &busy, CONN_IDLE) ||
+        atomic_load(&the_server->draining))
+        return -ECANCELED; /* already cut, or the drain has begun */
     ssize_t n = tern_recv(fd, buf, len, 0, server_deadline(limits.idle_timeout_ns));
-    pthread_mutex_lock(&s->lock);
-    c->idle = 0;
-    int cut = c->cut;
-    pthread_mutex_unlock(&s->lock);
+    int idle = CONN_IDLE;
     /* bytes that came as the drain cut the connection start no request */
-    return cut ? -ECANCELED : n;
+    if (!atomic_compare_exchange_strong(&c->state, &idle, CONN_BUSY))
+        return -ECANCELED;
+    return n;
 }
 
 int server_write(int fd, const void *buf, size_t len)
@@ -208,10 +210,10 @@ static void cut_conns(server *s, int all)
     pthread_mutex_lock(&s->lock);
     atomic_store(&s->draining, 1);
     for (server_conn *c = s->conns; c; c = c->next) {
-        if (all || c->idle) {
-            c->cut = 1;
+        int idle = CONN_IDLE;
+        if (atomic_compare_exchange_strong(&c->state, &idle, CONN_CUT) ||
+            (all && atomic_exchange(&c->state, CONN_CUT) != CONN_CUT))
             tern_task_cancel(c->task);
-        }
     }
     pthread_mutex_unlock(&s->lock);
 }
@@ -294,6 +296,7 @@ static void *accept_loop(void *arg)
         }
         c->fd = fd;
         atomic_init(&c->refs, 2);
+        atomic_init(&c->state, CONN_BUSY);
         atomic_fetch_add(&s->live, 1);
         /* the connection task owns c and fd: if it never runs (no stack
          * under memory pressure, cancelled at shutdown), drop_conn closes
@@ -316,7 +319,7 @@ static void *accept_loop(void *arg)
                 c->next->prev = c;
             s->conns = c;
             if (atomic_load(&s->draining)) { /* a stop began meanwhile: it is to go too */
-                c->cut = 1;
+                atomic_store(&c->state, CONN_CUT);
                 tern_task_cancel(t);
             }
         }
