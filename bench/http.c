@@ -1,18 +1,38 @@
 /*
- * http: a minimal HTTP/1.1 server to load with wrk (bench/run.sh's `http`).
- * Every request gets "Hello, World!" as text/plain with a Content-Length
- * (no body for HEAD), whatever its method and target.
+ * http: a minimal HTTP/1.1 server to load with wrk (bench/run.sh's `http`),
+ * and an example of what a server must do with clients that are slow,
+ * stuck or hostile. Every request gets "Hello, World!" as text/plain with a
+ * Content-Length (no body for HEAD), whatever its method and target.
  *
  *  - Keep-alive. Pipelined requests are parsed from one buffer and answered
  *    in order, the answers to one read going out in one write.
  *  - "Connection: close" closes after the answer; HTTP/1.0 closes unless
  *    it asks for keep-alive.
  *  - A malformed request line or header (bare LF, obs-fold, bad token,
- *    control characters, a bad or conflicting Content-Length, no Host in
- *    HTTP/1.1) gets 400 and a close; Transfer-Encoding is not supported and
- *    gets 400 too. A head (request line + headers) over 8 KiB gets 431 and
- *    a close.
- *  - A Content-Length body is read and thrown away.
+ *    control characters, a bad, overflowing or conflicting Content-Length,
+ *    no Host in HTTP/1.1) gets 400 and a close. A head (request line +
+ *    headers) over 8 KiB gets 431 and a close.
+ *  - Bodies are read and thrown away: a Content-Length body, or a chunked
+ *    one (Transfer-Encoding: chunked), decoded: chunk sizes, extensions and
+ *    trailer fields checked, so that the next request on the connection
+ *    starts where it should. Decoding rather than a 501 because curl and
+ *    most HTTP/1.1 clients send an upload of unknown size chunked. Another
+ *    transfer coding gets 501, chunked not last (or twice), Transfer-Encoding
+ *    with Content-Length or in HTTP/1.0 gets 400 (RFC 9112 6.1, 6.3); each
+ *    closes. A body over TERN_SERVER_BODY_MAX (1 MiB) gets 413 and a close.
+ *  - "Expect: 100-continue" on a request with a body, none of which has
+ *    come yet, gets "HTTP/1.1 100 Continue" before the body is read, then
+ *    the answer; a request whose body is refused (413) is answered at once
+ *    and closed, and any other expectation gets 417 and a close.
+ *  - Timeouts (server.h): a head not complete within
+ *    TERN_SERVER_HEADER_TIMEOUT_MS (60 s) of its first byte gets 408 and a
+ *    close, and so does a body whose next bytes take that long; no byte of a
+ *    next request within TERN_SERVER_IDLE_TIMEOUT_MS (75 s) closes; answers
+ *    the client does not take within TERN_SERVER_WRITE_TIMEOUT_MS (60 s)
+ *    close.
+ *  - On SIGINT or SIGTERM: the listener closes, idle connections close, a
+ *    request in flight is answered (with "Connection: close") if it
+ *    completes within TERN_SERVER_DRAIN_TIMEOUT_MS (5 s).
  *
  * Usage: http [--workers N] PORT [LIFETIME_S]; stops on SIGINT or SIGTERM.
  */
@@ -35,6 +55,20 @@
 #define PARSE_MORE 0 /* the head is not all in yet */
 #define PARSE_BAD (-1)
 
+/* Where a connection is in its current request. */
+#define ST_HEAD 0       /* reading a head */
+#define ST_BODY 1       /* c->discard bytes of a Content-Length body to skip */
+#define ST_CHUNK_SIZE 2 /* a chunk-size line */
+#define ST_CHUNK_DATA 3 /* c->discard bytes of chunk data to skip */
+#define ST_CHUNK_CRLF 4 /* the CRLF after chunk data */
+#define ST_TRAILER 5    /* trailer fields, up to an empty line */
+
+/* Transfer-Encoding as seen in the head. */
+#define TE_NONE 0
+#define TE_CHUNKED 1 /* chunked, once, last */
+#define TE_BAD 2     /* chunked not last, or twice: 400 */
+#define TE_UNKNOWN 3 /* a coding this server does not decode: 501 */
+
 static const char BODY[] = "Hello, World!";
 
 typedef struct request {
@@ -45,14 +79,21 @@ typedef struct request {
     int hosts;      /* Host fields seen */
     int has_length;
     uint64_t length; /* Content-Length */
-    int transfer_encoding;
+    int te;          /* TE_* */
+    int te_chunked;  /* chunked seen (for TE_BAD) */
+    int expect;      /* 1: 100-continue, 2: something else */
 } request;
 
 typedef struct conn {
+    server_conn *sc;
     int fd;
     size_t len, off; /* in[off..len) not parsed yet */
     size_t outlen;
-    uint64_t discard; /* body bytes of the last request still to skip */
+    int state;          /* ST_* */
+    uint64_t discard;   /* body bytes still to skip */
+    uint64_t body_seen; /* chunked: data bytes so far */
+    uint64_t head_end;  /* the header deadline of the head being read (0: none yet) */
+    int head_only, keep, say_keep; /* the answer due after the body */
     char in[HEAD_MAX];
     char out[OUT_MAX];
 } conn;
@@ -134,6 +175,35 @@ static void parse_connection(const char *v, size_t n, request *rq)
     }
 }
 
+/* Transfer-Encoding is a comma-separated list of codings, the last applied
+ * last; several fields make one list. */
+static void parse_te(const char *v, size_t n, request *rq)
+{
+    size_t i = 0;
+    while (i < n) {
+        size_t start = i;
+        while (i < n && v[i] != ',')
+            i++;
+        size_t end = i++;
+        while (start < end && is_ows(v[start]))
+            start++;
+        while (end > start && is_ows(v[end - 1]))
+            end--;
+        if (start == end)
+            continue; /* an empty list element */
+        if (rq->te == TE_BAD)
+            continue;
+        if (name_is(v + start, end - start, "chunked")) {
+            rq->te = rq->te_chunked ? TE_BAD : TE_CHUNKED;
+            rq->te_chunked = 1;
+        } else if (rq->te_chunked) {
+            rq->te = TE_BAD; /* a coding after chunked */
+        } else {
+            rq->te = TE_UNKNOWN;
+        }
+    }
+}
+
 /* NAME ":" OWS VALUE OWS. A line that starts with white space (obs-fold)
  * or has space before the colon has no token before ':' and is refused. */
 static int parse_header(const char *p, size_t n, request *rq)
@@ -159,7 +229,9 @@ static int parse_header(const char *p, size_t n, request *rq)
     if (name_is(p, name_len, "content-length"))
         return parse_length(v, vlen, rq);
     if (name_is(p, name_len, "transfer-encoding"))
-        rq->transfer_encoding = 1;
+        parse_te(v, vlen, rq);
+    else if (name_is(p, name_len, "expect"))
+        rq->expect = name_is(v, vlen, "100-continue") ? 1 : 2;
     else if (name_is(p, name_len, "connection"))
         parse_connection(v, vlen, rq);
     else if (name_is(p, name_len, "host"))
@@ -170,10 +242,25 @@ static int parse_header(const char *p, size_t n, request *rq)
 /* The rules that need the whole head. */
 static int check_head(const request *rq)
 {
-    if (rq->transfer_encoding)
-        return -1; /* chunked bodies are not supported */
     if (rq->hosts > 1 || (rq->minor == 1 && rq->hosts == 0))
         return -1; /* RFC 9112 3.2 */
+    return 0;
+}
+
+/* What the head says of the body: 0 when it can be read, else the status
+ * to answer before closing. */
+static int body_status(const request *rq)
+{
+    if (rq->te != TE_NONE && (rq->has_length || rq->minor == 0))
+        return 400; /* RFC 9112 6.1, 6.3: framing a smuggler could use */
+    if (rq->te == TE_BAD)
+        return 400; /* RFC 9112 6.3: chunked is not the final coding */
+    if (rq->te == TE_UNKNOWN)
+        return 501;
+    if (rq->expect == 2)
+        return 417;
+    if (rq->has_length && rq->length > server_get_limits()->body_max)
+        return 413;
     return 0;
 }
 
@@ -225,12 +312,30 @@ __attribute__((noinline)) static const char *http_date(void)
     return cached;
 }
 
+static const char *reason_of(int status)
+{
+    switch (status) {
+    case 200:
+        return "OK";
+    case 400:
+        return "Bad Request";
+    case 408:
+        return "Request Timeout";
+    case 413:
+        return "Content Too Large";
+    case 417:
+        return "Expectation Failed";
+    case 431:
+        return "Request Header Fields Too Large";
+    default:
+        return "Not Implemented";
+    }
+}
+
 /* Appends one answer to c->out (which has ANSWER_MAX bytes free). */
 static void answer(conn *c, int status, int head_only, int close, int say_keep_alive)
 {
-    const char *reason = status == 200   ? "OK"
-                         : status == 400 ? "Bad Request"
-                                         : "Request Header Fields Too Large";
+    const char *reason = reason_of(status);
     int body = status == 200 && !head_only;
     int n = snprintf(c->out + c->outlen, ANSWER_MAX,
                      "HTTP/1.1 %d %s\r\nServer: tern\r\nDate: %s\r\n"
@@ -243,45 +348,196 @@ static void answer(conn *c, int status, int head_only, int close, int say_keep_a
     c->outlen += (size_t)n;
 }
 
+/* Sends what c->out holds; -1 when the write failed or timed out. */
 static int flush(conn *c)
 {
-    ssize_t rc = c->outlen ? tern_write_all(c->fd, c->out, c->outlen, NULL, 0) : 0;
+    int rc = c->outlen ? server_write(c->fd, c->out, c->outlen) : 0;
     c->outlen = 0;
     return rc < 0 ? -1 : 0;
 }
 
-/* Answers every complete request in c->in, in order. Returns 1 when the
- * connection is to be closed after the answers, 0 to read on, -1 when a
- * write failed. */
+/* Makes room in c->out for one more answer. */
+static int room(conn *c)
+{
+    return c->outlen > OUT_MAX - ANSWER_MAX ? flush(c) : 0;
+}
+
+/* The answer to the request whose body was just read: 1 to close after it. */
+static int finish_request(conn *c)
+{
+    int keep = c->keep && !server_draining();
+    answer(c, 200, c->head_only, !keep, keep && c->say_keep);
+    c->state = ST_HEAD;
+    return !keep;
+}
+
+/* Takes up to c->discard body bytes from the buffer. */
+static void skip_body(conn *c)
+{
+    size_t take = c->len - c->off;
+    if (take > c->discard)
+        take = (size_t)c->discard;
+    c->off += take;
+    c->discard -= take;
+}
+
+/* The next CRLF-terminated line at in[off..len): its length (CRLF not
+ * counted) with *next past it, -1 when it is not all in, -2 for a bare LF. */
+static long take_line(conn *c, size_t *next)
+{
+    const char *p = c->in + c->off;
+    const char *nl = memchr(p, '\n', c->len - c->off);
+    if (!nl)
+        return -1;
+    size_t end = (size_t)(nl - p);
+    if (end == 0 || p[end - 1] != '\r')
+        return -2;
+    *next = c->off + end + 1;
+    return (long)end - 1;
+}
+
+/* chunk-size [ chunk-ext ]: hex digits, then nothing or ";" extensions
+ * (visible characters and white space). Returns 0 with *size, 400 or 413. */
+static int parse_chunk_size(const char *p, size_t n, uint64_t *size)
+{
+    uint64_t x = 0;
+    size_t i = 0;
+    for (; i < n; i++) {
+        char ch = p[i];
+        int d = ch >= '0' && ch <= '9'   ? ch - '0'
+                : ch >= 'a' && ch <= 'f' ? ch - 'a' + 10
+                : ch >= 'A' && ch <= 'F' ? ch - 'A' + 10
+                                         : -1;
+        if (d < 0)
+            break;
+        if (x > UINT64_MAX >> 4)
+            return 413; /* no cap could allow it */
+        x = x << 4 | (uint64_t)d;
+    }
+    if (i == 0)
+        return 400;
+    while (i < n && is_ows(p[i]))
+        i++;
+    if (i < n && p[i] != ';')
+        return 400;
+    for (; i < n; i++) {
+        unsigned char ch = (unsigned char)p[i];
+        if ((ch < ' ' && ch != '\t') || ch == 0x7f)
+            return 400;
+    }
+    *size = x;
+    return 0;
+}
+
+/* Answers every complete request in c->in, in order, reading bodies
+ * through. Returns 1 when the connection is to be closed after the
+ * answers, 0 to read on, -1 when a write failed. */
 static int answer_all(conn *c)
 {
-    while (c->off < c->len) {
-        if (c->discard) {
-            size_t take = c->len - c->off;
-            if (take > c->discard)
-                take = (size_t)c->discard;
-            c->off += take;
-            c->discard -= take;
-            continue;
+    for (;;) {
+        size_t next;
+        long n;
+        int status;
+        switch (c->state) {
+        case ST_BODY:
+        case ST_CHUNK_DATA:
+            skip_body(c);
+            if (c->discard)
+                return 0;
+            if (c->state == ST_CHUNK_DATA)
+                c->state = ST_CHUNK_CRLF;
+            else if (finish_request(c))
+                return 1;
+            break;
+        case ST_CHUNK_CRLF:
+            if (c->len - c->off < 2)
+                return 0;
+            if (memcmp(c->in + c->off, "\r\n", 2) != 0)
+                goto bad;
+            c->off += 2;
+            c->state = ST_CHUNK_SIZE;
+            break;
+        case ST_CHUNK_SIZE:
+            n = take_line(c, &next);
+            if (n == -1)
+                return 0;
+            uint64_t size = 0;
+            status = n < 0 ? 400 : parse_chunk_size(c->in + c->off, (size_t)n, &size);
+            if (status == 0 && size > server_get_limits()->body_max - c->body_seen)
+                status = 413;
+            if (status) {
+                answer(c, status, 0, 1, 0);
+                return 1;
+            }
+            c->off = next;
+            c->body_seen += size;
+            c->discard = size;
+            c->state = size ? ST_CHUNK_DATA : ST_TRAILER;
+            break;
+        case ST_TRAILER:
+            n = take_line(c, &next);
+            if (n == -1)
+                return 0;
+            if (n == -2)
+                goto bad;
+            if (n > 0) {
+                request scratch;
+                memset(&scratch, 0, sizeof scratch);
+                if (parse_header(c->in + c->off, (size_t)n, &scratch) < 0)
+                    goto bad;
+                c->off = next;
+                break;
+            }
+            c->off = next;
+            if (finish_request(c))
+                return 1;
+            break;
+        default: { /* ST_HEAD */
+            if (c->off == c->len)
+                return 0;
+            if (!c->head_end) /* the first byte of a head starts its clock */
+                c->head_end = server_deadline(server_get_limits()->header_timeout_ns);
+            request rq;
+            long head = parse_head(c->in + c->off, c->len - c->off, &rq);
+            if (head == PARSE_MORE)
+                return 0;
+            if (head == PARSE_BAD)
+                goto bad;
+            c->off += (size_t)head;
+            c->head_end = 0;
+            c->head_only = rq.head_only;
+            c->keep = !rq.conn_close && (rq.minor == 1 || rq.conn_keep);
+            c->say_keep = c->keep && rq.minor == 0;
+            status = body_status(&rq);
+            if (status) {
+                answer(c, status, 0, 1, 0);
+                return 1;
+            }
+            int body = rq.te == TE_CHUNKED || rq.length > 0;
+            if (!body) {
+                if (finish_request(c))
+                    return 1;
+            } else {
+                c->state = rq.te == TE_CHUNKED ? ST_CHUNK_SIZE : ST_BODY;
+                c->discard = rq.te == TE_CHUNKED ? 0 : rq.length;
+                c->body_seen = 0;
+                /* RFC 9110 10.1.1: the client waits for this before it
+                 * sends the body; pointless once some of it is here */
+                if (rq.expect == 1 && rq.minor == 1 && c->off == c->len) {
+                    static const char cont[] = "HTTP/1.1 100 Continue\r\n\r\n";
+                    memcpy(c->out + c->outlen, cont, sizeof cont - 1);
+                    c->outlen += sizeof cont - 1;
+                }
+            }
+            break;
         }
-        request rq;
-        long head = parse_head(c->in + c->off, c->len - c->off, &rq);
-        if (head == PARSE_MORE)
-            return 0;
-        if (head == PARSE_BAD) {
-            answer(c, 400, 0, 1, 0);
-            return 1;
         }
-        c->off += (size_t)head;
-        c->discard = rq.length;
-        int keep = !rq.conn_close && (rq.minor == 1 || rq.conn_keep);
-        answer(c, 200, rq.head_only, !keep, keep && rq.minor == 0);
-        if (!keep)
-            return 1;
-        if (c->outlen > OUT_MAX - ANSWER_MAX && flush(c) < 0)
+        if (room(c) < 0)
             return -1;
     }
-    return 0;
+bad:
+    answer(c, 400, 0, 1, 0);
+    return 1;
 }
 
 /* Closing right after the last answer while the client still sends would
@@ -300,8 +556,17 @@ static void linger(conn *c)
         total += (size_t)n;
 }
 
+/* Answers status (408, 431, a bad chunk line) and closes. */
+static void refuse(conn *c, int status)
+{
+    answer(c, status, 0, 1, 0);
+    if (flush(c) == 0)
+        linger(c);
+}
+
 static void serve_conn(conn *c)
 {
+    const server_limits *lim = server_get_limits();
     for (;;) {
         int rc = answer_all(c);
         if (rc < 0 || flush(c) < 0)
@@ -313,29 +578,42 @@ static void serve_conn(conn *c)
         memmove(c->in, c->in + c->off, c->len - c->off);
         c->len -= c->off;
         c->off = 0;
-        if (c->len == sizeof c->in) { /* a head that does not fit */
-            answer(c, 431, 0, 1, 0);
-            if (flush(c) == 0)
-                linger(c);
+        if (c->len == sizeof c->in) { /* a head, or a chunk line, that does not fit */
+            refuse(c, c->state == ST_HEAD ? 431 : 400);
             return;
         }
-        /* 0: the client closed; < 0: a reset, or -ECANCELED at shutdown */
-        ssize_t n = tern_recv(c->fd, c->in + c->len, sizeof c->in - c->len, 0, 0);
+        ssize_t n;
+        if (c->state == ST_HEAD && c->len == 0) {
+            /* between requests: the idle timeout, and the drain closes */
+            n = server_recv_idle(c->sc, c->fd, c->in, sizeof c->in);
+        } else {
+            uint64_t deadline = c->state == ST_HEAD
+                                    ? c->head_end
+                                    : server_deadline(lim->header_timeout_ns);
+            n = tern_recv(c->fd, c->in + c->len, sizeof c->in - c->len, 0, deadline);
+            if (n == -ETIMEDOUT) { /* slowloris, or a body that stopped */
+                refuse(c, 408);
+                return;
+            }
+        }
+        /* 0: the client closed; < 0: a reset, the idle timeout, the drain,
+         * or -ECANCELED at shutdown */
         if (n <= 0)
             return;
         c->len += (size_t)n;
     }
 }
 
-static void *http_conn(void *arg)
+static void http_conn(server_conn *sc, int fd)
 {
     conn c; /* 24 KiB of the fiber's stack, which is committed lazily */
-    c.fd = (int)(intptr_t)arg;
+    c.sc = sc;
+    c.fd = fd;
     c.len = c.off = c.outlen = 0;
-    c.discard = 0;
+    c.state = ST_HEAD;
+    c.discard = c.body_seen = c.head_end = 0;
+    c.head_only = c.keep = c.say_keep = 0;
     serve_conn(&c);
-    tern_close(c.fd);
-    return NULL;
 }
 
 int main(int argc, char **argv)

@@ -2,47 +2,67 @@
 #define _GNU_SOURCE
 #include "server.h"
 
-#include <fcntl.h>
+#include <netinet/in.h>
+#include <pthread.h>
 #include <signal.h>
 #include <stdatomic.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/signalfd.h>
 #include <unistd.h>
 
 #define MAX_LIFETIME_S (366u * 24 * 3600)
 #define ACCEPT_BACKOFF_NS (10 * 1000000ull) /* out of descriptors: let some close */
-#define STOP_BY_ERROR 0                     /* a stop byte that is no signal number */
+#define STOP_BY_ERROR 0x73746f70            /* sigqueue value: the acceptor failed */
+#define DRAIN_POLL_NS (5 * 1000000ull) /* how often the drain looks at what is left */
+#define MS 1000000ull
+
+enum { CONN_BUSY, CONN_IDLE, CONN_CUT };
+
+struct server_conn {
+    _Atomic int refs; /* the task's, and the registry's while it is linked */
+    int fd;
+    int linked; /* in the registry (the task handle is held) */
+    int done;   /* the task finished or never ran */
+    /* BUSY, IDLE (waiting in server_recv_idle) or CUT (cancelled by the
+     * drain): a connection's own word, so a request takes no shared lock */
+    _Atomic int state;
+    tern_task *task;
+    server_conn *prev, *next;
+};
 
 typedef struct server {
     const char *name;
-    tern_task_fn conn;
+    server_conn_fn conn;
     unsigned workers;
     unsigned port;
     uint64_t lifetime_s; /* 0: until a signal */
     int lfd;
     int failed;
     _Atomic uint64_t accepted;
+    _Atomic uint64_t live; /* connections not finished yet */
+    /* The registry of connections, for the drain. Held only around a few
+     * stores, never across a suspension. */
+    pthread_mutex_t lock;
+    server_conn *conns;
+    _Atomic int draining; /* set under lock; read without it on every answer */
 } server;
 
-/* Signal handler -> serving task: one byte per stop request (the number of
- * the signal). The handler may only use async-signal-safe calls. */
-static int stop_pipe[2] = {-1, -1};
+static server *the_server;
+static server_limits limits;
 
-static void on_stop_signal(int sig)
-{
-    int saved = errno;
-    unsigned char b = (unsigned char)sig;
-    /* the write end is non-blocking: a full pipe already holds a stop */
-    ssize_t rc = write(stop_pipe[1], &b, 1);
-    (void)rc;
-    errno = saved;
-}
+/* SIGINT and SIGTERM reach the serving task through a signalfd: no
+ * handler, so nothing runs asynchronously, and a sanitizer that defers
+ * handlers until an intercepted call (ThreadSanitizer; the main thread
+ * waits in tern_block_on's raw futex) cannot hold a stop back. */
+static int stop_fd = -1;
 
-static void request_stop(unsigned char why)
+/* A stop the server itself asks for: SIGTERM queued with STOP_BY_ERROR. */
+static void request_stop(void)
 {
-    ssize_t rc = write(stop_pipe[1], &why, 1);
-    (void)rc;
+    union sigval v = {.sival_int = STOP_BY_ERROR};
+    sigqueue(getpid(), SIGTERM, v);
 }
 
 static void usage(const char *name, const char *msg)
@@ -51,8 +71,9 @@ static void usage(const char *name, const char *msg)
         fprintf(stderr, "error: %s\n", msg);
     fprintf(stderr,
             "usage: %s [--workers N] PORT [LIFETIME_S]\n"
-            "  serves 127.0.0.1:PORT until SIGINT, SIGTERM or LIFETIME_S seconds "
-            "(default: no limit); --workers default %u\n",
+            "  serves 127.0.0.1:PORT (0: any free port) until SIGINT, SIGTERM or "
+            "LIFETIME_S seconds (default: no limit); --workers default %u; limits from "
+            "TERN_SERVER_* (see bench/server.h)\n",
             name, BENCH_DEFAULT_WORKERS);
     exit(2);
 }
@@ -73,6 +94,130 @@ static uint64_t parse_arg(const char *name, const char *what, const char *s, uin
     return v;
 }
 
+/* One limit from the environment: strict decimal, or exit 2. */
+static uint64_t env_limit(const char *name, const char *var, uint64_t def, uint64_t unit)
+{
+    const char *v = getenv(var);
+    if (!v || !*v)
+        return def * unit;
+    char *end = NULL;
+    errno = 0;
+    unsigned long long x = strtoull(v, &end, 10);
+    if (*v < '0' || *v > '9' || errno || *end || x > UINT64_MAX / unit) {
+        fprintf(stderr, "error: %s: bad %s=%.32s (want a decimal number)\n", name, var,
+                v);
+        exit(2);
+    }
+    return (uint64_t)x * unit;
+}
+
+static void read_limits(const char *name)
+{
+    limits.header_timeout_ns =
+        env_limit(name, "TERN_SERVER_HEADER_TIMEOUT_MS", 60000, MS);
+    limits.idle_timeout_ns = env_limit(name, "TERN_SERVER_IDLE_TIMEOUT_MS", 75000, MS);
+    limits.write_timeout_ns = env_limit(name, "TERN_SERVER_WRITE_TIMEOUT_MS", 60000, MS);
+    limits.drain_timeout_ns = env_limit(name, "TERN_SERVER_DRAIN_TIMEOUT_MS", 5000, MS);
+    limits.body_max = env_limit(name, "TERN_SERVER_BODY_MAX", 1048576, 1);
+}
+
+const server_limits *server_get_limits(void)
+{
+    return &limits;
+}
+
+uint64_t server_deadline(uint64_t ns)
+{
+    if (!ns)
+        return 0;
+    uint64_t now = tern_now();
+    return ns > UINT64_MAX - now ? 0 : now + ns;
+}
+
+int server_draining(void)
+{
+    return atomic_load_explicit(&the_server->draining, memory_order_relaxed);
+}
+
+/* Idle, then a look at draining; the drain sets draining, then cuts what
+ * it finds idle (seq_cst both ways): either this sees the drain or the
+ * drain sees this idle, never neither. */
+ssize_t server_recv_idle(server_conn *c, int fd, void *buf, size_t len)
+{
+    int busy = CONN_BUSY;
+    if (!atomic_compare_exchange_strong(&c->state, &busy, CONN_IDLE) ||
+        atomic_load(&the_server->draining))
+        return -ECANCELED; /* already cut, or the drain has begun */
+    ssize_t n = tern_recv(fd, buf, len, 0, server_deadline(limits.idle_timeout_ns));
+    int idle = CONN_IDLE;
+    /* bytes that came as the drain cut the connection start no request */
+    if (!atomic_compare_exchange_strong(&c->state, &idle, CONN_BUSY))
+        return -ECANCELED;
+    return n;
+}
+
+int server_write(int fd, const void *buf, size_t len)
+{
+    ssize_t rc =
+        tern_write_all(fd, buf, len, NULL, server_deadline(limits.write_timeout_ns));
+    return rc < 0 ? (int)rc : 0;
+}
+
+static void conn_put(server_conn *c)
+{
+    if (atomic_fetch_sub(&c->refs, 1) == 1)
+        free(c);
+}
+
+/* The end of a connection, whether its task ran or not: out of the
+ * registry, fd closed. */
+static void conn_finish(server_conn *c)
+{
+    server *s = the_server;
+    tern_close(c->fd);
+    pthread_mutex_lock(&s->lock);
+    c->done = 1;
+    int linked = c->linked;
+    if (linked) {
+        if (c->prev)
+            c->prev->next = c->next;
+        else
+            s->conns = c->next;
+        if (c->next)
+            c->next->prev = c->prev;
+        c->linked = 0;
+    }
+    pthread_mutex_unlock(&s->lock);
+    atomic_fetch_sub(&s->live, 1);
+    if (linked) {
+        tern_task_release(c->task);
+        conn_put(c); /* the registry's */
+    }
+    conn_put(c); /* the task's */
+}
+
+static void *conn_task(void *arg)
+{
+    server_conn *c = arg;
+    the_server->conn(c, c->fd);
+    conn_finish(c);
+    return NULL;
+}
+
+/* Cancels the connections waiting idle (all of them when all is set). */
+static void cut_conns(server *s, int all)
+{
+    pthread_mutex_lock(&s->lock);
+    atomic_store(&s->draining, 1);
+    for (server_conn *c = s->conns; c; c = c->next) {
+        int idle = CONN_IDLE;
+        if (atomic_compare_exchange_strong(&c->state, &idle, CONN_CUT) ||
+            (all && atomic_exchange(&c->state, CONN_CUT) != CONN_CUT))
+            tern_task_cancel(c->task);
+    }
+    pthread_mutex_unlock(&s->lock);
+}
+
 static void parse_args(int argc, char **argv, server *s)
 {
     int npos = 0;
@@ -90,7 +235,7 @@ static void parse_args(int argc, char **argv, server *s)
         else if (npos == 2)
             usage(s->name, "too many arguments");
         else if (npos++ == 0)
-            s->port = (unsigned)parse_arg(s->name, "PORT", a, 1, 65535);
+            s->port = (unsigned)parse_arg(s->name, "PORT", a, 0, 65535);
         else
             s->lifetime_s = parse_arg(s->name, "LIFETIME_S", a, 0, MAX_LIFETIME_S);
     }
@@ -98,32 +243,26 @@ static void parse_args(int argc, char **argv, server *s)
         usage(s->name, "PORT is required");
 }
 
-/* SIGINT and SIGTERM write to stop_pipe. They are blocked here and stay
- * blocked in every thread the runtime starts (threads inherit the mask);
- * main() unblocks them once the runtime is up, so the handler always runs
- * on the main thread, which just waits in tern_block_on, and never
- * interrupts a worker's system calls. */
-static int stop_signals_init(sigset_t *set)
+/* SIGINT and SIGTERM are blocked here, before the runtime starts threads,
+ * so that every thread inherits the mask and none is interrupted by them;
+ * they stay pending for stop_fd. */
+static int stop_signals_init(void)
 {
-    if (pipe2(stop_pipe, O_CLOEXEC) < 0)
-        return -errno;
-    /* The read end stays blocking: tern waits for it like any pipe (on
-     * io_uring an O_NONBLOCK pipe would answer -EAGAIN instead of waiting). */
-    if (fcntl(stop_pipe[1], F_SETFL, O_NONBLOCK) < 0)
-        return -errno;
-    sigemptyset(set);
-    sigaddset(set, SIGINT);
-    sigaddset(set, SIGTERM);
-    struct sigaction sa = {.sa_handler = on_stop_signal, .sa_flags = SA_RESTART};
-    sigemptyset(&sa.sa_mask);
-    if (sigaction(SIGINT, &sa, NULL) < 0 || sigaction(SIGTERM, &sa, NULL) < 0)
-        return -errno;
-    return pthread_sigmask(SIG_BLOCK, set, NULL) == 0 ? 0 : -EINVAL;
+    sigset_t set;
+    sigemptyset(&set);
+    sigaddset(&set, SIGINT);
+    sigaddset(&set, SIGTERM);
+    if (pthread_sigmask(SIG_BLOCK, &set, NULL) != 0)
+        return -EINVAL;
+    /* blocking: tern waits for it like any descriptor (on io_uring an
+     * O_NONBLOCK one would answer -EAGAIN instead of waiting) */
+    stop_fd = signalfd(-1, &set, SFD_CLOEXEC);
+    return stop_fd < 0 ? -errno : 0;
 }
 
 static void drop_conn(void *arg)
 {
-    tern_close((int)(intptr_t)arg);
+    conn_finish(arg);
 }
 
 static void *accept_loop(void *arg)
@@ -144,16 +283,51 @@ static void *accept_loop(void *arg)
         if (fd < 0) {
             fprintf(stderr, "error: %s: accept: %s\n", s->name, tern_strerror(fd));
             s->failed = 1;
-            request_stop(STOP_BY_ERROR);
+            request_stop();
             break;
         }
         atomic_fetch_add_explicit(&s->accepted, 1, memory_order_relaxed);
         /* one small message per round trip: never wait for Nagle */
         tern_sock_nodelay(fd, 1);
-        /* the connection task owns fd: if it never runs (no stack under
-         * memory pressure, cancelled at shutdown), drop_conn closes it */
-        if (tern_spawn_owned(s->conn, (void *)(intptr_t)fd, drop_conn, NULL) < 0)
+        server_conn *c = calloc(1, sizeof *c);
+        if (!c) {
             tern_close(fd);
+            continue;
+        }
+        c->fd = fd;
+        atomic_init(&c->refs, 2);
+        atomic_init(&c->state, CONN_BUSY);
+        atomic_fetch_add(&s->live, 1);
+        /* the connection task owns c and fd: if it never runs (no stack
+         * under memory pressure, cancelled at shutdown), drop_conn closes
+         * fd; the second reference is the registry's, which the drain
+         * walks to cancel idle connections */
+        tern_task *t;
+        if (tern_spawn_owned(conn_task, c, drop_conn, &t) < 0) {
+            atomic_fetch_sub(&s->live, 1);
+            tern_close(fd);
+            free(c);
+            continue;
+        }
+        pthread_mutex_lock(&s->lock);
+        int done = c->done;
+        if (!done) {
+            c->task = t;
+            c->linked = 1;
+            c->next = s->conns;
+            if (c->next)
+                c->next->prev = c;
+            s->conns = c;
+            if (atomic_load(&s->draining)) { /* a stop began meanwhile: it is to go too */
+                atomic_store(&c->state, CONN_CUT);
+                tern_task_cancel(t);
+            }
+        }
+        pthread_mutex_unlock(&s->lock);
+        if (done) {
+            tern_task_release(t);
+            conn_put(c);
+        }
     }
     tern_close(s->lfd);
     return NULL;
@@ -170,6 +344,10 @@ static void *serve(void *arg)
         s->failed = 1;
         return NULL;
     }
+    struct sockaddr_storage addr;
+    socklen_t alen = sizeof addr;
+    if (s->port == 0 && tern_sock_local_addr(s->lfd, &addr, &alen) == 0)
+        s->port = ntohs(((struct sockaddr_in *)&addr)->sin_port);
     tern_loop_info info;
     const char *backend = tern_loop_get_info(NULL, &info) == 0 ? info.backend : "?";
     printf("INFO %s listening on 127.0.0.1:%u backend=%s workers=%u\n", s->name, s->port,
@@ -185,43 +363,57 @@ static void *serve(void *arg)
         return NULL;
     }
     uint64_t deadline = s->lifetime_s ? tern_now() + s->lifetime_s * 1000000000ull : 0;
-    unsigned char why = STOP_BY_ERROR;
-    ssize_t n = tern_read(stop_pipe[0], &why, 1, deadline);
-    const char *reason = n == -ETIMEDOUT  ? "lifetime over"
-                         : n != 1         ? "error"
-                         : why == SIGINT  ? "SIGINT"
-                         : why == SIGTERM ? "SIGTERM"
-                                          : "accept failed";
+    struct signalfd_siginfo si;
+    memset(&si, 0, sizeof si);
+    ssize_t n = tern_read(stop_fd, &si, sizeof si, deadline);
+    int own = si.ssi_code == SI_QUEUE && si.ssi_pid == (uint32_t)getpid() &&
+              si.ssi_int == STOP_BY_ERROR;
+    const char *reason = n == -ETIMEDOUT           ? "lifetime over"
+                         : n != (ssize_t)sizeof si ? "error"
+                         : own                     ? "accept failed"
+                         : si.ssi_signo == SIGINT  ? "SIGINT"
+                                                   : "SIGTERM";
     if (n < 0 && n != -ETIMEDOUT) {
         fprintf(stderr, "error: %s: waiting for a stop: %s\n", s->name,
                 tern_strerror((int)n));
         s->failed = 1;
     }
+    /* The drain: no new connection (the acceptor closes the listener, so
+     * connects are refused), idle ones closed, the others given until the
+     * drain deadline to finish the request they are in. */
     tern_task_cancel(acceptor);
     tern_join(acceptor, NULL); /* -ECANCELED: it met the cancel, as it should */
-    printf("INFO %s stopped (%s) after %llu connections\n", s->name, reason,
-           (unsigned long long)atomic_load(&s->accepted));
+    cut_conns(s, 0);
+    uint64_t drain_end = server_deadline(limits.drain_timeout_ns);
+    while (atomic_load(&s->live) > 0 && (!drain_end || tern_now() < drain_end))
+        tern_sleep(DRAIN_POLL_NS);
+    uint64_t left = atomic_load(&s->live);
+    cut_conns(s, 1);
+    printf(
+        "INFO %s stopped (%s) after %llu connections, %llu cut at the drain deadline\n",
+        s->name, reason, (unsigned long long)atomic_load(&s->accepted),
+        (unsigned long long)left);
     fflush(stdout);
     return NULL;
 }
 
-int server_main(int argc, char **argv, const char *name, tern_task_fn conn)
+int server_main(int argc, char **argv, const char *name, server_conn_fn conn)
 {
     server s = {.name = name, .conn = conn};
     parse_args(argc, argv, &s);
+    read_limits(name);
+    pthread_mutex_init(&s.lock, NULL);
+    the_server = &s;
 
-    sigset_t stops;
-    int rc = stop_signals_init(&stops);
+    int rc = stop_signals_init();
     if (rc < 0)
         bench_die("stop signals", rc);
     tern_runtime *rt = bench_runtime_new(s.workers);
-    pthread_sigmask(SIG_UNBLOCK, &stops, NULL);
     rc = tern_block_on(rt, serve, &s, NULL);
     if (rc < 0)
         bench_die("tern_block_on", rc);
     /* connection tasks still waiting are woken with -ECANCELED and close */
     bench_runtime_free(rt);
-    close(stop_pipe[0]);
-    close(stop_pipe[1]);
+    close(stop_fd);
     return s.failed;
 }
