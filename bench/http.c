@@ -155,22 +155,35 @@ static int parse_length(const char *v, size_t n, request *rq)
     return 0;
 }
 
+/* The next element of a comma-separated field value v[*i..n), its
+ * optional white space trimmed (it may be empty): 1 with *item and *len
+ * set, 0 at the end. */
+static int list_next(const char *v, size_t n, size_t *i, const char **item, size_t *len)
+{
+    if (*i >= n)
+        return 0;
+    size_t start = *i;
+    while (*i < n && v[*i] != ',')
+        (*i)++;
+    size_t end = (*i)++;
+    while (start < end && is_ows(v[start]))
+        start++;
+    while (end > start && is_ows(v[end - 1]))
+        end--;
+    *item = v + start;
+    *len = end - start;
+    return 1;
+}
+
 /* Connection is a comma-separated list of options. */
 static void parse_connection(const char *v, size_t n, request *rq)
 {
-    size_t i = 0;
-    while (i < n) {
-        size_t start = i;
-        while (i < n && v[i] != ',')
-            i++;
-        size_t end = i++;
-        while (start < end && is_ows(v[start]))
-            start++;
-        while (end > start && is_ows(v[end - 1]))
-            end--;
-        if (name_is(v + start, end - start, "close"))
+    const char *o;
+    size_t len, i = 0;
+    while (list_next(v, n, &i, &o, &len)) {
+        if (name_is(o, len, "close"))
             rq->conn_close = 1;
-        else if (name_is(v + start, end - start, "keep-alive"))
+        else if (name_is(o, len, "keep-alive"))
             rq->conn_keep = 1;
     }
 }
@@ -179,21 +192,12 @@ static void parse_connection(const char *v, size_t n, request *rq)
  * last; several fields make one list. */
 static void parse_te(const char *v, size_t n, request *rq)
 {
-    size_t i = 0;
-    while (i < n) {
-        size_t start = i;
-        while (i < n && v[i] != ',')
-            i++;
-        size_t end = i++;
-        while (start < end && is_ows(v[start]))
-            start++;
-        while (end > start && is_ows(v[end - 1]))
-            end--;
-        if (start == end)
-            continue; /* an empty list element */
-        if (rq->te == TE_BAD)
-            continue;
-        if (name_is(v + start, end - start, "chunked")) {
+    const char *c;
+    size_t len, i = 0;
+    while (list_next(v, n, &i, &c, &len)) {
+        if (len == 0 || rq->te == TE_BAD)
+            continue; /* an empty list element, or already refused */
+        if (name_is(c, len, "chunked")) {
             rq->te = rq->te_chunked ? TE_BAD : TE_CHUNKED;
             rq->te_chunked = 1;
         } else if (rq->te_chunked) {
