@@ -51,6 +51,9 @@ struct tern__fdtab {
  * thread, a runtime's or not. */
 static pthread_mutex_t tabs_lock = PTHREAD_MUTEX_INITIALIZER;
 static tern__fdtab *tabs;
+/* How many there are, read without the lock: with no epoll runtime in the
+ * process (io_uring's), tern_close and every socket tern makes skip it. */
+static _Atomic unsigned ntabs;
 
 int tern__fdtab_new(tern__fdtab **out)
 {
@@ -60,6 +63,7 @@ int tern__fdtab_new(tern__fdtab **out)
     pthread_mutex_lock(&tabs_lock);
     tab->next = tabs;
     tabs = tab;
+    atomic_fetch_add_explicit(&ntabs, 1, TERN__RELEASE);
     pthread_mutex_unlock(&tabs_lock);
     *out = tab;
     return 0;
@@ -73,6 +77,7 @@ void tern__fdtab_free(tern__fdtab *tab)
     for (tern__fdtab **p = &tabs; *p; p = &(*p)->next)
         if (*p == tab) {
             *p = tab->next;
+            atomic_fetch_sub_explicit(&ntabs, 1, TERN__RELAXED);
             break;
         }
     pthread_mutex_unlock(&tabs_lock);
@@ -229,6 +234,9 @@ void tern__fdtab_forget(tern__fdtab *tab, int fd)
 
 void tern__fdtab_forget_all(int fd)
 {
+    /* a table made after this look holds nothing for fd yet */
+    if (!atomic_load_explicit(&ntabs, TERN__ACQUIRE))
+        return;
     pthread_mutex_lock(&tabs_lock);
     for (tern__fdtab *tab = tabs; tab; tab = tab->next)
         tern__fdtab_forget(tab, fd);
