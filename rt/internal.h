@@ -275,6 +275,8 @@ struct tern_loop {
     unsigned lifo_streak;
     unsigned since_poll; /* tasks run since the driver was last asked for events */
     uint32_t rng;
+    unsigned rescue_peer;  /* the worker looked at next (worker.c, rescue) */
+    uint64_t rescue_seen;  /* its tasks_run when we last looked */
     _Atomic int searching; /* counted in rt->idle.searching; a notifier sets it
                               while we may be reaping I/O inside park */
     int sleeping;          /* in rt->idle.sleepers; guarded by rt->idle.lock */

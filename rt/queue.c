@@ -132,8 +132,9 @@ unsigned tern__queue_len(const tern_loop *w)
 }
 
 /*
- * Steals half of victim's queue into w's (which must be empty: only the
- * owner calls this, when it found nothing locally). Returns the number of
+ * Steals half of victim's queue into w's, which must have room for half a
+ * queue (only w's owner calls this: when it found nothing locally, or to
+ * rescue a worker that stopped making progress). Returns the number of
  * tasks moved; they are published in w's queue.
  */
 unsigned tern__queue_steal(tern_loop *victim, tern_loop *w)
@@ -210,6 +211,11 @@ tern_task *tern__inject_pull(tern_runtime *rt, tern_loop *w, int remote_first)
     uint32_t room = TERN__LOCAL_QUEUE - tern__queue_len(w);
     if (n > room / 2 + 1)
         n = room / 2 + 1;
+    /* The fairness pull runs while the local queue is busy: one task, as
+     * Go and Tokio take. A batch would keep the local queue from ever
+     * emptying, and the overflow list, served only then, would starve. */
+    if (remote_first)
+        n = 1;
     tern__chunk *c = rt->over;
     if (c && !(remote_first && rt->remote_head)) {
         while (got < n && c->head < c->count)

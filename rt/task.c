@@ -897,7 +897,17 @@ void tern__task_run(tern_loop *w, tern_task *t)
         /* A yield leaves the state RUNNING: a wake meanwhile only sets
          * NOTIFIED (a stale permit at worst), so nobody else queues it. */
         t->yielded = 1;
-        requeue(w, t);
+        /* A yield goes behind every ready task, overflow included: pushed
+         * on a full local queue it would run again long before the tasks
+         * that overflowed, which come back one per EVENT_INTERVAL while the
+         * queue stays full (1,000 yielders on one worker: some had not run
+         * when 600 had finished). Without a backlog it stays local. */
+        if (atomic_load_explicit(&w->rt->inject_len, TERN__RELAXED)) {
+            tern__inject_push(w->rt, t, t, 1);
+            if (atomic_load_explicit(&w->rt->idle.nsleepers, TERN__RELAXED))
+                tern__notify_work(w->rt);
+        } else
+            requeue(w, t);
         return;
     }
     s = atomic_load_explicit(&t->state, TERN__RELAXED);

@@ -167,6 +167,36 @@ static tern_task *steal(tern_loop *w)
     return NULL;
 }
 
+/* A busy worker never looks for work elsewhere, so a worker that stops
+ * making progress (preempted by the OS, or running a task that does not
+ * yield) would keep its queue to itself for as long as that lasts. Once per
+ * interval a busy worker looks at one other worker, in turn; one that ran
+ * no task since our previous look, while we ran an interval's worth, loses
+ * half its queue to us. */
+static tern_task *rescue(tern_loop *w)
+{
+    tern_runtime *rt = w->rt;
+    unsigned n = rt->nworkers;
+    if (n < 2)
+        return NULL;
+    tern_loop *v = rt->loops[w->rescue_peer];
+    tern_task *t = NULL;
+    if (atomic_load_explicit(&v->stats.tasks_run, TERN__RELAXED) == w->rescue_seen &&
+        tern__queue_len(w) <= TERN__LOCAL_QUEUE / 2) {
+        unsigned got = tern__queue_steal(v, w);
+        if (got) {
+            TERN__STAT_INC(w, steals);
+            TERN__STAT_ADD(w, stolen_tasks, got);
+            t = tern__queue_pop(w);
+        }
+    }
+    unsigned next = (w->rescue_peer + 1) % n;
+    w->rescue_peer = next == w->index ? (next + 1) % n : next;
+    w->rescue_seen =
+        atomic_load_explicit(&rt->loops[w->rescue_peer]->stats.tasks_run, TERN__RELAXED);
+    return t;
+}
+
 /* Work from elsewhere: the inject queue, then (as one of at most half the
  * workers searching at once) the other workers' queues. */
 static tern_task *find_work(tern_loop *w)
@@ -311,7 +341,8 @@ static int should_exit(tern_loop *w)
  *   2. run up to TERN__EVENT_INTERVAL local tasks (LIFO slot, then queue), so
  *      timers and handles wait at most that many tasks;
  *   3. after a full interval, take one task from the inject queue, so work
- *      from outside cannot starve behind a busy local queue (Go's 1-in-61);
+ *      from outside cannot starve behind a busy local queue (Go's 1-in-61),
+ *      and rescue the queue of a worker that stopped making progress;
  *   4. with nothing local: take from the inject queue, then steal (spinning
  *      a little, at most half the workers at a time);
  *   5. nothing anywhere: park in the driver until the next timer or a wake.
@@ -335,6 +366,10 @@ static void loop_run(tern_loop *w)
         w->since_poll += ran;
         if (ran == TERN__EVENT_INTERVAL) {
             if ((t = tern__inject_pull(w->rt, w, 1))) {
+                tern__task_run(w, t);
+                w->since_poll++;
+            }
+            if ((t = rescue(w))) {
                 tern__task_run(w, t);
                 w->since_poll++;
             }
@@ -365,6 +400,8 @@ void *tern__worker_main(void *arg)
     tern_runtime *rt = w->rt;
     tls_loop = w;
     w->rng = 0x9e3779b9u * (w->index + 1);
+    w->rescue_peer = (w->index + 1) % rt->nworkers;
+    w->rescue_seen = UINT64_MAX; /* the first look only takes a reading */
     tern__fiber_init_thread(&w->sched);
     int err = tern__fiber_thread_init(), ring_err = 0;
     if (err == 0)

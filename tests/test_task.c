@@ -428,6 +428,125 @@ START_TEST(yield_interleaves)
 }
 END_TEST
 
+/* Round robin on one worker: 1,000 yielders overflow the local queue into
+ * the inject queue, yet when the first of them has yielded FAIR_Y times
+ * every other one has yielded at least FAIR_Y - 3 times. (Before yields went
+ * behind the overflow, some had not run at all when 600 had finished.) */
+enum { FAIR_N = 1000, FAIR_Y = 100 };
+static struct {
+    _Atomic int go, done, min_at_first;
+    _Atomic int prog[FAIR_N];
+} fair;
+
+static void *fair_yielder(void *arg)
+{
+    int i = (int)(intptr_t)arg;
+    while (!atomic_load(&fair.go))
+        ck_assert_int_eq(tern_yield(), 0);
+    for (int k = 1; k <= FAIR_Y; k++) {
+        ck_assert_int_eq(tern_yield(), 0);
+        atomic_store_explicit(&fair.prog[i], k, memory_order_relaxed);
+    }
+    if (atomic_fetch_add(&fair.done, 1) == 0) {
+        int min = FAIR_Y;
+        for (int j = 0; j < FAIR_N; j++)
+            if (atomic_load_explicit(&fair.prog[j], memory_order_relaxed) < min)
+                min = atomic_load_explicit(&fair.prog[j], memory_order_relaxed);
+        atomic_store(&fair.min_at_first, min);
+    }
+    return NULL;
+}
+
+static void *fair_root(void *arg)
+{
+    (void)arg;
+    static tern_task *t[FAIR_N];
+    for (int i = 0; i < FAIR_N; i++)
+        ck_assert_int_eq(tern_spawn(fair_yielder, (void *)(intptr_t)i, &t[i]), 0);
+    atomic_store(&fair.go, 1);
+    for (int i = 0; i < FAIR_N; i++)
+        ck_assert_int_eq(tern_join(t[i], NULL), 0);
+    return NULL;
+}
+
+START_TEST(yield_round_robin)
+{
+    tern_runtime *rt = rt_new(1);
+    ck_assert_int_eq(tern_block_on(rt, fair_root, NULL, NULL), 0);
+    int done = atomic_load(&fair.done), min = atomic_load(&fair.min_at_first);
+    ck_assert_int_eq(done, FAIR_N);
+    ck_assert_int_ge(min, FAIR_Y - 3);
+    ck_assert_int_eq(tern_runtime_free(rt), 0);
+}
+END_TEST
+
+/* A worker that stops making progress (here: a task spinning without
+ * yielding) does not keep its queue while another worker is busy: the busy
+ * one rescues the queued tasks. Neither worker is ever idle, so no ordinary
+ * steal happens. */
+enum { RESCUE_K = 32 };
+typedef struct rescue {
+    _Atomic(tern_loop *) yielder_loop;
+    _Atomic int stop, done;
+} rescue;
+
+static void *rescue_yielder(void *arg)
+{
+    rescue *r = arg;
+    while (!atomic_load(&r->stop)) {
+        atomic_store(&r->yielder_loop, tern_loop_current());
+        tern_yield();
+    }
+    return NULL;
+}
+
+static void *rescue_count(void *arg)
+{
+    atomic_fetch_add(&((rescue *)arg)->done, 1);
+    return NULL;
+}
+
+static void *rescue_staller(void *arg)
+{
+    rescue *r = arg;
+    uint64_t end = tern_now() + (uint64_t)WAIT_MS * 1000000u;
+    /* until the yielder runs on the other worker (an idle one steals it) */
+    while (!atomic_load(&r->yielder_loop) ||
+           atomic_load(&r->yielder_loop) == tern_loop_current()) {
+        ck_assert_uint_lt(tern_now(), end);
+        tern_yield();
+    }
+    for (int i = 0; i < RESCUE_K; i++)
+        ck_assert_int_eq(tern_spawn(rescue_count, r, NULL), 0);
+    while (atomic_load(&r->done) < RESCUE_K && tern_now() < end)
+        ; /* holds this worker without yielding */
+    int done = atomic_load(&r->done);
+    atomic_store(&r->stop, 1);
+    ck_assert_int_eq(done, RESCUE_K);
+    return NULL;
+}
+
+static void *rescue_root(void *arg)
+{
+    tern_task *a, *b;
+    ck_assert_int_eq(tern_spawn(rescue_yielder, arg, &a), 0);
+    ck_assert_int_eq(tern_spawn(rescue_staller, arg, &b), 0);
+    ck_assert_int_eq(tern_join(b, NULL), 0);
+    ck_assert_int_eq(tern_join(a, NULL), 0);
+    return NULL;
+}
+
+START_TEST(stalled_worker_rescued)
+{
+    tern_runtime *rt = rt_new(2);
+    rescue r = {0};
+    ck_assert_int_eq(tern_block_on(rt, rescue_root, &r, NULL), 0);
+    ck_assert_int_eq(atomic_load(&r.done), RESCUE_K);
+    WAIT_UNTIL(tern_runtime_live_tasks(rt) == 0, WAIT_MS);
+    ck_assert_int_eq(tern_runtime_free(rt), 0);
+}
+END_TEST
+
 static void *sleeper_timed(void *arg)
 {
     uint64_t ns = *(uint64_t *)arg;
@@ -934,6 +1053,8 @@ Suite *task_suite(void)
 #endif
     tcase_add_test(tc, cancel_is_sticky);
     tcase_add_test(tc, yield_interleaves);
+    tcase_add_test(tc, yield_round_robin);
+    tcase_add_test(tc, stalled_worker_rescued);
     tcase_add_test(tc, sleep_not_early);
     tcase_add_test(tc, park_unpark);
     tcase_add_test(tc, budget_prevents_starvation);
