@@ -72,6 +72,16 @@
                                : tern__task_parked(t) == (kind),                         \
                     WAIT_MS)
 
+/* A short busy wait, n units of roughly a system call each, to vary the
+ * moment an action lands. Not sched_yield: under CPU hogs each call can
+ * hand a whole time slice to a hog, and a round that yields 60 times then
+ * takes a fifth of a second (cancel_recv_races_send ran past its timeout). */
+static inline void spin_units(unsigned n)
+{
+    for (volatile unsigned k = 0; k < n * 200u; k++)
+        ;
+}
+
 /* Open descriptors of this process. */
 static inline int fd_count(void)
 {

@@ -1162,7 +1162,7 @@ typedef struct cancel_round {
     op ops[CR];
     _Atomic int stop;
     long base;
-    int sent; /* try_sends that returned 0 */
+    _Atomic int sent; /* try_sends that returned 0 */
     int send_side;
 } cancel_round;
 
@@ -1199,6 +1199,19 @@ static void *cancel_round_receiver(void *arg)
     return NULL;
 }
 
+/* Varies the moment of a round's cancels by what has happened, not by
+ * time: waits until *count reaches k (it can: nothing is cancelled yet),
+ * then a little longer. */
+static void cancels_after(_Atomic int *count, int k, int it)
+{
+    uint64_t end = tern_now() + (uint64_t)WAIT_MS * MS;
+    while (atomic_load(count) < k) {
+        ck_assert_msg(tern_now() < end, "round %d: %d of %d", it, atomic_load(count), k);
+        sched_yield(); /* polling: the tasks need the CPU */
+    }
+    spin_units((unsigned)(it % 16));
+}
+
 /* _i: bit 0 buffered (capacity 2) or rendezvous; bit 1 the receivers wait
  * in tern_select instead of tern_chan_recv. */
 static void *select_recv2_fn(void *p);
@@ -1228,9 +1241,8 @@ START_TEST(cancel_recv_races_send)
             rt_[i] = spawn(rt, recv_or_select, &c.ops[i]);
         }
         tern_task *snd = spawn(rt, cancel_round_sender, &c);
-        /* vary the moment of the cancels */
-        for (int spin = 0; spin < it % 64; spin++)
-            sched_yield();
+        /* after 0..CR messages were sent, so both outcomes come up */
+        cancels_after(&c.sent, it % (CR + 1), it);
         for (int i = 0; i < CR; i++) {
             int cr = tern_task_cancel(rt_[(i + it) % CR]);
             ck_assert(cr == 0 || cr == -EALREADY);
@@ -1308,8 +1320,7 @@ START_TEST(cancel_send_races_recv)
         tern_task *rcv = NULL;
         if (cap) {
             /* free the slot: one waiting sender may move in */
-            for (int spin = 0; spin < it % 32; spin++)
-                sched_yield();
+            spin_units((unsigned)(it % 32));
             long v;
             ck_assert_int_eq(tern_chan_try_recv(ch, &v), 1);
             ck_assert_int_eq(v, fill);
@@ -1324,8 +1335,7 @@ START_TEST(cancel_send_races_recv)
         for (int i = 0; i < CR; i++)
             rc.ops[i].got = -12345;
         rcv = spawn(rt, cancel_round_receiver, &rc);
-        for (int spin = 0; spin < it % 64; spin++)
-            sched_yield();
+        cancels_after(&rc.sent, it % 2, it); /* it takes one message */
         for (int i = 0; i < CR; i++) {
             int cr = tern_task_cancel(st[(i + it) % CR]);
             ck_assert(cr == 0 || cr == -EALREADY);
