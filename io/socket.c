@@ -115,7 +115,7 @@ int tern_getaddrinfo(const char *host, const char *service, const struct addrinf
 {
     if (!res || (!host && !service))
         return -EINVAL;
-    if (!tern_task_current())
+    if (!tern__task_self())
         return -EPERM;
     lookup *l = calloc(1, sizeof *l);
     if (!l)
@@ -281,7 +281,7 @@ int tern_tcp_connect(const char *host, uint16_t port, uint64_t deadline)
 {
     if (!host || !*host)
         return -EINVAL;
-    if (!tern_task_current())
+    if (!tern__task_self())
         return -EPERM;
     struct addrinfo *list;
     int r = resolve(host, port, SOCK_STREAM, 0, &list, deadline);
@@ -326,7 +326,7 @@ int tern_unix_connect(const char *path, uint64_t deadline)
     int r = unix_addr(path, &sun, &len);
     if (r < 0)
         return r;
-    if (!tern_task_current())
+    if (!tern__task_self())
         return -EPERM;
     return connect_one((struct sockaddr *)&sun, len, deadline);
 }

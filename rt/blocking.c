@@ -423,7 +423,7 @@ static int spawn_blocking(tern_runtime *rt, tern_task_fn fn, void *arg, int kind
         return r;
     }
     if (out)
-        *out = t;
+        *out = tern__handle(t);
     else
         tern__task_unref(t);
     return 0;

@@ -494,7 +494,7 @@ void tern__context_each(const tern_context *c, void (*fn)(tern_ctxvar *, void *,
  * the task may be on another thread by then. */
 static tern_context **current_slot(void)
 {
-    tern_task *t = tern_task_current();
+    tern_task *t = tern__task_self();
     return t ? &t->ctx : &tls_ctx;
 }
 
@@ -507,7 +507,7 @@ static tern_context *current(void)
 /* Makes c (a reference, taken over) the caller's current context. */
 static void replace_current(tern_context *c)
 {
-    tern_task *t = tern_task_current();
+    tern_task *t = tern__task_self();
     if (t) {
         /* under the registry lock: tern_dump may be reading the old one */
         tern_context_release(tern__task_swap_ctx(t, c));

@@ -92,7 +92,6 @@ static inline void tern__spin_unlock(_Atomic unsigned *l)
 #define TERN__EVENT_INTERVAL 61 /* tasks run between two looks at timers/inject */
 #define TERN__LIFO_STREAK 3     /* LIFO runs in a row before the queue gets a turn */
 #define TERN__TASK_CACHE 256    /* recycled task headers kept per worker */
-#define TERN__TASK_BATCHES 64   /* batches of them kept between workers */
 
 /* ---- tasks ---------------------------------------------------------------- */
 
@@ -126,13 +125,14 @@ struct tern_task {
     uint64_t id;
     uint8_t reason; /* SW_*: why the fiber switched out */
     uint8_t started;
-    uint8_t yielded;    /* queued by a yield, state left RUNNING (task.c) */
-    uint8_t saw_cancel; /* a suspension point returned -ECANCELED to it */
-    uint8_t kind;       /* TERN__KIND_* */
-    uint8_t unguarded;  /* its stack has a canary instead of a guard page */
-    uint16_t budget;    /* cooperative budget left in this run */
-    int status;         /* 0, -ECANCELED, -ENOMEM once complete (fills padding) */
-    tern__fiber fiber;  /* sp and stack still in the first line */
+    uint8_t yielded;      /* queued by a yield, state left RUNNING (task.c) */
+    uint8_t saw_cancel;   /* a suspension point returned -ECANCELED to it */
+    uint8_t kind;         /* TERN__KIND_* */
+    uint8_t unguarded;    /* its stack has a canary instead of a guard page */
+    uint16_t budget;      /* cooperative budget left in this run */
+    int status;           /* 0, -ECANCELED, -ENOMEM once complete (fills padding) */
+    _Atomic uint16_t gen; /* the header's generation, in its handles (task.c) */
+    tern__fiber fiber;    /* sp and stack still in the first line */
     /* The rest. */
     tern_runtime *rt;
     struct tern_task *next; /* inject list / blocking queue link */
@@ -154,6 +154,31 @@ struct tern_task {
     _Atomic uint8_t wait_kind; /* TERN__W_* */
     uint16_t shard;            /* its registry shard (task.c) */
 };
+/* A handle given to the application carries the header's generation in
+ * the pointer's top 16 bits (user addresses fit in 48), never 0; internal
+ * pointers have 0 there. The generation changes when the header is
+ * recycled, so a handle kept past the task's last reference is recognised
+ * instead of reading another task. Headers are never returned to malloc
+ * while the runtime lives, so reading a stale handle's generation is safe. */
+#define TERN__GEN_SHIFT 48
+static inline tern_task *tern__handle(tern_task *t)
+{
+    return (tern_task *)((uintptr_t)t |
+                         (uintptr_t)atomic_load_explicit(&t->gen, TERN__RELAXED)
+                             << TERN__GEN_SHIFT);
+}
+/* The header behind a handle (or an internal pointer), or NULL when the
+ * handle is NULL or stale. */
+static inline tern_task *tern__task_of(const tern_task *h)
+{
+    uintptr_t v = (uintptr_t)h;
+    unsigned gen = (unsigned)(v >> TERN__GEN_SHIFT);
+    tern_task *t = (tern_task *)(v & (((uintptr_t)1 << TERN__GEN_SHIFT) - 1));
+    if (gen && t && atomic_load_explicit(&t->gen, TERN__RELAXED) != gen)
+        return NULL;
+    return t;
+}
+
 #ifdef TERN__TASK_SIZE_CHECK
 _Static_assert(sizeof(struct tern_task) <= 192, "a task header fits three cache lines");
 #endif
@@ -187,6 +212,9 @@ enum {
  * since when. Owner-written relaxed stores: a few moves, no fence. A no-op
  * outside tasks. */
 void tern__wait_note(int kind, uintptr_t obj);
+
+/* The calling task's header (not a handle), or NULL outside a task. */
+tern_task *tern__task_self(void);
 
 /* For tests that must wait until a task has reached its wait rather than
  * sleep and hope: the TERN__W_* kind the task is parked in (switched out,
@@ -370,8 +398,9 @@ struct tern_runtime {
     pthread_mutex_t free_lock;          /* recycled task headers */
     tern__batch *free_batches;
     _Atomic unsigned nbatches;
-    _Atomic int closing;  /* shutdown began: no new tasks */
-    _Atomic int stopping; /* workers should exit once idle */
+    struct tern_task *foreign_free; /* headers freed off the workers, by next */
+    _Atomic int closing;            /* shutdown began: no new tasks */
+    _Atomic int stopping;           /* workers should exit once idle */
     pthread_mutex_t done_lock;
     pthread_cond_t done_cond; /* a task finished while closing */
 

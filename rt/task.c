@@ -68,11 +68,13 @@ struct tern__sleep {
 
 /* ---- references ----------------------------------------------------------- */
 
-tern_task *tern_task_ref(tern_task *t)
+tern_task *tern_task_ref(tern_task *h)
 {
-    if (t)
-        atomic_fetch_add_explicit(&t->refs, 1, TERN__RELAXED);
-    return t;
+    tern_task *t = tern__task_of(h);
+    if (!t)
+        return NULL;
+    atomic_fetch_add_explicit(&t->refs, 1, TERN__RELAXED);
+    return h;
 }
 
 /* ---- counting and recycling ------------------------------------------------------
@@ -124,8 +126,30 @@ uint64_t tern_runtime_live_tasks(const tern_runtime *crt)
     return count_sum(rt, CNT_SPAWNED) - freed;
 }
 
+/* Headers off the workers: the foreign list, refilled from a batch. */
+static tern_task *header_get_foreign(tern_runtime *rt)
+{
+    pthread_mutex_lock(&rt->free_lock);
+    tern__batch *b = rt->foreign_free ? NULL : rt->free_batches;
+    if (b) {
+        rt->free_batches = b->next;
+        atomic_fetch_sub_explicit(&rt->nbatches, 1, TERN__RELAXED);
+        for (unsigned k = 0; k < TERN__TASK_CACHE / 2; k++) {
+            b->task[k]->next = rt->foreign_free;
+            rt->foreign_free = b->task[k];
+        }
+    }
+    tern_task *t = rt->foreign_free;
+    if (t)
+        rt->foreign_free = t->next;
+    pthread_mutex_unlock(&rt->free_lock);
+    free(b);
+    return t;
+}
+
 static tern_task *header_get(tern_runtime *rt, tern_loop *w)
 {
+    tern_task *t = NULL;
     if (w) {
         if (!w->nfree && atomic_load_explicit(&rt->nbatches, TERN__RELAXED)) {
             pthread_mutex_lock(&rt->free_lock);
@@ -144,44 +168,56 @@ static tern_task *header_get(tern_runtime *rt, tern_loop *w)
         /* An array, not a list through the headers: taking one must not
          * read a header that another core freed (a cache miss per spawn). */
         if (w->nfree)
-            return w->free_tasks[--w->nfree];
+            t = w->free_tasks[--w->nfree];
+    } else {
+        t = header_get_foreign(rt);
     }
+    if (t)
+        return t;
     /* Cache-line aligned, so the first line really is one line (two lines
      * in all outside sanitizer builds). */
-    return aligned_alloc(64, (sizeof(tern_task) + 63) & ~(size_t)63);
+    t = aligned_alloc(64, (sizeof(tern_task) + 63) & ~(size_t)63);
+    if (t)
+        atomic_init(&t->gen, 1);
+    return t;
 }
 
+/* Headers are recycled, never freed, while the runtime lives (as Go keeps
+ * its goroutine descriptors): a stale handle may still read a header's
+ * generation. What is kept is the peak number of live tasks; stacks, the
+ * large part of a task, go back as usual. */
 static void header_put(tern_runtime *rt, tern_loop *w, tern_task *t)
 {
+    /* The next generation, never 0 (the mark of an internal pointer). */
+    uint16_t g = (uint16_t)(atomic_load_explicit(&t->gen, TERN__RELAXED) + 1);
+    atomic_store_explicit(&t->gen, g ? g : 1, TERN__RELAXED);
     if (!w || w->rt != rt) {
-        free(t);
+        pthread_mutex_lock(&rt->free_lock);
+        t->next = rt->foreign_free;
+        rt->foreign_free = t;
+        pthread_mutex_unlock(&rt->free_lock);
         return;
     }
     if (w->nfree == TERN__TASK_CACHE) {
-        /* Hand the older half to the global list, unless it already holds
-         * plenty (tasks spawned from outside the workers are freed here but
-         * never taken from here): then back to malloc. */
-        tern__batch *b =
-            atomic_load_explicit(&rt->nbatches, TERN__RELAXED) < TERN__TASK_BATCHES
-                ? malloc(sizeof *b)
-                : NULL;
-        if (!b) {
-            for (unsigned k = 0; k < TERN__TASK_CACHE / 2; k++)
-                free(w->free_tasks[k]);
-            memmove(w->free_tasks, w->free_tasks + TERN__TASK_CACHE / 2,
-                    sizeof w->free_tasks / 2);
-            w->nfree = TERN__TASK_CACHE / 2;
-            w->free_tasks[w->nfree++] = t;
-            return;
-        }
-        memcpy(b->task, w->free_tasks, sizeof b->task);
-        memmove(w->free_tasks, w->free_tasks + TERN__TASK_CACHE / 2, sizeof b->task);
-        w->nfree = TERN__TASK_CACHE / 2;
+        /* Hand the older half to the global list; without memory for a
+         * batch, to the foreign list, linked through the headers. */
+        tern__batch *b = malloc(sizeof *b);
         pthread_mutex_lock(&rt->free_lock);
-        b->next = rt->free_batches;
-        rt->free_batches = b;
-        atomic_fetch_add_explicit(&rt->nbatches, 1, TERN__RELAXED);
+        if (b) {
+            memcpy(b->task, w->free_tasks, sizeof b->task);
+            b->next = rt->free_batches;
+            rt->free_batches = b;
+            atomic_fetch_add_explicit(&rt->nbatches, 1, TERN__RELAXED);
+        } else {
+            for (unsigned k = 0; k < TERN__TASK_CACHE / 2; k++) {
+                w->free_tasks[k]->next = rt->foreign_free;
+                rt->foreign_free = w->free_tasks[k];
+            }
+        }
         pthread_mutex_unlock(&rt->free_lock);
+        memmove(w->free_tasks, w->free_tasks + TERN__TASK_CACHE / 2,
+                sizeof w->free_tasks / 2);
+        w->nfree = TERN__TASK_CACHE / 2;
     }
     w->free_tasks[w->nfree++] = t;
 }
@@ -199,6 +235,10 @@ void tern__task_cache_free(tern_runtime *rt)
             free(b->task[k]);
         free(b);
     }
+    for (tern_task *t = rt->foreign_free, *nt; t; t = nt) {
+        nt = t->next;
+        free(t);
+    }
 }
 
 void tern__task_unref(tern_task *t)
@@ -214,8 +254,9 @@ void tern__task_unref(tern_task *t)
     header_put(rt, w, t);
 }
 
-void tern_task_release(tern_task *t)
+void tern_task_release(tern_task *h)
 {
+    tern_task *t = tern__task_of(h);
     if (t)
         tern__task_unref(t);
 }
@@ -289,9 +330,10 @@ tern_context *tern__task_swap_ctx(tern_task *t, tern_context *c)
     return old;
 }
 
-int tern_task_set_name(tern_task *t, const char *name)
+int tern_task_set_name(tern_task *h, const char *name)
 {
-    if (!t && !(t = tern_task_current()))
+    tern_task *t = h ? tern__task_of(h) : tern__task_self();
+    if (!t)
         return -EINVAL;
     char *copy = NULL;
     if (name) {
@@ -311,10 +353,10 @@ int tern_task_set_name(tern_task *t, const char *name)
     return 0;
 }
 
-int tern_task_get_name(const tern_task *ct, char *buf, size_t len)
+int tern_task_get_name(const tern_task *h, char *buf, size_t len)
 {
-    tern_task *t = (tern_task *)ct;
-    if ((!t && !(t = tern_task_current())) || (!buf && len))
+    tern_task *t = h ? tern__task_of(h) : tern__task_self();
+    if (!t || (!buf && len))
         return -EINVAL;
     tern__shard *sh = shard_of(t);
     tern__spin_lock(&sh->lock);
@@ -328,8 +370,9 @@ int tern_task_get_name(const tern_task *ct, char *buf, size_t len)
     return (int)n;
 }
 
-int tern_task_location(const tern_task *t, const char **file, int *line)
+int tern_task_location(const tern_task *h, const char **file, int *line)
 {
+    tern_task *t = tern__task_of(h);
     if (!t)
         return -EINVAL;
     if (!t->file)
@@ -353,8 +396,9 @@ void tern__wait_note(int kind, uintptr_t obj)
     atomic_store_explicit(&t->wait_kind, (uint8_t)kind, TERN__RELAXED);
 }
 
-int tern__task_parked(const tern_task *t)
+int tern__task_parked(const tern_task *h)
 {
+    const tern_task *t = tern__task_of(h);
     /* acquire: pairs with the release of the switch-out, so a caller that
      * sees the task idle also sees the wait it noted before parking */
     uint32_t st = atomic_load_explicit(&((tern_task *)t)->state, TERN__ACQUIRE);
@@ -477,7 +521,7 @@ static int spawn_fiber(tern_runtime *rt, tern_task_fn fn, void *arg,
         return r;
     t->drop = drop; /* before it is queued: only the worker that runs it reads it */
     if (out)
-        *out = t;
+        *out = tern__handle(t);
     tern__schedule(rt, t, 0);
     /* Spawning is work too: a task that spawns in a loop without ever
      * waiting yields once its cooperative budget is spent, so the tasks it
@@ -523,7 +567,7 @@ int tern__spawn_on_exit(tern_runtime *rt, tern_task_fn fn, void *arg,
         return r;
     t->on_exit = on_exit; /* before it is queued: only a worker finishes it */
     if (out)
-        *out = t;
+        *out = tern__handle(t);
     tern__schedule(rt, t, 0);
     return 0;
 }
@@ -586,14 +630,16 @@ void tern__task_wake(tern_task *t, uint32_t extra)
     }
 }
 
-void tern_unpark(tern_task *t)
+void tern_unpark(tern_task *h)
 {
+    tern_task *t = tern__task_of(h);
     if (t)
         tern__task_wake(t, 0);
 }
 
-int tern_task_cancel(tern_task *t)
+int tern_task_cancel(tern_task *h)
 {
+    tern_task *t = tern__task_of(h);
     if (!t)
         return -EINVAL;
     uint32_t s = atomic_load_explicit(&t->state, TERN__ACQUIRE);
@@ -603,26 +649,35 @@ int tern_task_cancel(tern_task *t)
     return 0;
 }
 
-int tern_task_done(const tern_task *t)
+int tern_task_done(const tern_task *h)
 {
-    return t && (atomic_load_explicit(&((tern_task *)t)->state, TERN__ACQUIRE) &
-                 TERN__TS_COMPLETE) != 0;
+    tern_task *t = tern__task_of(h);
+    if (!t)
+        return -EINVAL;
+    return (atomic_load_explicit(&t->state, TERN__ACQUIRE) & TERN__TS_COMPLETE) != 0;
 }
 
-uint64_t tern_task_id(const tern_task *t)
+uint64_t tern_task_id(const tern_task *h)
 {
+    const tern_task *t = tern__task_of(h);
     return t ? t->id : 0;
 }
 
-tern_task *tern_task_current(void)
+tern_task *tern__task_self(void)
 {
     tern_loop *w = tern__loop_self();
     return w ? w->current : NULL;
 }
 
+tern_task *tern_task_current(void)
+{
+    tern_task *t = tern__task_self();
+    return t ? tern__handle(t) : NULL;
+}
+
 uint64_t tern_task_current_id(void)
 {
-    tern_task *t = tern_task_current();
+    tern_task *t = tern__task_self();
     return t ? t->id : 0;
 }
 
@@ -703,9 +758,9 @@ int tern__join_unclaim(tern_task *t, void *who, int tag)
                                                    TERN__RELAXED);
 }
 
-int tern__task_has_joiner(const tern_task *t)
+int tern__task_has_joiner(const tern_task *h)
 {
-    return atomic_load_explicit(&((tern_task *)t)->joiner, TERN__SEQ_CST) != 0;
+    return atomic_load_explicit(&tern__task_of(h)->joiner, TERN__SEQ_CST) != 0;
 }
 
 /* Empties the slot of a task that just became COMPLETE and tells the
@@ -931,8 +986,7 @@ void tern__task_run(tern_loop *w, tern_task *t)
 
 static tern_task *self_task(void)
 {
-    tern_loop *w = tern__loop_self();
-    return w ? w->current : NULL;
+    return tern__task_self();
 }
 
 int tern_yield(void)
@@ -1104,8 +1158,9 @@ static int join_result(tern_task *t, void **result)
     return st;
 }
 
-int tern_join(tern_task *t, void **result)
+int tern_join(tern_task *h, void **result)
 {
+    tern_task *t = tern__task_of(h);
     if (!t)
         return -EINVAL;
     tern_task *me = self_task();

@@ -204,6 +204,15 @@ TERN_API unsigned tern_runtime_workers(const tern_runtime *rt);
 
 /* ---- tasks -------------------------------------------------------------- */
 
+/* Task handles. A tern_task * from a spawn (or tern_task_ref, or
+ * tern_task_current) is a handle: valid while its holder keeps the
+ * reference it stands for. A handle used after that reference was given
+ * back (a second join, a use after tern_task_release) is recognised, even
+ * once the task's memory serves another task: the calls below return
+ * -EINVAL (or 0, NULL, nothing, as each says) instead of acting on the
+ * other task. The check uses a 16-bit generation, so a handle kept through
+ * 65,535 reuses of the same memory could match again. */
+
 /* Spawns fn(arg) as a new task of rt. The task may run on any worker.
  * When out is not NULL, *out receives a reference to the task that the caller
  * must give back with tern_join() or tern_task_release(); when out is NULL
@@ -254,19 +263,19 @@ TERN_API int tern_spawn_owned_at(tern_task_fn fn, void *arg, void (*drop)(void *
 
 /* Names a task (task NULL = the calling task) for tern_dump and the
  * watchdog; name is copied (at most 255 bytes); NULL clears it. Returns 0,
- * -EINVAL (task NULL outside a task), -ENAMETOOLONG, -ENOMEM. Any thread.
+ * -EINVAL (task NULL outside a task, or stale), -ENAMETOOLONG, -ENOMEM. Any thread.
  * Never suspends. */
 TERN_API int tern_task_set_name(tern_task *task, const char *name);
 
 /* Copies task's name (task NULL = the calling task) into buf (len bytes,
  * always NUL-terminated when len > 0, truncated if need be). Returns the
- * name's full length (0 when unnamed) or -EINVAL. Any thread. Never
+ * name's full length (0 when unnamed) or -EINVAL (as for set_name). Any thread. Never
  * suspends. */
 TERN_API int tern_task_get_name(const tern_task *task, char *buf, size_t len);
 
 /* Where task was spawned: *file and *line (either may be NULL). Returns 0,
  * -ENOENT (spawned without a location, e.g. through (tern_spawn), or the
- * main task of tern_run / tern_block_on), or -EINVAL. Any thread. Never
+ * main task of tern_run / tern_block_on), or -EINVAL (NULL or stale). Any thread. Never
  * suspends. */
 TERN_API int tern_task_location(const tern_task *task, const char **file, int *line);
 
@@ -276,30 +285,32 @@ TERN_API int tern_task_location(const tern_task *task, const char **file, int *l
  * started or if one of its suspension points returned -ECANCELED to it (a
  * task that finished without meeting one keeps its result), -ENOMEM if no
  * stack could be had for it. Errors of the call itself keep the reference:
- * -EINVAL (task NULL, or a task joining itself), -EBUSY (another joiner is
+ * -EINVAL (task NULL or stale, or a task joining itself), -EBUSY (another joiner is
  * already waiting). If the *calling* task is
  * cancelled while it waits, returns -ECANCELED and the reference is kept, so
  * the caller may join again or release. Suspends from a task; blocks a
  * thread outside the runtime. */
 TERN_API int tern_join(tern_task *task, void **result);
 
-/* Gives back a reference from tern_spawn without waiting (detaches).
- * Any thread. Never suspends. */
+/* Gives back a reference from tern_spawn without waiting (detaches). A NULL
+ * or stale handle is ignored. Any thread. Never suspends. */
 TERN_API void tern_task_release(tern_task *task);
 
 /* Requests cancellation: the task sees -ECANCELED from the suspension point it
  * is waiting at (it is woken) or from its next one; a task that has not
- * started yet never runs its body. Returns 0, -EINVAL (task NULL) or
+ * started yet never runs its body. Returns 0, -EINVAL (task NULL or stale) or
  * -EALREADY (the task already finished). Any thread. Never suspends. */
 TERN_API int tern_task_cancel(tern_task *task);
 
-/* 1 when the task has finished (returned, or was cancelled), 0 otherwise. */
+/* 1 when the task has finished (returned, or was cancelled), 0 otherwise,
+ * -EINVAL for a NULL or stale handle. */
 TERN_API int tern_task_done(const tern_task *task);
 
-/* The task's id: unique within the process, never 0. */
+/* The task's id: unique within the process, never 0 (0 for a NULL or stale
+ * handle). */
 TERN_API uint64_t tern_task_id(const tern_task *task);
 
-/* The calling task, or NULL outside a task. */
+/* The calling task (a handle that needs no release), or NULL outside a task. */
 TERN_API tern_task *tern_task_current(void);
 
 /* The calling task's id, or 0 outside a task. */
@@ -330,10 +341,12 @@ TERN_API int tern_sleep_until(uint64_t deadline);
 TERN_API int tern_park(uint64_t deadline);
 
 /* Wakes a parked task or leaves it a permit. The caller must hold a reference
- * to task or otherwise know it is alive. Any thread. Never suspends. */
+ * to task or otherwise know it is alive; a stale handle is ignored. Any
+ * thread. Never suspends. */
 TERN_API void tern_unpark(tern_task *task);
 
-/* Takes another reference to task (to hand it to a waker). Any thread. */
+/* Takes another reference to task (to hand it to a waker). Returns task, or
+ * NULL for a NULL or stale handle. Any thread. Never suspends. */
 TERN_API tern_task *tern_task_ref(tern_task *task);
 
 /* ---- loops, time and handles --------------------------------------------- */

@@ -88,7 +88,7 @@ size_t tern__wq_waiting(tern__waitq *q)
 
 void tern__wake_init(tern__wake *k)
 {
-    k->task = tern_task_current();
+    k->task = tern__task_self();
     atomic_init(&k->state, TERN__WAKE_WAITING);
     atomic_init(&k->fired, -1);
 }

@@ -288,8 +288,9 @@ static void future_task_done(void *fut, void *result, int status)
     tern_future_release(f); /* the join slot's reference */
 }
 
-int tern_task_future(tern_task *t, tern_future **out)
+int tern_task_future(tern_task *h, tern_future **out)
 {
+    tern_task *t = tern__task_of(h);
     if (!t || !out)
         return -EINVAL;
     tern_future *f;
@@ -731,7 +732,7 @@ int tern_group_wait(tern_group *g_)
     tern__group *g = tern__group_of(g_);
     if (!g)
         return -EINVAL;
-    tern_task *me = tern_task_current();
+    tern_task *me = tern__task_self();
     int cancelled = 0;
     for (;;) {
         TERN__LOCK(&g->q);

@@ -123,7 +123,7 @@ static void *producer_main(void *arg)
 {
     tern_gen *g = arg;
     TERN__LOCK(&g->q);
-    g->self = tern_task_current();
+    g->self = tern__task_self();
     TERN__UNLOCK(&g->q);
     int r = g->fn(g, g->arg);
     TERN__LOCK(&g->q);
@@ -138,7 +138,7 @@ static void *producer_main(void *arg)
 static void wait_task_poll(tern_task *t)
 {
     while (!tern_task_done(t)) {
-        if (tern_task_current())
+        if (tern__task_self())
             tern__park(tern_now() + 1000000, 1);
         else
             usleep(1000);
@@ -247,7 +247,7 @@ int tern_gen_close(tern_gen *g)
         return -EINVAL;
     tern__waiter *post = NULL;
     TERN__LOCK(&g->q);
-    if (g->self && g->self == tern_task_current() && !g->done) {
+    if (g->self && g->self == tern__task_self() && !g->done) {
         TERN__UNLOCK(&g->q);
         return -EDEADLK; /* the producer would wait for itself */
     }
@@ -334,7 +334,7 @@ int tern_gen_yield(tern_gen *g, void *value)
 {
     if (!g)
         return -EINVAL;
-    tern_task *me = tern_task_current();
+    tern_task *me = tern__task_self();
     tern__waiter *post = NULL, *c;
     TERN__LOCK(&g->q);
     if (!me || g->self != me) {

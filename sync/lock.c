@@ -622,7 +622,7 @@ int tern_cond_wait(tern_cond *c_, tern_mutex *m_, uint64_t deadline)
     tern__mutex *m = tern__mutex_of(m_);
     if (!c || !m)
         return -EINVAL;
-    if (!tern_task_current() && tern_loop_current())
+    if (!tern__task_self() && tern_loop_current())
         return -EPERM; /* a loop callback: m stays locked, as on entry */
     tern__waiter w, *next;
     tern__wake k;

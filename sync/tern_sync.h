@@ -115,7 +115,7 @@ TERN_API int tern_future_await(tern_future *f, void **value, uint64_t deadline);
  * -EBUSY (once it has finished, tern_join returns its result as usual).
  * The caller still gives back its own task reference (tern_task_release or
  * that tern_join) whenever it likes. Returns 0, -EINVAL (NULL
- * argument), -EBUSY (someone already joins the task), -ENOMEM.
+ * argument or stale task handle), -EBUSY (someone already joins the task), -ENOMEM.
  * Any thread. Never suspends. */
 TERN_API int tern_task_future(tern_task *task, tern_future **out);
 

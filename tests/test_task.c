@@ -547,6 +547,84 @@ START_TEST(stalled_worker_rescued)
 }
 END_TEST
 
+/* A handle used after its last reference went (joined twice, released
+ * then used) gets -EINVAL, also once its header serves another task,
+ * instead of reading that task. */
+static void *stale_body(void *arg)
+{
+    return arg;
+}
+
+static void *stale_parked(void *arg)
+{
+    (void)arg;
+    while (tern_park(0) == 0)
+        ;
+    return NULL;
+}
+
+static void stale_checks(tern_task *t)
+{
+    void *res = NULL;
+    const char *file;
+    char buf[8];
+    ck_assert_int_eq(tern_join(t, &res), -EINVAL);
+    ck_assert_ptr_null(res);
+    ck_assert_int_eq(tern_task_cancel(t), -EINVAL);
+    ck_assert_int_eq(tern_task_done(t), -EINVAL);
+    ck_assert_uint_eq(tern_task_id(t), 0);
+    ck_assert_int_eq(tern_task_set_name(t, "x"), -EINVAL);
+    ck_assert_int_eq(tern_task_get_name(t, buf, sizeof buf), -EINVAL);
+    ck_assert_int_eq(tern_task_location(t, &file, NULL), -EINVAL);
+    ck_assert_ptr_null(tern_task_ref(t));
+    tern_future *f;
+    ck_assert_int_eq(tern_task_future(t, &f), -EINVAL);
+    tern_unpark(t);       /* nothing to wake */
+    tern_task_release(t); /* nothing to give back */
+}
+
+static void *stale_root(void *arg)
+{
+    (void)arg;
+    tern_task *t, *u;
+    void *res;
+    ck_assert_int_eq(tern_spawn(stale_body, (void *)0x51, &t), 0);
+    uint64_t id = tern_task_id(t);
+    ck_assert_int_eq(tern_join(t, &res), 0);
+    ck_assert_ptr_eq(res, (void *)0x51);
+    stale_checks(t);
+    /* the header comes back for the next spawn on this worker */
+    ck_assert_int_eq(tern_spawn(stale_parked, NULL, &u), 0);
+    uintptr_t mask = ((uintptr_t)1 << 48) - 1;
+    ck_assert_uint_eq((uintptr_t)u & mask, (uintptr_t)t & mask);
+    ck_assert_ptr_ne(u, t);
+    stale_checks(t);
+    ck_assert_int_eq(tern_task_done(u), 0); /* its reference was not taken */
+    ck_assert_uint_ne(tern_task_id(u), id);
+    ck_assert_int_eq(tern_task_cancel(u), 0);
+    ck_assert_int_eq(tern_join(u, NULL), -ECANCELED);
+    stale_checks(u);
+    /* and the current task's own handle is a real one */
+    tern_task *me = tern_task_current();
+    ck_assert_int_eq(tern_task_done(me), 0);
+    ck_assert_uint_eq(tern_task_id(me), tern_task_current_id());
+    return NULL;
+}
+
+START_TEST(stale_handle_refused)
+{
+    tern_runtime *rt = rt_new(1);
+    ck_assert_int_eq(tern_block_on(rt, stale_root, NULL, NULL), 0);
+    /* from a thread outside the runtime too */
+    tern_task *t;
+    ck_assert_int_eq(tern_runtime_spawn(rt, stale_body, NULL, &t), 0);
+    ck_assert_int_eq(tern_join(t, NULL), 0);
+    WAIT_UNTIL(tern_runtime_live_tasks(rt) == 0, WAIT_MS);
+    stale_checks(t);
+    ck_assert_int_eq(tern_runtime_free(rt), 0);
+}
+END_TEST
+
 static void *sleeper_timed(void *arg)
 {
     uint64_t ns = *(uint64_t *)arg;
@@ -952,7 +1030,7 @@ START_TEST(bad_arguments)
     ck_assert_int_eq(tern_park(0), -EPERM);
     ck_assert_int_eq(tern_join(NULL, NULL), -EINVAL);
     ck_assert_int_eq(tern_task_cancel(NULL), -EINVAL);
-    ck_assert_int_eq(tern_task_done(NULL), 0);
+    ck_assert_int_eq(tern_task_done(NULL), -EINVAL);
     ck_assert_uint_eq(tern_task_id(NULL), 0);
     tern_unpark(NULL);
     tern_task_release(NULL);
@@ -1064,6 +1142,7 @@ Suite *task_suite(void)
     tcase_add_test(tc, free_joins_pool_threads);
     tcase_add_test(tc, shutdown_cancels_waiters);
     tcase_add_test(tc, bad_arguments);
+    tcase_add_test(tc, stale_handle_refused);
     tcase_add_test(tc, strerror_words);
     tcase_add_test(tc, spawn_after_shutdown_refused);
     suite_add_tcase(s, tc);
