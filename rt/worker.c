@@ -146,6 +146,17 @@ static tern_task *next_local(tern_loop *w)
     return take_lifo(w);
 }
 
+/* Half of v's queue into w's, counted; the first of them to run now. */
+static tern_task *steal_from(tern_loop *w, tern_loop *v)
+{
+    unsigned got = tern__queue_steal(v, w);
+    if (!got)
+        return NULL;
+    TERN__STAT_INC(w, steals);
+    TERN__STAT_ADD(w, stolen_tasks, got);
+    return tern__queue_pop(w);
+}
+
 static tern_task *steal(tern_loop *w)
 {
     tern_runtime *rt = w->rt;
@@ -157,12 +168,9 @@ static tern_task *steal(tern_loop *w)
         tern_loop *v = rt->loops[(start + i) % n];
         if (v == w)
             continue;
-        unsigned got = tern__queue_steal(v, w);
-        if (got) {
-            TERN__STAT_INC(w, steals);
-            TERN__STAT_ADD(w, stolen_tasks, got);
-            return tern__queue_pop(w);
-        }
+        tern_task *t = steal_from(w, v);
+        if (t)
+            return t;
     }
     return NULL;
 }
@@ -182,14 +190,8 @@ static tern_task *rescue(tern_loop *w)
     tern_loop *v = rt->loops[w->rescue_peer];
     tern_task *t = NULL;
     if (atomic_load_explicit(&v->stats.tasks_run, TERN__RELAXED) == w->rescue_seen &&
-        tern__queue_len(w) <= TERN__LOCAL_QUEUE / 2) {
-        unsigned got = tern__queue_steal(v, w);
-        if (got) {
-            TERN__STAT_INC(w, steals);
-            TERN__STAT_ADD(w, stolen_tasks, got);
-            t = tern__queue_pop(w);
-        }
-    }
+        tern__queue_len(w) <= TERN__LOCAL_QUEUE / 2)
+        t = steal_from(w, v);
     unsigned next = (w->rescue_peer + 1) % n;
     w->rescue_peer = next == w->index ? (next + 1) % n : next;
     w->rescue_seen =
