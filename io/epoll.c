@@ -32,12 +32,14 @@
 #endif
 
 #define WAKE_KEY UINT64_MAX
+#define SWEEP_NS 1000000000 /* how often the table's entries homed here are swept */
 
 typedef struct epoll_driver {
     tern__driver base;
     int epfd;
     int efd;
-    bool no_pwait2; /* the kernel lacks epoll_pwait2 (< 5.11) */
+    bool no_pwait2;      /* the kernel lacks epoll_pwait2 (< 5.11) */
+    uint64_t next_sweep; /* tern_now() of the next tern__fdtab_sweep */
 } epoll_driver;
 
 int tern__epoll_fd(tern__driver *d)
@@ -115,6 +117,18 @@ static int epoll_wait_ns(tern__driver *d, int64_t timeout_ns)
 {
     epoll_driver *e = (epoll_driver *)d;
     struct epoll_event evs[MAX_EVENTS];
+    /* With descriptors homed here, a sleep ends in time for the sweep that
+     * finds registrations a plain close(2) lost (fdtab.c). */
+    if (atomic_load_explicit(&d->busy, TERN__RELAXED)) {
+        uint64_t now = tern_now();
+        if (now >= e->next_sweep) {
+            tern__fdtab_sweep(d->fdtab, d);
+            e->next_sweep = now + SWEEP_NS;
+        }
+        int64_t left = (int64_t)(e->next_sweep - now);
+        if (timeout_ns < 0 || timeout_ns > left)
+            timeout_ns = left;
+    }
     int n = poll_events(e, evs, timeout_ns);
     if (n < 0)
         return errno == EINTR ? 0 : -errno;

@@ -16,6 +16,17 @@
  * queues itself only if seq has not moved since, so an edge that lands
  * between the attempt's EAGAIN and the queueing sends it back to try again
  * rather than to sleep through it.
+ *
+ * A descriptor closed with close(2) instead of tern_close leaves its entry
+ * registered here while the kernel has dropped it from the epoll set, so a
+ * new descriptor given that number would never be armed. Nothing on the
+ * fast path can tell (the kernel says so only to a system call), so each
+ * home loop sweeps its entries about once a second (tern__fdtab_sweep): an
+ * entry with waiters and no event since the previous sweep is re-armed
+ * with EPOLL_CTL_MOD, and re-registered when the kernel no longer knows
+ * it. A quiet entry is checked after 1, 2, 4, 8 ... quiet sweeps, so idle
+ * connections cost a system call rarely, and a stale one waits at most two
+ * sweeps.
  */
 #ifndef _GNU_SOURCE
 #define _GNU_SOURCE
@@ -37,7 +48,13 @@ typedef struct entry {
     _Atomic uint32_t seq;
     tern__driver *home;   /* registered with this driver's epoll set, or NULL */
     _Atomic int nonblock; /* O_NONBLOCK set (or checked) since the fd was opened */
+    uint32_t swept;       /* seq at the last sweep */
+    uint32_t quiet;       /* sweeps in a row that found waiters and no event */
 } entry;
+
+/* What an entry is registered for: every event, edge-triggered, once for the
+ * descriptor's life, so later waits cost no system call to arm. */
+#define EVENTS (EPOLLIN | EPOLLOUT | EPOLLPRI | EPOLLRDHUP | EPOLLET)
 
 /* Both levels are arrays of these: a directory, or a chunk of entries. */
 typedef _Atomic(void *) slot;
@@ -180,12 +197,7 @@ int tern__fdtab_wait(tern__fdtab *tab, tern__driver *d, int fd, short events,
     tern__wake_init(&k);
     TERN__LOCK(&e->q);
     if (!e->home) {
-        /* Every event, edge-triggered, once for the descriptor's life:
-         * later waits cost no system call to arm. */
-        struct epoll_event ev = {
-            .events = EPOLLIN | EPOLLOUT | EPOLLPRI | EPOLLRDHUP | EPOLLET,
-            .data.u64 = (uint64_t)fd,
-        };
+        struct epoll_event ev = {.events = EVENTS, .data.u64 = (uint64_t)fd};
         if (TERN__FAULT_SYS(EPOLL_CTL, -1,
                             epoll_ctl(tern__epoll_fd(d), EPOLL_CTL_ADD, fd, &ev)) < 0) {
             int err = errno;
@@ -230,6 +242,55 @@ void tern__fdtab_forget(tern__fdtab *tab, int fd)
     tern__waiter *post = claim_ready(e, POLLNVAL);
     TERN__UNLOCK(&e->q);
     tern__wake_post_all(post);
+}
+
+/* Under e's lock, e homed at d, quiet with waiters: asks the kernel whether
+ * d's epoll set still holds fd, and registers it again when it does not.
+ * The waiters are woken to try again when fd is gone, or when it is now
+ * something epoll cannot watch (a regular file is always ready). */
+static tern__waiter *recheck(entry *e, tern__driver *d, int fd)
+{
+    struct epoll_event ev = {.events = EVENTS, .data.u64 = (uint64_t)fd};
+    int epfd = tern__epoll_fd(d);
+    /* MOD re-arms a live registration: readiness it reports again is a
+     * spurious edge, which only sends the waiters round once more */
+    if (epoll_ctl(epfd, EPOLL_CTL_MOD, fd, &ev) == 0)
+        return NULL;
+    if (errno == ENOENT && epoll_ctl(epfd, EPOLL_CTL_ADD, fd, &ev) == 0) {
+        atomic_store_explicit(&e->nonblock, 0, TERN__RELAXED); /* another file */
+        return NULL;
+    }
+    e->home = NULL;
+    atomic_fetch_sub_explicit(&d->busy, 1, TERN__RELAXED);
+    atomic_store_explicit(&e->nonblock, 0, TERN__RELAXED);
+    atomic_fetch_add_explicit(&e->seq, 1, TERN__RELEASE);
+    return claim_ready(e, POLLNVAL);
+}
+
+void tern__fdtab_sweep(tern__fdtab *tab, tern__driver *d)
+{
+    for (unsigned di = 0; di < DIRS; di++) {
+        slot *dir = atomic_load_explicit(&tab->dirs[di], TERN__ACQUIRE);
+        for (unsigned ci = 0; dir && ci < DIR; ci++) {
+            entry *c = atomic_load_explicit(&dir[ci], TERN__ACQUIRE);
+            for (unsigned i = 0; c && i < CHUNK; i++) {
+                entry *e = &c[i];
+                tern__waiter *post = NULL;
+                TERN__LOCK(&e->q);
+                uint32_t seq = atomic_load_explicit(&e->seq, TERN__RELAXED);
+                if (e->home != d || !e->q.head || seq != e->swept) {
+                    e->quiet = 0;
+                } else {
+                    uint32_t q = ++e->quiet;
+                    if (!(q & (q - 1))) /* a power of two */
+                        post = recheck(e, d, (int)((di * DIR + ci) * CHUNK + i));
+                }
+                e->swept = atomic_load_explicit(&e->seq, TERN__RELAXED);
+                TERN__UNLOCK(&e->q);
+                tern__wake_post_all(post);
+            }
+        }
+    }
 }
 
 void tern__fdtab_forget_all(int fd)

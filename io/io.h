@@ -99,6 +99,11 @@ int tern__fdtab_wait(tern__fdtab *tab, tern__driver *d, int fd, short events,
                      uint32_t seq, uint64_t deadline);
 /* Makes fd non-blocking once (cached until forgotten). 0 or -errno. */
 int tern__fdtab_nonblock(tern__fdtab *tab, int fd);
+/* Re-arms, or registers again, the entries homed at d that have waiters
+ * and saw no event since the last sweep (see fdtab.c): a descriptor closed
+ * with close(2) and its number reused must not wait for ever. d's owner,
+ * about once a second. */
+void tern__fdtab_sweep(tern__fdtab *tab, tern__driver *d);
 /* Forgets fd (before it is closed): deregisters it and wakes its waiters. */
 void tern__fdtab_forget(tern__fdtab *tab, int fd);
 /* The same in every runtime's table. Any thread. Called by tern_close, and

@@ -27,8 +27,11 @@
  *    backend forgets them at once. After a plain close(2) tern still
  *    starts afresh with every descriptor it makes itself (tern_socket,
  *    tern_accept, tern_open and the helpers on them); a descriptor made
- *    elsewhere that gets the old number would inherit its registration on
- *    epoll and might never become ready.
+ *    elsewhere that gets the old number inherits the lost registration on
+ *    epoll, which the backend finds and renews within about two seconds
+ *    of a task waiting on it (io_uring needs no registration). Until then
+ *    such a descriptor is also taken to be non-blocking already: give it
+ *    O_NONBLOCK yourself.
  *  - SIGPIPE never kills the process: sends use MSG_NOSIGNAL, and
  *    tern_runtime_new sets SIGPIPE to SIG_IGN when it is SIG_DFL (as Go
  *    and Rust do), so a write to a closed peer returns -EPIPE.

@@ -1012,6 +1012,58 @@ IO_TEST(reuse_after_plain_close)
     return NULL;
 }
 
+/* The same with descriptors made elsewhere (socket(2) here), which tern
+ * cannot start afresh: a listener that gets a number closed with close(2)
+ * still hears of its connection, on epoll by the sweep that finds the lost
+ * registration (within two sweeps of a second). */
+static void *accept_one(void *arg)
+{
+    int l = (int)(intptr_t)arg;
+    return (void *)(intptr_t)tern_accept(l, NULL, NULL, dl_ms(15000));
+}
+
+IO_TEST(foreign_reuse_after_plain_close)
+{
+    uint16_t port;
+    int l0 = tcp_listener(&port, 16);
+    int c = tern_tcp_connect("127.0.0.1", port, LONG_DL());
+    ck_assert_int_ge(c, 0);
+    int s = tern_accept(l0, NULL, NULL, LONG_DL());
+    ck_assert_int_ge(s, 0);
+    char b;
+    /* both registered: each has waited once */
+    ck_assert_int_eq(tern_recv(c, &b, 1, 0, dl_ms(5)), -ETIMEDOUT);
+    ck_assert_int_eq(tern_recv(s, &b, 1, 0, dl_ms(5)), -ETIMEDOUT);
+    close(c); /* not tern_close */
+    close(s);
+    int l = socket(AF_INET, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
+    ck_assert_int_eq(l, c < s ? c : s);
+    struct sockaddr_in a = lo4(0);
+    socklen_t alen = sizeof a;
+    ck_assert_int_eq(bind(l, (struct sockaddr *)&a, sizeof a), 0);
+    ck_assert_int_eq(listen(l, 4), 0);
+    ck_assert_int_eq(getsockname(l, (struct sockaddr *)&a, &alen), 0);
+    tern_task *t;
+    ck_assert_int_eq(tern_spawn(accept_one, (void *)(intptr_t)l, &t), 0);
+    TASK_WAIT_PARKED(t, TERN__W_IO);
+    int k = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
+    ck_assert_int_ge(k, 0);
+    ck_assert_int_eq(connect(k, (struct sockaddr *)&a, sizeof a),
+                     0); /* loopback: at once */
+    void *res = NULL;
+    ck_assert_int_eq(tern_join(t, &res), 0);
+    int n = (int)(intptr_t)res;
+    ck_assert_msg(n >= 0, "accept: %s", tern_strerror(n));
+    ck_assert_int_eq(tern_send(k, "z", 1, 0, LONG_DL()), 1);
+    ck_assert_int_eq(tern_recv(n, &b, 1, 0, LONG_DL()), 1);
+    ck_assert_int_eq(b, 'z');
+    ck_assert_int_eq(tern_close(n), 0);
+    ck_assert_int_eq(tern_close(k), 0);
+    ck_assert_int_eq(tern_close(l), 0);
+    ck_assert_int_eq(tern_close(l0), 0);
+    return NULL;
+}
+
 /* The highest descriptor number the limits allow (raised as far as this
  * process may) works like any other on both backends: epoll's table has an
  * entry for every number, not only for the first few million. */
@@ -3125,6 +3177,7 @@ Suite *io_suite(void)
     tcase_add_loop_test(tc, many_connections, 0, 2);
     tcase_add_loop_test(tc, peer_reset, 0, 2);
     tcase_add_loop_test(tc, reuse_after_plain_close, 0, 2);
+    tcase_add_loop_test(tc, foreign_reuse_after_plain_close, 0, 2);
     tcase_add_loop_test(tc, highest_descriptor, 0, 2);
     tcase_add_loop_test(tc, positional_io_needs_seek, 0, 2);
     tcase_add_loop_test(tc, write_to_closed_peer, 0, 2);
