@@ -1064,6 +1064,34 @@ IO_TEST(foreign_reuse_after_plain_close)
     return NULL;
 }
 
+/* The descriptor table has an entry for every number a descriptor can
+ * have, whatever this process's limit lets the test above reach: numbers
+ * past the first 4,194,304 (where the table once ended with -ENOMEM) get
+ * an entry, which here finds no open file (-EBADF). */
+START_TEST(fdtab_every_number)
+{
+    tern__fdtab *tab;
+    ck_assert_int_eq(tern__fdtab_new(&tab), 0);
+    const int fds[] = {4194303, 4194304, 1 << 30, INT_MAX - 1, INT_MAX};
+    for (unsigned i = 0; i < sizeof fds / sizeof fds[0]; i++) {
+        ck_assert_int_eq(tern__fdtab_seq(tab, fds[i]), 0);
+        ck_assert_int_eq(tern__fdtab_nonblock(tab, fds[i]), -EBADF);
+        tern__fdtab_forget(tab, fds[i]); /* bumps its count, wakes nobody */
+        ck_assert_uint_eq(tern__fdtab_seq(tab, fds[i]), 1);
+    }
+    ck_assert_int_eq(tern__fdtab_nonblock(tab, -1), -EBADF);
+    int p[2];
+    ck_assert_int_eq(pipe(p), 0);
+    ck_assert_int_eq(dup2(p[0], 900), 900); /* below the usual limit of 1024 */
+    ck_assert_int_eq(tern__fdtab_nonblock(tab, 900), 0);
+    ck_assert_int_ne(fcntl(900, F_GETFL) & O_NONBLOCK, 0);
+    close(900);
+    close(p[0]);
+    close(p[1]);
+    tern__fdtab_free(tab);
+}
+END_TEST
+
 /* The highest descriptor number the limits allow (raised as far as this
  * process may) works like any other on both backends: epoll's table has an
  * entry for every number, not only for the first few million. */
@@ -3179,6 +3207,7 @@ Suite *io_suite(void)
     tcase_add_loop_test(tc, reuse_after_plain_close, 0, 2);
     tcase_add_loop_test(tc, foreign_reuse_after_plain_close, 0, 2);
     tcase_add_loop_test(tc, highest_descriptor, 0, 2);
+    tcase_add_test(tc, fdtab_every_number);
     tcase_add_loop_test(tc, positional_io_needs_seek, 0, 2);
     tcase_add_loop_test(tc, write_to_closed_peer, 0, 2);
     tcase_add_test(tc, sigpipe_policy);
