@@ -656,6 +656,9 @@ static void *wait_for_task(void *arg)
 
     ck_assert_int_eq(tern_spawn(slow_then_unwind, NULL, &t), 0);
     ck_assert_int_eq(tern_task_future(t, &f), 0);
+    /* asleep first: a task cancelled before it starts never runs its body,
+     * and on a loaded machine 10 ms may pass before it does */
+    TASK_WAIT_PARKED(t, TERN__W_SLEEP);
     tern_task_release(t);
     ck_assert_int_eq(tern_wait_for(f, &v, tern_now() + 10 * MS), -ETIMEDOUT);
     /* the inner task was cancelled and had unwound before wait_for returned */
