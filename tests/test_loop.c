@@ -216,6 +216,8 @@ END_TEST
  * nothing queued, and one that can finish at once does. */
 typedef struct misuse {
     tern_mutex held, free_m;
+    tern_rwlock rw;
+    tern_gen *gen;
     tern_event ev;
     tern_sem sem;
     tern_cond cond;
@@ -232,7 +234,11 @@ static void misuse_cb(void *arg)
 {
     misuse *m = arg;
     int v;
+    void *gv;
     ck_assert_int_eq(tern_mutex_lock(&m->held), -EPERM);
+    ck_assert_int_eq(tern_rwlock_rdlock(&m->rw), -EPERM);
+    ck_assert_int_eq(tern_rwlock_wrlock_until(&m->rw, tern_now() + 1000 * MS), -EPERM);
+    ck_assert_int_eq(tern_gen_next(m->gen, &gv, 0), -EPERM);
     ck_assert_int_eq(tern_mutex_lock_until(&m->held, tern_now() + 1000 * MS), -EPERM);
     ck_assert_int_eq(tern_mutex_lock(&m->free_m), 0); /* no wait needed */
     ck_assert_int_eq(tern_cond_wait(&m->cond, &m->free_m, 0), -EPERM);
@@ -262,11 +268,28 @@ static void *stay(void *arg)
     return NULL;
 }
 
-static void *callback_misuse_main(void *arg)
+static int one_value(tern_gen *g, void *arg)
 {
     (void)arg;
+    return tern_gen_yield(g, (void *)1);
+}
+
+static void misuse_done_cb(tern_future *f, void *arg)
+{
+    (void)f;
+    misuse_cb(arg);
+}
+
+/* arg: how the callback is run: 0 call_soon, 1 call_later, 2 a future's
+ * done callback. */
+static void *callback_misuse_main(void *arg)
+{
     misuse m;
+    tern_future *trigger = NULL;
     tern_mutex_init(&m.held);
+    tern_rwlock_init(&m.rw);
+    ck_assert_int_eq(tern_rwlock_wrlock(&m.rw), 0);
+    ck_assert_int_eq(tern_gen_new(one_value, NULL, &m.gen), 0);
     tern_mutex_init(&m.free_m);
     tern_event_init(&m.ev);
     tern_sem_init(&m.sem, 0);
@@ -280,13 +303,32 @@ static void *callback_misuse_main(void *arg)
     atomic_init(&m.done, 0);
     ck_assert_int_eq(tern_mutex_lock(&m.held), 0);
     ck_assert_int_eq(tern_spawn(stay, &m.ev, &m.busy), 0);
-    ck_assert_int_eq(tern_call_soon(NULL, misuse_cb, &m, NULL), 0);
+    switch ((intptr_t)arg) {
+    case 0:
+        ck_assert_int_eq(tern_call_soon(NULL, misuse_cb, &m, NULL), 0);
+        break;
+    case 1:
+        ck_assert_int_eq(tern_call_later(NULL, MS, misuse_cb, &m, NULL), 0);
+        break;
+    default:
+        ck_assert_int_eq(tern_future_new(&trigger), 0);
+        ck_assert_int_eq(tern_future_add_done_callback(trigger, NULL, misuse_done_cb, &m),
+                         0);
+        ck_assert_int_eq(tern_future_set_result(trigger, NULL), 0);
+    }
     for (int i = 0; i < 10000 && !atomic_load(&m.done); i++)
         ck_assert_int_eq(tern_sleep(MS), 0);
     ck_assert_int_eq(atomic_load(&m.done), 1);
     /* nothing was left queued anywhere: every object is free to go */
     ck_assert_int_eq(tern_mutex_unlock(&m.held), 0);
     ck_assert_int_eq(tern_mutex_destroy(&m.held), 0);
+    ck_assert_int_eq(tern_rwlock_unlock(&m.rw), 0);
+    ck_assert_int_eq(tern_rwlock_destroy(&m.rw), 0);
+    void *gv = NULL;
+    ck_assert_int_eq(tern_gen_next(m.gen, &gv, 0), 1); /* the callback took nothing */
+    ck_assert_ptr_eq(gv, (void *)1);
+    tern_gen_free(m.gen);
+    tern_future_release(trigger);
     ck_assert_int_eq(tern_mutex_destroy(&m.free_m), 0);
     ck_assert_int_eq(tern_sem_destroy(&m.sem), 0);
     ck_assert_int_eq(tern_cond_destroy(&m.cond), 0);
@@ -308,7 +350,7 @@ static void *callback_misuse_main(void *arg)
 START_TEST(callback_may_not_wait)
 {
     tern_config cfg = {.workers = 1};
-    ck_assert_int_eq(tern_run(&cfg, callback_misuse_main, NULL, NULL), 0);
+    ck_assert_int_eq(tern_run(&cfg, callback_misuse_main, (void *)(intptr_t)_i, NULL), 0);
 }
 END_TEST
 
@@ -539,7 +581,7 @@ Suite *loop_suite(void)
     tcase_add_test(tc, call_later_deadline_order);
     tcase_add_test(tc, call_later_from_the_call);
     tcase_add_test(tc, call_later_forever_dropped);
-    tcase_add_test(tc, callback_may_not_wait);
+    tcase_add_loop_test(tc, callback_may_not_wait, 0, 3);
     tcase_add_test(tc, handle_cancel);
     tcase_add_test(tc, call_soon_threadsafe_from_threads);
     tcase_add_test(tc, loop_time_follows_clock);
