@@ -277,15 +277,17 @@ void tern__fdtab_sweep(tern__fdtab *tab, tern__driver *d)
                 entry *e = &c[i];
                 tern__waiter *post = NULL;
                 TERN__LOCK(&e->q);
-                uint32_t seq = atomic_load_explicit(&e->seq, TERN__RELAXED);
-                if (e->home != d || !e->q.head || seq != e->swept) {
-                    e->quiet = 0;
-                } else {
-                    uint32_t q = ++e->quiet;
-                    if (!(q & (q - 1))) /* a power of two */
-                        post = recheck(e, d, (int)((di * DIR + ci) * CHUNK + i));
+                if (e->home == d) { /* the others are their homes' to count */
+                    uint32_t seq = atomic_load_explicit(&e->seq, TERN__RELAXED);
+                    if (!e->q.head || seq != e->swept) {
+                        e->quiet = 0;
+                    } else {
+                        uint32_t q = ++e->quiet;
+                        if (!(q & (q - 1))) /* a power of two */
+                            post = recheck(e, d, (int)((di * DIR + ci) * CHUNK + i));
+                    }
+                    e->swept = atomic_load_explicit(&e->seq, TERN__RELAXED);
                 }
-                e->swept = atomic_load_explicit(&e->seq, TERN__RELAXED);
                 TERN__UNLOCK(&e->q);
                 tern__wake_post_all(post);
             }
