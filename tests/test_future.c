@@ -641,6 +641,12 @@ static void *slow_then_unwind(void *arg)
     return NULL;
 }
 
+static void *nap_then_ret(void *arg)
+{
+    ck_assert_int_eq(tern_sleep(20 * MS), 0);
+    return arg;
+}
+
 static void *wait_for_task(void *arg)
 {
     tern_task *t;
@@ -652,6 +658,16 @@ static void *wait_for_task(void *arg)
     /* a far timeout: it returns when the task does, however slow the machine */
     ck_assert_int_eq(tern_wait_for(f, &v, tern_now() + (uint64_t)WAIT_MS * MS), 0);
     ck_assert_ptr_eq(v, (void *)3);
+    tern_future_release(f);
+
+    /* the farthest deadline is "never", not a time that has wrapped into
+     * the past: the wait ends when the task does, and nothing is cancelled */
+    ck_assert_int_eq(tern_spawn(nap_then_ret, (void *)4, &t), 0);
+    ck_assert_int_eq(tern_task_future(t, &f), 0);
+    tern_task_release(t);
+    ck_assert_int_eq(tern_wait_for(f, &v, UINT64_MAX), 0);
+    ck_assert_ptr_eq(v, (void *)4);
+    ck_assert_int_eq(tern_future_cancelled(f), 0);
     tern_future_release(f);
 
     ck_assert_int_eq(tern_spawn(slow_then_unwind, NULL, &t), 0);
