@@ -3004,13 +3004,17 @@ END_TEST
 
 /* ======================================================================= */
 /* Deadlines racing readiness: a reader with tiny deadlines over a stream
- * that arrives in dribs; every byte arrives once, in order. */
+ * that arrives in dribs; every byte arrives once, in order. On a loaded
+ * machine the reader may lag so far that data always waits for it, so the
+ * sender also pauses, three times a stream, until its reader has timed out
+ * once: the race is run whatever the load. */
 
 struct dstream {
     int fd;
     size_t len;
     uint64_t seed;
-    size_t timeouts;
+    _Atomic size_t timeouts;
+    struct dstream *reader; /* the sender's: whose timeouts it waits for */
 };
 
 static void *dstream_send(void *arg)
@@ -3025,9 +3029,14 @@ static void *dstream_send(void *arg)
             chunk = d->len - off;
         for (size_t k = 0; k < chunk; k++)
             buf[k] = (unsigned char)((off + k) % 251);
+        size_t quarter = d->len / 4 + 1;
+        int pause = off / quarter != (off + chunk) / quarter;
         write_all(d->fd, buf, chunk);
         off += chunk;
-        if (rnd_next(&rs) % 4 == 0)
+        if (pause) {
+            size_t seen = atomic_load(&d->reader->timeouts);
+            TASK_WAIT_UNTIL(atomic_load(&d->reader->timeouts) != seen, WAIT_MS);
+        } else if (rnd_next(&rs) % 4 == 0)
             ck_assert_int_eq(tern_sleep(rnd_next(&rs) % (2 * MS)), 0);
     }
     ck_assert_int_eq(tern_shutdown(d->fd, SHUT_WR), 0);
@@ -3044,7 +3053,7 @@ static void *dstream_recv(void *arg)
         ssize_t n = tern_recv(d->fd, buf, 1 + rnd_next(&rs) % sizeof buf, 0,
                               tern_now() + rnd_next(&rs) % (2 * MS));
         if (n == -ETIMEDOUT) {
-            d->timeouts++;
+            atomic_fetch_add(&d->timeouts, 1);
             continue;
         }
         ck_assert_msg(n >= 0, "recv: %zd (%s)", n, tern_strerror((int)n));
@@ -3069,15 +3078,15 @@ IO_TEST(deadlines_race_readiness)
     tern_task **t = calloc((size_t)pairs * 2, sizeof *t);
     for (int i = 0; i < pairs; i++) {
         tcp_pair(&fds[i][0], &fds[i][1]);
-        d[2 * i] = (struct dstream){fds[i][0], len, (uint64_t)i + 1, 0};
-        d[2 * i + 1] = (struct dstream){fds[i][1], len, (uint64_t)i + 1, 0};
+        d[2 * i] = (struct dstream){fds[i][0], len, (uint64_t)i + 1, 0, &d[2 * i + 1]};
+        d[2 * i + 1] = (struct dstream){fds[i][1], len, (uint64_t)i + 1, 0, NULL};
         ck_assert_int_eq(tern_spawn(dstream_send, &d[2 * i], &t[2 * i]), 0);
         ck_assert_int_eq(tern_spawn(dstream_recv, &d[2 * i + 1], &t[2 * i + 1]), 0);
     }
     for (int i = 0; i < 2 * pairs; i++)
         ck_assert_int_eq(tern_join(t[i], NULL), 0);
     for (int i = 0; i < pairs; i++) {
-        timeouts += d[2 * i + 1].timeouts;
+        timeouts += atomic_load(&d[2 * i + 1].timeouts);
         ck_assert_int_eq(tern_close(fds[i][0]), 0);
         ck_assert_int_eq(tern_close(fds[i][1]), 0);
     }
