@@ -22,11 +22,13 @@
  * new descriptor given that number would never be armed. Nothing on the
  * fast path can tell (the kernel says so only to a system call), so each
  * home loop sweeps its entries about once a second (tern__fdtab_sweep): an
- * entry with waiters and no event since the previous sweep is re-armed
- * with EPOLL_CTL_MOD, and re-registered when the kernel no longer knows
- * it. A quiet entry is checked after 1, 2, 4, 8 ... quiet sweeps, so idle
- * connections cost a system call rarely, and a stale one waits at most two
- * sweeps.
+ * entry with waiters none of which an event woke since the previous sweep
+ * is re-armed with EPOLL_CTL_MOD, and re-registered when the kernel no
+ * longer knows it. Wakes are counted, not events: MOD on an idle socket
+ * reports it writable again, an event no reader wants. A quiet entry is
+ * checked after 1, 2, 4, 8 quiet sweeps and then every 16th, so an idle
+ * connection costs a system call every 16 s, and a stale one waits two
+ * sweeps when nobody waited on its number lately, 17 at most.
  */
 #ifndef _GNU_SOURCE
 #define _GNU_SOURCE
@@ -46,10 +48,13 @@
 typedef struct entry {
     tern__waitq q; /* lock + waiters; a waiter's n holds the events it wants */
     _Atomic uint32_t seq;
-    tern__driver *home;   /* registered with this driver's epoll set, or NULL */
+    /* registered with this driver's epoll set, or NULL; written under the
+     * lock, read without it only by a sweep skipping other homes' entries */
+    _Atomic(tern__driver *) home;
     _Atomic int nonblock; /* O_NONBLOCK set (or checked) since the fd was opened */
-    uint32_t swept;       /* seq at the last sweep */
-    uint32_t quiet;       /* sweeps in a row that found waiters and no event */
+    uint32_t woke;        /* waiters woken by events (not seq: see the sweep) */
+    uint32_t swept;       /* woke at the last sweep */
+    uint32_t quiet;       /* sweeps in a row that found waiters and no wake */
 } entry;
 
 /* What an entry is registered for: every event, edge-triggered, once for the
@@ -166,6 +171,7 @@ static tern__waiter *claim_ready(entry *e, uint32_t revents)
             continue;
         tern__wq_unlink(&e->q, w);
         if (tern__waiter_claim(w)) {
+            e->woke++;
             w->result = (int)hit;
             w->next = post;
             post = w;
@@ -196,7 +202,7 @@ int tern__fdtab_wait(tern__fdtab *tab, tern__driver *d, int fd, short events,
     tern__waiter w = {.wake = &k, .n = (uint16_t)events};
     tern__wake_init(&k);
     TERN__LOCK(&e->q);
-    if (!e->home) {
+    if (!atomic_load_explicit(&e->home, TERN__RELAXED)) {
         struct epoll_event ev = {.events = EVENTS, .data.u64 = (uint64_t)fd};
         if (TERN__FAULT_SYS(EPOLL_CTL, -1,
                             epoll_ctl(tern__epoll_fd(d), EPOLL_CTL_ADD, fd, &ev)) < 0) {
@@ -205,7 +211,7 @@ int tern__fdtab_wait(tern__fdtab *tab, tern__driver *d, int fd, short events,
             /* A regular file cannot be polled: it is always ready. */
             return err == EPERM ? (events | POLLIN | POLLOUT) : -err;
         }
-        e->home = d;
+        atomic_store_explicit(&e->home, d, TERN__RELAXED);
         atomic_fetch_add_explicit(&d->busy, 1, TERN__RELAXED);
     }
     if (atomic_load_explicit(&e->seq, TERN__ACQUIRE) != seq) {
@@ -230,12 +236,13 @@ void tern__fdtab_forget(tern__fdtab *tab, int fd)
     if (!e)
         return;
     TERN__LOCK(&e->q);
-    if (e->home) {
+    tern__driver *home = atomic_load_explicit(&e->home, TERN__RELAXED);
+    if (home) {
         /* Any thread may edit another worker's epoll set: the kernel
          * serialises it, and an event already taken from it only bumps seq. */
-        epoll_ctl(tern__epoll_fd(e->home), EPOLL_CTL_DEL, fd, NULL);
-        atomic_fetch_sub_explicit(&e->home->busy, 1, TERN__RELAXED);
-        e->home = NULL;
+        epoll_ctl(tern__epoll_fd(home), EPOLL_CTL_DEL, fd, NULL);
+        atomic_fetch_sub_explicit(&home->busy, 1, TERN__RELAXED);
+        atomic_store_explicit(&e->home, NULL, TERN__RELAXED);
     }
     atomic_store_explicit(&e->nonblock, 0, TERN__RELAXED);
     atomic_fetch_add_explicit(&e->seq, 1, TERN__RELEASE);
@@ -260,7 +267,7 @@ static tern__waiter *recheck(entry *e, tern__driver *d, int fd)
         atomic_store_explicit(&e->nonblock, 0, TERN__RELAXED); /* another file */
         return NULL;
     }
-    e->home = NULL;
+    atomic_store_explicit(&e->home, NULL, TERN__RELAXED);
     atomic_fetch_sub_explicit(&d->busy, 1, TERN__RELAXED);
     atomic_store_explicit(&e->nonblock, 0, TERN__RELAXED);
     atomic_fetch_add_explicit(&e->seq, 1, TERN__RELEASE);
@@ -275,18 +282,20 @@ void tern__fdtab_sweep(tern__fdtab *tab, tern__driver *d)
             entry *c = atomic_load_explicit(&dir[ci], TERN__ACQUIRE);
             for (unsigned i = 0; c && i < CHUNK; i++) {
                 entry *e = &c[i];
+                /* the others are their homes' to sweep: no lock taken */
+                if (atomic_load_explicit(&e->home, TERN__RELAXED) != d)
+                    continue;
                 tern__waiter *post = NULL;
                 TERN__LOCK(&e->q);
-                if (e->home == d) { /* the others are their homes' to count */
-                    uint32_t seq = atomic_load_explicit(&e->seq, TERN__RELAXED);
-                    if (!e->q.head || seq != e->swept) {
+                if (atomic_load_explicit(&e->home, TERN__RELAXED) == d) {
+                    if (!e->q.head || e->woke != e->swept) {
                         e->quiet = 0;
                     } else {
                         uint32_t q = ++e->quiet;
-                        if (!(q & (q - 1))) /* a power of two */
+                        if (!(q & (q - 1)) || q % 16 == 0)
                             post = recheck(e, d, (int)((di * DIR + ci) * CHUNK + i));
                     }
-                    e->swept = atomic_load_explicit(&e->seq, TERN__RELAXED);
+                    e->swept = e->woke;
                 }
                 TERN__UNLOCK(&e->q);
                 tern__wake_post_all(post);

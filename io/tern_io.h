@@ -28,8 +28,9 @@
  *    starts afresh with every descriptor it makes itself (tern_socket,
  *    tern_accept, tern_open and the helpers on them); a descriptor made
  *    elsewhere that gets the old number inherits the lost registration on
- *    epoll, which the backend finds and renews within about two seconds
- *    of a task waiting on it (io_uring needs no registration). Until then
+ *    epoll, which the backend finds and renews within two seconds of a
+ *    task waiting on it, or 17 when tasks kept waiting on the old one
+ *    (io_uring needs no registration). Until then
  *    such a descriptor is also taken to be non-blocking already: give it
  *    O_NONBLOCK yourself.
  *  - SIGPIPE never kills the process: sends use MSG_NOSIGNAL, and
