@@ -109,7 +109,7 @@ static void snap_fill(snapbuf *b, tern_task *t, int flags)
     s->wkind = atomic_load_explicit(&t->wait_kind, TERN__RELAXED);
     s->wobj = atomic_load_explicit(&t->wait_obj, TERN__RELAXED);
     s->wsince = atomic_load_explicit(&t->wait_since, TERN__RELAXED);
-    copy_str(s->name, sizeof s->name, t->name);
+    copy_str(s->name, sizeof s->name, atomic_load_explicit(&t->name, TERN__RELAXED));
     s->var0 = b->nv;
     s->nvars = 0;
     b->s++;
@@ -130,27 +130,30 @@ static int grow(void **p, size_t *cap, size_t need, size_t size)
     return 0;
 }
 
-/* Snapshots shard i into b (grown as needed: counted under the lock, grown
- * without it, then again). Returns the count or -1. */
+/* Snapshots the unfinished tasks of shard i into b (grown as needed:
+ * counted while copying, grown outside the walk, then again). Returns the
+ * count or -1. */
 static long shard_snap(tern_runtime *rt, unsigned i, snapbuf *b, int flags)
 {
     for (;;) {
         size_t n = 0, nv = 0;
+        snap *first = b->s;
+        b->nv = 0;
+        tern__registry_enter(rt);
         tern__registry_lock(rt, i);
-        for (tern_task *t = rt->shards[i].head; t; t = t->reg_next) {
-            n++;
-            nv += vars_of(t, flags);
-        }
-        if (n <= b->cap && nv <= b->vcap) {
-            snap *first = b->s;
-            b->nv = 0;
-            for (tern_task *t = rt->shards[i].head; t; t = t->reg_next)
+        for (tern_task *t = tern__registry_first(rt, i); t; t = tern__registry_next(t)) {
+            if (atomic_load_explicit(&t->state, TERN__ACQUIRE) & TERN__TS_COMPLETE)
+                continue; /* finished, not unlinked yet */
+            size_t k = vars_of(t, flags);
+            if (++n <= b->cap && nv + k <= b->vcap)
                 snap_fill(b, t, flags);
-            tern__registry_unlock(rt, i);
-            b->s = first;
-            return (long)n;
+            nv += k;
         }
         tern__registry_unlock(rt, i);
+        tern__registry_leave(rt);
+        b->s = first;
+        if (n <= b->cap && nv <= b->vcap)
+            return (long)n;
         if (grow((void **)&b->s, &b->cap, n, sizeof *b->s) < 0 ||
             grow((void **)&b->v, &b->vcap, nv, sizeof *b->v) < 0)
             return -1;
@@ -356,20 +359,24 @@ int tern_runtime_dump(tern_runtime *rt, FILE *f, int flags)
 int tern__stall_describe(tern_runtime *rt, tern_task *t, tern_stall *s, char *name,
                          size_t namelen)
 {
-    for (unsigned i = 0; i < rt->nshards; i++) {
+    int found = 0;
+    tern__registry_enter(rt);
+    for (unsigned i = 0; i < rt->nshards && !found; i++) {
         tern__registry_lock(rt, i);
-        for (tern_task *u = rt->shards[i].head; u; u = u->reg_next) {
-            if (u != t)
+        for (tern_task *u = tern__registry_first(rt, i); u; u = tern__registry_next(u)) {
+            if (u != t ||
+                atomic_load_explicit(&u->state, TERN__ACQUIRE) & TERN__TS_COMPLETE)
                 continue;
             s->task_id = u->id;
             s->file = u->file ? u->file : "";
             s->line = (int)u->line;
-            copy_str(name, namelen, u->name);
+            copy_str(name, namelen, atomic_load_explicit(&u->name, TERN__RELAXED));
             s->name = name;
-            tern__registry_unlock(rt, i);
-            return 1;
+            found = 1;
+            break;
         }
         tern__registry_unlock(rt, i);
     }
-    return 0;
+    tern__registry_leave(rt);
+    return found;
 }

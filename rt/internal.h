@@ -19,6 +19,7 @@
 #ifndef TERN_INTERNAL_H
 #define TERN_INTERNAL_H
 
+#include <ck_epoch.h>
 #include <ck_pr.h>
 #include <pthread.h>
 #include <sched.h>
@@ -136,20 +137,29 @@ struct tern_task {
     /* The rest. */
     tern_runtime *rt;
     struct tern_task *next; /* inject list / blocking queue link */
-    tern_task_fn fn;
-    void *arg;
+    union {
+        struct {
+            tern_task_fn fn;
+            void *arg;
+        };
+        /* Once unlinked from the registry the body is done with: the
+         * grace period's entry (task.c) reuses its space. */
+        ck_epoch_entry_t retire;
+    };
     void *result;
     tern_context *ctx;          /* its context variables (context.c) */
     _Atomic uintptr_t joiner;   /* tern_task*, thread waiter | 1, or tern_future* | 2 */
     void (*on_exit)(void *arg); /* tern__spawn_on_exit's, or NULL */
     void (*drop)(void *arg);    /* tern_spawn_owned's: the body never ran */
-    /* Third line: what the registry, tern_dump and the watchdog read. The
-     * registry lock of its shard guards the links, name and ctx swaps. */
-    struct tern_task *reg_prev, *reg_next; /* registry of live tasks */
-    const char *file;                      /* spawned at file:line, or NULL */
-    char *name;                            /* tern_task_set_name's copy, or NULL */
-    _Atomic uintptr_t wait_obj;            /* what it waits on (TERN__W_* says how) */
-    _Atomic uint64_t wait_since;           /* loop time when that wait began */
+    /* Third line: what the registry, tern_dump and the watchdog read.
+     * Links: written by the shard's writer, read under an epoch section
+     * (task.c); name and ctx change only under the shard's lock. */
+    struct tern_task *reg_prev;
+    _Atomic(struct tern_task *) reg_next; /* registry of live tasks */
+    const char *file;                     /* spawned at file:line, or NULL */
+    _Atomic(char *) name;                 /* tern_task_set_name's copy, or NULL */
+    _Atomic uintptr_t wait_obj;           /* what it waits on (TERN__W_* says how) */
+    _Atomic uint64_t wait_since;          /* loop time when that wait began */
     uint32_t line;
     _Atomic uint8_t wait_kind; /* TERN__W_* */
     uint16_t shard;            /* its registry shard (task.c) */
@@ -355,10 +365,19 @@ typedef struct tern__chunk {
     tern_task *task[TERN__CHUNK];
 } tern__chunk;
 
+/* One shard of the registry of live tasks (task.c). A worker's shard is
+ * written by that worker alone; the shard for tasks spawned off the workers
+ * is written under its lock. */
 typedef struct tern__shard {
-    _Atomic unsigned lock; /* tern__spin_lock */
-    tern_task *head;
-    char pad[48];
+    /* The writer's epoch record: it defers the reuse of the headers it
+     * unlinks (for the foreign shard: any thread's, under rt->epoch_lock). */
+    ck_epoch_record_t epoch;
+    _Atomic unsigned lock;     /* tern__spin_lock: names, contexts, foreign links */
+    _Atomic(tern_task *) head; /* newest first */
+    unsigned deferred;         /* headers deferred since the last poll */
+    /* Tasks of a worker's shard that finished on another thread, pushed
+     * by them (linked by next) for the owner to unlink. */
+    _Atomic(tern_task *) away CK_CC_CACHELINE;
 } tern__shard;
 
 /* The blocking pool's state: its own reference-counted allocation, which
@@ -394,6 +413,10 @@ struct tern_runtime {
      * it spawned, and one for tasks spawned by other threads. */
     tern__shard *shards;
     unsigned nshards;
+    ck_epoch_t epoch;                   /* readers: rt->reader; writers: each shard's */
+    pthread_mutex_t epoch_lock;         /* the foreign shard's epoch record */
+    pthread_mutex_t reader_lock;        /* rt->reader, one walker at a time */
+    ck_epoch_record_t *reader;          /* for tern_dump, the watchdog, shutdown */
     _Atomic uint64_t foreign_counts[3]; /* task counts from non-worker threads */
     pthread_mutex_t free_lock;          /* recycled task headers */
     tern__batch *free_batches;
@@ -488,11 +511,25 @@ void tern__ctxvar_set_hash(tern_ctxvar *v, uint32_t hash); /* tests: force colli
 void tern__context_each(const tern_context *c, void (*fn)(tern_ctxvar *, void *, void *),
                         void *arg);
 
-/* task.c: the registry of live tasks. tern__registry_lock(rt, i) locks
- * shard i (0 <= i < rt->nshards); under it the shard's tasks stay alive and
- * their names and contexts stay put. */
+/* task.c: the registry of live tasks. Between tern__registry_enter(rt) and
+ * tern__registry_leave(rt) (any thread, one at a time; never on a worker of
+ * rt) every header reached from a shard's head through reg_next stays a
+ * task header: it may finish (skip COMPLETE ones) but is not reused. A
+ * walk starts at tern__registry_first(rt, i) (0 <= i < rt->nshards) and
+ * continues with tern__registry_next. tern__registry_lock(rt, i) keeps the
+ * names and contexts of shard i's tasks in place. */
+void tern__registry_enter(tern_runtime *rt);
+void tern__registry_leave(tern_runtime *rt);
+tern_task *tern__registry_first(tern_runtime *rt, unsigned i);
+tern_task *tern__registry_next(const tern_task *t);
 void tern__registry_lock(tern_runtime *rt, unsigned i);
 void tern__registry_unlock(tern_runtime *rt, unsigned i);
+/* Unlinks what other threads finished for w's shard and lets the headers
+ * whose grace period is over be reused (w's worker: maintain, before park). */
+void tern__registry_tidy(tern_loop *w, int poll);
+/* runtime_new / runtime_destroy (with no walker and no worker left). */
+void tern__registry_init(tern_runtime *rt);
+void tern__registry_fini(tern_runtime *rt);
 /* Swaps the running task t's context for c (a reference, taken over);
  * returns the old one for the caller to release. */
 tern_context *tern__task_swap_ctx(tern_task *t, tern_context *c);

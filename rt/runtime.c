@@ -180,8 +180,10 @@ static void runtime_destroy(tern_runtime *rt)
 {
     /* First: a thread that just finished a job still touches rt. */
     tern__blocking_stop(rt);
-    if (rt->loops)
+    if (rt->loops) {
+        tern__registry_fini(rt);
         tern__task_cache_free(rt);
+    }
     for (unsigned i = 0; i < rt->nworkers && rt->loops; i++) {
         if (rt->loops[i] && rt->loops[i]->driver)
             rt->loops[i]->driver->ops->close(rt->loops[i]->driver);
@@ -191,11 +193,14 @@ static void runtime_destroy(tern_runtime *rt)
     }
     free(rt->loops);
     free(rt->shards);
+    free(rt->reader);
     free(rt->idle.sleepers);
     if (rt->stacks)
         tern__stack_pool_free(rt->stacks);
     tern__driver_shared_free(rt->fdtab);
     pthread_mutex_destroy(&rt->free_lock);
+    pthread_mutex_destroy(&rt->epoch_lock);
+    pthread_mutex_destroy(&rt->reader_lock);
     pthread_mutex_destroy(&rt->inject_lock);
     pthread_mutex_destroy(&rt->idle.lock);
     pthread_mutex_destroy(&rt->done_lock);
@@ -211,11 +216,14 @@ static int runtime_alloc(tern_runtime *rt)
     rt->nshards = n + 1; /* one per worker, one for other threads (task.c) */
     rt->loops = TERN__FAULT_ALLOC(calloc(n, sizeof *rt->loops));
     rt->shards = TERN__FAULT_ALLOC(aligned_alloc(64, rt->nshards * sizeof *rt->shards));
+    rt->reader = TERN__FAULT_ALLOC(aligned_alloc(64, sizeof *rt->reader));
     rt->idle.sleepers = TERN__FAULT_ALLOC(calloc(n, sizeof *rt->idle.sleepers));
     if (rt->shards) /* before the check: runtime_destroy reads them */
         memset(rt->shards, 0, rt->nshards * sizeof *rt->shards);
-    if (!rt->loops || !rt->shards || !rt->idle.sleepers)
+    if (!rt->loops || !rt->shards || !rt->reader || !rt->idle.sleepers)
         return -ENOMEM;
+    memset(rt->reader, 0, sizeof *rt->reader);
+    tern__registry_init(rt);
     for (unsigned i = 0; i < n; i++) {
         tern_loop *w =
             TERN__FAULT_ALLOC(aligned_alloc(64, (sizeof *w + 63) & ~(size_t)63));
@@ -317,6 +325,8 @@ int tern_runtime_new(const tern_config *cfg, tern_runtime **out)
     rt->nworkers = err ? 0 : rt->cfg.workers;
     pthread_mutex_init(&rt->inject_lock, NULL);
     pthread_mutex_init(&rt->free_lock, NULL);
+    pthread_mutex_init(&rt->epoch_lock, NULL);
+    pthread_mutex_init(&rt->reader_lock, NULL);
     pthread_mutex_init(&rt->idle.lock, NULL);
     pthread_mutex_init(&rt->done_lock, NULL);
     pthread_cond_init(&rt->done_cond, NULL);
@@ -377,12 +387,11 @@ int tern_runtime_new(const tern_config *cfg, tern_runtime **out)
 /* Cancels every task that is still alive. */
 static void cancel_all(tern_runtime *rt)
 {
-    for (unsigned i = 0; i < rt->nshards; i++) {
-        tern__registry_lock(rt, i);
-        for (tern_task *t = rt->shards[i].head; t; t = t->reg_next)
-            tern__task_wake(t, TERN__TS_CANCELLED);
-        tern__registry_unlock(rt, i);
-    }
+    tern__registry_enter(rt);
+    for (unsigned i = 0; i < rt->nshards; i++)
+        for (tern_task *t = tern__registry_first(rt, i); t; t = tern__registry_next(t))
+            tern__task_wake(t, TERN__TS_CANCELLED); /* a finished one stays as it is */
+    tern__registry_leave(rt);
 }
 
 /* ---- shutdown past its timeout ----------------------------------------------------
@@ -447,9 +456,9 @@ static unsigned freeze_parked(tern_runtime *rt, tern__remains *rm, int all)
 {
     size_t first = rm->n;
     unsigned n = 0;
+    tern__registry_enter(rt);
     for (unsigned i = 0; i < rt->nshards; i++) {
-        tern__registry_lock(rt, i);
-        for (tern_task *t = rt->shards[i].head; t; t = t->reg_next) {
+        for (tern_task *t = tern__registry_first(rt, i); t; t = tern__registry_next(t)) {
             /* decided before the claim: a claim undone would lose a wake
              * that found it RUNNING and only set NOTIFIED */
             int k = atomic_load_explicit(&t->wait_kind, TERN__RELAXED);
@@ -463,8 +472,8 @@ static unsigned freeze_parked(tern_runtime *rt, tern__remains *rm, int all)
             remember(t, rm);
             n++;
         }
-        tern__registry_unlock(rt, i);
     }
+    tern__registry_leave(rt);
     for (size_t k = first; k < rm->n; k++)
         give_up(rm->task[k]);
     return n;

@@ -53,6 +53,11 @@
 #include "rt/fault.h"
 #include "rt/internal.h"
 
+#ifdef TERN_TSAN
+void __tsan_acquire(void *addr);
+void __tsan_release(void *addr);
+#endif
+
 static _Atomic uint64_t next_id = 1;
 #define ID_BATCH 1024 /* ids a worker takes from next_id at a time */
 /* A sleep's timer entry. The entry and the task share it: the wheel's owner
@@ -188,9 +193,6 @@ static tern_task *header_get(tern_runtime *rt, tern_loop *w)
  * large part of a task, go back as usual. */
 static void header_put(tern_runtime *rt, tern_loop *w, tern_task *t)
 {
-    /* The next generation, never 0 (the mark of an internal pointer). */
-    uint16_t g = (uint16_t)(atomic_load_explicit(&t->gen, TERN__RELAXED) + 1);
-    atomic_store_explicit(&t->gen, g ? g : 1, TERN__RELAXED);
     if (!w || w->rt != rt) {
         pthread_mutex_lock(&rt->free_lock);
         t->next = rt->foreign_free;
@@ -241,17 +243,25 @@ void tern__task_cache_free(tern_runtime *rt)
     }
 }
 
+static void retire(tern_task *t);
+
 void tern__task_unref(tern_task *t)
 {
     /* acq_rel: the last owner must see every other owner's writes */
     if (atomic_fetch_sub_explicit(&t->refs, 1, TERN__ACQ_REL) != 1)
         return;
-    tern_runtime *rt = t->rt;
-    tern_loop *w = tern__loop_self();
-    free(t->name); /* named after it finished (registry_remove freed any before) */
-    t->name = NULL;
-    count(rt, w, CNT_FREED);
-    header_put(rt, w, t);
+    /* The next generation, never 0 (the mark of an internal pointer), so
+     * that a handle kept past this point is refused from now on. */
+    uint16_t g = (uint16_t)(atomic_load_explicit(&t->gen, TERN__RELAXED) + 1);
+    atomic_store_explicit(&t->gen, g ? g : 1, TERN__RELAXED);
+    if (atomic_load_explicit(&t->name, TERN__RELAXED)) { /* named after it finished */
+        tern__registry_lock(t->rt, t->shard);
+        char *name = atomic_exchange_explicit(&t->name, NULL, TERN__RELAXED);
+        tern__registry_unlock(t->rt, t->shard);
+        free(name);
+    }
+    count(t->rt, tern__loop_self(), CNT_FREED);
+    retire(t);
 }
 
 void tern_task_release(tern_task *h)
@@ -265,9 +275,24 @@ void tern_task_release(tern_task *h)
  *
  * Every task is linked into one shard of the registry (its spawner's) from spawn
  * to finish, as Tokio's OwnedTasks: shutdown walks it to cancel every task,
- * tern_dump to list them, the watchdog to name a stalled one. Under a
- * shard's lock its tasks cannot be freed (finish unlinks first), and their
- * name and context pointers do not change (both are swapped under it). */
+ * tern_dump to list them, the watchdog to name a stalled one.
+ *
+ * Spawn and exit take no lock here (docs/design.md, "concurrencykit or C11
+ * atomics"). A worker's shard has one writer, the worker: it links at the
+ * head and unlinks in place, publishing with release stores, so a walker
+ * (acquire loads) sees whole headers. A task that finishes on another thread
+ * is pushed on the shard's `away` stack, with its scheduler reference, for
+ * the owner to unlink. The shard for tasks spawned off the workers has many
+ * writers, which take its lock; walkers never do.
+ *
+ * Walkers (tern_dump, the watchdog, shutdown) run inside a ck_epoch section
+ * on rt->reader. A header is unlinked before its last reference goes, and
+ * its reuse is deferred with ck_epoch_call on the thread's record until
+ * every section open at that time has ended: a walker never reads a header
+ * that became another task. Only walkers open sections, so a poll usually
+ * finds none and hands the headers back at once. Names and contexts are
+ * freed while a walker may read them, so they change under the shard's
+ * lock, which walkers take per shard. */
 
 static tern__shard *shard_of(const tern_task *t)
 {
@@ -284,40 +309,190 @@ void tern__registry_unlock(tern_runtime *rt, unsigned i)
     tern__spin_unlock(&rt->shards[i].lock);
 }
 
-/* A task that registers after the shutdown walk sees `closing` here, under
- * the lock the walk takes, and is cancelled instead. */
+void tern__registry_enter(tern_runtime *rt)
+{
+    pthread_mutex_lock(&rt->reader_lock);
+    ck_epoch_begin(rt->reader, NULL);
+}
+
+void tern__registry_leave(tern_runtime *rt)
+{
+    ck_epoch_end(rt->reader, NULL);
+#ifdef TERN_TSAN
+    __tsan_release(rt->reader); /* TSan does not see ck's grace period */
+#endif
+    pthread_mutex_unlock(&rt->reader_lock);
+}
+
+tern_task *tern__registry_first(tern_runtime *rt, unsigned i)
+{
+    /* seq_cst: shutdown's side of the pairing with `closing` (registry_add) */
+    return atomic_load_explicit(&rt->shards[i].head, TERN__SEQ_CST);
+}
+
+tern_task *tern__registry_next(const tern_task *t)
+{
+    return atomic_load_explicit(&((tern_task *)t)->reg_next, TERN__ACQUIRE);
+}
+
+/* The grace period is over: no walker holds t. */
+static void reuse(ck_epoch_entry_t *e)
+{
+    tern_task *t = (tern_task *)((char *)e - offsetof(tern_task, retire));
+#ifdef TERN_TSAN
+    __tsan_acquire(t->rt->reader);
+#endif
+    header_put(t->rt, tern__loop_self(), t);
+}
+
+/* t's last reference is gone and it is unlinked: reuse its header once no
+ * walker can hold it. A worker defers on its own record and polls every
+ * 64 headers (and before it parks); other threads share one record. */
+static void retire(tern_task *t)
+{
+    tern_runtime *rt = t->rt;
+    tern_loop *w = tern__loop_self();
+    if (w && w->rt == rt) {
+        tern__shard *sh = &rt->shards[w->index];
+        ck_epoch_call(&sh->epoch, &t->retire, reuse);
+        if (++sh->deferred >= 64) {
+            sh->deferred = 0;
+            ck_epoch_poll(&sh->epoch);
+        }
+        return;
+    }
+    tern__shard *sh = &rt->shards[rt->nworkers];
+    pthread_mutex_lock(&rt->epoch_lock);
+    ck_epoch_call(&sh->epoch, &t->retire, reuse);
+    ck_epoch_poll(&sh->epoch);
+    pthread_mutex_unlock(&rt->epoch_lock);
+}
+
+/* A task that registers after the shutdown walk read this shard's head
+ * sees `closing` and is cancelled instead (seq_cst store then load, the
+ * walk's seq_cst load of the head after its seq_cst store of closing). */
 static void registry_add(tern_task *t)
 {
     tern__shard *sh = shard_of(t);
-    tern__spin_lock(&sh->lock);
+    int foreign = t->shard == t->rt->nworkers;
+    if (foreign)
+        tern__spin_lock(&sh->lock);
+    tern_task *head = atomic_load_explicit(&sh->head, TERN__RELAXED);
     t->reg_prev = NULL;
-    t->reg_next = sh->head;
-    if (sh->head)
-        sh->head->reg_prev = t;
-    sh->head = t;
-    if (atomic_load_explicit(&t->rt->closing, TERN__RELAXED))
+    atomic_store_explicit(&t->reg_next, head, TERN__RELAXED);
+    if (head)
+        head->reg_prev = t;
+    atomic_store_explicit(&sh->head, t, TERN__SEQ_CST);
+    if (atomic_load_explicit(&t->rt->closing, TERN__SEQ_CST))
         atomic_fetch_or_explicit(&t->state, TERN__TS_CANCELLED, TERN__RELAXED);
-    tern__spin_unlock(&sh->lock);
+    if (foreign)
+        tern__spin_unlock(&sh->lock);
 }
 
-/* Unlinks t and takes its context and name away from readers. */
-static void registry_remove(tern_task *t)
+/* The writer unlinks t in place: a walker standing on t still finds its
+ * successor, and one that has not reached t yet skips it. release: the
+ * successor's header was published to the writer, now to the walker. */
+static void unlink_task(tern__shard *sh, tern_task *t)
+{
+    tern_task *next = atomic_load_explicit(&t->reg_next, TERN__RELAXED);
+    if (t->reg_prev)
+        atomic_store_explicit(&t->reg_prev->reg_next, next, TERN__RELEASE);
+    else
+        atomic_store_explicit(&sh->head, next, TERN__RELEASE);
+    if (next)
+        next->reg_prev = t->reg_prev;
+}
+
+/* Takes t out of the registry at its finish, by worker w (NULL: another
+ * thread). Returns 0 when only t's owner may unlink it: then the finish
+ * ends with hand_off instead of dropping the scheduler's reference. */
+static int registry_remove(tern_loop *w, tern_task *t)
 {
     tern__shard *sh = shard_of(t);
-    tern__spin_lock(&sh->lock);
-    if (t->reg_prev)
-        t->reg_prev->reg_next = t->reg_next;
-    else
-        sh->head = t->reg_next;
-    if (t->reg_next)
-        t->reg_next->reg_prev = t->reg_prev;
-    tern_context *ctx = t->ctx;
-    char *name = t->name;
-    t->ctx = NULL;
-    t->name = NULL;
-    tern__spin_unlock(&sh->lock);
-    tern_context_release(ctx);
-    free(name);
+    /* Contexts and names are freed now (a context's values end with the
+     * task), so walkers must not be reading them. */
+    if (t->ctx || atomic_load_explicit(&t->name, TERN__RELAXED)) {
+        tern__spin_lock(&sh->lock);
+        tern_context *ctx = t->ctx;
+        char *name = atomic_exchange_explicit(&t->name, NULL, TERN__RELAXED);
+        t->ctx = NULL;
+        tern__spin_unlock(&sh->lock);
+        tern_context_release(ctx);
+        free(name);
+    }
+    tern_runtime *rt = t->rt;
+    if (t->shard == rt->nworkers) {
+        tern__spin_lock(&sh->lock);
+        unlink_task(sh, t);
+        tern__spin_unlock(&sh->lock);
+        return 1;
+    }
+    if (w && w->rt == rt && w->index == t->shard) {
+        unlink_task(sh, t);
+        return 1;
+    }
+    return 0;
+}
+
+/* Pushes a finished t, with the scheduler's reference, on its owner's away
+ * stack; the caller does not touch t afterwards (the owner may drop that
+ * last reference at once). */
+static void hand_off(tern_task *t)
+{
+    tern__shard *sh = shard_of(t);
+    tern_loop *owner = t->rt->loops[t->shard];
+    tern_task *top = atomic_load_explicit(&sh->away, TERN__RELAXED);
+    do
+        t->next = top;
+    while (!atomic_compare_exchange_weak_explicit(&sh->away, &top, t, TERN__RELEASE,
+                                                  TERN__RELAXED));
+    /* A parked owner would keep t linked until it next wakes (seq_cst pairs
+     * with park's store of parked, then its look at the stack). */
+    if (!top && atomic_exchange_explicit(&owner->parked, 0, TERN__SEQ_CST))
+        tern__loop_wake(owner);
+}
+
+void tern__registry_tidy(tern_loop *w, int poll)
+{
+    tern__shard *sh = &w->rt->shards[w->index];
+    if (atomic_load_explicit(&sh->away, TERN__RELAXED)) {
+        tern_task *t = atomic_exchange_explicit(&sh->away, NULL, TERN__ACQUIRE);
+        for (tern_task *next; t; t = next) {
+            next = t->next;
+            unlink_task(sh, t);
+            tern__task_unref(t); /* the scheduler's, carried by the stack */
+        }
+    }
+    if (poll && sh->deferred) {
+        sh->deferred = 0;
+        ck_epoch_poll(&sh->epoch);
+    }
+}
+
+void tern__registry_init(tern_runtime *rt)
+{
+    ck_epoch_init(&rt->epoch);
+    ck_epoch_register(&rt->epoch, rt->reader, NULL);
+    for (unsigned i = 0; i < rt->nshards; i++)
+        ck_epoch_register(&rt->epoch, &rt->shards[i].epoch, NULL);
+}
+
+void tern__registry_fini(tern_runtime *rt)
+{
+    if (!rt->shards || !rt->shards[0].epoch.global)
+        return; /* never initialised */
+    for (unsigned i = 0; i < rt->nworkers; i++) {
+        tern__shard *sh = &rt->shards[i];
+        for (tern_task *t = atomic_load_explicit(&sh->away, TERN__RELAXED), *next; t;
+             t = next) {
+            next = t->next;
+            unlink_task(sh, t);
+            tern__task_unref(t);
+        }
+    }
+    /* Nothing walks any more: every deferred header can go back. */
+    for (unsigned i = 0; i < rt->nshards; i++)
+        ck_epoch_reclaim(&rt->shards[i].epoch);
 }
 
 tern_context *tern__task_swap_ctx(tern_task *t, tern_context *c)
@@ -346,8 +521,7 @@ int tern_task_set_name(tern_task *h, const char *name)
     }
     tern__shard *sh = shard_of(t);
     tern__spin_lock(&sh->lock);
-    char *old = t->name;
-    t->name = copy;
+    char *old = atomic_exchange_explicit(&t->name, copy, TERN__RELAXED);
     tern__spin_unlock(&sh->lock);
     free(old);
     return 0;
@@ -360,10 +534,11 @@ int tern_task_get_name(const tern_task *h, char *buf, size_t len)
         return -EINVAL;
     tern__shard *sh = shard_of(t);
     tern__spin_lock(&sh->lock);
-    size_t n = t->name ? strlen(t->name) : 0;
+    const char *name = atomic_load_explicit(&t->name, TERN__RELAXED);
+    size_t n = name ? strlen(name) : 0;
     if (len) {
         size_t k = n < len - 1 ? n : len - 1;
-        memcpy(buf, t->name ? t->name : "", k);
+        memcpy(buf, name ? name : "", k);
         buf[k] = 0;
     }
     tern__spin_unlock(&sh->lock);
@@ -455,7 +630,7 @@ int tern__task_new(tern_runtime *rt, tern_task_fn fn, void *arg, int kind,
     t->id = new_id(w);
     t->file = file;
     t->line = line > 0 ? (uint32_t)line : 0;
-    t->name = NULL;
+    atomic_init(&t->name, NULL);
     /* The spawning worker's shard: a task is mostly finished where it was
      * spawned, so its registry line stays in that core's cache. */
     t->shard = (uint16_t)(w ? w->index : rt->nworkers);
@@ -840,7 +1015,7 @@ void tern__task_finish(tern_loop *w, tern_task *t)
     }
     if (t->on_exit)
         t->on_exit(t->arg);
-    registry_remove(t);
+    int linked_here = registry_remove(w, t);
     /* One transition to COMPLETE: clearing RUNNING first would show an
      * idle task for an instant, and a racing wake (a cancel) would queue a
      * finished task a second time. release: result and status before
@@ -857,7 +1032,10 @@ void tern__task_finish(tern_loop *w, tern_task *t)
         pthread_cond_broadcast(&rt->done_cond);
         pthread_mutex_unlock(&rt->done_lock);
     }
-    tern__task_unref(t); /* the scheduler's reference */
+    if (linked_here)
+        tern__task_unref(t); /* the scheduler's reference */
+    else
+        hand_off(t);
 }
 
 /* One poll in TERN__POLL_SAMPLE (when tern_config.metrics is on) is timed

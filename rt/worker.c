@@ -260,6 +260,7 @@ static void unregister_sleeper(tern_loop *w)
 static void park(tern_loop *w)
 {
     tern_runtime *rt = w->rt;
+    tern__registry_tidy(w, 1); /* nothing of the registry waits for our wake-up */
     /* Stop searching before registering: once registered, a notifier may
      * hand us the searching role again (it writes w->searching under the
      * lock). The look at every queue below covers work that arrives while
@@ -285,6 +286,7 @@ static void park(tern_loop *w)
     }
     if (work_anywhere(rt) || atomic_load_explicit(&w->inbox_nonempty, TERN__ACQUIRE) ||
         atomic_load_explicit(&w->sleep_reap, TERN__ACQUIRE) ||
+        atomic_load_explicit(&rt->shards[w->index].away, TERN__ACQUIRE) ||
         atomic_load_explicit(&rt->stopping, TERN__ACQUIRE))
         timeout = 0;
     if (timeout != 0)
@@ -321,6 +323,7 @@ static void maintain(tern_loop *w)
     }
     if (atomic_load_explicit(&w->sleep_reap, TERN__RELAXED))
         tern__sleep_reap_remote(w);
+    tern__registry_tidy(w, 0);
     if (w->wheel.count) {
         uint64_t fired =
             tern__wheel_advance(&w->wheel, now, tern__timer_fire, tern__timer_reap, w);
