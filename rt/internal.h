@@ -512,8 +512,8 @@ void tern__context_each(const tern_context *c, void (*fn)(tern_ctxvar *, void *,
                         void *arg);
 
 /* task.c: the registry of live tasks. Between tern__registry_enter(rt) and
- * tern__registry_leave(rt) (any thread, one at a time; never on a worker of
- * rt) every header reached from a shard's head through reg_next stays a
+ * tern__registry_leave(rt) (any thread, one walker at a time; a walk must
+ * not suspend) every header reached from a shard's head through reg_next stays a
  * task header: it may finish (skip COMPLETE ones) but is not reused. A
  * walk starts at tern__registry_first(rt, i) (0 <= i < rt->nshards) and
  * continues with tern__registry_next. tern__registry_lock(rt, i) keeps the

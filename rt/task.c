@@ -481,15 +481,8 @@ void tern__registry_fini(tern_runtime *rt)
 {
     if (!rt->shards || !rt->shards[0].epoch.global)
         return; /* never initialised */
-    for (unsigned i = 0; i < rt->nworkers; i++) {
-        tern__shard *sh = &rt->shards[i];
-        for (tern_task *t = atomic_load_explicit(&sh->away, TERN__RELAXED), *next; t;
-             t = next) {
-            next = t->next;
-            unlink_task(sh, t);
-            tern__task_unref(t);
-        }
-    }
+    for (unsigned i = 0; i < rt->nworkers; i++)
+        tern__registry_tidy(rt->loops[i], 0); /* what was finished away last */
     /* Nothing walks any more: every deferred header can go back. */
     for (unsigned i = 0; i < rt->nshards; i++)
         ck_epoch_reclaim(&rt->shards[i].epoch);
