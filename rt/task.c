@@ -481,8 +481,11 @@ void tern__registry_fini(tern_runtime *rt)
 {
     if (!rt->shards || !rt->shards[0].epoch.global)
         return; /* never initialised */
+    /* What was finished away last; a loop that was never made (a failed
+     * tern_runtime_new) ran nothing. */
     for (unsigned i = 0; i < rt->nworkers; i++)
-        tern__registry_tidy(rt->loops[i], 0); /* what was finished away last */
+        if (rt->loops[i])
+            tern__registry_tidy(rt->loops[i], 0);
     /* Nothing walks any more: every deferred header can go back. */
     for (unsigned i = 0; i < rt->nshards; i++)
         ck_epoch_reclaim(&rt->shards[i].epoch);

@@ -525,6 +525,122 @@ START_TEST(test_dump_under_churn)
 }
 END_TEST
 
+/* ---- tasks that finish away from the worker that registered them ----------- */
+
+/* A task spawned on worker A is linked into A's shard, and only A unlinks
+ * it: a task that finishes on worker B (stolen, or woken there) or on a
+ * blocking pool thread is handed back to A on A's away stack. Dumps walk the
+ * shards all along, so a header reused too early would show up as a wrong
+ * count, a hang or an ASan report. */
+static _Atomic long away_ran, away_far;
+static tern_ctxvar *away_var;
+
+static void note_where(void)
+{
+    tern_loop *w = tern__loop_self();
+    if (!w || w->index != tern__task_self()->shard)
+        atomic_fetch_add(&away_far, 1);
+}
+
+static void *away_job(void *arg)
+{
+    note_where(); /* a pool thread: always away */
+    return arg;
+}
+
+static void *away_child(void *arg)
+{
+    tern_future *f = arg;
+    void *v = NULL;
+    ck_assert_int_eq(tern_future_await(f, &v, 0), 0); /* woken by the parent */
+    tern_ctxvar_set(away_var, v, NULL);
+    tern_task *job;
+    ck_assert_int_eq(tern_spawn_blocking(away_job, v, &job), 0);
+    void *res = NULL;
+    ck_assert_int_eq(tern_join(job, &res), 0);
+    ck_assert_ptr_eq(res, v);
+    tern_yield(); /* another worker may take it here */
+    note_where();
+    atomic_fetch_add(&away_ran, 1);
+    return v;
+}
+
+#define AWAY_KIDS 16
+
+static void *away_parent(void *arg)
+{
+    for (int round = 0; round < SCALED(300); round++) {
+        tern_future *f;
+        ck_assert_int_eq(tern_future_new(&f), 0);
+        tern_task *t[AWAY_KIDS];
+        for (int i = 0; i < AWAY_KIDS; i++) {
+            ck_assert_int_eq(tern_spawn(away_child, f, &t[i]), 0);
+            if (i & 1)
+                tern_task_set_name(t[i], "away");
+        }
+        tern_yield(); /* the children park on f, some on other workers */
+        ck_assert_int_eq(tern_future_set_result(f, arg), 0);
+        for (int i = 0; i < AWAY_KIDS; i++) {
+            void *res = NULL;
+            ck_assert_int_eq(tern_join(t[i], &res), 0);
+            ck_assert_ptr_eq(res, arg);
+        }
+        tern_future_release(f);
+    }
+    return arg;
+}
+
+typedef struct dumper {
+    tern_runtime *rt;
+    _Atomic int stop;
+    int dumps;
+} dumper;
+
+static void *dump_loop(void *arg)
+{
+    dumper *d = arg;
+    FILE *f = fopen("/dev/null", "w");
+    ck_assert_ptr_nonnull(f);
+    while (!atomic_load(&d->stop)) {
+        int flags = d->dumps % 2 ? TERN_DUMP_JSON | TERN_DUMP_CONTEXT : TERN_DUMP_CONTEXT;
+        ck_assert_int_ge(tern_runtime_dump(d->rt, f, flags), 0);
+        d->dumps++;
+    }
+    fclose(f);
+    return NULL;
+}
+
+START_TEST(test_registry_finish_away)
+{
+    tern_runtime *rt = rt_new(4);
+    ck_assert_int_eq(tern_ctxvar_new("away", NULL, NULL, &away_var), 0);
+    atomic_store(&away_ran, 0);
+    atomic_store(&away_far, 0);
+    dumper d = {.rt = rt};
+    pthread_t th;
+    ck_assert_int_eq(pthread_create(&th, NULL, dump_loop, &d), 0);
+    enum { PARENTS = 4 };
+    tern_task *p[PARENTS];
+    for (intptr_t i = 0; i < PARENTS; i++)
+        ck_assert_int_eq(tern_runtime_spawn(rt, away_parent, (void *)(i + 1), &p[i]), 0);
+    for (intptr_t i = 0; i < PARENTS; i++) {
+        void *res = NULL;
+        ck_assert_int_eq(tern_join(p[i], &res), 0);
+        ck_assert_ptr_eq(res, (void *)(i + 1));
+    }
+    atomic_store(&d.stop, 1);
+    pthread_join(th, NULL);
+    long n = (long)PARENTS * SCALED(300) * AWAY_KIDS;
+    ck_assert_int_eq(atomic_load(&away_ran), n);
+    /* every blocking job finished away (children that were stolen add more) */
+    ck_assert_int_ge(atomic_load(&away_far), n);
+    ck_assert_int_gt(d.dumps, 0);
+    WAIT_UNTIL(tern_runtime_live_tasks(rt) == 0, WAIT_MS);
+    tern_runtime_free(rt);
+    tern_ctxvar_free(away_var);
+}
+END_TEST
+
 /* ---- the stall watchdog ---------------------------------------------------------- */
 
 static pthread_mutex_t stall_lock = PTHREAD_MUTEX_INITIALIZER;
@@ -1070,6 +1186,7 @@ int main(void)
     tcase_add_test(tc, test_dump_ready);
     tcase_add_test(tc, test_dump_all_runtimes);
     tcase_add_test(tc, test_dump_under_churn);
+    tcase_add_test(tc, test_registry_finish_away);
     tcase_add_test(tc, test_watchdog);
     tcase_add_test(tc, test_watchdog_env);
     tcase_add_test(tc, test_dump_signal);
