@@ -532,7 +532,10 @@ tern_context *tern_context_copy(void)
  * with (a reference), and the swap around a handle's callback. */
 tern_context *tern__context_capture(void)
 {
-    return tern_context_ref(current());
+    /* NULL stands for the empty context, so that a task that never sets a
+     * variable has nothing to drop under the registry lock when it ends. */
+    tern_context *c = *current_slot();
+    return c && !c->pinned ? tern_context_ref(c) : NULL;
 }
 
 /* The slot holds its own reference: a set inside the callback replaces

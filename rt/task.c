@@ -245,6 +245,15 @@ void tern__task_cache_free(tern_runtime *rt)
 
 static void retire(tern_task *t);
 
+/* Every writer of a name holds its shard's lock, so under it a plain load
+ * and store do (an exchange would be one more locked instruction per task). */
+static char *take_name(tern_task *t)
+{
+    char *name = atomic_load_explicit(&t->name, TERN__RELAXED);
+    atomic_store_explicit(&t->name, NULL, TERN__RELAXED);
+    return name;
+}
+
 void tern__task_unref(tern_task *t)
 {
     /* acq_rel: the last owner must see every other owner's writes */
@@ -256,7 +265,7 @@ void tern__task_unref(tern_task *t)
     atomic_store_explicit(&t->gen, g ? g : 1, TERN__RELAXED);
     if (atomic_load_explicit(&t->name, TERN__RELAXED)) { /* named after it finished */
         tern__registry_lock(t->rt, t->shard);
-        char *name = atomic_exchange_explicit(&t->name, NULL, TERN__RELAXED);
+        char *name = take_name(t);
         tern__registry_unlock(t->rt, t->shard);
         free(name);
     }
@@ -414,7 +423,7 @@ static int registry_remove(tern_loop *w, tern_task *t)
     if (t->ctx || atomic_load_explicit(&t->name, TERN__RELAXED)) {
         tern__spin_lock(&sh->lock);
         tern_context *ctx = t->ctx;
-        char *name = atomic_exchange_explicit(&t->name, NULL, TERN__RELAXED);
+        char *name = take_name(t);
         t->ctx = NULL;
         tern__spin_unlock(&sh->lock);
         tern_context_release(ctx);
