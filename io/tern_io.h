@@ -197,6 +197,94 @@ TERN_API int tern_fsync(int fd, int datasync, uint64_t deadline);
 TERN_API int tern_statx(int dirfd, const char *path, int flags, unsigned mask,
                         struct statx *out, uint64_t deadline);
 
+/* ---- buffered streams ------------------------------------------------------------ */
+
+/* A buffered reader and writer over one descriptor (a socket, a pipe), the
+ * way a service should talk to a connection: reads fill a buffer in large
+ * pieces and lines and frames are cut from it; writes gather in a buffer
+ * and leave in one writev when it fills or on tern_stream_flush.
+ *
+ * The descriptor stays the caller's: the stream neither closes it nor
+ * changes its flags. The reading calls (read, read_exact, read_until,
+ * read_line, peek, consume, buffered) share the read side, the writing
+ * calls (write, writev, flush, unflushed) the write side: one task may read
+ * while another writes, but two tasks must not use one side at once.
+ *
+ * No byte is lost or duplicated on a deadline or a cancel: what a read did
+ * not hand over stays buffered for the next read, and what a write took
+ * (*taken) is either written or still buffered (tern_stream_unflushed).
+ * The calls that wait take a deadline and suspend like the descriptor
+ * calls above (-EPERM outside a task); those that never wait say so. */
+typedef struct tern_stream tern_stream;
+
+typedef struct tern_stream_config {
+    size_t read_buffer;   /* bytes; 0: 16 KiB. The longest line or peek */
+    size_t write_buffer;  /* bytes; 0: 16 KiB. Writes this long bypass it */
+    uint64_t reserved[6]; /* zero */
+} tern_stream_config;
+
+/* Makes a stream over fd (cfg may be NULL: the defaults). Returns 0 and
+ * *out, or -EINVAL (fd < 0, out NULL, reserved fields not zero), -ENOMEM.
+ * Any thread. Never suspends. */
+TERN_API int tern_stream_new(int fd, const tern_stream_config *cfg, tern_stream **out);
+/* Frees s without flushing it (flush first). Returns the count of written
+ * bytes it dropped unsent (0 after a successful flush), or -EINVAL when s
+ * is NULL. Any thread, once nothing else uses s. Never suspends. */
+TERN_API ssize_t tern_stream_free(tern_stream *s);
+/* The descriptor s reads and writes, or -EINVAL. Never suspends. */
+TERN_API int tern_stream_fd(const tern_stream *s);
+
+/* Reads up to len bytes: what is buffered, else one read (straight into
+ * buf when len is at least the buffer's size). Returns the count, 0 at the
+ * end of the stream, or an error as tern_read (-EINVAL: s NULL, buf NULL
+ * with len > 0). */
+TERN_API ssize_t tern_stream_read(tern_stream *s, void *buf, size_t len,
+                                  uint64_t deadline);
+/* Reads exactly len bytes. Returns len, -ENODATA when the stream ended
+ * first, or an error; got (may be NULL) receives the count copied into buf
+ * in every case (those bytes are consumed). */
+TERN_API ssize_t tern_stream_read_exact(tern_stream *s, void *buf, size_t len,
+                                        size_t *got, uint64_t deadline);
+/* Reads up to and including the first byte equal to delim, copying it into
+ * buf (at most max bytes). Returns the length, delimiter included. On
+ * -EMSGSIZE (max bytes, or a full read buffer, without the delimiter),
+ * -ENODATA (the stream ended first), -ETIMEDOUT, -ECANCELED or an I/O error
+ * nothing is consumed: the bytes stay buffered, for tern_stream_read or
+ * tern_stream_consume. -EINVAL: s or buf NULL, max 0. */
+TERN_API ssize_t tern_stream_read_until(tern_stream *s, int delim, void *buf, size_t max,
+                                        uint64_t deadline);
+/* tern_stream_read_until(s, '\n', buf, max, deadline). */
+TERN_API ssize_t tern_stream_read_line(tern_stream *s, void *buf, size_t max,
+                                       uint64_t deadline);
+/* Waits until at least want bytes are buffered (want <= the read buffer's
+ * size) and points *data at all that are, without consuming them; they
+ * stay valid until the next reading call. Returns the count (>= want, or
+ * fewer, possibly 0, when the stream ended), or -EINVAL (s or data NULL,
+ * want too large), -ETIMEDOUT, -ECANCELED, an I/O error. */
+TERN_API ssize_t tern_stream_peek(tern_stream *s, const void **data, size_t want,
+                                  uint64_t deadline);
+/* Drops n buffered bytes (after a peek). Returns 0, or -EINVAL when s is
+ * NULL or fewer than n are buffered. Never suspends. */
+TERN_API int tern_stream_consume(tern_stream *s, size_t n);
+/* Bytes buffered for reading (0 when s is NULL). Never suspends. */
+TERN_API size_t tern_stream_buffered(const tern_stream *s);
+
+/* Buffers len bytes, writing out (buffer and buf in one writev) as the
+ * buffer fills. Returns len, or an error as tern_write (-EINVAL: s NULL,
+ * buf NULL with len > 0); taken (may be NULL) receives in every case the
+ * count of buf's bytes accepted: written, or buffered to be. */
+TERN_API ssize_t tern_stream_write(tern_stream *s, const void *buf, size_t len,
+                                   size_t *taken, uint64_t deadline);
+/* The same for iovcnt pieces (0 <= iovcnt <= IOV_MAX, else -EINVAL): the
+ * buffer and the pieces leave together, in one writev. */
+TERN_API ssize_t tern_stream_writev(tern_stream *s, const struct iovec *iov, int iovcnt,
+                                    size_t *taken, uint64_t deadline);
+/* Writes out everything buffered. Returns 0 or an error as tern_write;
+ * what was not written stays buffered (tern_stream_unflushed). */
+TERN_API int tern_stream_flush(tern_stream *s, uint64_t deadline);
+/* Bytes buffered for writing (0 when s is NULL). Never suspends. */
+TERN_API size_t tern_stream_unflushed(const tern_stream *s);
+
 #ifdef __cplusplus
 }
 #endif

@@ -759,7 +759,9 @@ const char *tern_strerror(int err)
     case ENXIO:
         return "no such host or service (or device)";
     case ENODATA:
-        return "the stream ended before all the bytes asked for";
+        return "the stream ended before all the bytes asked for (or the delimiter)";
+    case EMSGSIZE:
+        return "too long (a line or message exceeds the maximum asked for)";
     default: {
         /* strerror may format unknown codes into a shared buffer; this one
          * only ever returns static text. */

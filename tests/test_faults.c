@@ -930,6 +930,20 @@ START_TEST(spec_syntax)
 }
 END_TEST
 
+/* A stream is one allocation: when it fails, -ENOMEM and nothing made. */
+START_TEST(stream_enomem)
+{
+    tern_stream *s = (tern_stream *)1;
+    ck_assert_int_eq(tern__fault_set("malloc"), 0);
+    ck_assert_int_eq(tern_stream_new(0, NULL, &s), -ENOMEM);
+    ck_assert_uint_eq(tern__fault_count(TERN__FAULT_MALLOC), 1);
+    ck_assert_int_eq(tern__fault_set(NULL), 0);
+    ck_assert_ptr_eq(s, (tern_stream *)1);
+    ck_assert_int_eq(tern_stream_new(0, NULL, &s), 0);
+    ck_assert_int_eq(tern_stream_free(s), 0);
+}
+END_TEST
+
 Suite *faults_suite(void)
 {
     Suite *s = suite_create("faults");
@@ -943,6 +957,7 @@ Suite *faults_suite(void)
     tcase_add_test(tc, runtime_creation);
     tcase_add_loop_test(tc, echo_service, 0, 2);
     tcase_add_test(tc, connect_faults);
+    tcase_add_test(tc, stream_enomem);
     suite_add_tcase(s, tc);
     return s;
 }

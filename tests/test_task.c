@@ -1107,6 +1107,7 @@ START_TEST(strerror_words)
         {EAGAIN, "try again"},   {EPERM, "not permitted"}, {EALREADY, "already"},
         {EBUSY, "busy"},         {EDEADLK, "itself"},      {ENOSYS, "kernel"},
         {EPIPE, "closed"},       {ENXIO, "no such host"},  {ENODATA, "stream ended"},
+        {EMSGSIZE, "too long"},
     };
     for (size_t i = 0; i < sizeof own / sizeof own[0]; i++) {
         const char *m = tern_strerror(-own[i].err);
