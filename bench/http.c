@@ -87,15 +87,15 @@ typedef struct request {
 typedef struct conn {
     server_conn *sc;
     int fd;
-    size_t len, off; /* in[off..len) not parsed yet */
-    size_t outlen;
+    tern_stream *s;     /* reads cut from its buffer, answers gathered in it */
+    const char *in;     /* the bytes s holds (a peek), valid until the next read */
+    size_t len, off;    /* in[off..len) not parsed yet */
+    int werr;           /* an answer could not be written: close */
     int state;          /* ST_* */
     uint64_t discard;   /* body bytes still to skip */
     uint64_t body_seen; /* chunked: data bytes so far */
     uint64_t head_end;  /* the header deadline of the head being read (0: none yet) */
     int head_only, keep, say_keep; /* the answer due after the body */
-    char in[HEAD_MAX];
-    char out[OUT_MAX];
 } conn;
 
 /* RFC 9110 token characters. */
@@ -336,12 +336,23 @@ static const char *reason_of(int status)
     }
 }
 
-/* Appends one answer to c->out (which has ANSWER_MAX bytes free). */
+/* Gathers bytes of an answer in the stream, which writes them out as its
+ * buffer (OUT_MAX) fills; a failed write marks the connection. */
+static void put(conn *c, const char *p, size_t n)
+{
+    const server_limits *lim = server_get_limits();
+    if (!c->werr &&
+        tern_stream_write(c->s, p, n, NULL, server_deadline(lim->write_timeout_ns)) < 0)
+        c->werr = 1;
+}
+
+/* Appends one answer to the stream. */
 static void answer(conn *c, int status, int head_only, int close, int say_keep_alive)
 {
     const char *reason = reason_of(status);
     int body = status == 200 && !head_only;
-    int n = snprintf(c->out + c->outlen, ANSWER_MAX,
+    char out[ANSWER_MAX];
+    int n = snprintf(out, sizeof out,
                      "HTTP/1.1 %d %s\r\nServer: tern\r\nDate: %s\r\n"
                      "Content-Type: text/plain\r\nContent-Length: %zu\r\n%s\r\n%s",
                      status, reason, http_date(), status == 200 ? sizeof BODY - 1 : 0,
@@ -349,21 +360,13 @@ static void answer(conn *c, int status, int head_only, int close, int say_keep_a
                      : say_keep_alive ? "Connection: keep-alive\r\n"
                                       : "",
                      body ? BODY : "");
-    c->outlen += (size_t)n;
+    put(c, out, (size_t)n);
 }
 
-/* Sends what c->out holds; -1 when the write failed or timed out. */
+/* Sends what the stream gathered; -1 when a write failed or timed out. */
 static int flush(conn *c)
 {
-    int rc = c->outlen ? server_write(c->fd, c->out, c->outlen) : 0;
-    c->outlen = 0;
-    return rc < 0 ? -1 : 0;
-}
-
-/* Makes room in c->out for one more answer. */
-static int room(conn *c)
-{
-    return c->outlen > OUT_MAX - ANSWER_MAX ? flush(c) : 0;
+    return c->werr || server_flush(c->s) < 0 ? -1 : 0;
 }
 
 /* The answer to the request whose body was just read: 1 to close after it. */
@@ -433,7 +436,7 @@ static int parse_chunk_size(const char *p, size_t n, uint64_t *size)
     return 0;
 }
 
-/* Answers every complete request in c->in, in order, reading bodies
+/* Answers every complete request in in[off..len), in order, reading bodies
  * through. Returns 1 when the connection is to be closed after the
  * answers, 0 to read on, -1 when a write failed. */
 static int answer_all(conn *c)
@@ -529,14 +532,13 @@ static int answer_all(conn *c)
                  * sends the body; pointless once some of it is here */
                 if (rq.expect == 1 && rq.minor == 1 && c->off == c->len) {
                     static const char cont[] = "HTTP/1.1 100 Continue\r\n\r\n";
-                    memcpy(c->out + c->outlen, cont, sizeof cont - 1);
-                    c->outlen += sizeof cont - 1;
+                    put(c, cont, sizeof cont - 1);
                 }
             }
             break;
         }
         }
-        if (room(c) < 0)
+        if (c->werr)
             return -1;
     }
 bad:
@@ -555,9 +557,12 @@ static void linger(conn *c)
     uint64_t deadline = tern_now() + LINGER_NS;
     size_t total = 0;
     ssize_t n;
-    while (total < LINGER_BYTES &&
-           (n = tern_recv(c->fd, c->in, sizeof c->in, 0, deadline)) > 0)
+    const void *d;
+    tern_stream_consume(c->s, tern_stream_buffered(c->s));
+    while (total < LINGER_BYTES && (n = tern_stream_peek(c->s, &d, 1, deadline)) > 0) {
         total += (size_t)n;
+        tern_stream_consume(c->s, (size_t)n);
+    }
 }
 
 /* Answers status (408, 431, a bad chunk line) and closes. */
@@ -579,45 +584,55 @@ static void serve_conn(conn *c)
             linger(c);
             return;
         }
-        memmove(c->in, c->in + c->off, c->len - c->off);
+        tern_stream_consume(c->s, c->off);
         c->len -= c->off;
         c->off = 0;
-        if (c->len == sizeof c->in) { /* a head, or a chunk line, that does not fit */
+        if (c->len == HEAD_MAX) { /* a head, or a chunk line, that does not fit */
             refuse(c, c->state == ST_HEAD ? 431 : 400);
             return;
         }
         ssize_t n;
+        const void *d = NULL;
         if (c->state == ST_HEAD && c->len == 0) {
             /* between requests: the idle timeout, and the drain closes */
-            n = server_recv_idle(c->sc, c->fd, c->in, sizeof c->in);
+            n = server_stream_idle(c->sc, c->s, &d);
         } else {
             uint64_t deadline = c->state == ST_HEAD
                                     ? c->head_end
                                     : server_deadline(lim->header_timeout_ns);
-            n = tern_recv(c->fd, c->in + c->len, sizeof c->in - c->len, 0, deadline);
+            n = tern_stream_peek(c->s, &d, c->len + 1, deadline);
             if (n == -ETIMEDOUT) { /* slowloris, or a body that stopped */
                 refuse(c, 408);
                 return;
             }
         }
-        /* 0: the client closed; < 0: a reset, the idle timeout, the drain,
-         * or -ECANCELED at shutdown */
-        if (n <= 0)
+        /* no more bytes: the client closed; < 0: a reset, the idle
+         * timeout, the drain, or -ECANCELED at shutdown */
+        if (n <= (ssize_t)c->len)
             return;
-        c->len += (size_t)n;
+        c->in = d;
+        c->len = (size_t)n;
     }
 }
 
 static void http_conn(server_conn *sc, int fd)
 {
-    conn c; /* 24 KiB of the fiber's stack, which is committed lazily */
+    conn c;
+    /* the read buffer holds the longest head, the write buffer the
+     * answers to one read's pipelined requests */
+    tern_stream_config cfg = {.read_buffer = HEAD_MAX, .write_buffer = OUT_MAX};
+    if (tern_stream_new(fd, &cfg, &c.s) < 0)
+        return;
     c.sc = sc;
     c.fd = fd;
-    c.len = c.off = c.outlen = 0;
+    c.in = NULL;
+    c.len = c.off = 0;
+    c.werr = 0;
     c.state = ST_HEAD;
     c.discard = c.body_seen = c.head_end = 0;
     c.head_only = c.keep = c.say_keep = 0;
     serve_conn(&c);
+    tern_stream_free(c.s); /* what a failed write left is dropped */
 }
 
 int main(int argc, char **argv)

@@ -25,7 +25,7 @@ struct server_conn {
     int fd;
     int linked; /* in the registry (the task handle is held) */
     int done;   /* the task finished or never ran */
-    /* BUSY, IDLE (waiting in server_recv_idle) or CUT (cancelled by the
+    /* BUSY, IDLE (waiting in server_stream_idle) or CUT (cancelled by the
      * drain): a connection's own word, so a request takes no shared lock */
     _Atomic int state;
     tern_task *task;
@@ -142,13 +142,13 @@ int server_draining(void)
 /* Idle, then a look at draining; the drain sets draining, then cuts what
  * it finds idle (seq_cst both ways): either this sees the drain or the
  * drain sees this idle, never neither. */
-ssize_t server_recv_idle(server_conn *c, int fd, void *buf, size_t len)
+ssize_t server_stream_idle(server_conn *c, tern_stream *s, const void **data)
 {
     int busy = CONN_BUSY;
     if (!atomic_compare_exchange_strong(&c->state, &busy, CONN_IDLE) ||
         atomic_load(&the_server->draining))
         return -ECANCELED; /* already cut, or the drain has begun */
-    ssize_t n = tern_recv(fd, buf, len, 0, server_deadline(limits.idle_timeout_ns));
+    ssize_t n = tern_stream_peek(s, data, 1, server_deadline(limits.idle_timeout_ns));
     int idle = CONN_IDLE;
     /* bytes that came as the drain cut the connection start no request */
     if (!atomic_compare_exchange_strong(&c->state, &idle, CONN_BUSY))
@@ -156,11 +156,9 @@ ssize_t server_recv_idle(server_conn *c, int fd, void *buf, size_t len)
     return n;
 }
 
-int server_write(int fd, const void *buf, size_t len)
+int server_flush(tern_stream *s)
 {
-    ssize_t rc =
-        tern_write_all(fd, buf, len, NULL, server_deadline(limits.write_timeout_ns));
-    return rc < 0 ? (int)rc : 0;
+    return tern_stream_flush(s, server_deadline(limits.write_timeout_ns));
 }
 
 static void conn_put(server_conn *c)

@@ -59,15 +59,16 @@ const server_limits *server_get_limits(void);
 uint64_t server_deadline(uint64_t ns);
 
 /* Waits, up to the idle timeout, for the first bytes of a next request
- * (tcp_echo: any bytes) and reads them, like tern_recv. Returns the count,
- * 0 when the peer closed, -ETIMEDOUT when it stayed idle, -ECANCELED when
- * the server is draining (the connection is to be closed, even if some
- * bytes came), or another error. */
-ssize_t server_recv_idle(server_conn *c, int fd, void *buf, size_t len);
+ * (tcp_echo: any bytes) to be in s, which holds none, and points *data at
+ * them like tern_stream_peek. Returns the count buffered, 0 when the peer
+ * closed, -ETIMEDOUT when it stayed idle, -ECANCELED when the server is
+ * draining (the connection is to be closed, even if some bytes came), or
+ * another error. */
+ssize_t server_stream_idle(server_conn *c, tern_stream *s, const void **data);
 
-/* tern_write_all with the write timeout. Returns 0 or a negative errno
+/* tern_stream_flush with the write timeout. Returns 0 or a negative errno
  * (-ETIMEDOUT: the peer did not read). */
-int server_write(int fd, const void *buf, size_t len);
+int server_flush(tern_stream *s);
 
 /* 1 once a stop has begun: an answer should then close its connection. */
 int server_draining(void);
