@@ -482,9 +482,41 @@ int tern_close(int fd)
         return -EBADF;
     /* From any thread (a blocking job, the main thread): a number reused
      * after close must not inherit this descriptor's registration. */
-    tern__fdtab_forget_all(fd);
+    tern__io_fd_forget(fd, 1);
     /* Linux releases the descriptor even when close reports an error. */
     return close(fd) < 0 && errno == EBADF ? -EBADF : 0;
+}
+
+void tern__io_fd_forget(int fd, int closing)
+{
+    tern__fdtab_forget_all(fd);
+    tern__accept_forget(fd, closing);
+}
+
+/* A listener's connections come from its multishot SQE (accept.c); the
+ * peer's address, which that SQE cannot give per connection, from
+ * getpeername. -EOPNOTSUPP: make a plain accept. */
+static int accept_multi(int fd, struct sockaddr *addr, socklen_t *addrlen,
+                        uint64_t deadline)
+{
+    tern_loop *w = tern__loop_self();
+    if (!w || !w->current || w->driver->ops->kind != TERN__DRIVER_COMPLETION)
+        return -EOPNOTSUPP;
+    if (tern__cancelled())
+        return -ECANCELED;
+    int r = io_fault(&(tern__ioop){.code = TERN__IO_ACCEPT});
+    if (r)
+        return -r;
+    TERN__STAT_INC(w, io_submitted);
+    tern__wait_note(TERN__W_IO,
+                    (uintptr_t)(unsigned)fd | (uintptr_t)TERN__IO_ACCEPT << 32);
+    r = tern__accept_multi(w, fd, deadline);
+    if (r == -EOPNOTSUPP)
+        return r;
+    TERN__STAT_INC(tern__loop_self(), io_completed);
+    if (r >= 0 && addr && getpeername(r, addr, addrlen) < 0)
+        *addrlen = 0; /* the peer is gone already; the next read says so */
+    return r;
 }
 
 int tern_accept(int fd, struct sockaddr *addr, socklen_t *addrlen, uint64_t deadline)
@@ -493,14 +525,20 @@ int tern_accept(int fd, struct sockaddr *addr, socklen_t *addrlen, uint64_t dead
         return -EBADF;
     if (addr && !addrlen)
         return -EINVAL;
+    int r = accept_multi(fd, addr, addrlen, deadline);
+    if (r != -EOPNOTSUPP) {
+        if (r >= 0)
+            tern__io_fd_forget(r, 0);
+        return r;
+    }
     tern__ioop op = {.code = TERN__IO_ACCEPT,
                      .fd = fd,
                      .addr = addr,
                      .addrlen = addrlen,
                      .flags = SOCK_CLOEXEC};
-    int r = (int)run(&op, POLLIN, deadline);
+    r = (int)run(&op, POLLIN, deadline);
     if (r >= 0)
-        tern__fdtab_forget_all(r);
+        tern__io_fd_forget(r, 0);
     return r;
 }
 
@@ -617,7 +655,7 @@ int tern_open(const char *path, int flags, mode_t mode, uint64_t deadline)
                      .mode = mode};
     int r = (int)run(&op, 0, deadline);
     if (r >= 0)
-        tern__fdtab_forget_all(r);
+        tern__io_fd_forget(r, 0);
     return r;
 }
 

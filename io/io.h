@@ -45,6 +45,7 @@ enum tern__io_code {
     TERN__IO_FSYNC,
     TERN__IO_STATX,
     TERN__IO_CLOSE,
+    TERN__IO_ACCEPT_MULTI, /* accept.c's armed SQE (io_uring only) */
 };
 
 typedef struct tern__ioop {
@@ -73,10 +74,32 @@ typedef struct tern__ioop {
     tern_loop *loop; /* whose ring holds it */
 } tern__ioop;
 
-#define TERN__URING_IO 2 /* tern__ioop.kind: uring.c's tag for an operation */
+#define TERN__URING_IO 2     /* tern__ioop.kind: uring.c's tag for an operation */
+#define TERN__URING_ACCEPT 3 /* the tag of accept.c's multishot accept */
 
 /* uring.c: called by the ring's owner with an operation's result. */
 void tern__io_complete(tern__ioop *op, int res);
+
+/* ---- multishot accept (accept.c), for the io_uring backend ------------------------- */
+
+/* tern_accept on io_uring, from a task on worker w: the next connection
+ * of listener fd, from its multishot SQE. Returns the descriptor or an
+ * error as tern_accept, or -EOPNOTSUPP: make a plain accept instead (the
+ * kernel has no multishot accept for fd, TERN_NO_MULTISHOT=1, or no memory
+ * for the listener's record). Suspends. */
+int tern__accept_multi(tern_loop *w, int fd, uint64_t deadline);
+/* uring.c: a completion of that SQE; more: IORING_CQE_F_MORE. Owner. */
+void tern__accept_complete(tern__ioop *op, int res, int more);
+/* fd is being closed (closing: it still names the listener), or its
+ * number names a new descriptor: its listener records go (their waiters
+ * get -EBADF). Any thread. */
+void tern__accept_forget(int fd, int closing);
+/* uring.c: d's ring was torn down with its SQEs. */
+void tern__accept_driver_gone(struct tern__driver *d);
+/* Everything io/ keeps about fd, forgotten: the epoll tables' entries and
+ * the listener records (tern__fdtab_forget_all, tern__accept_forget).
+ * closing as for tern__accept_forget. */
+void tern__io_fd_forget(int fd, int closing);
 
 /* ---- the descriptor table (fdtab.c), for the epoll backend ------------------------ */
 

@@ -30,7 +30,7 @@ int tern_socket(int domain, int type, int protocol)
     int fd = socket(domain, type | SOCK_CLOEXEC, protocol);
     if (fd < 0)
         return -errno;
-    tern__fdtab_forget_all(fd);
+    tern__io_fd_forget(fd, 0);
     return fd;
 }
 

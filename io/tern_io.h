@@ -102,7 +102,14 @@ TERN_API int tern_socket(int domain, int type, int protocol);
 
 /* accept4(2): returns the connected fd (close-on-exec). addr and addrlen
  * may be NULL. -EMFILE / -ENFILE when out of descriptors: the pending
- * connection stays queued (back off and try again; the listener is fine). */
+ * connection stays queued (back off and try again; the listener is fine).
+ * On io_uring a listener has one multishot accept in the kernel, armed by
+ * its first tern_accept and shared by every caller on every worker (up to
+ * 64 connections wait on it for a caller; then the kernel's backlog holds
+ * them); TERN_NO_MULTISHOT=1 in the environment makes one accept per call
+ * instead. Close a listener with tern_close: it stops listening at once
+ * and its waiting callers get -EBADF; after a plain close(2) the multishot
+ * would keep the socket listening until the runtime ends. */
 TERN_API int tern_accept(int fd, struct sockaddr *addr, socklen_t *addrlen,
                          uint64_t deadline);
 /* connect(2): returns 0 once connected, or -ECONNREFUSED, -ETIMEDOUT,

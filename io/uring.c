@@ -49,8 +49,9 @@ void __tsan_release(void *addr);
 #define RING_ENTRIES 256
 
 enum uring_kind {
-    URING_WAKE = 1,            /* the eventfd read behind wake() */
-    URING_IO = TERN__URING_IO, /* a task's operation (tern__ioop, io.h) */
+    URING_WAKE = 1,                    /* the eventfd read behind wake() */
+    URING_IO = TERN__URING_IO,         /* a task's operation (tern__ioop, io.h) */
+    URING_ACCEPT = TERN__URING_ACCEPT, /* a listener's multishot (accept.c) */
 };
 
 /* The head of every op record whose address rides in user_data. */
@@ -196,6 +197,13 @@ static int reap(uring *u)
             atomic_fetch_sub_explicit(&u->base.busy, 1, memory_order_relaxed);
             tern__io_complete((tern__ioop *)op, cqe->res);
             break;
+        case URING_ACCEPT: {
+            int more = (cqe->flags & IORING_CQE_F_MORE) != 0;
+            if (!more)
+                atomic_fetch_sub_explicit(&u->base.busy, 1, memory_order_relaxed);
+            tern__accept_complete((tern__ioop *)op, cqe->res, more);
+            break;
+        }
         }
     }
     io_uring_cq_advance(&u->ring, seen);
@@ -303,6 +311,9 @@ static int uring_submit(tern__driver *d, tern__ioop *op)
     case TERN__IO_CLOSE:
         io_uring_prep_close(sqe, op->fd);
         break;
+    case TERN__IO_ACCEPT_MULTI:
+        io_uring_prep_multishot_accept(sqe, op->fd, NULL, NULL, op->flags);
+        break;
     }
     io_uring_sqe_set_data(sqe, op);
     atomic_fetch_add_explicit(&d->busy, 1, memory_order_relaxed);
@@ -347,6 +358,7 @@ static void uring_close(tern__driver *d)
     if (!pthread_equal(pthread_self(), u->owner))
         u->ring.enter_ring_fd = -1;
     io_uring_queue_exit(&u->ring);
+    tern__accept_driver_gone(d);
     close(u->efd);
     free(u);
 }

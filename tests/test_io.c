@@ -1750,6 +1750,167 @@ IO_TEST(emfile_accept)
     return NULL;
 }
 
+/* Many connections through one listener: acceptors on every worker with
+ * short deadlines, more of them cancelled while they wait; each connection
+ * (it sends its index) is accepted exactly once, none is lost. Then
+ * connections made while nobody accepts (io_uring: queued on the
+ * listener's record) are all accepted later, and closing the listener
+ * wakes a waiting caller and closes what is still queued. */
+enum { MANY_ACCEPTORS = 6 };
+
+struct many_acc {
+    int l;
+    size_t n;
+    _Atomic size_t taken;
+    _Atomic unsigned char *seen;
+    _Atomic unsigned cancelled_waits;
+};
+
+static void take_conn(struct many_acc *m, int s)
+{
+    uint32_t idx;
+    read_exactly(s, &idx, sizeof idx);
+    ck_assert_uint_lt(idx, m->n);
+    ck_assert_msg(atomic_fetch_add(&m->seen[idx], 1) == 0, "connection %u twice", idx);
+    atomic_fetch_add(&m->taken, 1);
+    ck_assert_int_eq(tern_close(s), 0);
+}
+
+static void *many_acceptor(void *arg)
+{
+    struct many_acc *m = arg;
+    uint64_t r = (uint64_t)(uintptr_t)&r;
+    while (atomic_load(&m->taken) < m->n) {
+        int s = tern_accept(m->l, NULL, NULL, dl_ms(1 + rnd_next(&r) % 20));
+        if (s == -ETIMEDOUT)
+            continue;
+        ck_assert_msg(s >= 0, "accept: %s", tern_strerror(s));
+        take_conn(m, s);
+    }
+    return NULL;
+}
+
+/* Waits with no deadline until cancelled; a connection it won first goes
+ * back to the canceller (reading it here would see the cancel). */
+static void *victim_acceptor(void *arg)
+{
+    struct many_acc *m = arg;
+    int s = tern_accept(m->l, NULL, NULL, 0);
+    if (s == -ECANCELED)
+        atomic_fetch_add(&m->cancelled_waits, 1);
+    else
+        ck_assert_msg(s >= 0, "accept: %s", tern_strerror(s));
+    return (void *)(intptr_t)s;
+}
+
+struct many_conn {
+    uint16_t port;
+    uint32_t from, to;
+};
+
+static void *many_connector(void *arg)
+{
+    struct many_conn *c = arg;
+    for (uint32_t i = c->from; i < c->to; i++) {
+        int fd = tern_tcp_connect("127.0.0.1", c->port, LONG_DL());
+        ck_assert_msg(fd >= 0, "connect %u: %s", i, tern_strerror(fd));
+        write_all(fd, &i, sizeof i);
+        ck_assert_int_eq(tern_close(fd), 0);
+    }
+    return NULL;
+}
+
+static void *close_waiter(void *arg)
+{
+    return (void *)(intptr_t)tern_accept(*(int *)arg, NULL, NULL, LONG_DL());
+}
+
+IO_TEST(accept_many_with_cancels)
+{
+    uint16_t port;
+    struct many_acc m = {.n = SCALED(1000)};
+    m.l = tcp_listener(&port, 1024);
+    m.seen = calloc(m.n, 1);
+    tern_task *acc[MANY_ACCEPTORS], *con[4];
+    for (int i = 0; i < MANY_ACCEPTORS; i++)
+        ck_assert_int_eq(tern_spawn(many_acceptor, &m, &acc[i]), 0);
+    struct many_conn cs[4];
+    for (int i = 0; i < 4; i++) {
+        cs[i] = (struct many_conn){port, (uint32_t)(m.n * i / 4),
+                                   (uint32_t)(m.n * (i + 1) / 4)};
+        ck_assert_int_eq(tern_spawn(many_connector, &cs[i], &con[i]), 0);
+    }
+    /* callers cancelled in the middle of their wait, while connections flow */
+    for (int round = 0; round < 20; round++) {
+        tern_task *v;
+        ck_assert_int_eq(tern_spawn(victim_acceptor, &m, &v), 0);
+        while (tern__task_parked(v) != TERN__W_IO && !tern_task_done(v))
+            tern_sleep(100000);
+        int cr = tern_task_cancel(v); /* -EALREADY: it won a connection and ended */
+        ck_assert_msg(cr == 0 || cr == -EALREADY, "cancel: %s", tern_strerror(cr));
+        void *res = NULL;
+        int jr = tern_join(v, &res);
+        ck_assert_msg(jr == 0 || jr == -ECANCELED, "victim: %s", tern_strerror(jr));
+        if (jr == 0 && (intptr_t)res >= 0)
+            take_conn(&m, (int)(intptr_t)res);
+    }
+    for (int i = 0; i < 4; i++)
+        ck_assert_int_eq(tern_join(con[i], NULL), 0);
+    for (int i = 0; i < MANY_ACCEPTORS; i++)
+        ck_assert_int_eq(tern_join(acc[i], NULL), 0);
+    ck_assert_uint_eq(atomic_load(&m.taken), m.n);
+    /* with nothing left to accept, a cancel always lands in the wait */
+    unsigned before = atomic_load(&m.cancelled_waits);
+    for (int round = 0; round < 5; round++) {
+        tern_task *v;
+        ck_assert_int_eq(tern_spawn(victim_acceptor, &m, &v), 0);
+        TASK_WAIT_PARKED(v, TERN__W_IO);
+        ck_assert_int_eq(tern_task_cancel(v), 0);
+        ck_assert_int_eq(tern_join(v, NULL), -ECANCELED);
+    }
+    ck_assert_uint_eq(atomic_load(&m.cancelled_waits), before + 5);
+    for (size_t i = 0; i < m.n; i++)
+        ck_assert_int_eq(m.seen[i], 1);
+
+    /* made while nobody accepts, then all taken */
+    size_t more = 100;
+    memset(m.seen, 0, m.n);
+    atomic_store(&m.taken, 0);
+    struct many_conn q = {port, 0, (uint32_t)more};
+    many_connector(&q);
+    for (size_t i = 0; i < more; i++) {
+        int s = tern_accept(m.l, NULL, NULL, LONG_DL());
+        ck_assert_msg(s >= 0, "queued accept %zu: %s", i, tern_strerror(s));
+        take_conn(&m, s);
+    }
+    ck_assert_uint_eq(atomic_load(&m.taken), more);
+
+    /* a caller waiting when the listener closes is woken; connections
+     * nobody took are closed with it (the fd count after the test) */
+    int multishot = backend_is("epoll") || !getenv("TERN_NO_MULTISHOT");
+    tern_task *w = NULL;
+    if (multishot) {
+        ck_assert_int_eq(tern_spawn(close_waiter, &m.l, &w), 0);
+        TASK_WAIT_PARKED(w, TERN__W_IO);
+    }
+    int c = tern_tcp_connect("127.0.0.1", port, LONG_DL());
+    ck_assert_int_ge(c, 0);
+    ck_assert_int_eq(tern_close(m.l), 0);
+    if (w) {
+        void *res;
+        ck_assert_int_eq(tern_join(w, &res), 0);
+        int r = (int)(intptr_t)res;
+        /* the connection just made may have reached it first */
+        ck_assert_msg(r == -EBADF || r >= 0, "waiter: %s", tern_strerror(r));
+        if (r >= 0)
+            ck_assert_int_eq(tern_close(r), 0);
+    }
+    ck_assert_int_eq(tern_close(c), 0);
+    ck_assert_int_eq(tern_tcp_connect("127.0.0.1", port, LONG_DL()), -ECONNREFUSED);
+    free((void *)m.seen);
+    return NULL;
+}
+
 /* ======================================================================= */
 /* UDP: sendto/recvfrom, sendmsg/recvmsg, boundaries, truncation, connect. */
 
@@ -3053,6 +3214,7 @@ Suite *io_suite(void)
     tcase_add_loop_test(tc, cancel_races_completion, 0, 2);
     tcase_add_loop_test(tc, partial_transfers_accounted, 0, 2);
     tcase_add_loop_test(tc, emfile_accept, 0, 2);
+    tcase_add_loop_test(tc, accept_many_with_cancels, 0, 2);
     tcase_add_loop_test(tc, udp, 0, 2);
     tcase_add_loop_test(tc, ipv6, 0, 2);
     tcase_add_loop_test(tc, unix_sockets, 0, 2);
