@@ -32,8 +32,9 @@
 #    unmeasured HTTP_WARMUP_SECS session; any socket error or non-2xx answer
 #    fails the run. Needs wrk (Debian package `wrk`, installed with the
 #    build dependencies when run as root), else it is skipped with
-#    a note. The peer harness has no HTTP servers, so with --peers tern's
-#    figures are reported alone, below the harness's table.
+#    a note. With --peers the harness runs it with its own wrk settings,
+#    beside hyper on Tokio, Go net/http, nginx and h2o, tern as tern-uring
+#    and tern-epoll.
 #
 # Workloads: those of bench-contract.md, plus tern's own `mutex`: a root task
 # spawns T tasks (default 100) that each increment one shared plain counter
@@ -62,7 +63,8 @@
 #   PEERS=1             same as --peers
 #   PEERS_DIR=../shared/peers   where the peer harness lives
 #   PEER_RUNTIMES="tokio go"    the harness's built-in peers to run beside tern
-#                               (it knows tokio go libuv asyncio uvloop)
+#                               (it knows tokio go libuv asyncio uvloop nginx
+#                               h2o); unset, http adds nginx and h2o
 #   sizes, as in the peer harness: SPAWN_N YIELD_T YIELD_Y PP_R PP_H CHAIN_D
 #   TIMERS_K TIMERS_MAX_MS MPSC_P MPSC_M MPSC_CAP IDLE_K; and MUTEX_T MUTEX_I
 #   ctxvars: GEN_N=1000000 (items, both runtimes), CPYTHON=/usr/bin/python3
@@ -86,6 +88,7 @@ RUN_TIMEOUT=${RUN_TIMEOUT:-180}
 BUILD_DIR=${BUILD_DIR:-build-bench}
 case $BUILD_DIR in /*) BUILD=$BUILD_DIR ;; *) BUILD=$ROOT/$BUILD_DIR ;; esac
 PEERS_DIR=${PEERS_DIR:-$ROOT/../shared/peers}
+PEER_RUNTIMES_SET=${PEER_RUNTIMES:+1}
 PEER_RUNTIMES=${PEER_RUNTIMES:-tokio go}
 WORKERS=${WORKERS:-}
 
@@ -517,17 +520,15 @@ if [ $want_peers -eq 1 ]; then
 		exit 1
 		;;
 	esac
-	# mutex and http are tern's own workloads, unknown to the harness: it runs
-	# the contract's workloads, this script runs mutex and http (see the header)
+	# mutex, ctxvars and observe are tern's own groups, unknown to the
+	# harness: it runs the contract's workloads and http, this script the rest
 	harness_workloads=()
 	run_mutex=0
-	run_http=0
 	run_ctx=0
 	run_obs=0
 	for w in "${workloads[@]}"; do
 		case $w in
 		mutex) run_mutex=1 ;;
-		http) run_http=1 ;;
 		ctxvars) run_ctx=1 ;;
 		observe) run_obs=1 ;;
 		*) harness_workloads+=("$w") ;;
@@ -554,10 +555,14 @@ if [ $want_peers -eq 1 ]; then
 	fi
 	tmpl="$BIN/{w}"
 	[ -z "$WORKERS" ] || tmpl="$tmpl --workers $WORKERS"
-	# tern's columns: one per backend when tcp_echo runs, else one (auto)
+	# tern's columns: one per backend when a server runs, else one (auto)
 	declare -A tern_tmpl=([tern]="$tmpl")
 	tern_cols=(tern)
-	if [[ " ${harness_workloads[*]} " == *" tcp_echo "* ]]; then
+	if [[ " ${harness_workloads[*]} " == *" http "* ]] && [ -z "$PEER_RUNTIMES_SET" ]; then
+		PEER_RUNTIMES="$PEER_RUNTIMES nginx h2o"
+	fi
+	if [[ " ${harness_workloads[*]} " == *" tcp_echo "* ]] ||
+		[[ " ${harness_workloads[*]} " == *" http "* ]]; then
 		tern_tmpl=([tern-uring]="env TERN_BACKEND=io_uring $tmpl"
 			[tern-epoll]="env TERN_BACKEND=epoll $tmpl")
 		tern_cols=(tern-uring tern-epoll)
@@ -588,11 +593,8 @@ if [ $want_peers -eq 1 ]; then
 		} >>"$tmp/report.md"
 	}
 
-	# http (tern alone, the harness has no HTTP servers), ctxvars, observe,
-	# then the report
+	# ctxvars, observe, then the report
 	finish_peers() {
-		[ $run_http -eq 0 ] || tern_only server SLOGS SRAW "tern only" \
-			"tern's HTTP server (no peer runs HTTP in the harness)" "run_servers http" server_report
 		[ $run_ctx -eq 0 ] || tern_only ctxvars CLOGS CRAW "tern and CPython" \
 			"context variables and generators: tern and CPython" run_ctxvars ctxvars_report
 		[ $run_obs -eq 0 ] || tern_only observe OLOGS ORAW \
