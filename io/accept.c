@@ -207,29 +207,22 @@ static void cancel_here(void *arg)
 {
     listener *l = arg;
     cancel_sqe(l);
-    unref(l); /* the handle's */
+    unref(l); /* the one on_home was given */
 }
 
-/* Runs fn(l) on home: now when w is home, else through a handle (with a
- * reference of its own). 0, or -ENOMEM / -ESHUTDOWN. */
+/* Runs fn(l) on home, handing it a reference the caller took: now when w
+ * is home, else through a handle. 0, or -ENOMEM / -ESHUTDOWN, and then the
+ * reference is still the caller's. */
 static int on_home(tern_loop *w, listener *l, void (*fn)(void *))
 {
     if (w == l->home) {
-        if (fn == cancel_here)
-            cancel_sqe(l);
-        else
-            fn(l);
+        fn(l);
         return 0;
     }
-    if (fn == cancel_here)
-        atomic_fetch_add_explicit(&l->refs, 1, TERN__RELAXED);
     tern_handle *h = tern__handle_alloc(fn, l);
     int r = h ? tern__handle_post(l->home, h) : -ENOMEM;
-    if (r < 0) {
+    if (r < 0)
         tern_handle_release(h);
-        if (fn == cancel_here)
-            unref(l);
-    }
     return r;
 }
 
@@ -379,8 +372,11 @@ void tern__accept_forget(int fd, int closing)
          * ring's teardown, tern__accept_driver_gone. */
         if (armed && closing)
             shutdown(fd, SHUT_RD);
-        if (armed)
-            (void)on_home(w && w->rt == l->rt ? w : NULL, l, cancel_here);
+        if (armed) {
+            atomic_fetch_add_explicit(&l->refs, 1, TERN__RELAXED);
+            if (on_home(w, l, cancel_here) < 0)
+                unref(l);
+        }
         unref(l); /* the table's */
         unref(l); /* take_out's */
     }

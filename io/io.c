@@ -431,14 +431,15 @@ ssize_t tern_writev(int fd, const struct iovec *iov, int iovcnt, uint64_t deadli
     return run(&op, POLLOUT, deadline);
 }
 
-ssize_t tern_read_exact(int fd, void *buf, size_t len, size_t *got, uint64_t deadline)
+ssize_t tern__read_exact_by(tern__read_fn rd, void *src, void *buf, size_t len,
+                            size_t *got, uint64_t deadline)
 {
     size_t n = 0;
     ssize_t r = 0;
-    if (!buf && len)
+    if (!src || (!buf && len))
         r = -EINVAL;
     while (r >= 0 && n < len) {
-        r = tern_read(fd, (char *)buf + n, len - n, deadline);
+        r = rd(src, (char *)buf + n, len - n, deadline);
         if (r == 0)
             r = -ENODATA;
         else if (r > 0)
@@ -447,6 +448,16 @@ ssize_t tern_read_exact(int fd, void *buf, size_t len, size_t *got, uint64_t dea
     if (got)
         *got = n;
     return r < 0 ? r : (ssize_t)n;
+}
+
+static ssize_t read_fd(void *fd, void *buf, size_t len, uint64_t deadline)
+{
+    return tern_read(*(int *)fd, buf, len, deadline);
+}
+
+ssize_t tern_read_exact(int fd, void *buf, size_t len, size_t *got, uint64_t deadline)
+{
+    return tern__read_exact_by(read_fd, &fd, buf, len, got, deadline);
 }
 
 ssize_t tern_write_all(int fd, const void *buf, size_t len, size_t *sent,

@@ -96,6 +96,14 @@ void tern__accept_complete(tern__ioop *op, int res, int more);
 void tern__accept_forget(int fd, int closing);
 /* uring.c: d's ring was torn down with its SQEs. */
 void tern__accept_driver_gone(struct tern__driver *d);
+/* The loop of tern_read_exact and tern_stream_read_exact: rd(src, ...)
+ * until len bytes, the end of the stream (-ENODATA) or an error; *got (may
+ * be NULL) receives the count read in every case. -EINVAL: src NULL, or
+ * buf NULL with len > 0. */
+typedef ssize_t (*tern__read_fn)(void *src, void *buf, size_t len, uint64_t deadline);
+ssize_t tern__read_exact_by(tern__read_fn rd, void *src, void *buf, size_t len,
+                            size_t *got, uint64_t deadline);
+
 /* Everything io/ keeps about fd, forgotten: the epoll tables' entries and
  * the listener records (tern__fdtab_forget_all, tern__accept_forget).
  * closing as for tern__accept_forget. */

@@ -13,8 +13,8 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "io/io.h"
 #include "rt/fault.h"
-#include "rt/tern.h"
 
 #define DEFAULT_BUFFER (16u << 10)
 /* Pieces per writev: the buffer and 63 of the caller's, 1 KiB of the
@@ -115,21 +115,15 @@ ssize_t tern_stream_read(tern_stream *s, void *buf, size_t len, uint64_t deadlin
     return (ssize_t)n;
 }
 
+static ssize_t read_stream(void *s, void *buf, size_t len, uint64_t deadline)
+{
+    return tern_stream_read(s, buf, len, deadline);
+}
+
 ssize_t tern_stream_read_exact(tern_stream *s, void *buf, size_t len, size_t *got,
                                uint64_t deadline)
 {
-    size_t n = 0;
-    ssize_t r = !s || (!buf && len) ? -EINVAL : 0;
-    while (r >= 0 && n < len) {
-        r = tern_stream_read(s, (char *)buf + n, len - n, deadline);
-        if (r == 0)
-            r = -ENODATA;
-        else if (r > 0)
-            n += (size_t)r;
-    }
-    if (got)
-        *got = n;
-    return r < 0 ? r : (ssize_t)n;
+    return tern__read_exact_by(read_stream, s, buf, len, got, deadline);
 }
 
 ssize_t tern_stream_read_until(tern_stream *s, int delim, void *buf, size_t max,
@@ -281,11 +275,7 @@ ssize_t tern_stream_writev(tern_stream *s, const struct iovec *iov, int iovcnt,
 ssize_t tern_stream_write(tern_stream *s, const void *buf, size_t len, size_t *taken,
                           uint64_t deadline)
 {
-    if (!buf && len) {
-        if (taken)
-            *taken = 0;
-        return -EINVAL;
-    }
+    /* writev refuses a NULL piece with bytes, as this must */
     struct iovec one = {(void *)buf, len};
     return tern_stream_writev(s, &one, 1, taken, deadline);
 }

@@ -1844,8 +1844,7 @@ IO_TEST(accept_many_with_cancels)
     for (int round = 0; round < 20; round++) {
         tern_task *v;
         ck_assert_int_eq(tern_spawn(victim_acceptor, &m, &v), 0);
-        while (tern__task_parked(v) != TERN__W_IO && !tern_task_done(v))
-            tern_sleep(100000);
+        TASK_WAIT_UNTIL(tern__task_parked(v) == TERN__W_IO || tern_task_done(v), WAIT_MS);
         int cr = tern_task_cancel(v); /* -EALREADY: it won a connection and ended */
         ck_assert_msg(cr == 0 || cr == -EALREADY, "cancel: %s", tern_strerror(cr));
         void *res = NULL;
