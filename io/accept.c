@@ -273,7 +273,7 @@ void tern__accept_complete(tern__ioop *op, int res, int more)
 
 /* ---- callers ----------------------------------------------------------------------- */
 
-static int off(void)
+int tern__multishot_off(void)
 {
     int d = atomic_load_explicit(&disabled, TERN__RELAXED);
     if (d < 0) { /* racing first callers read the same environment */
@@ -286,7 +286,7 @@ static int off(void)
 
 int tern__accept_multi(tern_loop *w, int fd, uint64_t deadline)
 {
-    if (off())
+    if (tern__multishot_off())
         return -EOPNOTSUPP;
     listener *l = find(w, fd);
     if (!l)

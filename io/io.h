@@ -46,6 +46,7 @@ enum tern__io_code {
     TERN__IO_STATX,
     TERN__IO_CLOSE,
     TERN__IO_ACCEPT_MULTI, /* accept.c's armed SQE (io_uring only) */
+    TERN__IO_RECV_MULTI,   /* recv.c's armed SQE (io_uring only) */
 };
 
 typedef struct tern__ioop {
@@ -76,6 +77,7 @@ typedef struct tern__ioop {
 
 #define TERN__URING_IO 2     /* tern__ioop.kind: uring.c's tag for an operation */
 #define TERN__URING_ACCEPT 3 /* the tag of accept.c's multishot accept */
+#define TERN__URING_RECV 4   /* the tag of recv.c's multishot receive */
 
 /* uring.c: called by the ring's owner with an operation's result. */
 void tern__io_complete(tern__ioop *op, int res);
@@ -96,6 +98,66 @@ void tern__accept_complete(tern__ioop *op, int res, int more);
 void tern__accept_forget(int fd, int closing);
 /* uring.c: d's ring was torn down with its SQEs. */
 void tern__accept_driver_gone(struct tern__driver *d);
+/* TERN_NO_MULTISHOT=1 in the environment: no multishot accept, no
+ * multishot receive, no buffer rings (what an older kernel gets). */
+int tern__multishot_off(void);
+
+/* ---- provided buffers and multishot receive (uring.c, recv.c) ---------------------- */
+
+/* A ring of provided buffers, one per io_uring driver, made the first time
+ * a stream reads on that worker. The kernel picks a buffer for each
+ * receive and names it in the completion; whoever consumed it puts it back,
+ * from any thread. It outlives its driver while streams still hold it. */
+typedef struct tern__bufs {
+    char *data;     /* count buffers of size bytes */
+    uint32_t *len;  /* per buffer: bytes received into it */
+    uint16_t *next; /* per buffer: the next one queued for the same reader */
+    unsigned count, size, mask;
+    _Atomic unsigned lock;  /* puts from any thread */
+    _Atomic unsigned out;   /* buffers the kernel filled, not yet put back */
+    _Atomic unsigned refs;  /* the driver's, and one per receive record homed here */
+    _Atomic int dead;       /* the ring is gone: puts only count */
+    void *ring;             /* struct io_uring_buf_ring */
+    struct tern__rx *armed; /* records with a multishot SQE here (owner only) */
+} tern__bufs;
+
+/* Buffers per ring, and so per worker; a power of two (tests lower it
+ * before making a runtime, to exhaust a ring on purpose). */
+extern unsigned tern__bufs_count;
+#define TERN__BUF_SIZE 4096u
+
+/* d's buffer ring, made and registered now if it has none: with a
+ * reference for the caller. NULL when the kernel has no buffer rings,
+ * TERN_NO_MULTISHOT=1, or no memory. d's owner. */
+tern__bufs *tern__uring_bufs(tern__driver *d);
+/* Gives buffer bid back to the kernel. Any thread. */
+void tern__bufs_put(tern__bufs *b, unsigned bid);
+void tern__bufs_unref(tern__bufs *b);
+
+/* A stream's multishot receive: one armed SQE on the ring of the worker
+ * that reads, whose completions queue buffers for the stream's task. */
+typedef struct tern__rx tern__rx;
+/* A record for socket fd. -EOPNOTSUPP: read plainly instead (epoll, no
+ * buffer rings, TERN_NO_MULTISHOT=1); -ENOMEM. From a task. */
+int tern__rx_new(int fd, tern__rx **out);
+/* The next bytes received, in a buffer the caller holds until its next
+ * call or tern__rx_free: their count (> 0) with *data, 0 at the end of
+ * the stream, or an error. -EOPNOTSUPP: nothing is queued or in flight,
+ * make one plain read (the ring ran out of buffers, the descriptor is no
+ * socket, or the kernel has no multishot receive). Suspends. */
+ssize_t tern__rx_next(tern__rx *x, const char **data, uint64_t deadline);
+/* Puts the held buffer back (no-op without one). */
+void tern__rx_done(tern__rx *x);
+/* Drops what is queued and stops the SQE; the record goes when the SQE
+ * has ended. Any thread. */
+void tern__rx_free(tern__rx *x);
+/* uring.c: a completion of a record's SQE (its CQE flags). Owner. */
+void tern__rx_complete(tern__ioop *op, int res, unsigned flags);
+/* uring.c: d's ring was torn down; b was its buffers. */
+void tern__rx_driver_gone(tern__bufs *b);
+/* What the receive path has had to do, for tests: ENOBUFS completions,
+ * SQEs cancelled because their reader fell behind. */
+extern _Atomic unsigned long tern__rx_nobufs, tern__rx_pauses;
 /* The loop of tern_read_exact and tern_stream_read_exact: rd(src, ...)
  * until len bytes, the end of the stream (-ENODATA) or an error; *got (may
  * be NULL) receives the count read in every case. -EINVAL: src NULL, or

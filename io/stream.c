@@ -4,6 +4,13 @@
  * one writev. Both are plain byte arrays with a start and a length; the
  * descriptor calls underneath (tern_read, tern_writev) do the waiting, so
  * the stream works alike on both backends.
+ *
+ * On io_uring a socket's reads come from its multishot receive instead
+ * (recv.c): each piece arrives in a provided buffer, the "chunk", which the
+ * stream reads from in place and gives back once consumed. The bytes
+ * buffered are then rbuf's, followed by the chunk's; only a line or a peek
+ * that runs past the end of a chunk copies it into rbuf to join it to the
+ * next. Whenever recv.c says to, a read goes to rbuf plainly, as on epoll.
  */
 #ifndef _GNU_SOURCE
 #define _GNU_SOURCE
@@ -23,9 +30,13 @@
 
 struct tern_stream {
     int fd;
-    /* read side: bytes rbuf[rstart, rstart + rlen) are buffered */
+    /* read side: bytes rbuf[rstart, rstart + rlen), then chunk[0, clen) */
     char *rbuf;
     size_t rcap, rstart, rlen;
+    const char *chunk;
+    size_t clen;
+    tern__rx *rx; /* the multishot receive, from the first read on io_uring */
+    int plain;    /* reads are plain for good (epoll, no socket, no rings) */
     /* write side: bytes wbuf[wstart, wstart + wlen) wait to be written */
     char *wbuf;
     size_t wcap, wstart, wlen;
@@ -62,6 +73,8 @@ ssize_t tern_stream_free(tern_stream *s)
     if (!s)
         return -EINVAL;
     ssize_t dropped = (ssize_t)s->wlen;
+    if (s->rx)
+        tern__rx_free(s->rx);
     free(s);
     return dropped;
 }
@@ -73,19 +86,68 @@ int tern_stream_fd(const tern_stream *s)
 
 /* ---- reading ---------------------------------------------------------------------- */
 
-static void take(tern_stream *s, void *buf, size_t n)
+/* The buffered bytes that lie together at the front: rbuf's, else the
+ * chunk's. */
+static const char *front(const tern_stream *s, size_t *n)
 {
-    if (buf)
-        memcpy(buf, s->rbuf + s->rstart, n);
-    s->rstart = (s->rlen -= n) ? s->rstart + n : 0;
+    int in_rbuf = s->rlen || !s->clen; /* never NULL, even when empty */
+    *n = in_rbuf ? s->rlen : s->clen;
+    return in_rbuf ? s->rbuf + s->rstart : s->chunk;
 }
 
-/* One read appended to the buffer. Returns the count, 0 at the end of the
- * stream, or an error; -EMSGSIZE when the buffer is already full. */
-static ssize_t fill(tern_stream *s, uint64_t deadline)
+static void take_chunk(tern_stream *s, void *buf, size_t n)
 {
-    if (s->rlen == s->rcap)
-        return -EMSGSIZE;
+    if (buf)
+        memcpy(buf, s->chunk, n);
+    s->chunk += n;
+    if (!(s->clen -= n))
+        tern__rx_done(s->rx);
+}
+
+/* Consumes n buffered bytes (into buf unless NULL): rbuf's, then the
+ * chunk's. */
+static void take(tern_stream *s, void *buf, size_t n)
+{
+    size_t a = n < s->rlen ? n : s->rlen;
+    if (a) {
+        if (buf)
+            memcpy(buf, s->rbuf + s->rstart, a);
+        s->rstart = (s->rlen -= a) ? s->rstart + a : 0;
+    }
+    if (n > a)
+        take_chunk(s, buf ? (char *)buf + a : NULL, n - a);
+}
+
+/* The next chunk from the multishot receive. Returns its size, 0 at the
+ * end of the stream, an error, or -EAGAIN: make a plain read this time.
+ * Nothing is buffered. */
+static ssize_t next_chunk(tern_stream *s, uint64_t deadline)
+{
+    if (s->plain)
+        return -EAGAIN;
+    /* a chunk must fit in rbuf, for lines that run past its end */
+    int r = s->rx || s->rcap < TERN__BUF_SIZE ? 0 : tern__rx_new(s->fd, &s->rx);
+    if (s->rcap < TERN__BUF_SIZE || r == -EOPNOTSUPP)
+        s->plain = 1;
+    if (!s->rx)
+        return -EAGAIN; /* -ENOMEM: plainly, and try again next time */
+    const char *data;
+    ssize_t n = tern__rx_next(s->rx, &data, deadline);
+    if (n > 0) {
+        s->chunk = data;
+        s->clen = (size_t)n;
+    } else if (n == -EOPNOTSUPP) {
+        tern__rx_free(s->rx);
+        s->rx = NULL;
+        s->plain = 1;
+        n = -EAGAIN;
+    }
+    return n;
+}
+
+/* One plain read appended to rbuf, which has room. */
+static ssize_t read_plain(tern_stream *s, uint64_t deadline)
+{
     if (s->rstart + s->rlen == s->rcap) {
         memmove(s->rbuf, s->rbuf + s->rstart, s->rlen);
         s->rstart = 0;
@@ -97,20 +159,57 @@ static ssize_t fill(tern_stream *s, uint64_t deadline)
     return n;
 }
 
+/* Makes the front longer. Returns the count added, 0 at the end of the
+ * stream, or an error; -EMSGSIZE when rbuf is full already. */
+static ssize_t fill(tern_stream *s, uint64_t deadline)
+{
+    if (!s->rlen && !s->clen) { /* a new chunk is the front as it lies */
+        ssize_t n = next_chunk(s, deadline);
+        return n == -EAGAIN ? read_plain(s, deadline) : n;
+    }
+    if (!s->rlen) { /* the front is a chunk: into rbuf, to join what follows */
+        memcpy(s->rbuf, s->chunk, s->clen);
+        s->rstart = 0;
+        s->rlen = s->clen;
+        take_chunk(s, NULL, s->clen);
+    }
+    if (s->rlen == s->rcap)
+        return -EMSGSIZE;
+    if (!s->clen) {
+        ssize_t n = next_chunk(s, deadline);
+        if (n == -EAGAIN)
+            return read_plain(s, deadline);
+        if (n <= 0)
+            return n;
+    }
+    if (s->rstart + s->rlen == s->rcap) {
+        memmove(s->rbuf, s->rbuf + s->rstart, s->rlen);
+        s->rstart = 0;
+    }
+    size_t room = s->rcap - s->rstart - s->rlen, m = s->clen < room ? s->clen : room;
+    memcpy(s->rbuf + s->rstart + s->rlen, s->chunk, m);
+    s->rlen += m;
+    take_chunk(s, NULL, m);
+    return (ssize_t)m;
+}
+
 ssize_t tern_stream_read(tern_stream *s, void *buf, size_t len, uint64_t deadline)
 {
     if (!s || (!buf && len))
         return -EINVAL;
     if (!len)
         return 0;
-    if (!s->rlen) {
-        if (len >= s->rcap) /* a copy through the buffer would buy nothing */
-            return tern_read(s->fd, buf, len, deadline);
-        ssize_t n = fill(s, deadline);
+    if (!s->rlen && !s->clen) {
+        ssize_t n = next_chunk(s, deadline);
+        if (n == -EAGAIN) {
+            if (len >= s->rcap) /* a copy through rbuf would buy nothing */
+                return tern_read(s->fd, buf, len, deadline);
+            n = read_plain(s, deadline);
+        }
         if (n <= 0)
             return n;
     }
-    size_t n = len < s->rlen ? len : s->rlen;
+    size_t have = s->rlen + s->clen, n = len < have ? len : have;
     take(s, buf, n);
     return (ssize_t)n;
 }
@@ -133,11 +232,12 @@ ssize_t tern_stream_read_until(tern_stream *s, int delim, void *buf, size_t max,
         return -EINVAL;
     size_t scanned = 0; /* bytes already known to hold no delimiter */
     for (;;) {
-        size_t lim = s->rlen < max ? s->rlen : max;
-        char *at =
-            memchr(s->rbuf + s->rstart + scanned, (unsigned char)delim, lim - scanned);
+        size_t have;
+        const char *p = front(s, &have);
+        size_t lim = have < max ? have : max;
+        const char *at = memchr(p + scanned, (unsigned char)delim, lim - scanned);
         if (at) {
-            size_t n = (size_t)(at - (s->rbuf + s->rstart)) + 1;
+            size_t n = (size_t)(at - p) + 1;
             take(s, buf, n);
             return (ssize_t)n;
         }
@@ -162,20 +262,22 @@ ssize_t tern_stream_peek(tern_stream *s, const void **data, size_t want,
 {
     if (!s || !data || want > s->rcap)
         return -EINVAL;
-    while (s->rlen < want) {
+    size_t have;
+    const char *p;
+    while ((p = front(s, &have)), have < want) {
         ssize_t r = fill(s, deadline);
         if (r == 0)
             break;
         if (r < 0)
             return r;
     }
-    *data = s->rbuf + s->rstart;
-    return (ssize_t)s->rlen;
+    *data = p;
+    return (ssize_t)have;
 }
 
 int tern_stream_consume(tern_stream *s, size_t n)
 {
-    if (!s || n > s->rlen)
+    if (!s || n > s->rlen + s->clen)
         return -EINVAL;
     take(s, NULL, n);
     return 0;
@@ -183,7 +285,7 @@ int tern_stream_consume(tern_stream *s, size_t n)
 
 size_t tern_stream_buffered(const tern_stream *s)
 {
-    return s ? s->rlen : 0;
+    return s ? s->rlen + s->clen : 0;
 }
 
 /* ---- writing ---------------------------------------------------------------------- */

@@ -212,10 +212,14 @@ TERN_API int tern_statx(int dirfd, const char *path, int flags, unsigned mask,
  * and leave in one writev when it fills or on tern_stream_flush.
  *
  * The descriptor stays the caller's: the stream neither closes it nor
- * changes its flags. The reading calls (read, read_exact, read_until,
- * read_line, peek, consume, buffered) share the read side, the writing
- * calls (write, writev, flush, unflushed) the write side: one task may read
- * while another writes, but two tasks must not use one side at once.
+ * changes its flags. Free the stream before closing it: on io_uring a
+ * socket's stream keeps a multishot receive armed, which holds the socket
+ * open in the kernel until the stream is freed.
+ *
+ * The reading calls (read, read_exact, read_until, read_line, peek,
+ * consume, buffered) share the read side, the writing calls (write,
+ * writev, flush, unflushed) the write side: one task may read while
+ * another writes, but two tasks must not use one side at once.
  *
  * No byte is lost or duplicated on a deadline or a cancel: what a read did
  * not hand over stays buffered for the next read, and what a write took
@@ -234,9 +238,11 @@ typedef struct tern_stream_config {
  * *out, or -EINVAL (fd < 0, out NULL, reserved fields not zero), -ENOMEM.
  * Any thread. Never suspends. */
 TERN_API int tern_stream_new(int fd, const tern_stream_config *cfg, tern_stream **out);
-/* Frees s without flushing it (flush first). Returns the count of written
- * bytes it dropped unsent (0 after a successful flush), or -EINVAL when s
- * is NULL. Any thread, once nothing else uses s. Never suspends. */
+/* Frees s without flushing it (flush first), dropping what it read ahead.
+ * Returns the count of written bytes it dropped unsent (0 after a
+ * successful flush), or -EINVAL when s is NULL. Any thread, once nothing
+ * else uses s, and before the runtime it read in is freed (on io_uring it
+ * holds buffers of that runtime's workers). Never suspends. */
 TERN_API ssize_t tern_stream_free(tern_stream *s);
 /* The descriptor s reads and writes, or -EINVAL. Never suspends. */
 TERN_API int tern_stream_fd(const tern_stream *s);
@@ -263,11 +269,12 @@ TERN_API ssize_t tern_stream_read_until(tern_stream *s, int delim, void *buf, si
 /* tern_stream_read_until(s, '\n', buf, max, deadline). */
 TERN_API ssize_t tern_stream_read_line(tern_stream *s, void *buf, size_t max,
                                        uint64_t deadline);
-/* Waits until at least want bytes are buffered (want <= the read buffer's
- * size) and points *data at all that are, without consuming them; they
- * stay valid until the next reading call. Returns the count (>= want, or
- * fewer, possibly 0, when the stream ended), or -EINVAL (s or data NULL,
- * want too large), -ETIMEDOUT, -ECANCELED, an I/O error. */
+/* Waits until at least want bytes are buffered in one piece (want <= the
+ * read buffer's size) and points *data at them, without consuming them;
+ * they stay valid until the next reading call. Returns the count of bytes
+ * at *data (>= want, or fewer, possibly 0, when the stream ended; more may
+ * be buffered behind them, see tern_stream_buffered), or -EINVAL (s or
+ * data NULL, want too large), -ETIMEDOUT, -ECANCELED, an I/O error. */
 TERN_API ssize_t tern_stream_peek(tern_stream *s, const void **data, size_t want,
                                   uint64_t deadline);
 /* Drops n buffered bytes (after a peek). Returns 0, or -EINVAL when s is

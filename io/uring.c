@@ -52,6 +52,7 @@ enum uring_kind {
     URING_WAKE = 1,                    /* the eventfd read behind wake() */
     URING_IO = TERN__URING_IO,         /* a task's operation (tern__ioop, io.h) */
     URING_ACCEPT = TERN__URING_ACCEPT, /* a listener's multishot (accept.c) */
+    URING_RECV = TERN__URING_RECV,     /* a stream's multishot (recv.c) */
 };
 
 /* The head of every op record whose address rides in user_data. */
@@ -68,6 +69,8 @@ typedef struct uring {
     bool always_enter; /* pending completions may be invisible from user space */
     uring_op wake_op;
     uint64_t wake_buf; /* the eventfd read lands here */
+    tern__bufs *bufs;  /* provided buffers, from the first stream's read on */
+    bool bufs_tried;   /* made, or refused for good */
 } uring;
 
 /*
@@ -204,6 +207,13 @@ static int reap(uring *u)
             tern__accept_complete((tern__ioop *)op, cqe->res, more);
             break;
         }
+        case URING_RECV:
+            if (cqe->flags & IORING_CQE_F_BUFFER)
+                TSAN_ACQUIRE(u->bufs); /* from the put that gave it back */
+            if (!(cqe->flags & IORING_CQE_F_MORE))
+                atomic_fetch_sub_explicit(&u->base.busy, 1, memory_order_relaxed);
+            tern__rx_complete((tern__ioop *)op, cqe->res, cqe->flags);
+            break;
         }
     }
     io_uring_cq_advance(&u->ring, seen);
@@ -314,6 +324,13 @@ static int uring_submit(tern__driver *d, tern__ioop *op)
     case TERN__IO_ACCEPT_MULTI:
         io_uring_prep_multishot_accept(sqe, op->fd, NULL, NULL, op->flags);
         break;
+    case TERN__IO_RECV_MULTI:
+        /* the kernel picks each buffer from the ring (group 0: one ring
+         * per io_uring instance) */
+        io_uring_prep_recv_multishot(sqe, op->fd, NULL, 0, 0);
+        sqe->flags |= IOSQE_BUFFER_SELECT;
+        sqe->buf_group = 0;
+        break;
     }
     io_uring_sqe_set_data(sqe, op);
     atomic_fetch_add_explicit(&d->busy, 1, memory_order_relaxed);
@@ -359,8 +376,107 @@ static void uring_close(tern__driver *d)
         u->ring.enter_ring_fd = -1;
     io_uring_queue_exit(&u->ring);
     tern__accept_driver_gone(d);
+    if (u->bufs) {
+        tern__spin_lock(&u->bufs->lock);
+        atomic_store_explicit(&u->bufs->dead, 1, memory_order_relaxed);
+        tern__spin_unlock(&u->bufs->lock);
+        tern__rx_driver_gone(u->bufs);
+        tern__bufs_unref(u->bufs);
+    }
     close(u->efd);
     free(u);
+}
+
+/* ---- provided buffers -------------------------------------------------------------- */
+
+unsigned tern__bufs_count = 512; /* 2 MiB per worker that reads streams */
+
+static void bufs_free(tern__bufs *b)
+{
+    free(b->ring);
+    free(b->data);
+    free(b->len);
+    free(b->next);
+    free(b);
+}
+
+/* Registration is the kernel's test: -EINVAL before 5.19 (no buffer
+ * rings). Multishot receive came later (6.0); recv.c learns of its absence
+ * from the first SQE's -EINVAL. */
+static int bufs_new(uring *u, tern__bufs **out)
+{
+    unsigned count = tern__bufs_count;
+    if (!count || count > 32768 || (count & (count - 1)))
+        return -EINVAL;
+    tern__bufs *b = TERN__FAULT_ALLOC(calloc(1, sizeof *b));
+    if (!b)
+        return -ENOMEM;
+    b->count = count;
+    b->size = TERN__BUF_SIZE;
+    b->mask = (unsigned)io_uring_buf_ring_mask(count);
+    long page = sysconf(_SC_PAGESIZE);
+    void *ring = NULL;
+    if (posix_memalign(&ring, page > 0 ? (size_t)page : 4096,
+                       count * sizeof(struct io_uring_buf)) != 0)
+        ring = NULL;
+    b->ring = ring;
+    b->data = TERN__FAULT_ALLOC(malloc((size_t)count * b->size));
+    b->len = TERN__FAULT_ALLOC(calloc(count, sizeof *b->len));
+    b->next = TERN__FAULT_ALLOC(calloc(count, sizeof *b->next));
+    if (!b->ring || !b->data || !b->len || !b->next) {
+        bufs_free(b);
+        return -ENOMEM;
+    }
+    io_uring_buf_ring_init(b->ring);
+    struct io_uring_buf_reg reg = {
+        .ring_addr = (uintptr_t)b->ring, .ring_entries = count, .bgid = 0};
+    int r = io_uring_register_buf_ring(&u->ring, &reg, 0);
+    if (r < 0) {
+        bufs_free(b);
+        return r;
+    }
+    for (unsigned i = 0; i < count; i++)
+        io_uring_buf_ring_add(b->ring, b->data + (size_t)i * b->size, b->size,
+                              (unsigned short)i, (int)b->mask, (int)i);
+    io_uring_buf_ring_advance(b->ring, (int)count);
+    atomic_init(&b->refs, 1); /* the driver's */
+    *out = b;
+    return 0;
+}
+
+tern__bufs *tern__uring_bufs(tern__driver *d)
+{
+    uring *u = (uring *)d;
+    if (!u->bufs_tried) {
+        /* a failure for memory is tried again on the next stream */
+        int r = tern__multishot_off() ? -EOPNOTSUPP : bufs_new(u, &u->bufs);
+        u->bufs_tried = r != -ENOMEM;
+    }
+    if (u->bufs)
+        atomic_fetch_add_explicit(&u->bufs->refs, 1, memory_order_relaxed);
+    return u->bufs;
+}
+
+void tern__bufs_put(tern__bufs *b, unsigned bid)
+{
+    tern__spin_lock(&b->lock);
+    if (!atomic_load_explicit(&b->dead, memory_order_relaxed)) {
+        io_uring_buf_ring_add(b->ring, b->data + (size_t)bid * b->size, b->size,
+                              (unsigned short)bid, (int)b->mask, 0);
+        /* a release store of the tail: the kernel sees the entry first */
+        io_uring_buf_ring_advance(b->ring, 1);
+    }
+    /* the kernel refills it and a completion hands it out again: the
+     * edge ThreadSanitizer cannot see (reap's TSAN_ACQUIRE) */
+    TSAN_RELEASE(b);
+    tern__spin_unlock(&b->lock);
+    atomic_fetch_sub_explicit(&b->out, 1, memory_order_relaxed);
+}
+
+void tern__bufs_unref(tern__bufs *b)
+{
+    if (b && atomic_fetch_sub_explicit(&b->refs, 1, memory_order_acq_rel) == 1)
+        bufs_free(b);
 }
 
 const tern__driver_ops tern__uring_ops = {
