@@ -59,6 +59,14 @@ typedef struct tern__driver_ops {
      * be gone. Owner thread. */
     int (*submit)(tern__driver *d, struct tern__ioop *op);
     void (*cancel)(tern__driver *d, uintptr_t key);
+    /* Collects, without sleeping, the events that d's owner has not come
+     * to collect (it is descheduled, or runs a task that does not yield),
+     * and hands them on as its own wait would: the woken tasks run on the
+     * caller's worker. Leaves d's wakes to d. Returns the count handled.
+     * Any thread but d's owner. NULL for io_uring: a completion is made in
+     * the context of the thread that submitted it (task work), so no
+     * other thread can bring it about. */
+    int (*help)(tern__driver *d);
 } tern__driver_ops;
 
 /* Every instance starts with this head, so a loop can call d->ops->wait. */

@@ -141,6 +141,21 @@ static int epoll_wait_ns(tern__driver *d, int64_t timeout_ns)
     return n;
 }
 
+static int epoll_help(tern__driver *d)
+{
+    epoll_driver *e = (epoll_driver *)d;
+    struct epoll_event evs[MAX_EVENTS];
+    int n = epoll_wait(e->epfd, evs, MAX_EVENTS, 0), handled = 0;
+    for (int i = 0; i < n; i++) {
+        /* the wake is level-triggered: left for d, which still sees it */
+        if (evs[i].data.u64 != WAKE_KEY) {
+            tern__fdtab_event(d->fdtab, (int)evs[i].data.u64, evs[i].events);
+            handled++;
+        }
+    }
+    return handled;
+}
+
 static void epoll_wake(tern__driver *d)
 {
     epoll_driver *e = (epoll_driver *)d;
@@ -166,4 +181,5 @@ const tern__driver_ops tern__epoll_ops = {
     .wait = epoll_wait_ns,
     .wake = epoll_wake,
     .close = epoll_close,
+    .help = epoll_help,
 };

@@ -23,6 +23,7 @@
 #include <errno.h>
 #include <linux/futex.h>
 #include <stdlib.h>
+#include <string.h>
 #include <sys/syscall.h>
 #include <time.h>
 #include <unistd.h>
@@ -256,6 +257,58 @@ static void unregister_sleeper(tern_loop *w)
     pthread_mutex_unlock(&rt->idle.lock);
 }
 
+/* ---- helping a stalled worker ------------------------------------------------------ */
+
+/* A worker whose loop has not turned for this long, while not parked, is
+ * taken to be stalled: descheduled by the OS, or running a task that does
+ * not yield. A turn is 61 tasks at most, tens of microseconds. */
+#define STALL_HELP_NS 200000
+
+static int help_off(void)
+{
+    static _Atomic int off = -1;
+    int v = atomic_load_explicit(&off, TERN__RELAXED);
+    if (v < 0) { /* racing first callers read the same environment */
+        const char *e = getenv("TERN_NO_HELP");
+        v = e && strcmp(e, "1") == 0;
+        atomic_store_explicit(&off, v, TERN__RELAXED);
+    }
+    return v;
+}
+
+/* On a readiness backend every descriptor is homed on one worker's epoll
+ * set, and only that worker's wait turns its events into wake-ups: a
+ * worker the OS deschedules would hold every connection homed on it until
+ * it runs again, which under CPU contention is a scheduler tick (4 ms at
+ * HZ=250). So a worker with nothing to run, and one that has just run an
+ * interval of tasks, collects the events of any peer that has stalled with
+ * descriptors homed on it; their tasks then run here. With help 0 it only
+ * says whether some peer could stall so (awake, with descriptors): an idle
+ * worker then sleeps at most HELP_PARK_NS at a time, to look again.
+ * Returns the count of events handled, or of such peers. */
+#define HELP_PARK_NS 2000000
+
+static int help_stalled(tern_loop *w, int help)
+{
+    tern_runtime *rt = w->rt;
+    if (rt->nworkers < 2 || !w->driver->ops->help || help_off())
+        return 0;
+    uint64_t now = help ? tern_now() : 0;
+    int n = 0;
+    for (unsigned i = 0; i < rt->nworkers; i++) {
+        tern_loop *v = rt->loops[i];
+        if (v == w || atomic_load_explicit(&v->parked, TERN__RELAXED) ||
+            !atomic_load_explicit(&v->driver->busy, TERN__RELAXED))
+            continue;
+        uint64_t seen = atomic_load_explicit(&v->now, TERN__RELAXED);
+        if (!help)
+            n++;
+        else if (now > seen && now - seen >= STALL_HELP_NS)
+            n += v->driver->ops->help(v->driver);
+    }
+    return n;
+}
+
 /* Sleeps in the driver until the next timer, a wake, or (later) I/O. */
 static void park(tern_loop *w)
 {
@@ -289,6 +342,8 @@ static void park(tern_loop *w)
         atomic_load_explicit(&rt->shards[w->index].away, TERN__ACQUIRE) ||
         atomic_load_explicit(&rt->stopping, TERN__ACQUIRE))
         timeout = 0;
+    if ((timeout < 0 || timeout > HELP_PARK_NS) && help_stalled(w, 0))
+        timeout = HELP_PARK_NS;
     if (timeout != 0)
         TERN__STAT_INC(w, parks);
     uint64_t t0 = tern_now();
@@ -378,6 +433,7 @@ static void loop_run(tern_loop *w)
                 tern__task_run(w, t);
                 w->since_poll++;
             }
+            help_stalled(w, 1);
             continue;
         }
         if (ran)
@@ -389,7 +445,7 @@ static void loop_run(tern_loop *w)
             w->since_poll++; /* a worker fed only by steals still polls */
             continue;
         }
-        if (tern__handles_pending(w))
+        if (tern__handles_pending(w) || help_stalled(w, 1))
             continue;
         if (should_exit(w)) {
             stop_searching(w);

@@ -3183,6 +3183,91 @@ START_TEST(shutdown_wakes_io_waiters)
 }
 END_TEST
 
+/* ---- a stalled worker's descriptors (epoll: help_stalled in rt/worker.c) ----------- */
+
+struct one_reader {
+    int fd;
+    _Atomic(tern_loop *) parked_on;
+    _Atomic int done;
+    ssize_t n;
+};
+
+static void *read_a_byte(void *arg)
+{
+    struct one_reader *r = arg;
+    char c;
+    atomic_store(&r->parked_on, tern__loop_self()); /* its first wait homes fd here */
+    r->n = tern_read(r->fd, &c, 1, LONG_DL());
+    atomic_store(&r->done, 1);
+    return NULL;
+}
+
+struct holder {
+    struct one_reader *r;
+    tern_task *reader;
+    _Atomic int placed; /* 1: holding the reader's worker, -1: elsewhere */
+    _Atomic int stop, done;
+};
+
+/* Spawns the reader on this worker, lets it park, and then, if both are
+ * still on the same worker, holds that worker without yielding, as a task
+ * stuck in a computation (or a thread the OS descheduled) would, for at
+ * most 10 s. */
+static void *hold_readers_worker(void *arg)
+{
+    struct holder *h = arg;
+    ck_assert_int_eq(tern_spawn(read_a_byte, h->r, &h->reader), 0);
+    for (int i = 0; i < 1000 && tern__task_parked(h->reader) != TERN__W_IO; i++)
+        tern_yield();
+    int here = tern__task_parked(h->reader) == TERN__W_IO &&
+               atomic_load(&h->r->parked_on) == tern__loop_self();
+    atomic_store(&h->placed, here ? 1 : -1);
+    uint64_t end = tern_now() + 10 * SEC;
+    while (here && !atomic_load(&h->stop) && tern_now() < end)
+        spin_units(1);
+    atomic_store(&h->done, 1);
+    return NULL;
+}
+
+/* A reader parked on a descriptor homed on worker X, and X then held by a
+ * task that never yields: on epoll the other worker collects X's events
+ * and runs the reader while X is still held. (On io_uring no other thread
+ * can complete X's operations; there the reader runs once X is free.) The
+ * test thread drives it from outside the runtime, so that nothing it
+ * waits with is on X. */
+START_TEST(stalled_worker_helped)
+{
+    tern_runtime *rt = rt_make(2);
+    if (!rt)
+        return;
+    int helped = backend_is("epoll") && !getenv("TERN_NO_HELP");
+    int placed = 0;
+    for (int attempt = 0; attempt < 50 && !placed; attempt++) {
+        int sp[2];
+        ck_assert_int_eq(socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, sp), 0);
+        struct one_reader r = {.fd = sp[0]};
+        struct holder h = {.r = &r};
+        tern_task *th;
+        ck_assert_int_eq(tern_runtime_spawn(rt, hold_readers_worker, &h, &th), 0);
+        WAIT_UNTIL(atomic_load(&h.placed) != 0, WAIT_MS);
+        placed = atomic_load(&h.placed) == 1;
+        ck_assert_int_eq(write(sp[1], "x", 1), 1);
+        if (placed && helped) {
+            WAIT_UNTIL(atomic_load(&r.done), 5000);
+            ck_assert_msg(!atomic_load(&h.done), "the reader ran only once X was free");
+        }
+        atomic_store(&h.stop, 1);
+        ck_assert_int_eq(tern_join(th, NULL), 0);
+        ck_assert_int_eq(tern_join(h.reader, NULL), 0);
+        ck_assert_int_eq(r.n, 1);
+        ck_assert_int_eq(tern_close(sp[0]), 0);
+        ck_assert_int_eq(tern_close(sp[1]), 0);
+    }
+    ck_assert_msg(placed, "the reader and its holder never shared a worker");
+    ck_assert_int_eq(tern_runtime_free(rt), 0);
+}
+END_TEST
+
 /* ======================================================================= */
 
 Suite *io_suite(void)
@@ -3214,6 +3299,7 @@ Suite *io_suite(void)
     tcase_add_loop_test(tc, partial_transfers_accounted, 0, 2);
     tcase_add_loop_test(tc, emfile_accept, 0, 2);
     tcase_add_loop_test(tc, accept_many_with_cancels, 0, 2);
+    tcase_add_test(tc, stalled_worker_helped);
     tcase_add_loop_test(tc, udp, 0, 2);
     tcase_add_loop_test(tc, ipv6, 0, 2);
     tcase_add_loop_test(tc, unix_sockets, 0, 2);
