@@ -275,13 +275,7 @@ void tern__accept_complete(tern__ioop *op, int res, int more)
 
 int tern__multishot_off(void)
 {
-    int d = atomic_load_explicit(&disabled, TERN__RELAXED);
-    if (d < 0) { /* racing first callers read the same environment */
-        const char *e = getenv("TERN_NO_MULTISHOT");
-        d = e && strcmp(e, "1") == 0;
-        atomic_store_explicit(&disabled, d, TERN__RELAXED);
-    }
-    return d;
+    return tern__env_switch(&disabled, "TERN_NO_MULTISHOT");
 }
 
 int tern__accept_multi(tern_loop *w, int fd, uint64_t deadline)

@@ -62,8 +62,13 @@ int tern_stream_new(int fd, const tern_stream_config *cfg, tern_stream **out)
     if (!s)
         return -ENOMEM;
     char *rbuf = (char *)(s + 1);
-    *s = (tern_stream){
-        .fd = fd, .rbuf = rbuf, .rcap = rcap, .wbuf = rbuf + rcap, .wcap = wcap};
+    /* a chunk must fit in rbuf, for lines that run past its end */
+    *s = (tern_stream){.fd = fd,
+                       .rbuf = rbuf,
+                       .rcap = rcap,
+                       .plain = rcap < TERN__BUF_SIZE,
+                       .wbuf = rbuf + rcap,
+                       .wcap = wcap};
     *out = s;
     return 0;
 }
@@ -125,12 +130,13 @@ static ssize_t next_chunk(tern_stream *s, uint64_t deadline)
 {
     if (s->plain)
         return -EAGAIN;
-    /* a chunk must fit in rbuf, for lines that run past its end */
-    int r = s->rx || s->rcap < TERN__BUF_SIZE ? 0 : tern__rx_new(s->fd, &s->rx);
-    if (s->rcap < TERN__BUF_SIZE || r == -EOPNOTSUPP)
-        s->plain = 1;
-    if (!s->rx)
-        return -EAGAIN; /* -ENOMEM: plainly, and try again next time */
+    if (!s->rx) {
+        int r = tern__rx_new(s->fd, &s->rx);
+        if (r == -EOPNOTSUPP)
+            s->plain = 1;
+        if (r < 0)
+            return -EAGAIN; /* -ENOMEM: plainly, and try again next time */
+    }
     const char *data;
     ssize_t n = tern__rx_next(s->rx, &data, deadline);
     if (n > 0) {

@@ -446,6 +446,10 @@ struct tern_runtime {
 /* The loop of the calling worker thread, or NULL. Never inlined and opaque to
  * the optimiser, so a caller that may have migrated reads it again. */
 tern_loop *tern__loop_self(void);
+/* Whether environment variable name is "1", read once into *cache (which
+ * starts at -1): the switches that turn a mechanism off for a measurement
+ * or a test (TERN_NO_HELP, TERN_NO_MULTISHOT). Any thread. */
+int tern__env_switch(_Atomic int *cache, const char *name);
 
 /* task.c */
 uint64_t tern__unfinished(tern_runtime *rt);

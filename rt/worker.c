@@ -68,6 +68,17 @@ void tern__thread_wake(tern__thread_waiter *tw)
     syscall(SYS_futex, &tw->done, FUTEX_WAKE_PRIVATE, 1, NULL, NULL, 0);
 }
 
+int tern__env_switch(_Atomic int *cache, const char *name)
+{
+    int v = atomic_load_explicit(cache, TERN__RELAXED);
+    if (v < 0) { /* racing first callers read the same environment */
+        const char *e = getenv(name);
+        v = e && strcmp(e, "1") == 0;
+        atomic_store_explicit(cache, v, TERN__RELAXED);
+    }
+    return v;
+}
+
 /* ---- waking workers -------------------------------------------------------------- */
 
 void tern__loop_wake(tern_loop *w)
@@ -264,17 +275,7 @@ static void unregister_sleeper(tern_loop *w)
  * not yield. A turn is 61 tasks at most, tens of microseconds. */
 #define STALL_HELP_NS 200000
 
-static int help_off(void)
-{
-    static _Atomic int off = -1;
-    int v = atomic_load_explicit(&off, TERN__RELAXED);
-    if (v < 0) { /* racing first callers read the same environment */
-        const char *e = getenv("TERN_NO_HELP");
-        v = e && strcmp(e, "1") == 0;
-        atomic_store_explicit(&off, v, TERN__RELAXED);
-    }
-    return v;
-}
+static _Atomic int help_off = -1; /* TERN_NO_HELP=1 */
 
 /* On a readiness backend every descriptor is homed on one worker's epoll
  * set, and only that worker's wait turns its events into wake-ups: a
@@ -291,7 +292,8 @@ static int help_off(void)
 static int help_stalled(tern_loop *w, int help)
 {
     tern_runtime *rt = w->rt;
-    if (rt->nworkers < 2 || !w->driver->ops->help || help_off())
+    if (rt->nworkers < 2 || !w->driver->ops->help ||
+        tern__env_switch(&help_off, "TERN_NO_HELP"))
         return 0;
     uint64_t now = help ? tern_now() : 0;
     int n = 0;
