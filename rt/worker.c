@@ -284,8 +284,9 @@ static _Atomic int help_off = -1; /* TERN_NO_HELP=1 */
  * HZ=250). So a worker with nothing to run, and one that has just run an
  * interval of tasks, collects the events of any peer that has stalled with
  * descriptors homed on it; their tasks then run here. With help 0 it only
- * says whether some peer could stall so (awake, with descriptors): an idle
- * worker then sleeps at most HELP_PARK_NS at a time, to look again.
+ * says whether some peer could stall so (awake: it may home descriptors
+ * after we decided how long to sleep, which nothing would tell us): an
+ * idle worker then sleeps at most HELP_PARK_NS at a time, to look again.
  * Returns the count of events handled, or of such peers. */
 #define HELP_PARK_NS 2000000
 
@@ -299,13 +300,15 @@ static int help_stalled(tern_loop *w, int help)
     int n = 0;
     for (unsigned i = 0; i < rt->nworkers; i++) {
         tern_loop *v = rt->loops[i];
-        if (v == w || atomic_load_explicit(&v->parked, TERN__RELAXED) ||
-            !atomic_load_explicit(&v->driver->busy, TERN__RELAXED))
+        if (v == w || atomic_load_explicit(&v->parked, TERN__RELAXED))
             continue;
-        uint64_t seen = atomic_load_explicit(&v->now, TERN__RELAXED);
-        if (!help)
+        if (!help) {
             n++;
-        else if (now > seen && now - seen >= STALL_HELP_NS)
+            continue;
+        }
+        uint64_t seen = atomic_load_explicit(&v->now, TERN__RELAXED);
+        if (atomic_load_explicit(&v->driver->busy, TERN__RELAXED) && now > seen &&
+            now - seen >= STALL_HELP_NS)
             n += v->driver->ops->help(v->driver);
     }
     return n;
