@@ -148,7 +148,7 @@ void bench_print_metrics(tern_runtime *rt)
         "INFO metrics backend=%s tasks_run=%llu steals=%llu stolen_tasks=%llu parks=%llu "
         "wakes=%llu inject_pulls=%llu lifo_hits=%llu local_hits=%llu budget_yields=%llu "
         "handles_run=%llu timers_fired=%llu busy_ms=%.1f io_submitted=%llu "
-        "io_completed=%llu stalls=%llu",
+        "io_completed=%llu stalls=%llu direct_switches=%llu",
         m.backend, (unsigned long long)s->tasks_run, (unsigned long long)s->steals,
         (unsigned long long)s->stolen_tasks, (unsigned long long)s->parks,
         (unsigned long long)s->wakes, (unsigned long long)s->inject_pulls,
@@ -156,7 +156,7 @@ void bench_print_metrics(tern_runtime *rt)
         (unsigned long long)s->budget_yields, (unsigned long long)s->handles_run,
         (unsigned long long)s->timers_fired, (double)s->busy_ns / 1e6,
         (unsigned long long)s->io_submitted, (unsigned long long)s->io_completed,
-        (unsigned long long)m.stalls);
+        (unsigned long long)m.stalls, (unsigned long long)s->direct_switches);
     uint64_t sampled = 0;
     for (int b = 0; b < TERN_POLL_BUCKETS; b++)
         sampled += m.poll_hist[b];

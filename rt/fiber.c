@@ -380,8 +380,9 @@ void tern__fiber_destroy(tern__fiber *f)
 /* ---- stack overflow reporting ------------------------------------------------ */
 
 /* Read by the SIGSEGV handler: initial-exec TLS is a plain %fs-relative
- * load, safe in a signal handler (no lazy allocation). Written only from a
- * thread's own context, so no fiber caches their address across a switch. */
+ * load, safe in a signal handler (no lazy allocation). Written by
+ * tern__fiber_set_current alone, out of line, before the switch it is for,
+ * so no fiber caches their address across a switch. */
 #define TLS_IE __attribute__((tls_model("initial-exec")))
 static __thread const tern__stack *cur_stack TLS_IE;
 static __thread uint64_t cur_task TLS_IE;

@@ -122,8 +122,9 @@ int tern__fiber_thread_init(void);
 void tern__fiber_thread_exit(void);
 /* The stack of the fiber about to run on this thread (NULL when the thread's
  * own context runs) and its task id; the overflow handler compares the fault
- * address with it. Call it from the thread's own context (the scheduler),
- * right before switching in, and with NULL after the switch back. */
+ * address with it. Call it right before switching in (from the thread's
+ * own context, or from the fiber that switches to the next one directly),
+ * and with NULL once the thread's own context runs again. */
 void tern__fiber_set_current(tern__stack *s, uint64_t task_id);
 
 #endif

@@ -91,7 +91,7 @@ static inline void tern__spin_unlock(_Atomic unsigned *l)
 
 #define TERN__LOCAL_QUEUE 256   /* power of two */
 #define TERN__EVENT_INTERVAL 61 /* tasks run between two looks at timers/inject */
-#define TERN__LIFO_STREAK 3     /* LIFO runs in a row before the queue gets a turn */
+#define TERN__LIFO_STREAK 16    /* LIFO runs in a row before the queue gets a turn */
 #define TERN__TASK_CACHE 256    /* recycled task headers kept per worker */
 
 /* ---- tasks ---------------------------------------------------------------- */
@@ -289,7 +289,7 @@ struct tern_handle {
 typedef struct tern__stats {
     _Atomic uint64_t tasks_run, steals, stolen_tasks, parks, wakes, inject_pulls,
         lifo_hits, local_hits, budget_yields, handles_run, timers_fired, busy_ns,
-        io_submitted, io_completed, stalls, never_ran;
+        io_submitted, io_completed, stalls, never_ran, direct_switches;
 } tern__stats;
 
 /* Poll times are sampled one poll in TERN__POLL_SAMPLE (two clock reads per
@@ -310,6 +310,11 @@ struct tern_loop {
     pthread_t thread;
     tern__fiber sched;  /* the worker thread's own context */
     tern_task *current; /* task switched in, or NULL */
+    /* A task that switched straight to current and whose switch-out the
+     * latter finishes (task.c, switch_out); NULL otherwise. */
+    tern_task *handed_from;
+    unsigned turn_ran; /* tasks run in this turn of the loop, direct ones too */
+    int timing;        /* a sampled poll is being timed: no direct switches */
     unsigned lifo_streak;
     unsigned since_poll; /* tasks run since the driver was last asked for events */
     uint32_t rng;
@@ -471,6 +476,10 @@ void tern__task_run(tern_loop *w, tern_task *t);
 void tern__task_finish(tern_loop *w, tern_task *t);
 void tern__task_wake(tern_task *t, uint32_t extra);
 void tern__schedule(tern_runtime *rt, tern_task *t, int lifo);
+/* The next local task of the calling worker: the LIFO slot (at most
+ * TERN__LIFO_STREAK times in a row), then the queue; NULL when both are
+ * empty. Owner only. */
+tern_task *tern__next_local(tern_loop *w);
 /* Unlinks the sleep entries of w's wheel that tasks resumed elsewhere gave
  * up. Owner thread. */
 void tern__sleep_reap_remote(tern_loop *w);
@@ -478,6 +487,9 @@ void tern__sleep_reap_remote(tern_loop *w);
 int tern__cancelled(void);
 /* tern_park, optionally deaf to cancellation (waits that must finish). */
 int tern__park(uint64_t deadline, int nocancel);
+/* tern_yield deaf to cancellation: the calling task goes behind the ready
+ * tasks and runs again. Returns -EPERM outside a task, else 0. */
+int tern__yield_nocancel(void);
 
 /* queue.c */
 void tern__queue_push(tern_loop *w, tern_task *t);

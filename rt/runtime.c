@@ -659,6 +659,7 @@ static void stats_read(tern_loop *w, tern_worker_stats *s)
     STAT(io_completed);
     STAT(stalls);
     STAT(never_ran);
+    STAT(direct_switches);
 }
 
 int tern_loop_get_info(tern_loop *loop, tern_loop_info *out)

@@ -679,15 +679,26 @@ void tern__schedule(tern_runtime *rt, tern_task *t, int lifo)
         return;
     }
     if (lifo) {
-        tern_task *prev = atomic_exchange_explicit(&w->lifo, t, TERN__ACQ_REL);
-        if (!prev)
+        /* Only the owner fills the slot; thieves only empty it. So an
+         * empty slot stays empty until our store, which needs no
+         * read-modify-write (one locked instruction less per hand-off). */
+        tern_task *prev = atomic_load_explicit(&w->lifo, TERN__RELAXED);
+        if (!prev) {
+            atomic_store_explicit(&w->lifo, t, TERN__RELEASE);
             return; /* one task, run next by us: nothing for others */
+        }
+        prev = atomic_exchange_explicit(&w->lifo, t, TERN__ACQ_REL);
+        if (!prev)
+            return;
         t = prev;
     }
     requeue(w, t);
 }
 
 static void switch_out(tern_task *t, int reason);
+static int run_begin(tern_loop *w, tern_task *t);
+static void run_end(tern_loop *w, tern_task *t);
+static void took_over(void);
 
 static int spawn_fiber(tern_runtime *rt, tern_task_fn fn, void *arg,
                        void (*drop)(void *arg), tern_task **out, const char *file,
@@ -884,18 +895,45 @@ int tern__cancelled(void)
 static void task_entry(void *arg)
 {
     tern_task *t = arg;
+    took_over();
     t->result = t->fn(t->arg);
-    t->reason = TERN__SW_DONE;
-    tern__fiber_switch(&t->fiber, &t->loop->sched, 1);
+    switch_out(t, TERN__SW_DONE);
     __builtin_unreachable();
 }
 
-/* Switches from the running task back to its worker; returns when the task
- * is switched in again, possibly on another worker. */
+/*
+ * Switches from the running task to the next one; returns when the task is
+ * switched in again, possibly on another worker.
+ *
+ * While the turn lasts (TERN__EVENT_INTERVAL tasks between two looks at
+ * timers, handles and I/O) the next local task is switched to directly,
+ * the way the worker's loop would pick it (the LIFO slot, within its
+ * streak, then the queue): a task that wakes another and waits hands over
+ * in one switch instead of two, and nothing runs in between. The worker
+ * gets control back when the turn ends or the worker has nothing local.
+ * What the loop does after a switch-out (run_end) is then done by the task
+ * switched to, in took_over, once this task's context is saved.
+ */
 static void switch_out(tern_task *t, int reason)
 {
+    tern_loop *w = t->loop;
     t->reason = (uint8_t)reason;
-    tern__fiber_switch(&t->fiber, &t->loop->sched, 0);
+    tern__fiber *to = &w->sched;
+    /* Not when this poll is being timed, nor when the next one is due to
+     * be: the worker's own context times them (poll_timed). */
+    while (w->turn_ran < TERN__EVENT_INTERVAL && !w->timing && w->poll_countdown > 1) {
+        tern_task *next = tern__next_local(w);
+        if (!next)
+            break;
+        if (run_begin(w, next)) {
+            TERN__STAT_INC(w, direct_switches);
+            w->handed_from = t;
+            to = &next->fiber;
+            break;
+        }
+    }
+    tern__fiber_switch(&t->fiber, to, reason == TERN__SW_DONE);
+    took_over();
 }
 
 /* ---- the join slot ----------------------------------------------------------------
@@ -1053,9 +1091,11 @@ static __attribute__((noinline)) void poll_timed(tern_loop *w, tern_task *t)
         return;
     }
     w->poll_countdown = TERN__POLL_SAMPLE;
+    w->timing = 1; /* one poll of one task: no direct switch to another */
     uint64_t t0 = tern_now();
     tern__fiber_switch(&w->sched, &t->fiber, 0);
     uint64_t us = (tern_now() - t0) / 1000;
+    w->timing = 0;
     unsigned b = us ? 64 - (unsigned)__builtin_clzll(us) : 0;
     if (b >= TERN__POLL_HIST)
         b = TERN__POLL_HIST - 1;
@@ -1064,9 +1104,12 @@ static __attribute__((noinline)) void poll_timed(tern_loop *w, tern_task *t)
                           TERN__RELAXED);
 }
 
-/* Worker side: runs t (popped from a queue, state SCHEDULED) until it
- * switches out, then applies the transition its reason asks for. */
-void tern__task_run(tern_loop *w, tern_task *t)
+/* Makes t, popped from a queue (state SCHEDULED), the task w runs next:
+ * RUNNING, current, counted against the turn. Runs on the worker's own
+ * context or, for a direct switch, on the fiber that is about to switch
+ * away. Returns 0 when t finished instead (cancelled before it started, or
+ * no stack for it): there is nothing to switch to. */
+static int run_begin(tern_loop *w, tern_task *t)
 {
     /* A task run while the runtime closes is cancelled, so shutdown needs
      * to find only the parked ones (see the registry). */
@@ -1088,6 +1131,7 @@ void tern__task_run(tern_loop *w, tern_task *t)
         (void)!write(2, msg, sizeof msg - 1);
         abort();
     }
+    w->turn_ran++;
     if (!t->started) {
         t->started = 1;
         tern__stack *st = NULL;
@@ -1097,29 +1141,36 @@ void tern__task_run(tern_loop *w, tern_task *t)
              * and what arg owns is handed to drop */
             t->status = s & TERN__TS_CANCELLED ? -ECANCELED : -ENOMEM;
             TERN__STAT_INC(w, never_ran);
+            /* On a direct switch we are still on the fiber switching out:
+             * drop and on_exit run outside any task all the same, and the
+             * wakes they make go where the loop's would. */
+            tern_task *cur = w->current;
+            w->current = NULL;
             if (t->drop)
                 t->drop(t->arg);
             tern__task_finish(w, t);
-            return;
+            w->current = cur;
+            return 0;
         }
         tern__fiber_init(&t->fiber, st, task_entry, t);
         t->unguarded = !st->guarded;
     }
     t->loop = w;
     t->budget = (uint16_t)w->rt->cfg.budget;
+    w->poll_countdown--;
     w->current = t;
     tern__fiber_set_current(t->fiber.stack, t->id);
     TERN__STAT_INC(w, tasks_run);
     /* release: the watchdog reads the task's spawn fields through it */
     atomic_store_explicit(&w->busy_task, t, TERN__RELEASE);
-    if (__builtin_expect(--w->poll_countdown == 0, 0)) {
-        poll_timed(w, t);
-    } else {
-        tern__fiber_switch(&w->sched, &t->fiber, 0);
-    }
-    atomic_store_explicit(&w->busy_task, NULL, TERN__RELAXED);
-    tern__fiber_set_current(NULL, 0);
-    w->current = NULL;
+    return 1;
+}
+
+/* Applies the transition t's switch-out reason asks for. t has switched
+ * out of w and its context is saved: this runs on the worker's own context
+ * or on the fiber t switched to directly, never on t's. */
+static void run_end(tern_loop *w, tern_task *t)
+{
     /* Without a guard page (old kernels, past the mapping budget) an
      * overflow is caught by the canary, at the latest here. */
     if (__builtin_expect(t->unguarded, 0) && tern__stack_check(t->fiber.stack))
@@ -1148,7 +1199,7 @@ void tern__task_run(tern_loop *w, tern_task *t)
             requeue(w, t);
         return;
     }
-    s = atomic_load_explicit(&t->state, TERN__RELAXED);
+    uint32_t s = atomic_load_explicit(&t->state, TERN__RELAXED);
     for (;;) {
         uint32_t n = s & ~(uint32_t)(TERN__TS_RUNNING | TERN__TS_NOTIFIED);
         if (s & TERN__TS_NOTIFIED)
@@ -1162,6 +1213,39 @@ void tern__task_run(tern_loop *w, tern_task *t)
                 requeue(w, t);
             return;
         }
+    }
+}
+
+/* Worker side: runs t (popped from a queue, state SCHEDULED) until control
+ * comes back to the worker's own context, then finishes the switch-out of
+ * whichever task came back: t, or the last of the tasks it handed over to
+ * directly. */
+void tern__task_run(tern_loop *w, tern_task *t)
+{
+    if (!run_begin(w, t))
+        return;
+    if (__builtin_expect(w->poll_countdown == 0, 0)) {
+        poll_timed(w, t);
+    } else {
+        tern__fiber_switch(&w->sched, &t->fiber, 0);
+    }
+    t = w->current;
+    atomic_store_explicit(&w->busy_task, NULL, TERN__RELAXED);
+    tern__fiber_set_current(NULL, 0);
+    w->current = NULL;
+    run_end(w, t);
+}
+
+/* A direct switch finishes here, first thing on the fiber switched to
+ * (its resumed switch_out, or task_entry): the switch-out of the task it
+ * came from, whose context is saved by now. */
+static void took_over(void)
+{
+    tern_loop *w = tern__loop_self();
+    tern_task *from = w->handed_from;
+    if (from) {
+        w->handed_from = NULL;
+        run_end(w, from);
     }
 }
 
@@ -1181,6 +1265,15 @@ int tern_yield(void)
         return -ECANCELED;
     switch_out(t, TERN__SW_YIELD);
     return cancelled(t) ? -ECANCELED : 0;
+}
+
+int tern__yield_nocancel(void)
+{
+    tern_task *t = self_task();
+    if (!t)
+        return -EPERM;
+    switch_out(t, TERN__SW_YIELD);
+    return 0;
 }
 
 static void sleep_put(tern__sleep *sl)

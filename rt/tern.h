@@ -456,26 +456,29 @@ TERN_API int tern_runtime_blocking_info(tern_runtime *rt, tern_blocking_info *ou
 
 /* Counters of one worker; every field counts since the runtime started. */
 typedef struct tern_worker_stats {
-    uint64_t tasks_run;     /* task resumptions (polls) */
-    uint64_t steals;        /* successful steal operations */
-    uint64_t stolen_tasks;  /* tasks moved by them */
-    uint64_t parks;         /* times the worker slept in its driver */
-    uint64_t wakes;         /* times another thread woke it (unparks) */
-    uint64_t inject_pulls;  /* tasks moved from the global inject queue */
-    uint64_t lifo_hits;     /* tasks run from the LIFO slot */
-    uint64_t local_hits;    /* tasks popped from the local queue (those moved there
-                               by an inject pull or a steal count here too, but
-                               for the one a steal runs at once) */
-    uint64_t budget_yields; /* tasks forced to yield by the budget */
-    uint64_t handles_run;   /* call_soon/later/at callbacks run */
-    uint64_t timers_fired;  /* timer entries that expired */
-    uint64_t busy_ns;       /* time spent outside its driver wait (to its last turn) */
-    uint64_t io_submitted;  /* I/O operations started by tasks on this worker */
-    uint64_t io_completed;  /* I/O operations that finished on this worker */
-    uint64_t stalls;        /* watchdog reports about this worker */
-    uint64_t never_ran;     /* tasks finished without running their body:
-                               cancelled before they started, or no stack */
-    uint64_t reserved[7];   /* zero; room for counters in later versions */
+    uint64_t tasks_run;       /* task resumptions (polls) */
+    uint64_t steals;          /* successful steal operations */
+    uint64_t stolen_tasks;    /* tasks moved by them */
+    uint64_t parks;           /* times the worker slept in its driver */
+    uint64_t wakes;           /* times another thread woke it (unparks) */
+    uint64_t inject_pulls;    /* tasks moved from the global inject queue */
+    uint64_t lifo_hits;       /* tasks run from the LIFO slot */
+    uint64_t local_hits;      /* tasks popped from the local queue (those moved there
+                                 by an inject pull or a steal count here too, but
+                                 for the one a steal runs at once) */
+    uint64_t budget_yields;   /* tasks forced to yield by the budget */
+    uint64_t handles_run;     /* call_soon/later/at callbacks run */
+    uint64_t timers_fired;    /* timer entries that expired */
+    uint64_t busy_ns;         /* time spent outside its driver wait (to its last turn) */
+    uint64_t io_submitted;    /* I/O operations started by tasks on this worker */
+    uint64_t io_completed;    /* I/O operations that finished on this worker */
+    uint64_t stalls;          /* watchdog reports about this worker */
+    uint64_t never_ran;       /* tasks finished without running their body:
+                                 cancelled before they started, or no stack */
+    uint64_t direct_switches; /* tasks switched to straight from the task that
+                                 switched out before them, without a turn of
+                                 the worker's loop (counted in tasks_run too) */
+    uint64_t reserved[6];     /* zero; room for counters in later versions */
 } tern_worker_stats;
 
 /* asyncio's view of one loop. */

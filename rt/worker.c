@@ -143,7 +143,7 @@ static tern_task *take_lifo(tern_loop *w)
 /* The next local task: the LIFO slot first (at most TERN__LIFO_STREAK times
  * in a row, so two tasks waking each other cannot starve the queue), then
  * the queue, then the LIFO slot after all. */
-static tern_task *next_local(tern_loop *w)
+tern_task *tern__next_local(tern_loop *w)
 {
     tern_task *t;
     if (w->lifo_streak < TERN__LIFO_STREAK && (t = take_lifo(w))) {
@@ -417,37 +417,35 @@ static void loop_run(tern_loop *w)
     for (;;) {
         maintain(w);
 
-        unsigned ran = 0;
+        /* turn_ran counts the tasks that tasks switched to directly as
+         * well (task.c, switch_out); the turn ends at the interval either
+         * way, and so does a direct switch. */
+        w->turn_ran = 0;
         tern_task *t;
-        while (ran < TERN__EVENT_INTERVAL && (t = next_local(w))) {
+        while (w->turn_ran < TERN__EVENT_INTERVAL && (t = tern__next_local(w))) {
             /* A worker woken as a searcher may find its work locally (a
              * timer or handle made it): it must leave the searching count
              * before it runs anything, or notify_work would believe someone
              * is still looking and never wake a sleeper. */
             stop_searching(w);
             tern__task_run(w, t);
-            ran++;
         }
-        w->since_poll += ran;
-        if (ran == TERN__EVENT_INTERVAL) {
-            if ((t = tern__inject_pull(w->rt, w, 1))) {
+        unsigned ran = w->turn_ran;
+        if (ran >= TERN__EVENT_INTERVAL) {
+            if ((t = tern__inject_pull(w->rt, w, 1)))
                 tern__task_run(w, t);
-                w->since_poll++;
-            }
-            if ((t = rescue(w))) {
+            if ((t = rescue(w)))
                 tern__task_run(w, t);
-                w->since_poll++;
-            }
             help_stalled(w, 1);
-            continue;
         }
+        w->since_poll += w->turn_ran;
         if (ran)
             continue;
 
         if ((t = find_work(w))) {
             stop_searching(w);
             tern__task_run(w, t);
-            w->since_poll++; /* a worker fed only by steals still polls */
+            w->since_poll += w->turn_ran; /* a worker fed only by steals still polls */
             continue;
         }
         if (tern__handles_pending(w) || help_stalled(w, 1))
