@@ -22,8 +22,12 @@
  * expect before its record may go away.
  *
  * Lifetime: the waiter's stack frame ends as soon as it sees DONE (or its
- * count), so posting is the waker's last touch of the record; the waker
- * holds its own task reference for the unpark that follows.
+ * count), so posting is the waker's last touch of the record. A claimed
+ * node's task is woken before DONE is posted (its waiter yields while it
+ * reads CLAIMED, so that wake is never lost), which makes DONE the last
+ * touch of the task too; a record posted without a claim (an I/O
+ * operation, a count) goes to DONE first, and its waker holds a task
+ * reference for the unpark that follows.
  */
 #ifndef TERN_WAIT_H
 #define TERN_WAIT_H
