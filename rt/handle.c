@@ -1,9 +1,10 @@
 /*
- * Loop-affine handles: call_soon, call_soon_threadsafe, call_later, call_at
- * (docs/design.md, invariant 4).
+ * Loop-affine handles: call_soon, call_soon_threadsafe, call_later, call_at,
+ * call_every (docs/design.md, invariant 4).
  *
  * A handle's state moves PENDING -> DONE (the loop, just before running it)
  * or PENDING -> CANCELLED (tern_handle_cancel, any thread); a CAS decides.
+ * A call_every handle stays PENDING between its runs.
  * Cancelled call_soon handles are skipped when the FIFO reaches them;
  * cancelled timed handles are marked in the wheel and reaped by the owner.
  * The loop holds one reference until the handle ran or was reaped, the
@@ -54,19 +55,51 @@ int tern_handle_cancelled(const tern_handle *h)
                     TERN__HS_CANCELLED;
 }
 
+static void handle_call(tern_loop *w, tern_handle *h)
+{
+    tern_context *prev = tern__context_enter(h->ctx);
+    TERN__STAT_INC(w, handles_run); /* first: the watchdog's sign of progress */
+    atomic_store_explicit(&w->busy_cb, (uintptr_t)h->cb, TERN__RELAXED);
+    h->cb(h->arg);
+    atomic_store_explicit(&w->busy_cb, 0, TERN__RELAXED);
+    tern__context_leave(prev);
+}
+
+static int handle_pending(tern_handle *h)
+{
+    return atomic_load_explicit(&h->state, TERN__ACQUIRE) == TERN__HS_PENDING;
+}
+
+/* A repeating handle's run: it stays PENDING, and its timer goes back in
+ * the wheel for the next tick, until a cancel. A cancel that lands while
+ * the timer is out of the wheel (the callback running) cannot mark it,
+ * so the state is looked at again once the timer is back in. */
+static void every_run(tern_loop *w, tern_handle *h)
+{
+    uint64_t now = tern_now();
+    if (handle_pending(h))
+        handle_call(w, h);
+    if (handle_pending(h)) {
+        h->timer.deadline = tern__tick_next(h->timer.deadline, now, h->period, h->policy);
+        tern__wheel_insert(&w->wheel, &h->timer);
+        if (handle_pending(h))
+            return; /* the loop keeps its reference */
+        tern__wheel_remove(&w->wheel, &h->timer);
+    }
+    handle_unref(h);
+}
+
 /* Runs h if nobody cancelled it first. */
 static void handle_run(tern_loop *w, tern_handle *h)
 {
+    if (h->period) {
+        every_run(w, h);
+        return;
+    }
     uint32_t exp = TERN__HS_PENDING;
     if (atomic_compare_exchange_strong_explicit(&h->state, &exp, TERN__HS_DONE,
-                                                TERN__ACQ_REL, TERN__RELAXED)) {
-        tern_context *prev = tern__context_enter(h->ctx);
-        TERN__STAT_INC(w, handles_run); /* first: the watchdog's sign of progress */
-        atomic_store_explicit(&w->busy_cb, (uintptr_t)h->cb, TERN__RELAXED);
-        h->cb(h->arg);
-        atomic_store_explicit(&w->busy_cb, 0, TERN__RELAXED);
-        tern__context_leave(prev);
-    }
+                                                TERN__ACQ_REL, TERN__RELAXED))
+        handle_call(w, h);
     handle_unref(h);
 }
 
@@ -202,6 +235,27 @@ int tern_call_at(tern_loop *loop, uint64_t when, tern_callback_fn cb, void *arg,
     if ((err = handle_new(w, cb, arg, out, &h)) < 0)
         return err;
     h->timer.deadline = when;
+    h->timer.kind = TERN__TIMER_HANDLE;
+    tern__wheel_insert(&w->wheel, &h->timer);
+    return 0;
+}
+
+int tern_call_every(tern_loop *loop, uint64_t first, uint64_t period,
+                    tern_missed_tick policy, tern_callback_fn cb, void *arg,
+                    tern_handle **out)
+{
+    int err;
+    tern_loop *w = own_loop(loop, &err);
+    if (!cb || !period || !tern__tick_policy_ok(policy))
+        return -EINVAL;
+    if (err)
+        return err;
+    tern_handle *h;
+    if ((err = handle_new(w, cb, arg, out, &h)) < 0)
+        return err;
+    h->period = period;
+    h->policy = policy;
+    h->timer.deadline = first;
     h->timer.kind = TERN__TIMER_HANDLE;
     tern__wheel_insert(&w->wheel, &h->timer);
     return 0;

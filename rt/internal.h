@@ -276,7 +276,9 @@ enum { TERN__HS_PENDING, TERN__HS_DONE, TERN__HS_CANCELLED };
 
 struct tern_handle {
     _Atomic uint32_t refs;  /* the loop's (until run or reaped) + the caller's */
-    _Atomic uint32_t state; /* HS_* */
+    _Atomic uint32_t state; /* HS_*; a repeating one stays PENDING until cancelled */
+    uint64_t period;        /* tern_call_every: ns between runs; 0: runs once */
+    int policy;             /* tern_call_every: a tern_missed_tick */
     tern_callback_fn cb;
     void *arg;
     tern_context *ctx;        /* current when it was scheduled: it runs in it */
@@ -480,6 +482,10 @@ void tern__schedule(tern_runtime *rt, tern_task *t, int lifo);
  * TERN__LIFO_STREAK times in a row), then the queue; NULL when both are
  * empty. Owner only. */
 tern_task *tern__next_local(tern_loop *w);
+/* interval.c: the due time of the tick after the one due at `due`, taken at
+ * now, under policy (a tern_missed_tick); and whether policy is one. */
+uint64_t tern__tick_next(uint64_t due, uint64_t now, uint64_t period, int policy);
+int tern__tick_policy_ok(int policy);
 /* Unlinks the sleep entries of w's wheel that tasks resumed elsewhere gave
  * up. Owner thread. */
 void tern__sleep_reap_remote(tern_loop *w);

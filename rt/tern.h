@@ -403,6 +403,62 @@ TERN_API int tern_handle_cancelled(const tern_handle *h);
 /* Gives back a handle reference (does not cancel). Any thread. */
 TERN_API void tern_handle_release(tern_handle *h);
 
+/* ---- intervals -------------------------------------------------------------- */
+
+/* What an interval does with ticks it could not deliver on time (Tokio's
+ * MissedTickBehavior). A tick is missed when, by the time it is taken, the
+ * one after it is due too; a tick that is merely late (the wheel's 1 ms
+ * resolution, a busy worker) keeps the schedule, so ticks never drift. */
+typedef enum tern_missed_tick {
+    TERN_TICK_BURST = 0, /* the missed ticks come back to back, each with its own
+                            due time, until the schedule has caught up
+                            (Tokio's default) */
+    TERN_TICK_DELAY = 1, /* the schedule restarts a period after the late tick
+                            was taken: start, start + p, ... shift later */
+    TERN_TICK_SKIP = 2,  /* the missed ticks are dropped: the next one is the
+                            first of the original schedule still ahead (Go's
+                            Ticker drops them the same way) */
+} tern_missed_tick;
+
+/* A repeating timer for a task: ticks at start, start + period,
+ * start + 2 * period, ... (asyncio has none; Tokio's interval, Go's Ticker). */
+typedef struct tern_interval tern_interval;
+
+/* Creates an interval whose first tick is due at start (0: now, so the first
+ * tern_interval_tick returns at once, as Tokio's does) and then every period
+ * ns. Returns 0 and *out, -EINVAL (out NULL, period 0, policy unknown),
+ * -ENOMEM. Any thread. Never suspends. */
+TERN_API int tern_interval_new(uint64_t start, uint64_t period, tern_missed_tick policy,
+                               tern_interval **out);
+
+/* Waits for the interval's next tick and takes it. Returns 0 with the
+ * tick's due time in *when (may be NULL), or -ETIMEDOUT when deadline
+ * (0 = none) comes first, -ECANCELED, -EPERM outside a task, -EINVAL (iv
+ * NULL), -EBUSY (another task is waiting on iv); on an error no tick is
+ * taken. Suspends (not when the tick is already due). */
+TERN_API int tern_interval_tick(tern_interval *iv, uint64_t deadline, uint64_t *when);
+
+/* Restarts the schedule: the next tick is due one period from now. Returns
+ * 0 or -EINVAL. Any thread; a task waiting in tick keeps its old due time.
+ * Never suspends. */
+TERN_API int tern_interval_reset(tern_interval *iv);
+
+/* The due time of the next tick, or 0 for NULL. Any thread. */
+TERN_API uint64_t tern_interval_next(const tern_interval *iv);
+
+/* Frees iv; nobody may be waiting on it. NULL is ignored. */
+TERN_API void tern_interval_free(tern_interval *iv);
+
+/* The same schedule as a loop handle: cb(arg) runs on loop (NULL = current;
+ * its own thread only, like tern_call_at) at first, first + period, ...,
+ * following policy for the runs it could not make on time, until
+ * tern_handle_cancel (any thread, the callback itself included: no run
+ * starts after it returns). Returns like tern_call_at, and -EINVAL for a
+ * period of 0 or an unknown policy. Never suspends. */
+TERN_API int tern_call_every(tern_loop *loop, uint64_t first, uint64_t period,
+                             tern_missed_tick policy, tern_callback_fn cb, void *arg,
+                             tern_handle **out);
+
 /* ---- blocking pool -------------------------------------------------------- */
 
 /* Runs fn(arg) on one of the runtime's blocking threads (the pool grows on
