@@ -555,6 +555,85 @@ TERN_API int tern_gen_take(tern_gen *src, uint64_t n, tern_gen **out);
 TERN_API int tern_gen_from_chan(tern_chan *ch, tern_gen **out);
 TERN_API int tern_gen_to_chan(tern_gen *g, tern_chan *ch, tern_task **task);
 
+/* ---- cancellation tokens (tokio-util's CancellationToken) ---------------------
+ *
+ * A token is cancelled once, by anyone, and every task or thread waiting
+ * on it wakes. A child token is cancelled with its parent (and with the
+ * parent's parent...), never the other way round: a server hands each
+ * connection a child of its shutdown token, and cancelling the connection
+ * leaves the server alone. Tokens are reference-counted and thread-safe. */
+
+typedef struct tern_token tern_token;
+
+/* A new, uncancelled token and one reference to it in *out. Returns 0,
+ * -EINVAL, -ENOMEM. Any thread. Never suspends. */
+TERN_API int tern_token_new(tern_token **out);
+/* A new token cancelled with parent (already cancelled when parent is).
+ * The child holds a reference to parent until it is freed. Returns 0,
+ * -EINVAL, -ENOMEM. Any thread. Never suspends. */
+TERN_API int tern_token_child(tern_token *parent, tern_token **out);
+/* Cancels t and, after it, every child it has. Returns 0, -EALREADY
+ * (already cancelled), -EINVAL. Any thread. Never suspends. */
+TERN_API int tern_token_cancel(tern_token *t);
+/* 1 once t is cancelled, 0 before, -EINVAL for NULL. Any thread. */
+TERN_API int tern_token_cancelled(const tern_token *t);
+/* Waits until t is cancelled. Returns 0 (at once when it already is),
+ * -ETIMEDOUT (deadline, 0 = none), -ECANCELED (the waiting task was), or
+ * -EINVAL. Suspends; blocks a foreign thread. */
+TERN_API int tern_token_wait(tern_token *t, uint64_t deadline);
+/* Reference counting: ref returns t; the last release frees it (a child
+ * unlinks itself from its parent then). Any thread. NULL is ignored. */
+TERN_API tern_token *tern_token_ref(tern_token *t);
+TERN_API void tern_token_release(tern_token *t);
+
+/* ---- task trackers (tokio-util's TaskTracker, a join set) --------------------
+ *
+ *     tern_tracker_spawn(tr, serve_conn, c);      // for each connection
+ *     ...                                          // shutdown begins:
+ *     uint64_t cancelled;
+ *     tern_tracker_shutdown(tr, tern_now() + 5 * 1000000000ull, &cancelled);
+ *
+ * A tracker counts the tasks spawned into it until each has finished
+ * (ran to its end, was cancelled, or never ran); their results are not
+ * kept. Thread-safe. */
+
+typedef struct tern_tracker tern_tracker;
+
+/* An empty, open tracker. Returns 0, -EINVAL, -ENOMEM. Any thread. */
+TERN_API int tern_tracker_new(tern_tracker **out);
+/* Spawns fn(arg) on the caller's runtime as a tracked task (detached: the
+ * tracker knows when it ends; nobody joins it). Returns 0, -EINVAL (tr or
+ * fn NULL), -ESHUTDOWN (the tracker is closed), -EPERM (not on a runtime
+ * thread), -ENOMEM, or tern_spawn's errors. Any runtime thread. Never
+ * suspends. */
+TERN_API int tern_tracker_spawn(tern_tracker *tr, tern_task_fn fn, void *arg);
+/* Refuses new spawns from now on (what is tracked runs on). Returns 0,
+ * -EALREADY, -EINVAL. Any thread. */
+TERN_API int tern_tracker_close(tern_tracker *tr);
+/* Tasks tracked and not yet finished. Any thread. */
+TERN_API uint64_t tern_tracker_len(tern_tracker *tr);
+/* Cancels every tracked task still running; returns how many it cancelled,
+ * or -EINVAL. Any thread. Never suspends. */
+TERN_API int64_t tern_tracker_cancel(tern_tracker *tr);
+/* Waits until no tracked task is left. Returns 0, -ETIMEDOUT (deadline,
+ * 0 = none), -ECANCELED (the waiting task was), -EINVAL. Suspends; blocks
+ * a foreign thread. Must not be called by a tracked task (-EDEADLK). */
+TERN_API int tern_tracker_wait(tern_tracker *tr, uint64_t deadline);
+/* A graceful stop in one call: closes tr, lets the tracked tasks finish
+ * until drain_deadline, then cancels the rest and waits for them (each
+ * sees -ECANCELED at its next suspension point: a task that never
+ * suspends keeps this call waiting). *cancelled (may be NULL) receives how
+ * many had to be cancelled. Returns 0 when all finished in time,
+ * -ETIMEDOUT when some were cancelled, -ECANCELED when the caller was
+ * (the tracked tasks are cancelled and still waited for, so none outlives
+ * the call), -EINVAL, -EDEADLK (called by a tracked task). Suspends;
+ * blocks a foreign thread. */
+TERN_API int tern_tracker_shutdown(tern_tracker *tr, uint64_t drain_deadline,
+                                   uint64_t *cancelled);
+/* Frees an empty tracker. Returns 0, -EBUSY (tasks still tracked: nothing
+ * is freed), -EINVAL. Any thread. */
+TERN_API int tern_tracker_free(tern_tracker *tr);
+
 #ifdef __cplusplus
 }
 #endif
