@@ -66,6 +66,7 @@ static const char *const wait_names[TERN__W_COUNT] = {
     [TERN__W_GEN] = "generator",
     [TERN__W_IO] = "io",
     [TERN__W_BLOCKING] = "blocking job",
+    [TERN__W_SIGNAL] = "signal",
 };
 
 static void copy_str(char *dst, size_t len, const char *src)

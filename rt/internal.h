@@ -215,6 +215,7 @@ enum {
     TERN__W_GEN,
     TERN__W_IO,
     TERN__W_BLOCKING,
+    TERN__W_SIGNAL,
     TERN__W_COUNT
 };
 /* Records what the calling task is about to wait on (obj: an object
@@ -559,6 +560,18 @@ tern_context *tern__task_swap_ctx(tern_task *t, tern_context *c);
 /* dump.c / monitor.c */
 int tern__monitor_add(tern_runtime *rt);     /* runtime_new, once running: 0 or -errno */
 void tern__monitor_remove(tern_runtime *rt); /* runtime_free, first thing */
+/* Signal subscriptions (sync/signal.c): member[sig] != 0 for each signal of
+ * one subscription. take installs tern's handler where the signal has none
+ * of tern's yet, keeps the monitor thread running, has it unblock the
+ * signals in itself, and from then on calls hook(sig, count) on the
+ * monitor thread with what arrived (count >= 1). give undoes one take:
+ * the monitor's mask first, then, for a signal's last user, the old
+ * disposition. take returns 0 or -errno (-EDEADLK on the monitor thread). */
+int tern__signal_take(const unsigned char *member, void (*hook)(int sig, uint64_t count));
+void tern__signal_give(const unsigned char *member);
+/* 1 for a signal tern may handle: not one the kernel raises for a fault,
+ * nor SIGKILL or SIGSTOP (runtime.c). */
+int tern__signal_ok(int sig);
 int tern__on_monitor(void); /* 1 on the monitor thread (an on_stall callback) */
 /* Finds the task that worker w is running if it is still t (the watchdog's
  * suspect) and fills the stall record from it under the registry lock.

@@ -14,6 +14,15 @@
  * A dump signal's handler only posts a semaphore (async-signal-safe); the
  * monitor thread prints the dump.
  *
+ * The same handler counts every signal it takes (arrived[]); the monitor
+ * hands what arrived for signals with subscribers (tern_signal, in sync/)
+ * to the subscription layer's hook. The monitor thread unblocks those
+ * signals in itself, so a process-directed one is delivered even when the
+ * application blocks it in all of its own threads (for a signalfd, or
+ * before starting the runtime, whose threads inherit its mask); and before
+ * a signal's old disposition comes back, the monitor has blocked it again
+ * if it had been blocked there, so the application's mask is as it was.
+ *
  * on_stall callbacks run with no lock held (a slow one holds up nobody but
  * the watchdog); tern__monitor_remove waits for a callback of its runtime
  * to return, so the callback's argument stays valid until the free ends.
@@ -51,6 +60,14 @@ static int stop; /* guarded by list_lock */
 static sem_t sem;
 static pthread_once_t sem_once = PTHREAD_ONCE_INIT;
 static _Atomic int dump_pending[NSIG];
+static _Atomic uint64_t arrived[NSIG]; /* handler calls per signal */
+static uint64_t handed[NSIG];          /* what the hook was given; list_lock */
+static unsigned subscribed[NSIG];      /* subscriptions per signal; list_lock */
+static void (*signal_hook)(int sig, uint64_t count); /* list_lock */
+/* The monitor's mask follows `subscribed`: want_gen counts changes to it,
+ * mask_gen the last one the monitor applied (list_lock; `masked` tells). */
+static uint64_t want_gen, mask_gen;
+static pthread_cond_t masked = PTHREAD_COND_INITIALIZER;
 static __thread int on_monitor;
 
 static struct {
@@ -71,6 +88,7 @@ static void sem_make(void)
 static void on_signal(int sig)
 {
     int saved = errno;
+    atomic_fetch_add_explicit(&arrived[sig], 1, TERN__RELAXED);
     atomic_store_explicit(&dump_pending[sig], 1, TERN__RELAXED);
     sem_post(&sem);
     errno = saved;
@@ -153,11 +171,55 @@ static uint64_t period_ns(void)
     return p;
 }
 
+/* Unblocks the subscribed signals in the monitor thread, and blocks again
+ * those it unblocked that lost their last subscriber. Under list_lock. */
+static void apply_mask(sigset_t *ours)
+{
+    if (mask_gen == want_gen)
+        return;
+    sigset_t unblock, block, cur;
+    sigemptyset(&unblock);
+    sigemptyset(&block);
+    pthread_sigmask(SIG_BLOCK, NULL, &cur);
+    for (int sig = 1; sig < NSIG; sig++) {
+        if (subscribed[sig] && sigismember(&cur, sig)) {
+            sigaddset(&unblock, sig);
+            sigaddset(ours, sig);
+        } else if (!subscribed[sig] && sigismember(ours, sig)) {
+            sigaddset(&block, sig);
+            sigdelset(ours, sig);
+        }
+    }
+    pthread_sigmask(SIG_UNBLOCK, &unblock, NULL);
+    pthread_sigmask(SIG_BLOCK, &block, NULL);
+    mask_gen = want_gen;
+    pthread_cond_broadcast(&masked);
+}
+
+/* What arrived since the last look, for the signals with subscribers.
+ * Under list_lock; the hook takes only locks of its own. */
+static void hand_signals(void)
+{
+    for (int sig = 1; sig < NSIG; sig++) {
+        if (!subscribed[sig])
+            continue;
+        uint64_t a = atomic_load_explicit(&arrived[sig], TERN__RELAXED);
+        if (a != handed[sig]) {
+            uint64_t n = a - handed[sig];
+            handed[sig] = a;
+            signal_hook(sig, n);
+        }
+    }
+}
+
 static void *monitor_main(void *arg)
 {
     (void)arg;
     on_monitor = 1;
+    sigset_t ours; /* signals this thread unblocked for subscribers */
+    sigemptyset(&ours);
     pthread_mutex_lock(&list_lock);
+    apply_mask(&ours);
     while (!stop) {
         uint64_t p = period_ns();
         pthread_mutex_unlock(&list_lock);
@@ -176,6 +238,8 @@ static void *monitor_main(void *arg)
         pthread_mutex_lock(&list_lock);
         if (stop)
             break;
+        apply_mask(&ours);
+        hand_signals();
         /* the signals that arrived, each taken once for every runtime on it */
         unsigned char got[NSIG] = {0};
         for (tern_runtime *rt = runtimes; rt; rt = rt->next_rt) {
@@ -197,6 +261,77 @@ static void *monitor_main(void *arg)
     }
     pthread_mutex_unlock(&list_lock);
     return NULL;
+}
+
+int tern__signal_take(const unsigned char *member, void (*hook)(int sig, uint64_t count))
+{
+    if (on_monitor)
+        return -EDEADLK;
+    pthread_once(&sem_once, sem_make);
+    pthread_mutex_lock(&life_lock);
+    int err = 0, sig;
+    for (sig = 1; sig < NSIG && !err; sig++) {
+        if (!member[sig] || sigs[sig].users)
+            continue;
+        struct sigaction sa;
+        memset(&sa, 0, sizeof sa);
+        sa.sa_handler = on_signal;
+        sa.sa_flags = SA_RESTART;
+        sigemptyset(&sa.sa_mask);
+        if (sigaction(sig, &sa, &sigs[sig].old) < 0)
+            err = -errno;
+    }
+    if (!err && users == 0) {
+        stop = 0;
+        err = -TERN__FAULT_POS(THREAD, pthread_create(&thread, NULL, monitor_main, NULL));
+    }
+    if (err) {
+        /* put back the handlers installed above (sig is one past the last) */
+        while (--sig > 0)
+            if (member[sig] && !sigs[sig].users)
+                sigaction(sig, &sigs[sig].old, NULL);
+        pthread_mutex_unlock(&life_lock);
+        return err;
+    }
+    users++;
+    pthread_mutex_lock(&list_lock);
+    signal_hook = hook;
+    for (sig = 1; sig < NSIG; sig++) {
+        if (!member[sig])
+            continue;
+        sigs[sig].users++;
+        /* what arrived before this subscription is not its business */
+        if (subscribed[sig]++ == 0)
+            handed[sig] = atomic_load_explicit(&arrived[sig], TERN__RELAXED);
+    }
+    want_gen++;
+    pthread_mutex_unlock(&list_lock);
+    sem_post(&sem);
+    pthread_mutex_unlock(&life_lock);
+    return 0;
+}
+
+void tern__signal_give(const unsigned char *member)
+{
+    pthread_mutex_lock(&life_lock);
+    pthread_mutex_lock(&list_lock);
+    for (int sig = 1; sig < NSIG; sig++)
+        subscribed[sig] -= member[sig] != 0;
+    uint64_t gen = ++want_gen;
+    int last = --users == 0;
+    if (last)
+        stop = 1;
+    sem_post(&sem);
+    /* the monitor's mask first, then the old dispositions (see the top) */
+    while (!last && mask_gen < gen)
+        pthread_cond_wait(&masked, &list_lock);
+    pthread_mutex_unlock(&list_lock);
+    if (last)
+        pthread_join(thread, NULL);
+    for (int sig = 1; sig < NSIG; sig++)
+        if (member[sig] && --sigs[sig].users == 0)
+            sigaction(sig, &sigs[sig].old, NULL);
+    pthread_mutex_unlock(&life_lock);
 }
 
 int tern__monitor_add(tern_runtime *rt)

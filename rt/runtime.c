@@ -73,7 +73,6 @@ static int signal_parse(const char *s)
  * service started with TERN_WATCHDOG=100 at 3 a.m.); it never switches off
  * what the program asked for. A value that makes no sense is -EINVAL, like
  * the same value in the config. */
-static int dump_signal_ok(int sig);
 
 static int config_env(tern_config *c)
 {
@@ -96,7 +95,7 @@ static int config_env(tern_config *c)
     if ((s = getenv("TERN_METRICS")) && *s && strcmp(s, "0") != 0)
         c->metrics = 1;
     if ((s = getenv("TERN_DUMP_SIGNAL")) && *s && strcmp(s, "0") != 0 &&
-        (!(c->dump_signal = signal_parse(s)) || !dump_signal_ok(c->dump_signal))) {
+        (!(c->dump_signal = signal_parse(s)) || !tern__signal_ok(c->dump_signal))) {
         fprintf(stderr,
                 "tern: TERN_DUMP_SIGNAL=%s: want a signal number or name (USR1, USR2, "
                 "QUIT, HUP, PWR, WINCH), not one the kernel raises for a fault, KILL or "
@@ -107,10 +106,10 @@ static int config_env(tern_config *c)
     return 0;
 }
 
-/* A signal the dump may take: not one the kernel raises for a fault (the
- * handler would return into the faulting instruction for ever) and not one
- * that cannot be caught. */
-static int dump_signal_ok(int sig)
+/* A signal tern may take (as the dump signal, or for tern_signal): not one
+ * the kernel raises for a fault (the handler would return into the faulting
+ * instruction for ever) and not one that cannot be caught. */
+int tern__signal_ok(int sig)
 {
     switch (sig) {
     case SIGKILL:
@@ -149,7 +148,7 @@ static int config_resolve(const tern_config *in, tern_config *out)
         in->budget > 65535 || in->blocking_threads > 4096 ||
         in->blocking_queue > TERN_MAX_BLOCKING_QUEUE ||
         in->blocking_keepalive_ms > TERN_MAX_MS ||
-        in->shutdown_timeout_ms > TERN_MAX_MS || !dump_signal_ok(in->dump_signal) ||
+        in->shutdown_timeout_ms > TERN_MAX_MS || !tern__signal_ok(in->dump_signal) ||
         in->stall_ms > TERN_MAX_STALL_MS)
         return -EINVAL;
     out->watchdog = in->watchdog != 0;

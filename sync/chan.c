@@ -241,6 +241,11 @@ static int chan_op(tern_chan *ch, int op, void *elem, uint64_t deadline, int mod
     return w.result;
 }
 
+size_t tern__chan_elem_size(const tern_chan *ch)
+{
+    return ch->esize;
+}
+
 int tern_chan_send(tern_chan *ch, const void *elem)
 {
     return chan_op(ch, TERN_SELECT_SEND, (void *)elem, 0, WAIT);

@@ -79,4 +79,7 @@ size_t tern__chan_waiting(tern_chan *ch, int op);
 /* future.c: tasks and threads waiting on f, for tests. */
 size_t tern__future_waiting(tern_future *f);
 
+/* chan.c: the size of ch's elements (signal.c checks a channel of int). */
+size_t tern__chan_elem_size(const tern_chan *ch);
+
 #endif

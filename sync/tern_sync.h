@@ -634,6 +634,47 @@ TERN_API int tern_tracker_shutdown(tern_tracker *tr, uint64_t drain_deadline,
  * is freed), -EINVAL. Any thread. */
 TERN_API int tern_tracker_free(tern_tracker *tr);
 
+/* ---- signals (asyncio's add_signal_handler, Go's signal.Notify) -------------
+ *
+ *     int sigs[] = {SIGTERM, SIGINT};
+ *     tern_signal *s;
+ *     tern_signal_new(sigs, 2, NULL, &s);
+ *     int sig = tern_signal_wait(s, 0);      // in a task: suspends until one comes
+ *
+ * A subscription counts the arrivals of its signals from the moment it is
+ * made; several subscriptions to one signal each see every arrival (two
+ * arrivals the kernel merges while the signal is pending count once, as
+ * POSIX has it). While any subscription (or a runtime's dump_signal) has a
+ * signal, tern's handler is its disposition; the last one to let go puts
+ * back what the program had. tern's signal thread unblocks the subscribed
+ * signals in itself, so they arrive even when the program blocks them in
+ * all of its threads; the runtime's SIGPIPE default (ignored) and the
+ * dump signal go on working beside subscriptions. */
+
+typedef struct tern_signal tern_signal;
+
+/* Subscribes to the n signals of sigs (repeats allowed). ch (may be NULL),
+ * a channel of int, also receives each arrival's signal number (a try
+ * send: a full or closed channel misses it, the count kept for
+ * tern_signal_wait does not). When the calling thread blocks one of the
+ * signals, tern says once on stderr that its signal thread takes it
+ * instead (a sigwait or signalfd of the program's for it then sees
+ * nothing). Returns 0 and *out, -EINVAL (out or sigs NULL, n 0, a signal
+ * out of range, SIGKILL, SIGSTOP, or one the kernel raises for faults; ch
+ * not of int), -ENOMEM, -EAGAIN (the signal thread could not start).
+ * Any thread. Never suspends. */
+TERN_API int tern_signal_new(const int *sigs, size_t n, tern_chan *ch, tern_signal **out);
+/* Takes one arrival: returns its signal number (the lowest of those
+ * pending), waiting for one when none is. Several callers on one
+ * subscription share its arrivals, each taken once. Returns the number,
+ * -ETIMEDOUT (deadline, 0 = none), -ECANCELED, -EINVAL. Suspends; blocks a
+ * foreign thread. */
+TERN_API int tern_signal_wait(tern_signal *s, uint64_t deadline);
+/* Ends the subscription (nobody may be waiting on it); a signal nobody is
+ * subscribed to any more gets the program's own disposition back. NULL is
+ * ignored. Any thread. */
+TERN_API void tern_signal_free(tern_signal *s);
+
 #ifdef __cplusplus
 }
 #endif

@@ -359,9 +359,11 @@ static void *shutdown_cancelled_main(void *arg)
 {
     tern_tracker *tr;
     ck_assert_int_eq(tern_tracker_new(&tr), 0);
+    atomic_store(&body_ran, 0);
     atomic_store(&body_cancelled, 0);
     for (int i = 0; i < 10; i++)
         ck_assert_int_eq(tern_tracker_spawn(tr, sleep_forever, NULL), 0);
+    TASK_WAIT_UNTIL(atomic_load(&body_ran) == 10, WAIT_MS); /* all ten in their sleep */
     tern_task *c;
     ck_assert_int_eq(tern_spawn(shutdown_caller, tr, &c), 0);
     TASK_WAIT_PARKED(c, TERN__W_GROUP);
