@@ -9,15 +9,17 @@
  * arrange for threads it did not create, and which is what silently
  * stopped the dump signal of a service that did it by hand. The handler
  * works whatever the application blocks, since the monitor thread
- * unblocks the subscribed signals in itself.
+ * unblocks the subscribed signals in itself: a program that blocks them
+ * in its own threads before starting the runtime (as bench/server.c does)
+ * has them land on that thread alone, which also keeps them away from a
+ * thread parked in a raw futex, where ThreadSanitizer would hold the
+ * handler back for as long as the wait lasts.
  */
 #define _GNU_SOURCE
 #include <errno.h>
 #include <pthread.h>
 #include <signal.h>
-#include <stdio.h>
 #include <stdlib.h>
-#include <string.h>
 
 #include "rt/fault.h"
 #include "sync/sync.h"
@@ -32,7 +34,6 @@ struct tern_signal {
 
 static pthread_mutex_t subs_lock = PTHREAD_MUTEX_INITIALIZER;
 static tern_signal *subs;
-static _Atomic int warned[NSIG];
 
 /* On the monitor thread: count of arrivals of sig since the last call. */
 static void on_arrival(int sig, uint64_t count)
@@ -77,20 +78,8 @@ int tern_signal_new(const int *sigs, size_t n, tern_chan *ch, tern_signal **out)
     tern_signal *s = TERN__FAULT_ALLOC(calloc(1, sizeof *s));
     if (!s)
         return -ENOMEM;
-    sigset_t mask;
-    pthread_sigmask(SIG_BLOCK, NULL, &mask);
-    for (size_t i = 0; i < n; i++) {
-        int sig = sigs[i];
-        s->member[sig] = 1;
-        /* Loud, once: the program blocking it here is likely to read it
-         * with sigwait or a signalfd, which no longer see it now. */
-        if (sigismember(&mask, sig) && !atomic_exchange(&warned[sig], 1))
-            fprintf(stderr,
-                    "tern: signal %d (%s) is blocked in the thread subscribing to it: "
-                    "tern's signal thread takes it instead, and a sigwait or signalfd of "
-                    "the program's for it sees nothing while a subscription lasts\n",
-                    sig, strsignal(sig));
-    }
+    for (size_t i = 0; i < n; i++)
+        s->member[sigs[i]] = 1;
     s->ch = ch ? tern_chan_ref(ch) : NULL;
     /* listed before the handler goes in, so nothing after take is missed */
     pthread_mutex_lock(&subs_lock);

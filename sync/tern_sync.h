@@ -656,13 +656,14 @@ typedef struct tern_signal tern_signal;
 /* Subscribes to the n signals of sigs (repeats allowed). ch (may be NULL),
  * a channel of int, also receives each arrival's signal number (a try
  * send: a full or closed channel misses it, the count kept for
- * tern_signal_wait does not). When the calling thread blocks one of the
- * signals, tern says once on stderr that its signal thread takes it
- * instead (a sigwait or signalfd of the program's for it then sees
- * nothing). Returns 0 and *out, -EINVAL (out or sigs NULL, n 0, a signal
- * out of range, SIGKILL, SIGSTOP, or one the kernel raises for faults; ch
- * not of int), -ENOMEM, -EAGAIN (the signal thread could not start).
- * Any thread. Never suspends. */
+ * tern_signal_wait does not). A signal the program blocks in its threads
+ * still arrives (tern's signal thread takes it; a sigwait or signalfd of
+ * the program's for it then sees nothing while subscribed): blocking the
+ * subscribed signals before the runtime starts, so that only tern's
+ * signal thread takes them, is the surest setup. Returns 0 and *out, -EINVAL (out or sigs
+ * NULL, n 0, a signal out of range, SIGKILL, SIGSTOP, or one the kernel raises for
+ * faults; ch not of int), -ENOMEM, -EAGAIN (the signal thread could not start). Any
+ * thread. Never suspends. */
 TERN_API int tern_signal_new(const int *sigs, size_t n, tern_chan *ch, tern_signal **out);
 /* Takes one arrival: returns its signal number (the lowest of those
  * pending), waiting for one when none is. Several callers on one

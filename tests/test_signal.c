@@ -8,6 +8,32 @@
 
 #include "io_helpers.h"
 
+/* The signals the tests send, blocked in the test's thread before the
+ * runtime starts (its threads inherit the mask), as a program that takes
+ * signals with tern should: then only tern's signal thread takes them. The
+ * thread that sends one would otherwise be the kernel's first choice, and
+ * a thread parked in a raw system call has its handler held back by
+ * ThreadSanitizer. */
+static void block_test_signals(void)
+{
+    sigset_t set;
+    sigemptyset(&set);
+    sigaddset(&set, SIGUSR1);
+    sigaddset(&set, SIGUSR2);
+    sigaddset(&set, SIGPIPE);
+    ck_assert_int_eq(pthread_sigmask(SIG_BLOCK, &set, NULL), 0);
+}
+
+#define SIG_TEST(name)                                                                   \
+    static void *name##_main(void *arg);                                                 \
+    START_TEST(name)                                                                     \
+    {                                                                                    \
+        block_test_signals();                                                            \
+        run_io(_i, name##_main, NULL);                                                   \
+    }                                                                                    \
+    END_TEST                                                                             \
+    static void *name##_main(void *arg)
+
 static void *bad_args_main(void *arg)
 {
     tern_signal *s;
@@ -32,7 +58,7 @@ static void *bad_args_main(void *arg)
     return NULL;
 }
 
-IO_TEST(bad_arguments)
+SIG_TEST(bad_arguments)
 {
     return bad_args_main(arg);
 }
@@ -56,7 +82,7 @@ static void *wait_thread(void *arg)
     return wait_task(arg);
 }
 
-IO_TEST(every_subscriber_once)
+SIG_TEST(every_subscriber_once)
 {
     int usr2 = SIGUSR2, usr1 = SIGUSR1;
     struct waiter a = {0}, b = {0}, c = {0};
@@ -102,7 +128,7 @@ static void *shared_wait(void *arg)
     return NULL;
 }
 
-IO_TEST(one_subscription_shared)
+SIG_TEST(one_subscription_shared)
 {
     int usr1 = SIGUSR1;
     tern_signal *s;
@@ -124,7 +150,7 @@ IO_TEST(one_subscription_shared)
 }
 
 /* A channel gets the number too; the count for wait is kept as well. */
-IO_TEST(to_a_channel)
+SIG_TEST(to_a_channel)
 {
     int sigs[] = {SIGUSR1, SIGUSR2};
     tern_chan *ch;
@@ -147,7 +173,7 @@ static void *cancel_me(void *arg)
     return (void *)(intptr_t)tern_signal_wait(arg, 0);
 }
 
-IO_TEST(deadline_and_cancel)
+SIG_TEST(deadline_and_cancel)
 {
     int usr1 = SIGUSR1;
     tern_signal *s;
@@ -174,7 +200,7 @@ static void program_handler(int sig)
     (void)sig;
 }
 
-IO_TEST(disposition_restored)
+SIG_TEST(disposition_restored)
 {
     struct sigaction mine, cur;
     memset(&mine, 0, sizeof mine);
@@ -207,21 +233,14 @@ IO_TEST(disposition_restored)
 }
 
 /* The program blocks the signal in its thread before starting the runtime,
- * so every thread of the runtime inherits the block: tern says so, and the
- * signal still arrives (tern's signal thread unblocks it). Afterwards the
+ * so every thread of the runtime inherits the block: the signal still
+ * arrives (tern's signal thread unblocks it in itself). Afterwards the
  * program's mask is as it was: a kill stays pending. */
 static void *blocked_main(void *arg)
 {
     int usr2 = SIGUSR2;
     tern_signal *s;
-    stderr_capture cap;
-    char said[1024];
-    stderr_capture_start(&cap);
-    int r = tern_signal_new(&usr2, 1, NULL, &s);
-    stderr_capture_stop(&cap, said, sizeof said);
-    ck_assert_int_eq(r, 0);
-    ck_assert_msg(strstr(said, "is blocked") && strstr(said, "signal thread"), "%s",
-                  said);
+    ck_assert_int_eq(tern_signal_new(&usr2, 1, NULL, &s), 0);
     ck_assert_int_eq(kill(getpid(), SIGUSR2), 0);
     ck_assert_int_eq(tern_signal_wait(s, LONG_DL()), SIGUSR2);
     tern_signal_free(s);
@@ -267,6 +286,7 @@ static void *dump_main(void *arg)
 
 START_TEST(beside_the_dump_signal)
 {
+    block_test_signals();
     tern_config cfg;
     tern_config_init(&cfg);
     cfg.workers = 1;
