@@ -9,12 +9,10 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <sys/signalfd.h>
 #include <unistd.h>
 
 #define MAX_LIFETIME_S (366u * 24 * 3600)
 #define ACCEPT_BACKOFF_NS (10 * 1000000ull) /* out of descriptors: let some close */
-#define STOP_BY_ERROR 0x73746f70            /* sigqueue value: the acceptor failed */
 #define DRAIN_POLL_NS (5 * 1000000ull) /* how often the drain looks at what is left */
 #define MS 1000000ull
 
@@ -52,18 +50,10 @@ typedef struct server {
 static server *the_server;
 static server_limits limits;
 
-/* SIGINT and SIGTERM reach the serving task through a signalfd: no
- * handler, so nothing runs asynchronously, and a sanitizer that defers
- * handlers until an intercepted call (ThreadSanitizer; the main thread
- * waits in tern_block_on's raw futex) cannot hold a stop back. */
-static int stop_fd = -1;
-
-/* A stop the server itself asks for: SIGTERM queued with STOP_BY_ERROR. */
-static void request_stop(void)
-{
-    union sigval v = {.sival_int = STOP_BY_ERROR};
-    sigqueue(getpid(), SIGTERM, v);
-}
+/* The stop: cancelled by SIGINT or SIGTERM (stop_on_signal), or by the
+ * acceptor when it fails; the serving task waits on it. */
+static tern_token *stop;
+static const char *stop_reason = "lifetime over";
 
 static void usage(const char *name, const char *msg)
 {
@@ -241,21 +231,28 @@ static void parse_args(int argc, char **argv, server *s)
         usage(s->name, "PORT is required");
 }
 
-/* SIGINT and SIGTERM are blocked here, before the runtime starts threads,
- * so that every thread inherits the mask and none is interrupted by them;
- * they stay pending for stop_fd. */
-static int stop_signals_init(void)
+/* SIGINT and SIGTERM are blocked in the main thread before the runtime
+ * starts threads, so every thread inherits the block and tern's signal
+ * thread alone takes them (tern_signal): none of the server's threads is
+ * interrupted, and a ThreadSanitizer build, which holds a handler back in
+ * a thread parked in a raw futex (the main thread, in tern_block_on),
+ * cannot hold the stop back. */
+static int block_stop_signals(void)
 {
     sigset_t set;
     sigemptyset(&set);
     sigaddset(&set, SIGINT);
     sigaddset(&set, SIGTERM);
-    if (pthread_sigmask(SIG_BLOCK, &set, NULL) != 0)
-        return -EINVAL;
-    /* blocking: tern waits for it like any descriptor (on io_uring an
-     * O_NONBLOCK one would answer -EAGAIN instead of waiting) */
-    stop_fd = signalfd(-1, &set, SFD_CLOEXEC);
-    return stop_fd < 0 ? -errno : 0;
+    return -pthread_sigmask(SIG_BLOCK, &set, NULL);
+}
+
+/* SIGINT or SIGTERM begins the stop. */
+static void *stop_on_signal(void *arg)
+{
+    int sig = tern_signal_wait(arg, 0);
+    if (sig > 0 && tern_token_cancel(stop) == 0)
+        stop_reason = sig == SIGINT ? "SIGINT" : "SIGTERM";
+    return NULL;
 }
 
 static void drop_conn(void *arg)
@@ -281,7 +278,8 @@ static void *accept_loop(void *arg)
         if (fd < 0) {
             fprintf(stderr, "error: %s: accept: %s\n", s->name, tern_strerror(fd));
             s->failed = 1;
-            request_stop();
+            if (tern_token_cancel(stop) == 0)
+                stop_reason = "accept failed";
             break;
         }
         atomic_fetch_add_explicit(&s->accepted, 1, memory_order_relaxed);
@@ -360,22 +358,30 @@ static void *serve(void *arg)
         s->failed = 1;
         return NULL;
     }
+    int stop_sigs[] = {SIGINT, SIGTERM};
+    tern_signal *sigs = NULL;
+    tern_task *watcher = NULL;
+    rc = tern_signal_new(stop_sigs, 2, NULL, &sigs);
+    if (rc == 0)
+        rc = tern_spawn(stop_on_signal, sigs, &watcher);
+    if (rc < 0) {
+        fprintf(stderr, "error: %s: stop signals: %s\n", s->name, tern_strerror(rc));
+        s->failed = 1;
+        tern_token_cancel(stop);
+    }
     uint64_t deadline = s->lifetime_s ? tern_now() + s->lifetime_s * 1000000000ull : 0;
-    struct signalfd_siginfo si;
-    memset(&si, 0, sizeof si);
-    ssize_t n = tern_read(stop_fd, &si, sizeof si, deadline);
-    int own = si.ssi_code == SI_QUEUE && si.ssi_pid == (uint32_t)getpid() &&
-              si.ssi_int == STOP_BY_ERROR;
-    const char *reason = n == -ETIMEDOUT           ? "lifetime over"
-                         : n != (ssize_t)sizeof si ? "error"
-                         : own                     ? "accept failed"
-                         : si.ssi_signo == SIGINT  ? "SIGINT"
-                                                   : "SIGTERM";
-    if (n < 0 && n != -ETIMEDOUT) {
+    rc = tern_token_wait(stop, deadline);
+    if (rc < 0 && rc != -ETIMEDOUT) {
         fprintf(stderr, "error: %s: waiting for a stop: %s\n", s->name,
-                tern_strerror((int)n));
+                tern_strerror(rc));
         s->failed = 1;
     }
+    tern_token_cancel(stop); /* the lifetime's end: the reason stays */
+    if (watcher) {
+        tern_task_cancel(watcher);
+        tern_join(watcher, NULL);
+    }
+    tern_signal_free(sigs);
     /* The drain: no new connection (the acceptor closes the listener, so
      * connects are refused), idle ones closed, the others given until the
      * drain deadline to finish the request they are in. */
@@ -387,9 +393,10 @@ static void *serve(void *arg)
         tern_sleep(DRAIN_POLL_NS);
     uint64_t left = atomic_load(&s->live);
     cut_conns(s, 1);
+    /* stop_reason's writers (the watcher, the acceptor) were joined above */
     printf(
         "INFO %s stopped (%s) after %llu connections, %llu cut at the drain deadline\n",
-        s->name, reason, (unsigned long long)atomic_load(&s->accepted),
+        s->name, stop_reason, (unsigned long long)atomic_load(&s->accepted),
         (unsigned long long)left);
     fflush(stdout);
     return NULL;
@@ -403,15 +410,17 @@ int server_main(int argc, char **argv, const char *name, server_conn_fn conn)
     pthread_mutex_init(&s.lock, NULL);
     the_server = &s;
 
-    int rc = stop_signals_init();
+    int rc = block_stop_signals();
+    if (rc == 0)
+        rc = tern_token_new(&stop);
     if (rc < 0)
-        bench_die("stop signals", rc);
+        bench_die("stop", rc);
     tern_runtime *rt = bench_runtime_new(s.workers);
     rc = tern_block_on(rt, serve, &s, NULL);
     if (rc < 0)
         bench_die("tern_block_on", rc);
     /* connection tasks still waiting are woken with -ECANCELED and close */
     bench_runtime_free(rt);
-    close(stop_fd);
+    tern_token_release(stop);
     return s.failed;
 }
