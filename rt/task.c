@@ -884,6 +884,19 @@ static int cancelled(tern_task *t)
     return 1;
 }
 
+int tern_task_uncancel(void)
+{
+    tern_task *t = tern__task_self();
+    if (!t)
+        return -EPERM;
+    /* a wake the cancel made may linger as a permit: one early return of a
+     * park at most, which every wait loops over */
+    uint32_t s = atomic_fetch_and_explicit(&t->state, ~(uint32_t)TERN__TS_CANCELLED,
+                                           TERN__RELAXED);
+    t->saw_cancel = 0;
+    return (s & TERN__TS_CANCELLED) != 0;
+}
+
 int tern__cancelled(void)
 {
     tern_loop *w = tern__loop_self();

@@ -302,6 +302,14 @@ TERN_API void tern_task_release(tern_task *task);
  * -EALREADY (the task already finished). Any thread. Never suspends. */
 TERN_API int tern_task_cancel(tern_task *task);
 
+/* asyncio's Task.uncancel, for the calling task: withdraws the cancel
+ * request it has handled, so that its suspension points work again (to
+ * say goodbye to a peer, flush, close) and, once it returns, its joiner
+ * gets its result instead of -ECANCELED. A cancel that comes afterwards
+ * is a new request. Returns 1 (a request was withdrawn), 0 (there was
+ * none), or -EPERM outside a task. Never suspends. */
+TERN_API int tern_task_uncancel(void);
+
 /* 1 when the task has finished (returned, or was cancelled), 0 otherwise,
  * -EINVAL for a NULL or stale handle. */
 TERN_API int tern_task_done(const tern_task *task);

@@ -730,6 +730,54 @@ static void *budget_main(void *arg)
     return NULL;
 }
 
+/* A task that handles its cancel and withdraws it (tern_task_uncancel)
+ * works on normally: its suspension points answer again, and its joiner
+ * gets its result. */
+static void *handles_cancel(void *arg)
+{
+    _Atomic int *stage = arg;
+    int r = tern_sleep_until(UINT64_MAX);
+    ck_assert_int_eq(r, -ECANCELED);
+    ck_assert_int_eq(tern_sleep(1000), -ECANCELED); /* sticky until withdrawn */
+    ck_assert_int_eq(tern_task_uncancel(), 1);
+    ck_assert_int_eq(tern_task_uncancel(), 0); /* nothing left to withdraw */
+    ck_assert_int_eq(tern_sleep(1000), 0);     /* the goodbye, say */
+    ck_assert_int_eq(tern_yield(), 0);
+    atomic_store(stage, 1);
+    /* a cancel after the withdrawal is a new request */
+    TASK_WAIT_UNTIL(atomic_load(stage) == 2, WAIT_MS);
+    ck_assert_int_eq(tern_sleep_until(UINT64_MAX), -ECANCELED);
+    ck_assert_int_eq(tern_task_uncancel(), 1);
+    return (void *)(uintptr_t)42;
+}
+
+static void *uncancel_main(void *arg)
+{
+    _Atomic int stage = 0;
+    tern_task *t;
+    ck_assert_int_eq(tern_spawn(handles_cancel, &stage, &t), 0);
+    TASK_WAIT_PARKED(t, TERN__W_SLEEP);
+    ck_assert_int_eq(tern_task_cancel(t), 0);
+    TASK_WAIT_UNTIL(atomic_load(&stage) == 1, WAIT_MS);
+    atomic_store(&stage, 2);
+    TASK_WAIT_PARKED(t, TERN__W_SLEEP);
+    ck_assert_int_eq(tern_task_cancel(t), 0);
+    void *res = NULL;
+    ck_assert_int_eq(tern_join(t, &res), 0);
+    ck_assert_ptr_eq(res, (void *)(uintptr_t)42);
+    return NULL;
+}
+
+START_TEST(uncancel_finishes_normally)
+{
+    ck_assert_int_eq(tern_task_uncancel(), -EPERM);
+    for (unsigned workers = 1; workers <= 2; workers++) {
+        tern_config cfg = {.workers = workers};
+        ck_assert_int_eq(tern_run(&cfg, uncancel_main, NULL, NULL), 0);
+    }
+}
+END_TEST
+
 START_TEST(budget_prevents_starvation)
 {
     tern_config cfg = {.workers = 1, .budget = 64};
@@ -1144,6 +1192,7 @@ Suite *task_suite(void)
     tcase_add_test(tc, sleep_not_early);
     tcase_add_test(tc, park_unpark);
     tcase_add_test(tc, budget_prevents_starvation);
+    tcase_add_test(tc, uncancel_finishes_normally);
     tcase_add_test(tc, spawning_spends_budget);
     tcase_add_loop_test(tc, stack_overflow_reported, 0, 3);
     tcase_add_test(tc, blocking_pool);
