@@ -133,6 +133,8 @@ struct tern_task {
     uint16_t budget;      /* cooperative budget left in this run */
     int status;           /* 0, -ECANCELED, -ENOMEM once complete (fills padding) */
     _Atomic uint16_t gen; /* the header's generation, in its handles (task.c) */
+    uint8_t drop_only;    /* on_exit is tern_spawn_owned's drop: run it only when
+                             the body never ran */
     tern__fiber fiber;    /* sp and stack still in the first line */
     /* The rest. */
     tern_runtime *rt;
@@ -149,8 +151,8 @@ struct tern_task {
     void *result;
     tern_context *ctx;          /* its context variables (context.c) */
     _Atomic uintptr_t joiner;   /* tern_task*, thread waiter | 1, or tern_future* | 2 */
-    void (*on_exit)(void *arg); /* tern__spawn_on_exit's, or NULL */
-    void (*drop)(void *arg);    /* tern_spawn_owned's: the body never ran */
+    void (*on_exit)(void *arg); /* tern__spawn_on_exit's (or drop_only), or NULL */
+    struct tern__scope *scope;  /* innermost cancel scope it is in, or NULL */
     /* Third line: what the registry, tern_dump and the watchdog read.
      * Links: written by the shard's writer, read under an epoch section
      * (task.c); name and ctx change only under the shard's lock. */
@@ -164,6 +166,20 @@ struct tern_task {
     _Atomic uint8_t wait_kind; /* TERN__W_* */
     uint16_t shard;            /* its registry shard (task.c) */
 };
+/* A cancel scope (tern_scope's layout): on the task's stack, linked from
+ * the task's innermost one outwards. Only the task itself touches it. */
+struct tern__scope {
+    struct tern__scope *outer;
+    uint64_t deadline; /* 0: none */
+    uint8_t shield;
+    uint8_t expired;   /* its deadline passed at a suspension point inside */
+    uint8_t cancelled; /* tern_scope_cancel */
+};
+
+_Static_assert(sizeof(struct tern__scope) <= sizeof(tern_scope) &&
+                   _Alignof(struct tern__scope) <= _Alignof(tern_scope),
+               "tern_scope is too small for its layout");
+
 /* A handle given to the application carries the header's generation in
  * the pointer's top 16 bits (user addresses fit in 48), never 0; internal
  * pointers have 0 there. The generation changes when the header is

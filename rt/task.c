@@ -624,7 +624,8 @@ int tern__task_new(tern_runtime *rt, tern_task_fn fn, void *arg, int kind,
     t->fn = fn;
     t->arg = arg;
     t->on_exit = NULL;
-    t->drop = NULL;
+    t->drop_only = 0;
+    t->scope = NULL;
     t->result = NULL;
     t->status = 0;
     t->kind = (uint8_t)kind;
@@ -710,7 +711,9 @@ static int spawn_fiber(tern_runtime *rt, tern_task_fn fn, void *arg,
     int r = tern__task_new(rt, fn, arg, TERN__KIND_FIBER, &t, out != NULL, file, line);
     if (r < 0)
         return r;
-    t->drop = drop; /* before it is queued: only the worker that runs it reads it */
+    /* before it is queued: only the worker that runs it reads them */
+    t->on_exit = drop;
+    t->drop_only = 1;
     if (out)
         *out = tern__handle(t);
     tern__schedule(rt, t, 0);
@@ -878,10 +881,74 @@ uint64_t tern_task_current_id(void)
  * body that finished without meeting one keeps its result. */
 static int cancelled(tern_task *t)
 {
+    /* A scope that expired or was cancelled cancels what is inside it
+     * (the task's own cancel state is not touched); a shield hides what
+     * lies outside it, the task's own cancel included. */
+    for (struct tern__scope *sc = t->scope; sc; sc = sc->outer) {
+        if (sc->expired || sc->cancelled)
+            return 1;
+        if (sc->shield)
+            return 0;
+    }
     if (!(atomic_load_explicit(&t->state, TERN__RELAXED) & TERN__TS_CANCELLED))
         return 0;
     t->saw_cancel = 1;
     return 1;
+}
+
+/* The scope whose deadline bounds t's suspension points: the earliest
+ * deadline up to the innermost shield (the innermost scope on a tie), or
+ * NULL when none has one. */
+static struct tern__scope *scope_due(tern_task *t)
+{
+    struct tern__scope *due = NULL;
+    for (struct tern__scope *sc = t->scope; sc; sc = sc->outer) {
+        if (sc->deadline && (!due || sc->deadline < due->deadline))
+            due = sc;
+        if (sc->shield)
+            break;
+    }
+    return due;
+}
+
+int tern_scope_enter(tern_scope *scope, uint64_t deadline, int flags)
+{
+    tern_task *t = tern__task_self();
+    if (!scope || (flags & ~TERN_SCOPE_SHIELD))
+        return -EINVAL;
+    if (!t)
+        return -EPERM;
+    struct tern__scope *sc = (struct tern__scope *)(void *)scope;
+    *sc = (struct tern__scope){.outer = t->scope,
+                               .deadline = deadline,
+                               .shield = (flags & TERN_SCOPE_SHIELD) != 0};
+    t->scope = sc;
+    return 0;
+}
+
+int tern_scope_cancel(tern_scope *scope)
+{
+    tern_task *t = tern__task_self();
+    if (!scope)
+        return -EINVAL;
+    for (struct tern__scope *sc = t ? t->scope : NULL; sc; sc = sc->outer) {
+        if (sc == (struct tern__scope *)(void *)scope) {
+            int was = sc->cancelled;
+            sc->cancelled = 1;
+            return was ? -EALREADY : 0;
+        }
+    }
+    return -EINVAL; /* not a scope the calling task is in */
+}
+
+int tern_scope_exit(tern_scope *scope)
+{
+    tern_task *t = tern__task_self();
+    struct tern__scope *sc = (struct tern__scope *)(void *)scope;
+    if (!scope || !t || t->scope != sc)
+        return -EINVAL; /* scopes leave innermost first, on their own task */
+    t->scope = sc->outer;
+    return sc->expired ? -ETIMEDOUT : sc->cancelled ? -ECANCELED : 0;
 }
 
 int tern_task_uncancel(void)
@@ -1069,7 +1136,7 @@ void tern__task_finish(tern_loop *w, tern_task *t)
         tern__stack_put(rt->stacks, w ? w->index : TERN__STACK_NO_CACHE, t->fiber.stack);
         t->fiber.stack = NULL;
     }
-    if (t->on_exit)
+    if (t->on_exit && !t->drop_only)
         t->on_exit(t->arg);
     int linked_here = registry_remove(w, t);
     /* One transition to COMPLETE: clearing RUNNING first would show an
@@ -1159,8 +1226,8 @@ static int run_begin(tern_loop *w, tern_task *t)
              * wakes they make go where the loop's would. */
             tern_task *cur = w->current;
             w->current = NULL;
-            if (t->drop)
-                t->drop(t->arg);
+            if (t->on_exit && t->drop_only)
+                t->on_exit(t->arg);
             tern__task_finish(w, t);
             w->current = cur;
             return 0;
@@ -1274,6 +1341,9 @@ int tern_yield(void)
     tern_task *t = self_task();
     if (!t)
         return -EPERM;
+    struct tern__scope *due = t->scope ? scope_due(t) : NULL;
+    if (due && tern_now() >= due->deadline)
+        due->expired = 1; /* a deadline bounds a loop of yields too */
     if (cancelled(t))
         return -ECANCELED;
     switch_out(t, TERN__SW_YIELD);
@@ -1396,16 +1466,29 @@ int tern__park(uint64_t deadline, int nocancel)
     }
     if (s & TERN__TS_NOTIFIED)
         TERN__STAT_INC(t->loop, budget_yields);
+    /* A scope's deadline earlier than the wait's own: reaching it expires
+     * the scope, which the wait reports as a cancel (asyncio.timeout). A
+     * wait that must finish (nocancel) is bounded by its own only. */
+    struct tern__scope *due = nocancel ? NULL : scope_due(t);
+    if (due && deadline && deadline != UINT64_MAX && deadline < due->deadline)
+        due = NULL;
+    uint64_t until = due ? due->deadline : deadline;
     tern__sleep *sl = NULL;
-    if (deadline && deadline != UINT64_MAX) {
-        if (tern_now() >= deadline)
-            return -ETIMEDOUT;
-        sl = sleep_arm(t, deadline);
+    if (until && until != UINT64_MAX) {
+        if (tern_now() >= until) {
+            if (!due)
+                return -ETIMEDOUT;
+            due->expired = 1;
+            return -ECANCELED;
+        }
+        sl = sleep_arm(t, until);
         if (!sl)
             return -ENOMEM;
     }
     switch_out(t, TERN__SW_PARK);
     int fired = sl ? sleep_disarm(t, sl) : 0;
+    if (fired && due)
+        due->expired = 1;
     if (!nocancel && cancelled(t))
         return -ECANCELED;
     return fired ? -ETIMEDOUT : 0;

@@ -302,6 +302,49 @@ TERN_API void tern_task_release(tern_task *task);
  * -EALREADY (the task already finished). Any thread. Never suspends. */
 TERN_API int tern_task_cancel(tern_task *task);
 
+/* ---- cancel scopes (Trio's cancel scopes, asyncio.timeout) -------------------
+ *
+ *     tern_scope sc;
+ *     tern_scope_enter(&sc, tern_now() + 100 * 1000000, 0);  // 100 ms for this
+ *     int r = fetch(...);                   // -ECANCELED when the 100 ms run out
+ *     if (tern_scope_exit(&sc) == -ETIMEDOUT)
+ *         ...;                              // the task goes on from here
+ *
+ * A scope lives on the task's stack between enter and exit. Inside it:
+ *  - its deadline (0: none) bounds every suspension point: reaching it
+ *    expires the scope, and the suspension point answers -ECANCELED; so do
+ *    all later ones inside the scope, and tern_scope_exit answers
+ *    -ETIMEDOUT (asyncio.timeout's TimeoutError), after which the task
+ *    goes on as if nothing happened;
+ *  - scopes nest: the earliest deadline of the enclosing scopes applies,
+ *    and the scope it belongs to is the one that expires (the innermost on
+ *    a tie): an outer deadline cancels the inner scopes' work too, but only
+ *    the outer exit reports -ETIMEDOUT;
+ *  - TERN_SCOPE_SHIELD: suspension points inside do not see what lies
+ *    outside the scope, neither the task's cancel nor the deadlines of
+ *    enclosing scopes (for cleanup: a goodbye, a flush). The task's cancel
+ *    is seen at the first suspension point after the shield's exit;
+ *  - tern_scope_cancel cancels the scope's work as its deadline would, and
+ *    its exit answers -ECANCELED.
+ * A wait that must finish (a condition's relock, leaving a task group) is
+ * bounded by no scope. Scopes are for the calling task only; none of
+ * these calls suspends. */
+typedef struct tern_scope {
+    uint64_t tern__opaque[3];
+} tern_scope;
+#define TERN_SCOPE_SHIELD 1
+
+/* Enters scope as the calling task's innermost. Returns 0, -EINVAL (scope
+ * NULL, unknown flags), -EPERM (not in a task). */
+TERN_API int tern_scope_enter(tern_scope *scope, uint64_t deadline, int flags);
+/* Leaves scope, which must be the calling task's innermost. Returns 0,
+ * -ETIMEDOUT (its deadline expired it), -ECANCELED (tern_scope_cancel), or
+ * -EINVAL (NULL, not the innermost, not in a task). */
+TERN_API int tern_scope_exit(tern_scope *scope);
+/* Cancels the work inside scope, one the calling task is in. Returns 0,
+ * -EALREADY, -EINVAL. */
+TERN_API int tern_scope_cancel(tern_scope *scope);
+
 /* asyncio's Task.uncancel, for the calling task: withdraws the cancel
  * request it has handled, so that its suspension points work again (to
  * say goodbye to a peer, flush, close) and, once it returns, its joiner

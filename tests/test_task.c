@@ -778,6 +778,211 @@ START_TEST(uncancel_finishes_normally)
 }
 END_TEST
 
+/* ---- cancel scopes, against asyncio.timeout's documented behaviour ------------- */
+
+#define SC_MS 1000000ull
+
+static void *scope_basics_main(void *arg)
+{
+    tern_scope a, b;
+    /* the deadline cancels the work inside, the exit reports the timeout,
+     * and the task goes on */
+    ck_assert_int_eq(tern_scope_enter(&a, tern_now() + 5 * SC_MS, 0), 0);
+    ck_assert_int_eq(tern_sleep(10000 * SC_MS), -ECANCELED);
+    ck_assert_int_eq(tern_sleep(SC_MS), -ECANCELED); /* still inside an expired scope */
+    ck_assert_int_eq(tern_yield(), -ECANCELED);
+    ck_assert_int_eq(tern_scope_exit(&a), -ETIMEDOUT);
+    ck_assert_int_eq(tern_sleep(SC_MS), 0);
+
+    /* a deadline not reached: nothing happens */
+    ck_assert_int_eq(tern_scope_enter(&a, tern_now() + 10000 * SC_MS, 0), 0);
+    ck_assert_int_eq(tern_sleep(SC_MS), 0);
+    ck_assert_int_eq(tern_scope_exit(&a), 0);
+
+    /* a wait's own earlier deadline is its own: -ETIMEDOUT, scope intact */
+    ck_assert_int_eq(tern_scope_enter(&a, tern_now() + 10000 * SC_MS, 0), 0);
+    ck_assert_int_eq(tern_park(tern_now() + SC_MS), -ETIMEDOUT);
+    ck_assert_int_eq(tern_scope_exit(&a), 0);
+
+    /* nested, the inner deadline first: only the inner scope expires */
+    ck_assert_int_eq(tern_scope_enter(&a, tern_now() + 10000 * SC_MS, 0), 0);
+    ck_assert_int_eq(tern_scope_enter(&b, tern_now() + 5 * SC_MS, 0), 0);
+    ck_assert_int_eq(tern_sleep(10000 * SC_MS), -ECANCELED);
+    ck_assert_int_eq(tern_scope_exit(&b), -ETIMEDOUT);
+    ck_assert_int_eq(tern_sleep(SC_MS), 0);
+    ck_assert_int_eq(tern_scope_exit(&a), 0);
+
+    /* nested, the outer deadline first: it cancels the inner work too, and
+     * only the outer exit reports it */
+    ck_assert_int_eq(tern_scope_enter(&a, tern_now() + 5 * SC_MS, 0), 0);
+    ck_assert_int_eq(tern_scope_enter(&b, tern_now() + 10000 * SC_MS, 0), 0);
+    ck_assert_int_eq(tern_sleep(10000 * SC_MS), -ECANCELED);
+    ck_assert_int_eq(tern_scope_exit(&b), 0);
+    ck_assert_int_eq(tern_sleep(SC_MS), -ECANCELED);
+    ck_assert_int_eq(tern_scope_exit(&a), -ETIMEDOUT);
+
+    /* a shield keeps an outer deadline out, not its own */
+    ck_assert_int_eq(tern_scope_enter(&a, tern_now() + 2 * SC_MS, 0), 0);
+    ck_assert_int_eq(tern_scope_enter(&b, 0, TERN_SCOPE_SHIELD), 0);
+    ck_assert_int_eq(tern_sleep(10 * SC_MS), 0);
+    ck_assert_int_eq(tern_scope_exit(&b), 0);
+    ck_assert_int_eq(tern_sleep(SC_MS),
+                     -ECANCELED); /* out of the shield, a is past due */
+    ck_assert_int_eq(tern_scope_exit(&a), -ETIMEDOUT);
+    ck_assert_int_eq(tern_scope_enter(&b, tern_now() + 2 * SC_MS, TERN_SCOPE_SHIELD), 0);
+    ck_assert_int_eq(tern_sleep(10000 * SC_MS), -ECANCELED);
+    ck_assert_int_eq(tern_scope_exit(&b), -ETIMEDOUT);
+
+    /* cancelled by hand */
+    ck_assert_int_eq(tern_scope_enter(&a, 0, 0), 0);
+    ck_assert_int_eq(tern_scope_cancel(&a), 0);
+    ck_assert_int_eq(tern_scope_cancel(&a), -EALREADY);
+    ck_assert_int_eq(tern_sleep(SC_MS), -ECANCELED);
+    ck_assert_int_eq(tern_scope_exit(&a), -ECANCELED);
+    ck_assert_int_eq(tern_sleep(SC_MS), 0);
+
+    /* errors */
+    ck_assert_int_eq(tern_scope_enter(NULL, 0, 0), -EINVAL);
+    ck_assert_int_eq(tern_scope_enter(&a, 0, 2), -EINVAL);
+    ck_assert_int_eq(tern_scope_cancel(&a), -EINVAL); /* not entered */
+    ck_assert_int_eq(tern_scope_exit(&a), -EINVAL);
+    ck_assert_int_eq(tern_scope_enter(&a, 0, 0), 0);
+    ck_assert_int_eq(tern_scope_enter(&b, 0, 0), 0);
+    ck_assert_int_eq(tern_scope_exit(&a), -EINVAL); /* b is the innermost */
+    ck_assert_int_eq(tern_scope_exit(&b), 0);
+    ck_assert_int_eq(tern_scope_exit(&a), 0);
+    ck_assert_int_eq(tern_scope_exit(NULL), -EINVAL);
+    return (void *)(uintptr_t)7;
+}
+
+START_TEST(cancel_scopes)
+{
+    tern_scope sc;
+    ck_assert_int_eq(tern_scope_enter(&sc, 0, 0), -EPERM);
+    ck_assert_int_eq(tern_scope_exit(&sc), -EINVAL);
+    tern_config cfg = {.workers = 2};
+    void *res = NULL;
+    /* the timeouts were handled: the task finished normally */
+    ck_assert_int_eq(tern_run(&cfg, scope_basics_main, NULL, &res), 0);
+    ck_assert_ptr_eq(res, (void *)(uintptr_t)7);
+}
+END_TEST
+
+/* The task's cancel under a shield: hidden inside, seen at the first
+ * suspension point after it. */
+static void *shielded(void *arg)
+{
+    _Atomic int *stage = arg;
+    tern_scope sh;
+    ck_assert_int_eq(tern_scope_enter(&sh, 0, TERN_SCOPE_SHIELD), 0);
+    atomic_store(stage, 1);
+    TASK_WAIT_UNTIL(atomic_load(stage) == 2, WAIT_MS); /* its sleeps see no cancel */
+    ck_assert_int_eq(tern_sleep(2 * SC_MS), 0);
+    ck_assert_int_eq(tern_yield(), 0);
+    ck_assert_int_eq(tern_scope_exit(&sh), 0);
+    ck_assert_int_eq(tern_yield(), -ECANCELED);
+    return NULL;
+}
+
+static void *shield_main(void *arg)
+{
+    _Atomic int stage = 0;
+    tern_task *t;
+    ck_assert_int_eq(tern_spawn(shielded, &stage, &t), 0);
+    TASK_WAIT_UNTIL(atomic_load(&stage) == 1, WAIT_MS);
+    ck_assert_int_eq(tern_task_cancel(t), 0);
+    atomic_store(&stage, 2);
+    ck_assert_int_eq(tern_join(t, NULL), -ECANCELED);
+    return NULL;
+}
+
+/* I/O under a scope's deadline: the read is cancelled (the kernel lets go
+ * of the buffer first), the exit reports the timeout, and the socket has
+ * lost nothing. */
+static void *scoped_io_main(void *arg)
+{
+    int sp[2];
+    ck_assert_int_eq(socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, sp), 0);
+    char c = 0;
+    tern_scope sc;
+    ck_assert_int_eq(tern_scope_enter(&sc, tern_now() + 5 * SC_MS, 0), 0);
+    ck_assert_int_eq(tern_read(sp[0], &c, 1, 0), -ECANCELED);
+    ck_assert_int_eq(tern_scope_exit(&sc), -ETIMEDOUT);
+    ck_assert_int_eq(tern_write(sp[1], "z", 1, 0), 1);
+    ck_assert_int_eq(tern_read(sp[0], &c, 1, tern_now() + 20000 * SC_MS), 1);
+    ck_assert_int_eq(c, 'z');
+    ck_assert_int_eq(tern_close(sp[0]), 0);
+    ck_assert_int_eq(tern_close(sp[1]), 0);
+    return NULL;
+}
+
+START_TEST(scoped_io)
+{
+    tern_config cfg = {.workers = 2};
+    ck_assert_int_eq(tern_run(&cfg, scoped_io_main, NULL, NULL), 0);
+}
+END_TEST
+
+START_TEST(shield_hides_the_task_cancel)
+{
+    tern_config cfg = {.workers = 2};
+    ck_assert_int_eq(tern_run(&cfg, shield_main, NULL, NULL), 0);
+}
+END_TEST
+
+/* A cancel from another thread racing scopes being entered and left,
+ * shielded every other time: never lost, never seen inside a shield, and
+ * once seen outside one, seen at every suspension point after. */
+struct race_scopes {
+    _Atomic int started, seen_outside, late_zero;
+};
+
+static void *scope_loop(void *arg)
+{
+    struct race_scopes *r = arg;
+    atomic_store(&r->started, 1);
+    int seen = 0;
+    for (uint64_t i = 0; i < 100000000; i++) {
+        tern_scope sc;
+        int shield = i & 1;
+        ck_assert_int_eq(tern_scope_enter(&sc, tern_now() + 60000 * SC_MS,
+                                          shield ? TERN_SCOPE_SHIELD : 0),
+                         0);
+        int in = tern_yield();
+        if (shield)
+            ck_assert_int_eq(in, 0);
+        ck_assert_int_eq(tern_scope_exit(&sc), 0);
+        int out = tern_yield();
+        if (seen && out == 0)
+            atomic_fetch_add(&r->late_zero, 1); /* a cancel seen once must stay seen */
+        if (!seen && (in == -ECANCELED || out == -ECANCELED))
+            seen = 1;
+        if (seen && ++seen > 100) {
+            atomic_store(&r->seen_outside, 1);
+            return NULL;
+        }
+    }
+    return NULL;
+}
+
+START_TEST(cancel_races_scopes)
+{
+    tern_runtime *rt = rt_new(2);
+    for (int round = 0; round < SCALED(20) + 2; round++) {
+        struct race_scopes r = {0};
+        tern_task *t;
+        ck_assert_int_eq(tern_runtime_spawn(rt, scope_loop, &r, &t), 0);
+        WAIT_UNTIL(atomic_load(&r.started), WAIT_MS);
+        spin_units((unsigned)(round * 37 % 300));
+        ck_assert_int_eq(tern_task_cancel(t), 0);
+        ck_assert_int_eq(tern_join(t, NULL), -ECANCELED);
+        ck_assert_int_eq(atomic_load(&r.seen_outside), 1);
+        ck_assert_int_eq(atomic_load(&r.late_zero), 0);
+    }
+    ck_assert_int_eq(tern_runtime_free(rt), 0);
+}
+END_TEST
+
 START_TEST(budget_prevents_starvation)
 {
     tern_config cfg = {.workers = 1, .budget = 64};
@@ -1193,6 +1398,10 @@ Suite *task_suite(void)
     tcase_add_test(tc, park_unpark);
     tcase_add_test(tc, budget_prevents_starvation);
     tcase_add_test(tc, uncancel_finishes_normally);
+    tcase_add_test(tc, cancel_scopes);
+    tcase_add_test(tc, shield_hides_the_task_cancel);
+    tcase_add_test(tc, scoped_io);
+    tcase_add_test(tc, cancel_races_scopes);
     tcase_add_test(tc, spawning_spends_budget);
     tcase_add_loop_test(tc, stack_overflow_reported, 0, 3);
     tcase_add_test(tc, blocking_pool);
