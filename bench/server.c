@@ -250,8 +250,13 @@ static int block_stop_signals(void)
 static void *stop_on_signal(void *arg)
 {
     int sig = tern_signal_wait(arg, 0);
-    if (sig > 0 && tern_token_cancel(stop) == 0)
-        stop_reason = sig == SIGINT ? "SIGINT" : "SIGTERM";
+    if (sig == -ECANCELED)
+        return NULL; /* the stop came another way */
+    if (sig < 0)
+        fprintf(stderr, "error: waiting for SIGINT or SIGTERM: %s\n", tern_strerror(sig));
+    /* an error stops the server rather than leave it deaf to the signals */
+    if (tern_token_cancel(stop) == 0)
+        stop_reason = sig == SIGINT ? "SIGINT" : sig == SIGTERM ? "SIGTERM" : "error";
     return NULL;
 }
 

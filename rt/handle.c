@@ -40,10 +40,13 @@ int tern_handle_cancel(tern_handle *h)
 {
     if (!h)
         return -EINVAL;
+    /* seq_cst: pairs with every_run's fence (the timer back in the wheel,
+     * then a look at the state) */
     uint32_t exp = TERN__HS_PENDING;
-    if (!atomic_compare_exchange_strong_explicit(&h->state, &exp, TERN__HS_CANCELLED,
-                                                 TERN__ACQ_REL, TERN__RELAXED))
-        return -EALREADY;
+    while (!atomic_compare_exchange_strong_explicit(&h->state, &exp, TERN__HS_CANCELLED,
+                                                    TERN__SEQ_CST, TERN__RELAXED))
+        if (exp != TERN__HS_RUNNING)
+            return -EALREADY; /* a repeating handle's run under way ends it */
     if (h->timer.kind == TERN__TIMER_HANDLE)
         tern__timer_cancel(&h->timer); /* the owner reaps it */
     return 0;
@@ -70,21 +73,29 @@ static int handle_pending(tern_handle *h)
     return atomic_load_explicit(&h->state, TERN__ACQUIRE) == TERN__HS_PENDING;
 }
 
-/* A repeating handle's run: it stays PENDING, and its timer goes back in
- * the wheel for the next tick, until a cancel. A cancel that lands while
- * the timer is out of the wheel (the callback running) cannot mark it,
+/* A repeating handle's run: PENDING -> RUNNING for the callback (a cancel
+ * after the CAS lets the run end but starts no other), RUNNING -> PENDING,
+ * and its timer goes back in the wheel for the next tick, until a cancel.
+ * A cancel that lands while the timer is out of the wheel cannot mark it,
  * so the state is looked at again once the timer is back in. */
 static void every_run(tern_loop *w, tern_handle *h)
 {
     uint64_t now = tern_now();
-    if (handle_pending(h))
+    uint32_t exp = TERN__HS_PENDING;
+    if (atomic_compare_exchange_strong_explicit(&h->state, &exp, TERN__HS_RUNNING,
+                                                TERN__ACQ_REL, TERN__RELAXED)) {
         handle_call(w, h);
-    if (handle_pending(h)) {
-        h->timer.deadline = tern__tick_next(h->timer.deadline, now, h->period, h->policy);
-        tern__wheel_insert(&w->wheel, &h->timer);
-        if (handle_pending(h))
-            return; /* the loop keeps its reference */
-        tern__wheel_remove(&w->wheel, &h->timer);
+        exp = TERN__HS_RUNNING;
+        if (atomic_compare_exchange_strong_explicit(&h->state, &exp, TERN__HS_PENDING,
+                                                    TERN__ACQ_REL, TERN__RELAXED)) {
+            h->timer.deadline =
+                tern__tick_next(h->timer.deadline, now, h->period, h->policy);
+            tern__wheel_insert(&w->wheel, &h->timer);
+            TERN__FENCE(); /* the timer back in, then the look (tern_handle_cancel) */
+            if (handle_pending(h))
+                return; /* the loop keeps its reference */
+            tern__wheel_remove(&w->wheel, &h->timer);
+        }
     }
     handle_unref(h);
 }
@@ -255,7 +266,7 @@ int tern_call_every(tern_loop *loop, uint64_t first, uint64_t period,
         return err;
     h->period = period;
     h->policy = policy;
-    h->timer.deadline = first;
+    h->timer.deadline = first ? first : tern_now(); /* as tern_interval_new */
     h->timer.kind = TERN__TIMER_HANDLE;
     tern__wheel_insert(&w->wheel, &h->timer);
     return 0;

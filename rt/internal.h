@@ -289,7 +289,8 @@ void tern__thread_wake(tern__thread_waiter *tw);
 
 /* ---- handles ---------------------------------------------------------------- */
 
-enum { TERN__HS_PENDING, TERN__HS_DONE, TERN__HS_CANCELLED };
+/* RUNNING: a repeating (call_every) handle's callback is running */
+enum { TERN__HS_PENDING, TERN__HS_DONE, TERN__HS_CANCELLED, TERN__HS_RUNNING };
 
 struct tern_handle {
     _Atomic uint32_t refs;  /* the loop's (until run or reaped) + the caller's */

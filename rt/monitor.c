@@ -354,6 +354,10 @@ int tern__monitor_add(tern_runtime *rt)
                 sig, strsignal(sig));
     pthread_mutex_lock(&life_lock);
     int err = 0;
+    /* arrivals before this runtime (the signal held for a subscription)
+     * are not a request for its dump */
+    if (sig)
+        atomic_store_explicit(&dump_pending[sig], 0, TERN__RELAXED);
     if (sig && sigs[sig].users == 0) {
         struct sigaction sa;
         memset(&sa, 0, sizeof sa);

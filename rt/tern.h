@@ -501,7 +501,7 @@ TERN_API uint64_t tern_interval_next(const tern_interval *iv);
 TERN_API void tern_interval_free(tern_interval *iv);
 
 /* The same schedule as a loop handle: cb(arg) runs on loop (NULL = current;
- * its own thread only, like tern_call_at) at first, first + period, ...,
+ * its own thread only, like tern_call_at) at first (0: now), first + period, ...,
  * following policy for the runs it could not make on time, until
  * tern_handle_cancel (any thread, the callback itself included: no run
  * starts after it returns). Returns like tern_call_at, and -EINVAL for a

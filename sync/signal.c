@@ -19,6 +19,7 @@
 #include <errno.h>
 #include <pthread.h>
 #include <signal.h>
+#include <stdio.h>
 #include <stdlib.h>
 
 #include "rt/fault.h"
@@ -132,6 +133,13 @@ void tern_signal_free(tern_signal *s)
 {
     if (!s)
         return;
+    if (tern__on_monitor()) {
+        /* an on_stall callback: the monitor would wait for itself to
+         * re-block the signals (rt/monitor.c, tern__signal_give) */
+        fprintf(stderr, "tern: tern_signal_free called on tern's monitor thread (an "
+                        "on_stall callback): not freed\n");
+        return;
+    }
     unlink_sub(s);
     tern__signal_give(s->member);
     tern_chan_release(s->ch);

@@ -624,10 +624,11 @@ TERN_API int tern_tracker_wait(tern_tracker *tr, uint64_t deadline);
  * sees -ECANCELED at its next suspension point: a task that never
  * suspends keeps this call waiting). *cancelled (may be NULL) receives how
  * many had to be cancelled. Returns 0 when all finished in time,
- * -ETIMEDOUT when some were cancelled, -ECANCELED when the caller was
- * (the tracked tasks are cancelled and still waited for, so none outlives
- * the call), -EINVAL, -EDEADLK (called by a tracked task). Suspends;
- * blocks a foreign thread. */
+ * -ETIMEDOUT when some were cancelled (-ENOMEM when no timer could be
+ * armed for drain_deadline: all were cancelled and waited for), -ECANCELED when the
+ * caller was (the tracked tasks are cancelled and still waited for, so none outlives the
+ * call), -EINVAL, -EDEADLK (called by a tracked task). Suspends; blocks a foreign thread.
+ */
 TERN_API int tern_tracker_shutdown(tern_tracker *tr, uint64_t drain_deadline,
                                    uint64_t *cancelled);
 /* Frees an empty tracker. Returns 0, -EBUSY (tasks still tracked: nothing
@@ -673,7 +674,8 @@ TERN_API int tern_signal_new(const int *sigs, size_t n, tern_chan *ch, tern_sign
 TERN_API int tern_signal_wait(tern_signal *s, uint64_t deadline);
 /* Ends the subscription (nobody may be waiting on it); a signal nobody is
  * subscribed to any more gets the program's own disposition back. NULL is
- * ignored. Any thread. */
+ * ignored. Any thread but tern's monitor thread (an on_stall callback),
+ * where it says so on stderr and frees nothing. */
 TERN_API void tern_signal_free(tern_signal *s);
 
 #ifdef __cplusplus

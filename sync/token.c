@@ -178,6 +178,8 @@ struct tern_tracker {
     _Atomic uint64_t len;
     uint64_t cancel_gen; /* cancels so far: a spawn under way when one came
                             cancels its task itself */
+    uint64_t spawning;   /* spawns under way: they touch tr after their task
+                            may have ended, so tr is not idle until they are done */
     int closed;
 };
 
@@ -192,6 +194,15 @@ int tern_tracker_new(tern_tracker **out)
     return 0;
 }
 
+/* Idle (no task tracked, no spawn under way): the waiters go. Under the lock. */
+static void wake_if_idle(tern_tracker *tr, tern__waiter **post)
+{
+    tern__waiter *w;
+    if (atomic_load_explicit(&tr->len, TERN__RELAXED) == 0 && tr->spawning == 0)
+        while ((w = tern__wq_claim(&tr->q)))
+            tern__waiter_defer(post, w, 0);
+}
+
 static void unlink_tracked(tern_tracker *tr, tracked *x, tern__waiter **post)
 {
     if (x->prev)
@@ -200,12 +211,9 @@ static void unlink_tracked(tern_tracker *tr, tracked *x, tern__waiter **post)
         tr->head = x->next;
     if (x->next)
         x->next->prev = x->prev;
-    uint64_t left = atomic_load_explicit(&tr->len, TERN__RELAXED) - 1;
-    atomic_store_explicit(&tr->len, left, TERN__RELAXED);
-    tern__waiter *w;
-    if (left == 0)
-        while ((w = tern__wq_claim(&tr->q)))
-            tern__waiter_defer(post, w, 0);
+    atomic_store_explicit(&tr->len, atomic_load_explicit(&tr->len, TERN__RELAXED) - 1,
+                          TERN__RELAXED);
+    wake_if_idle(tr, post);
 }
 
 /* The end of a tracked task, whether its body ran or not. */
@@ -265,6 +273,7 @@ int tern_tracker_spawn(tern_tracker *tr, tern_task_fn fn, void *arg)
     x->gen = tr->cancel_gen;
     atomic_store_explicit(&tr->len, atomic_load_explicit(&tr->len, TERN__RELAXED) + 1,
                           TERN__RELAXED);
+    tr->spawning++;
     TERN__UNLOCK(&tr->q);
 
     tern_task *h;
@@ -272,6 +281,7 @@ int tern_tracker_spawn(tern_tracker *tr, tern_task_fn fn, void *arg)
     tern__waiter *post = NULL;
     if (r < 0) {
         TERN__LOCK(&tr->q);
+        tr->spawning--;
         unlink_tracked(tr, x, &post);
         TERN__UNLOCK(&tr->q);
         free(x);
@@ -287,7 +297,10 @@ int tern_tracker_spawn(tern_tracker *tr, tern_task_fn fn, void *arg)
         if (x->gen != tr->cancel_gen)
             cancel = tern_task_ref(h);
     }
+    tr->spawning--;
+    wake_if_idle(tr, &post); /* our task may have ended already */
     TERN__UNLOCK(&tr->q);
+    tern__wake_post_all(post); /* the last touch of tr */
     if (finished) {
         tern_task_release(h);
         free(x);
@@ -339,7 +352,7 @@ static int tracker_wait(tern_tracker *tr, uint64_t deadline, int nocancel)
 {
     uint64_t me = tern_task_current_id();
     TERN__LOCK(&tr->q);
-    if (atomic_load_explicit(&tr->len, TERN__RELAXED) == 0) {
+    if (atomic_load_explicit(&tr->len, TERN__RELAXED) == 0 && tr->spawning == 0) {
         TERN__UNLOCK(&tr->q);
         return 0;
     }
@@ -385,7 +398,7 @@ int tern_tracker_shutdown(tern_tracker *tr, uint64_t drain_deadline, uint64_t *c
     if (cancelled)
         *cancelled = (uint64_t)n;
     tracker_wait(tr, 0, 1);
-    return r == -ECANCELED ? -ECANCELED : -ETIMEDOUT;
+    return r; /* -ETIMEDOUT, -ECANCELED, or what the drain's wait failed with */
 }
 
 int tern_tracker_free(tern_tracker *tr)
@@ -393,7 +406,8 @@ int tern_tracker_free(tern_tracker *tr)
     if (!tr)
         return -EINVAL;
     TERN__LOCK(&tr->q);
-    int busy = atomic_load_explicit(&tr->len, TERN__RELAXED) != 0 || tr->q.head;
+    int busy =
+        atomic_load_explicit(&tr->len, TERN__RELAXED) != 0 || tr->spawning || tr->q.head;
     TERN__UNLOCK(&tr->q);
     if (busy)
         return -EBUSY;

@@ -345,6 +345,45 @@ START_TEST(tracker_shutdown)
 }
 END_TEST
 
+/* A spawn still under way when its task has already ended: the spawner
+ * yields inside tern_tracker_spawn (a budget of 1 spends itself on the
+ * spawn), the task runs and ends, and a shutdown meanwhile must not see
+ * the tracker idle before the spawner is done with it (ASan: the free
+ * that follows would pull the tracker from under the spawner). */
+static void *at_once(void *arg)
+{
+    return arg;
+}
+
+static void *spawn_one(void *arg)
+{
+    ck_assert_int_eq(tern_tracker_spawn(arg, at_once, NULL), 0);
+    return NULL;
+}
+
+static void *spawn_under_way_main(void *arg)
+{
+    for (int round = 0; round < 50; round++) {
+        tern_tracker *tr;
+        ck_assert_int_eq(tern_tracker_new(&tr), 0);
+        tern_task *s;
+        ck_assert_int_eq(tern_spawn(spawn_one, tr, &s), 0);
+        for (int k = 0; k < round % 4; k++)
+            tern_yield();
+        tern_tracker_shutdown(tr, UINT64_MAX, NULL);
+        ck_assert_int_eq(tern_tracker_free(tr), 0);
+        tern_join(s, NULL);
+    }
+    return NULL;
+}
+
+START_TEST(tracker_spawn_under_way)
+{
+    tern_config cfg = {.workers = 1, .budget = 1};
+    ck_assert_int_eq(tern_run(&cfg, spawn_under_way_main, NULL, NULL), 0);
+}
+END_TEST
+
 /* The caller of shutdown cancelled while it drains: the tracked tasks are
  * cancelled and still waited for. */
 static _Atomic int shutdown_result = 1;
@@ -468,6 +507,7 @@ static Suite *token_suite(void)
     tcase_add_test(tc, tracker_self_wait);
     tcase_add_test(tc, tracker_shutdown);
     tcase_add_test(tc, tracker_shutdown_caller_cancelled);
+    tcase_add_test(tc, tracker_spawn_under_way);
     tcase_add_test(tc, tracker_spawn_cancel_race);
     suite_add_tcase(s, tc);
     return s;
