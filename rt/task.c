@@ -1325,7 +1325,14 @@ static void took_over(void)
     tern_task *from = w->handed_from;
     if (from) {
         w->handed_from = NULL;
+        /* As on the worker's own context: no task is current while the
+         * previous one's switch-out finishes (its on_exit, its joiner's
+         * future callbacks, context destructors), so none of that runs as
+         * this task, waits as it, or sends its wakes to our LIFO slot. */
+        tern_task *me = w->current;
+        w->current = NULL;
         run_end(w, from);
+        w->current = me;
     }
 }
 

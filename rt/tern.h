@@ -338,8 +338,10 @@ typedef struct tern_scope {
  * NULL, unknown flags), -EPERM (not in a task). */
 TERN_API int tern_scope_enter(tern_scope *scope, uint64_t deadline, int flags);
 /* Leaves scope, which must be the calling task's innermost. Returns 0,
- * -ETIMEDOUT (its deadline expired it), -ECANCELED (tern_scope_cancel), or
- * -EINVAL (NULL, not the innermost, not in a task). */
+ * -ETIMEDOUT (its deadline expired it: a wait that reached the deadline
+ * just as its operation completed keeps its result, and the scope still
+ * reports the expiry), -ECANCELED (tern_scope_cancel), or -EINVAL (NULL,
+ * not the innermost, not in a task). */
 TERN_API int tern_scope_exit(tern_scope *scope);
 /* Cancels the work inside scope, one the calling task is in. Returns 0,
  * -EALREADY, -EINVAL. */
