@@ -91,8 +91,9 @@ static inline void tern__spin_unlock(_Atomic unsigned *l)
 
 #define TERN__LOCAL_QUEUE 256   /* power of two */
 #define TERN__EVENT_INTERVAL 61 /* tasks run between two looks at timers/inject */
-#define TERN__LIFO_STREAK 16    /* LIFO runs in a row before the queue gets a turn */
-#define TERN__TASK_CACHE 256    /* recycled task headers kept per worker */
+/* LIFO runs in a row before the queue gets a turn: one turn, as timers wait */
+#define TERN__LIFO_STREAK 61
+#define TERN__TASK_CACHE 256 /* recycled task headers kept per worker */
 
 /* ---- tasks ---------------------------------------------------------------- */
 

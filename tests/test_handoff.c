@@ -13,14 +13,15 @@
 /*
  * The bounds, in hand-offs of the pair rather than in time (a loaded
  * machine stretches time, not the count of tasks run in between):
- *  - a ready task runs within TERN__LIFO_STREAK runs of the LIFO slot,
- *    then the queue ahead of it (the other tasks of the test, a few runs);
+ *  - a streak of TERN__LIFO_STREAK runs of the LIFO slot gives the queue
+ *    one task, so a ready task waits a streak for each task queued ahead
+ *    of it and one for itself (here at most the 3 other tasks of the test);
  *  - a due timer fires at the next turn of the loop, within
  *    TERN__EVENT_INTERVAL tasks, and its task then waits as a ready task;
  *  - an I/O completion is collected at a turn too; io_uring may need a
  *    second turn, the first one running the kernel's completion work.
  */
-#define READY_BOUND (2 * TERN__LIFO_STREAK + 16)
+#define READY_BOUND (4 * (TERN__LIFO_STREAK + 1) + 16)
 #define TIMER_BOUND (2 * TERN__EVENT_INTERVAL + READY_BOUND)
 #define IO_BOUND (3 * TERN__EVENT_INTERVAL + READY_BOUND)
 #define ROUNDS 20
