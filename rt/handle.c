@@ -233,32 +233,13 @@ int tern_call_soon_threadsafe(tern_loop *loop, tern_callback_fn cb, void *arg,
     return err;
 }
 
-int tern_call_at(tern_loop *loop, uint64_t when, tern_callback_fn cb, void *arg,
-                 tern_handle **out)
+/* A timed handle due at when; period 0 runs once (call_at), else it
+ * repeats under policy (call_every). Arguments checked by the callers. */
+static int timed_new(tern_loop *loop, uint64_t when, uint64_t period, int policy,
+                     tern_callback_fn cb, void *arg, tern_handle **out)
 {
     int err;
     tern_loop *w = own_loop(loop, &err);
-    if (!cb)
-        return -EINVAL;
-    if (err)
-        return err;
-    tern_handle *h;
-    if ((err = handle_new(w, cb, arg, out, &h)) < 0)
-        return err;
-    h->timer.deadline = when;
-    h->timer.kind = TERN__TIMER_HANDLE;
-    tern__wheel_insert(&w->wheel, &h->timer);
-    return 0;
-}
-
-int tern_call_every(tern_loop *loop, uint64_t first, uint64_t period,
-                    tern_missed_tick policy, tern_callback_fn cb, void *arg,
-                    tern_handle **out)
-{
-    int err;
-    tern_loop *w = own_loop(loop, &err);
-    if (!cb || !period || !tern__tick_policy_ok(policy))
-        return -EINVAL;
     if (err)
         return err;
     tern_handle *h;
@@ -266,10 +247,28 @@ int tern_call_every(tern_loop *loop, uint64_t first, uint64_t period,
         return err;
     h->period = period;
     h->policy = policy;
-    h->timer.deadline = first ? first : tern_now(); /* as tern_interval_new */
+    h->timer.deadline = when;
     h->timer.kind = TERN__TIMER_HANDLE;
     tern__wheel_insert(&w->wheel, &h->timer);
     return 0;
+}
+
+int tern_call_at(tern_loop *loop, uint64_t when, tern_callback_fn cb, void *arg,
+                 tern_handle **out)
+{
+    if (!cb)
+        return -EINVAL;
+    return timed_new(loop, when, 0, 0, cb, arg, out);
+}
+
+int tern_call_every(tern_loop *loop, uint64_t first, uint64_t period,
+                    tern_missed_tick policy, tern_callback_fn cb, void *arg,
+                    tern_handle **out)
+{
+    if (!cb || !period || !tern__tick_policy_ok(policy))
+        return -EINVAL;
+    /* first 0: now, as tern_interval_new's start */
+    return timed_new(loop, first ? first : tern_now(), period, policy, cb, arg, out);
 }
 
 int tern_call_later(tern_loop *loop, uint64_t delay, tern_callback_fn cb, void *arg,

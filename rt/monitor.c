@@ -263,6 +263,18 @@ static void *monitor_main(void *arg)
     return NULL;
 }
 
+/* tern's handler for sig, the previous disposition kept to put back.
+ * Under life_lock. Returns 0 or -errno. */
+static int install_handler(int sig)
+{
+    struct sigaction sa;
+    memset(&sa, 0, sizeof sa);
+    sa.sa_handler = on_signal;
+    sa.sa_flags = SA_RESTART;
+    sigemptyset(&sa.sa_mask);
+    return sigaction(sig, &sa, &sigs[sig].old) < 0 ? -errno : 0;
+}
+
 int tern__signal_take(const unsigned char *member, void (*hook)(int sig, uint64_t count))
 {
     if (on_monitor)
@@ -270,23 +282,16 @@ int tern__signal_take(const unsigned char *member, void (*hook)(int sig, uint64_
     pthread_once(&sem_once, sem_make);
     pthread_mutex_lock(&life_lock);
     int err = 0, sig;
-    for (sig = 1; sig < NSIG && !err; sig++) {
-        if (!member[sig] || sigs[sig].users)
-            continue;
-        struct sigaction sa;
-        memset(&sa, 0, sizeof sa);
-        sa.sa_handler = on_signal;
-        sa.sa_flags = SA_RESTART;
-        sigemptyset(&sa.sa_mask);
-        if (sigaction(sig, &sa, &sigs[sig].old) < 0)
-            err = -errno;
-    }
+    for (sig = 1; sig < NSIG; sig++)
+        if (member[sig] && !sigs[sig].users && (err = install_handler(sig)) < 0)
+            break;
     if (!err && users == 0) {
         stop = 0;
         err = -TERN__FAULT_POS(THREAD, pthread_create(&thread, NULL, monitor_main, NULL));
     }
     if (err) {
-        /* put back the handlers installed above (sig is one past the last) */
+        /* put back the handlers installed above: those below sig (the one
+         * that failed, or NSIG when the thread did) */
         while (--sig > 0)
             if (member[sig] && !sigs[sig].users)
                 sigaction(sig, &sigs[sig].old, NULL);
@@ -358,15 +363,8 @@ int tern__monitor_add(tern_runtime *rt)
      * are not a request for its dump */
     if (sig)
         atomic_store_explicit(&dump_pending[sig], 0, TERN__RELAXED);
-    if (sig && sigs[sig].users == 0) {
-        struct sigaction sa;
-        memset(&sa, 0, sizeof sa);
-        sa.sa_handler = on_signal;
-        sa.sa_flags = SA_RESTART;
-        sigemptyset(&sa.sa_mask);
-        if (sigaction(sig, &sa, &sigs[sig].old) < 0)
-            err = -errno;
-    }
+    if (sig && sigs[sig].users == 0)
+        err = install_handler(sig);
     if (!err && wants_thread(rt) && users == 0) {
         stop = 0;
         err = -TERN__FAULT_POS(THREAD, pthread_create(&thread, NULL, monitor_main, NULL));

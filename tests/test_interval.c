@@ -94,7 +94,7 @@ static void *no_drift_main(void *arg)
     uint64_t start = tern_now() + MS;
     tern_interval *iv;
     ck_assert_int_eq(tern_interval_new(start, MS, (tern_missed_tick)policy, &iv), 0);
-    uint64_t misses = 0, expect = start;
+    uint64_t expect = start;
     for (int k = 0; k < DRIFT_TICKS; k++) {
         uint64_t when;
         ck_assert_int_eq(tern_interval_tick(iv, 0, &when), 0);
@@ -103,16 +103,15 @@ static void *no_drift_main(void *arg)
         if (policy == TERN_TICK_BURST)
             ck_assert_uint_eq(when, start + (uint64_t)k * MS);
         else {
-            /* DELAY and SKIP move the schedule only after a miss */
+            /* DELAY and SKIP move the schedule only after a miss, and then
+             * only later */
             ck_assert_uint_ge(when, expect);
-            misses += when != expect;
         }
         expect = tern_interval_next(iv);
     }
     if (policy == TERN_TICK_SKIP)
         ck_assert_uint_eq((expect - start) % MS, 0); /* still on the grid */
     tern_interval_free(iv);
-    (void)misses;
     return NULL;
 }
 
